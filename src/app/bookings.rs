@@ -1,0 +1,272 @@
+//! Booking use cases (SPEC §3).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{App, page};
+use crate::domain::{
+    Error, Result,
+    access::{Actor, Principal, Role},
+    availability,
+    booking::{self, BookingOrigin, BookingStatus},
+    model::{Booking, EventType, Session},
+    session::{self, SessionStatus},
+};
+use crate::store::{
+    self, Tx,
+    bookings::{self as store_bookings, BookingFilter},
+    directory, sessions,
+};
+
+/// A CreateBooking request, parsed.
+#[derive(Debug, Clone)]
+pub struct NewBooking {
+    pub listing_id: Uuid,
+    /// None: the calling mentee itself.
+    pub mentee_id: Option<Uuid>,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub notes: String,
+}
+
+impl App {
+    pub async fn create_booking(&self, who: &Principal, req: NewBooking) -> Result<Booking> {
+        let actor = who.require(&[Role::Coordinator, Role::Mentee], "CreateBooking")?;
+        let mentee_id = match (req.mentee_id, who.has(Role::Coordinator)) {
+            (Some(id), true) => id,
+            (None, true) if !who.has(Role::Mentee) => {
+                return Err(Error::invalid("mentee_id", "is required when a coordinator books"));
+            }
+            (Some(id), false) if id != who.user_id => {
+                return Err(Error::denied("a mentee may only book for itself"));
+            }
+            _ => who.user_id,
+        };
+        booking::check_slot(req.start_time, req.end_time, self.rules.booking_bounds, Utc::now())?;
+
+        let listing = directory::get_listing(&self.pool, req.listing_id)
+            .await?
+            .ok_or_else(|| Error::not_found("listing", req.listing_id))?;
+        let mentor_id = listing.mentor_id.ok_or_else(|| {
+            Error::precondition(
+                "LISTING_HAS_NO_MENTOR",
+                format!("listings/{}", listing.id),
+                "this listing has no mentor to book; it can only be worked on demand",
+            )
+        })?;
+        if directory::get_mentee(&self.pool, mentee_id).await?.is_none() {
+            return Err(Error::not_found("mentee", mentee_id));
+        }
+        let mentor = directory::get_mentor(&self.pool, mentor_id, self.rules.default_mentor_limit)
+            .await?
+            .ok_or_else(|| Error::not_found("mentor", mentor_id))?;
+        let tz = availability::parse_timezone("timezone", &mentor.timezone)
+            .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
+        if !availability::fits(&mentor.availability, tz, req.start_time, req.end_time) {
+            return Err(Error::precondition(
+                "OUTSIDE_AVAILABILITY",
+                format!("mentors/{mentor_id}"),
+                format!(
+                    "the booking does not lie within one of the mentor's availability windows ({})",
+                    mentor.timezone
+                ),
+            )
+            .with_metadata("timezone", mentor.timezone));
+        }
+        if let Some(who_overlaps) =
+            store_bookings::overlap(&self.pool, mentor_id, mentee_id, req.start_time, req.end_time).await?
+        {
+            return Err(Error::precondition(
+                "BOOKING_OVERLAP",
+                "bookings",
+                format!("the {who_overlaps} already has an accepted booking overlapping this time"),
+            )
+            .with_metadata("conflict", who_overlaps));
+        }
+
+        let now = Utc::now();
+        let draft = Booking {
+            id: Uuid::now_v7(),
+            listing_id: listing.id,
+            mentor_id,
+            mentee_id,
+            start_time: req.start_time,
+            end_time: req.end_time,
+            status: BookingStatus::Draft,
+            origin: BookingOrigin::Requested,
+            notes: req.notes,
+            reason: String::new(),
+            session_id: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = store::begin(&self.pool).await?;
+        let created = store_bookings::insert(&mut tx, &draft, false).await?;
+        store_bookings::audit(&mut tx, created.id, None, BookingStatus::Draft, &actor, "").await?;
+        store::commit(tx).await?;
+        Ok(created)
+    }
+
+    pub async fn get_booking(&self, who: &Principal, id: Uuid) -> Result<Booking> {
+        let booking = store_bookings::get(&self.pool, id)
+            .await?
+            .ok_or_else(|| Error::not_found("booking", id))?;
+        if !who.can_see(booking.participants()) {
+            return Err(Error::denied("only the booking's participants, coordinators and services may read it"));
+        }
+        Ok(booking)
+    }
+
+    pub async fn list_bookings(
+        &self,
+        who: &Principal,
+        filter: BookingFilter,
+        page_size: i64,
+        page_token: &str,
+    ) -> Result<(Vec<Booking>, String)> {
+        who.require(&[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee], "ListBookings")?;
+        let visibility = who.visibility();
+        let bound = (&filter, format!("{visibility:?}"));
+        let after = page::decode(&bound, page_token)?;
+        let rows = store_bookings::list(&self.pool, &filter, visibility, after, page_size + 1).await?;
+        page::finish(rows, page_size, &bound, |b| (b.created_at, b.id))
+    }
+
+    /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
+    pub async fn accept_booking(&self, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
+        let mut tx = store::begin(&self.pool).await?;
+        let (current, actor) =
+            lock_for(&mut tx, who, id, &[Role::Coordinator], &[Role::Mentor], "AcceptBooking").await?;
+        booking::decide(id, current.status, BookingStatus::Accepted)?;
+        let holds_slot = current.origin == BookingOrigin::Requested;
+        let mut accepted = store_bookings::set_status(&mut tx, id, BookingStatus::Accepted, "", holds_slot).await?;
+        store_bookings::audit(&mut tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
+        let session = self
+            .create_session_for(&mut tx, &accepted, SessionStatus::Scheduled, &actor)
+            .await?;
+        store::commit(tx).await?;
+        accepted.session_id = Some(session.id);
+        Ok((accepted, session))
+    }
+
+    pub async fn decline_booking(&self, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
+        self.close_booking(who, id, reason, BookingStatus::Declined, &[Role::Mentor], "DeclineBooking")
+            .await
+    }
+
+    pub async fn cancel_booking(&self, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
+        self.close_booking(who, id, reason, BookingStatus::Cancelled, &[Role::Mentee, Role::Mentor], "CancelBooking")
+            .await
+    }
+
+    async fn close_booking(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        reason: &str,
+        to: BookingStatus,
+        participants: &[Role],
+        act: &str,
+    ) -> Result<Booking> {
+        let mut tx = store::begin(&self.pool).await?;
+        let (current, actor) = lock_for(&mut tx, who, id, &[Role::Coordinator], participants, act).await?;
+        booking::decide(id, current.status, to).map_err(|e| {
+            if current.status == BookingStatus::Accepted && to == BookingStatus::Cancelled {
+                Error::precondition(
+                    "BOOKING_NOT_DRAFT",
+                    format!("bookings/{id}"),
+                    "an ACCEPTED booking cannot be cancelled; cancel its session instead",
+                )
+                .with_metadata("current_status", current.status.as_str())
+                .with_metadata("session_id", current.session_id.map(|s| s.to_string()).unwrap_or_default())
+            } else {
+                e
+            }
+        })?;
+        let closed = store_bookings::set_status(&mut tx, id, to, reason, false).await?;
+        store_bookings::audit(&mut tx, id, Some(current.status), to, &actor, reason).await?;
+        store::commit(tx).await?;
+        Ok(closed)
+    }
+
+    /// Inserts the session of an ACCEPTED booking with its CREATED event.
+    pub(crate) async fn create_session_for(
+        &self,
+        tx: &mut Tx,
+        booking: &Booking,
+        status: SessionStatus,
+        actor: &Actor,
+    ) -> Result<Session> {
+        let now = Utc::now();
+        let mut new = Session {
+            id: Uuid::now_v7(),
+            booking_id: booking.id,
+            listing_id: booking.listing_id,
+            mentor_id: booking.mentor_id,
+            mentee_id: booking.mentee_id,
+            start_time: booking.start_time,
+            end_time: booking.end_time,
+            status: SessionStatus::Scheduled,
+            stage: None,
+            config: self.rules.default_session_config.clone(),
+            queued_at: None,
+            started_at: None,
+            ended_at: None,
+            active_banked_us: 0,
+            active_since: None,
+            paused_at: None,
+            report: None,
+            failure: None,
+            cancel_reason: String::new(),
+            last_seq: 0,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        if status != SessionStatus::Scheduled {
+            session::enter(&mut new, status, now);
+        }
+        let inserted = sessions::insert(tx, &new, session::deadline(&new, &self.rules.timeouts)).await?;
+        sessions::append_event(
+            tx,
+            inserted.id,
+            sessions::NewEvent {
+                event_type: EventType::Created,
+                from_status: None,
+                to_status: Some(inserted.status),
+                from_stage: None,
+                to_stage: None,
+                actor,
+                reason: "",
+                details: serde_json::json!({
+                    "booking_id": booking.id,
+                    "origin": booking.origin.as_str(),
+                    "mentor_id": booking.mentor_id,
+                }),
+            },
+        )
+        .await?;
+        // The event bumped last_seq; reflect it without another read.
+        Ok(Session {
+            last_seq: inserted.last_seq + 1,
+            ..inserted
+        })
+    }
+}
+
+/// Locks a booking and checks that `who` may act on it.
+async fn lock_for(
+    tx: &mut Tx,
+    who: &Principal,
+    id: Uuid,
+    global: &[Role],
+    participants: &[Role],
+    act: &str,
+) -> Result<(Booking, Actor)> {
+    let current = store_bookings::lock(tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("booking", id))?;
+    let actor = who.require_on(global, participants, current.participants(), act)?;
+    Ok((current, actor))
+}

@@ -1,0 +1,119 @@
+//! Directory use cases: mentees, mentors, listings.
+//!
+//! Access (the spec leaves it open; decided here and in docs/ARCHITECTURE.md):
+//! coordinators and services manage everything; a mentee may upsert and read
+//! itself; a mentor may upsert its own profile and its own listings; every
+//! known role may read mentors and listings, and mentors may read mentees.
+
+use uuid::Uuid;
+
+use super::{App, page};
+use crate::domain::{
+    Error, Result,
+    access::{Principal, Role},
+    model::{Listing, Mentee, Mentor, MentorInput},
+};
+use crate::store::{self, directory};
+
+const ANY_ROLE: &[Role] = &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee];
+const MANAGERS: &[Role] = &[Role::Coordinator, Role::Service];
+
+impl App {
+    pub async fn upsert_mentee(&self, who: &Principal, id: Uuid, display_name: &str) -> Result<Mentee> {
+        if !(who.require(MANAGERS, "UpsertMentee").is_ok() || (who.has(Role::Mentee) && who.user_id == id)) {
+            return Err(Error::denied("a mentee may only upsert itself"));
+        }
+        directory::upsert_mentee(&self.pool, id, display_name).await
+    }
+
+    pub async fn get_mentee(&self, who: &Principal, id: Uuid) -> Result<Mentee> {
+        let own = who.has(Role::Mentee) && who.user_id == id;
+        if !own {
+            who.require(&[Role::Coordinator, Role::Service, Role::Mentor], "GetMentee of another mentee")?;
+        }
+        directory::get_mentee(&self.pool, id)
+            .await?
+            .ok_or_else(|| Error::not_found("mentee", id))
+    }
+
+    pub async fn upsert_mentor(&self, who: &Principal, input: MentorInput) -> Result<Mentor> {
+        let managed = who.require(MANAGERS, "UpsertMentor").is_ok();
+        let own = who.has(Role::Mentor) && who.mentor_id == Some(input.id) && who.user_id == input.user_id;
+        if !(managed || own) {
+            return Err(Error::denied("a mentor may only upsert its own profile"));
+        }
+        let mut tx = store::begin(&self.pool).await?;
+        directory::upsert_mentor(&mut tx, &input).await?;
+        store::commit(tx).await?;
+        self.get_mentor(who, input.id).await
+    }
+
+    pub async fn get_mentor(&self, who: &Principal, id: Uuid) -> Result<Mentor> {
+        who.require(ANY_ROLE, "GetMentor")?;
+        directory::get_mentor(&self.pool, id, self.rules.default_mentor_limit)
+            .await?
+            .ok_or_else(|| Error::not_found("mentor", id))
+    }
+
+    pub async fn list_mentors(
+        &self,
+        who: &Principal,
+        skill_area: Option<&str>,
+        accepting_only: bool,
+        page_size: i64,
+        page_token: &str,
+    ) -> Result<(Vec<Mentor>, String)> {
+        who.require(ANY_ROLE, "ListMentors")?;
+        let filter = ("mentors", skill_area, accepting_only);
+        let after: Option<Uuid> = page::decode(&filter, page_token)?;
+        let rows = directory::list_mentors(
+            &self.pool,
+            skill_area,
+            accepting_only,
+            after,
+            page_size + 1,
+            self.rules.default_mentor_limit,
+        )
+        .await?;
+        page::finish(rows, page_size, &filter, |m| m.id)
+    }
+
+    pub async fn upsert_listing(&self, who: &Principal, listing: Listing) -> Result<Listing> {
+        if who.require(MANAGERS, "UpsertListing").is_err() {
+            let own_mentor = who.has(Role::Mentor) && listing.mentor_id.is_some() && listing.mentor_id == who.mentor_id;
+            let existing = directory::get_listing(&self.pool, listing.id).await?;
+            let takes_over = existing.is_some_and(|e| e.mentor_id != who.mentor_id);
+            if !own_mentor || takes_over {
+                return Err(Error::denied("a mentor may only upsert its own listings"));
+            }
+        }
+        if let Some(mentor_id) = listing.mentor_id
+            && !directory::mentor_exists(&self.pool, mentor_id).await?
+        {
+            return Err(Error::not_found("mentor", mentor_id));
+        }
+        directory::upsert_listing(&self.pool, &listing).await
+    }
+
+    pub async fn get_listing(&self, who: &Principal, id: Uuid) -> Result<Listing> {
+        who.require(ANY_ROLE, "GetListing")?;
+        directory::get_listing(&self.pool, id)
+            .await?
+            .ok_or_else(|| Error::not_found("listing", id))
+    }
+
+    pub async fn list_listings(
+        &self,
+        who: &Principal,
+        mentor_id: Option<Uuid>,
+        skill_area: Option<&str>,
+        page_size: i64,
+        page_token: &str,
+    ) -> Result<(Vec<Listing>, String)> {
+        who.require(ANY_ROLE, "ListListings")?;
+        let filter = ("listings", mentor_id, skill_area);
+        let after: Option<Uuid> = page::decode(&filter, page_token)?;
+        let rows = directory::list_listings(&self.pool, mentor_id, skill_area, after, page_size + 1).await?;
+        page::finish(rows, page_size, &filter, |l| l.id)
+    }
+}

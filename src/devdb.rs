@@ -1,0 +1,282 @@
+//! A private PostgreSQL started from the local binaries, for `cargo run`
+//! (when `DATABASE_URL` is unset) and for the test suite.
+//!
+//! PostgreSQL refuses to run as root, so when we are root the cluster is
+//! created and run as the `postgres` user. The server is a child process that
+//! gets SIGINT (fast shutdown) if this process dies, so no cluster outlives us.
+
+use std::{
+    fs,
+    net::TcpListener,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// A running private PostgreSQL server.
+pub struct DevDb {
+    child: Option<Child>,
+    port: u16,
+    data_dir: PathBuf,
+    remove_on_drop: bool,
+}
+
+/// How the cluster trades durability for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Normal fsync: `cargo run` keeps its data across restarts.
+    Durable,
+    /// fsync off, data discarded on drop: tests.
+    Throwaway,
+}
+
+impl DevDb {
+    /// Starts (creating on first use) a cluster in `dir/pgdata` on a free loopback port.
+    pub fn start(dir: &Path, durability: Durability) -> anyhow::Result<DevDb> {
+        let bin = bin_dir()?;
+        let run_as = postgres_user()?;
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = fs::canonicalize(dir)?;
+        let pgdata = dir.join("pgdata");
+        if let Some((uid, gid)) = run_as {
+            chown(&dir, uid, gid)?;
+        }
+        if !pgdata.join("PG_VERSION").exists() {
+            let mut initdb = Command::new(bin.join("initdb"));
+            initdb
+                .arg("-D")
+                .arg(&pgdata)
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--locale=C"]);
+            let out = as_user(&mut initdb, run_as)
+                .stdin(Stdio::null())
+                .output()
+                .context("running initdb")?;
+            if !out.status.success() {
+                bail!(
+                    "initdb failed in {}: {}",
+                    pgdata.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let port = free_port()?;
+        let log_path = dir.join("postgres.log");
+        let log = fs::File::create(&log_path).context("creating postgres.log")?;
+        if let Some((uid, gid)) = run_as {
+            chown(&log_path, uid, gid)?;
+        }
+        let mut postgres = Command::new(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&pgdata)
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "max_connections=300"]);
+        if durability == Durability::Throwaway {
+            postgres.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        as_user(&mut postgres, run_as)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only sets the signal the kernel
+        // sends this child when its parent thread dies.
+        unsafe {
+            postgres.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_on_lasting_thread(postgres)?;
+        let mut db = DevDb {
+            child: Some(child),
+            port,
+            data_dir: dir.clone(),
+            remove_on_drop: durability == Durability::Throwaway,
+        };
+        db.wait_ready(&bin, &log_path)?;
+        Ok(db)
+    }
+
+    /// Starts a throwaway cluster in a fresh directory under the system temp dir.
+    pub fn start_temporary() -> anyhow::Result<DevDb> {
+        let base = std::env::temp_dir().join("mentorship-pg");
+        fs::create_dir_all(&base)?;
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o777))?;
+        remove_stale(&base);
+        let dir = base.join(format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        DevDb::start(&dir, Durability::Throwaway)
+    }
+
+    /// URL of database `name` on this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn wait_ready(&mut self, bin: &Path, log: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!(
+                    "postgres exited ({status}) during start; its log {} says:\n{}",
+                    log.display(),
+                    fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("postgres did not become ready within 60 s; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fast shutdown; waits for the server to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: sending a signal to our own child process.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DevDb {
+    fn drop(&mut self) {
+        self.stop();
+        if self.remove_on_drop {
+            let _ = fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// Creates database `name` when it does not exist yet.
+pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        // The name is ours (never client input) and quoted.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{}\"", name.replace('"', ""))))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The kernel signals the child when the *thread* that spawned it exits, so
+/// spawn from a thread that lives as long as the process.
+fn spawn_on_lasting_thread(mut command: Command) -> anyhow::Result<Child> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("devdb-parent".into())
+        .spawn(move || {
+            let _ = tx.send(command.spawn());
+            loop {
+                std::thread::park();
+            }
+        })?;
+    rx.recv()?.context("starting postgres")
+}
+
+fn as_user(command: &mut Command, run_as: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = run_as {
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+/// When root, the uid and gid of `postgres` (initdb refuses root).
+fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let passwd = fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() == Some(&"postgres") && fields.len() > 3 {
+            return Ok(Some((fields[2].parse()?, fields[3].parse()?)));
+        }
+    }
+    bail!("running as root, and there is no `postgres` user to run PostgreSQL as")
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {} to postgres", path.display()))
+}
+
+/// The directory with initdb and postgres: `MENTORSHIP_PG_BIN`, else the
+/// newest `/usr/lib/postgresql/*/bin`, else whatever is on PATH.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var("MENTORSHIP_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    if let Some((_, bin)) = found.pop() {
+        return Ok(bin);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("initdb").exists()))
+        .unwrap_or(false);
+    if on_path {
+        return Ok(PathBuf::new());
+    }
+    bail!("PostgreSQL binaries not found: install PostgreSQL, set MENTORSHIP_PG_BIN, or set DATABASE_URL")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Removes temporary clusters left by test processes that no longer run.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()?.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Who may do what (SPEC §7): roles, the verified caller, and ownership.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use super::{Error, Result};
+
+/// A role a token may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Mentee,
+    Mentor,
+    Coordinator,
+    Service,
+}
+
+impl Role {
+    /// Parses a role claim; unknown roles are `None` (they grant nothing).
+    pub fn parse(raw: &str) -> Option<Role> {
+        match raw {
+            "mentee" => Some(Role::Mentee),
+            "mentor" => Some(Role::Mentor),
+            "coordinator" => Some(Role::Coordinator),
+            "service" => Some(Role::Service),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Mentee => "mentee",
+            Role::Mentor => "mentor",
+            Role::Coordinator => "coordinator",
+            Role::Service => "service",
+        }
+    }
+}
+
+/// Who made a change, as recorded in audit logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    Mentee,
+    Mentor,
+    Coordinator,
+    Service,
+    System,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Mentee => "MENTEE",
+            ActorKind::Mentor => "MENTOR",
+            ActorKind::Coordinator => "COORDINATOR",
+            ActorKind::Service => "SERVICE",
+            ActorKind::System => "SYSTEM",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<ActorKind> {
+        Some(match raw {
+            "MENTEE" => ActorKind::Mentee,
+            "MENTOR" => ActorKind::Mentor,
+            "COORDINATOR" => ActorKind::Coordinator,
+            "SERVICE" => ActorKind::Service,
+            "SYSTEM" => ActorKind::System,
+            _ => return None,
+        })
+    }
+}
+
+impl From<Role> for ActorKind {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Mentee => ActorKind::Mentee,
+            Role::Mentor => ActorKind::Mentor,
+            Role::Coordinator => ActorKind::Coordinator,
+            Role::Service => ActorKind::Service,
+        }
+    }
+}
+
+/// The actor of an audited change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub kind: ActorKind,
+    /// The caller's user id; empty for the system.
+    pub id: String,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Actor {
+            kind: ActorKind::System,
+            id: String::new(),
+        }
+    }
+}
+
+/// The verified caller, built once per request by the auth layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `sub`: the caller's user id (a mentee's id).
+    pub user_id: Uuid,
+    /// Known roles only, strongest first.
+    pub roles: Vec<Role>,
+    /// The mentor profile, for callers with the mentor role.
+    pub mentor_id: Option<Uuid>,
+}
+
+/// The participants of a booking or session, for ownership checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Participants {
+    pub mentee_id: Uuid,
+    pub mentor_id: Uuid,
+}
+
+/// Which rows of bookings or sessions a caller may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    All,
+    /// Rows where the caller is the mentee or the mentor.
+    Own {
+        mentee_id: Option<Uuid>,
+        mentor_id: Option<Uuid>,
+    },
+}
+
+impl Principal {
+    pub fn new(user_id: Uuid, roles: impl IntoIterator<Item = Role>, mentor_id: Option<Uuid>) -> Self {
+        let mut roles: Vec<Role> = roles.into_iter().collect();
+        // Strongest first, so the recorded actor kind is the most privileged role that allowed the act.
+        roles.sort_by_key(|r| match r {
+            Role::Coordinator => 0,
+            Role::Service => 1,
+            Role::Mentor => 2,
+            Role::Mentee => 3,
+        });
+        roles.dedup();
+        Principal {
+            user_id,
+            roles,
+            mentor_id,
+        }
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    fn actor(&self, role: Role) -> Actor {
+        Actor {
+            kind: role.into(),
+            id: self.user_id.to_string(),
+        }
+    }
+
+    /// Allows the act when the caller holds one of `roles`; returns the actor to record.
+    pub fn require(&self, roles: &[Role], act: &str) -> Result<Actor> {
+        self.roles
+            .iter()
+            .find(|r| roles.contains(r))
+            .map(|r| self.actor(*r))
+            .ok_or_else(|| Error::denied(format!("{act} needs one of the roles {}", RoleList(roles))))
+    }
+
+    /// Whether the caller acting as `role` is this participant.
+    pub fn is_participant(&self, role: Role, p: Participants) -> bool {
+        match role {
+            Role::Mentee => self.has(Role::Mentee) && p.mentee_id == self.user_id,
+            Role::Mentor => self.has(Role::Mentor) && self.mentor_id == Some(p.mentor_id),
+            Role::Coordinator | Role::Service => false,
+        }
+    }
+
+    /// Allows the act for any of `global` roles, or for the participants named by
+    /// `participant_roles`; returns the actor to record.
+    pub fn require_on(
+        &self,
+        global: &[Role],
+        participant_roles: &[Role],
+        p: Participants,
+        act: &str,
+    ) -> Result<Actor> {
+        for role in &self.roles {
+            if global.contains(role) || (participant_roles.contains(role) && self.is_participant(*role, p)) {
+                return Ok(self.actor(*role));
+            }
+        }
+        Err(Error::denied(format!(
+            "{act} is allowed to {}{}",
+            RoleList(global),
+            if participant_roles.is_empty() {
+                String::new()
+            } else {
+                format!(" and to the participating {}", RoleList(participant_roles))
+            }
+        )))
+    }
+
+    /// Coordinators and services see everything; participants see their own.
+    pub fn visibility(&self) -> Visibility {
+        if self.has(Role::Coordinator) || self.has(Role::Service) {
+            return Visibility::All;
+        }
+        Visibility::Own {
+            mentee_id: self.has(Role::Mentee).then_some(self.user_id),
+            mentor_id: if self.has(Role::Mentor) { self.mentor_id } else { None },
+        }
+    }
+
+    /// Read access to one booking or session: anyone who could list it.
+    pub fn can_see(&self, p: Participants) -> bool {
+        match self.visibility() {
+            Visibility::All => true,
+            Visibility::Own {
+                mentee_id,
+                mentor_id,
+            } => mentee_id == Some(p.mentee_id) || mentor_id == Some(p.mentor_id),
+        }
+    }
+}
+
+struct RoleList<'a>(&'a [Role]);
+
+impl fmt::Display for RoleList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|r| r.as_str()).collect();
+        write!(f, "{}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mentor(mentor_id: Uuid) -> Principal {
+        Principal::new(Uuid::new_v4(), [Role::Mentor], Some(mentor_id))
+    }
+
+    #[test]
+    fn participants_are_matched_by_role() {
+        let mentee = Uuid::new_v4();
+        let mentor_id = Uuid::new_v4();
+        let p = Participants {
+            mentee_id: mentee,
+            mentor_id,
+        };
+        assert!(mentor(mentor_id).require_on(&[Role::Coordinator], &[Role::Mentor], p, "x").is_ok());
+        assert!(mentor(Uuid::new_v4()).require_on(&[Role::Coordinator], &[Role::Mentor], p, "x").is_err());
+        let me = Principal::new(mentee, [Role::Mentee], None);
+        assert!(me.require_on(&[], &[Role::Mentor], p, "x").is_err());
+        assert!(me.can_see(p));
+    }
+
+    #[test]
+    fn strongest_role_is_the_actor() {
+        let p = Principal::new(Uuid::new_v4(), [Role::Mentee, Role::Coordinator], None);
+        let actor = p.require(&[Role::Mentee, Role::Coordinator], "x").unwrap();
+        assert_eq!(actor.kind, ActorKind::Coordinator);
+    }
+}

@@ -1,0 +1,172 @@
+//! Weekly availability windows in a mentor's own time zone (SPEC §3).
+//!
+//! A booking fits when it lies wholly inside one window on the local calendar
+//! day it starts. Instants are converted with the IANA rules of the mentor's
+//! zone, so a window of 09:00-17:00 means local wall-clock time on every day,
+//! whatever the UTC offset is that day (DST changes included).
+
+use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc};
+use chrono_tz::Tz;
+
+use super::{Error, Result};
+
+/// Minutes in a day; a window may end at 24:00.
+pub const DAY_MINUTES: u16 = 24 * 60;
+
+/// One weekly window, local time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// ISO weekday, 1 = Monday … 7 = Sunday.
+    pub day_of_week: u8,
+    /// Minutes after local midnight, 0..1440.
+    pub start_minute: u16,
+    /// Minutes after local midnight, start_minute+1..=1440.
+    pub end_minute: u16,
+}
+
+impl Window {
+    /// Builds a window from a day and two "HH:MM" strings; `field` prefixes violations.
+    pub fn parse(field: &str, day_of_week: i32, start: &str, end: &str) -> Result<Window> {
+        if !(1..=7).contains(&day_of_week) {
+            return Err(Error::invalid(
+                format!("{field}.day_of_week"),
+                "must be a day of the week (MONDAY to SUNDAY)",
+            ));
+        }
+        let start_minute = parse_hhmm(&format!("{field}.start_local_time"), start, false)?;
+        let end_minute = parse_hhmm(&format!("{field}.end_local_time"), end, true)?;
+        if start_minute >= end_minute {
+            return Err(Error::invalid(
+                format!("{field}.end_local_time"),
+                "must be after start_local_time",
+            ));
+        }
+        Ok(Window {
+            day_of_week: day_of_week as u8,
+            start_minute,
+            end_minute,
+        })
+    }
+
+    /// "HH:MM" form of a minute of the day.
+    pub fn format_minute(minute: u16) -> String {
+        format!("{:02}:{:02}", minute / 60, minute % 60)
+    }
+}
+
+fn parse_hhmm(field: &str, raw: &str, allow_24: bool) -> Result<u16> {
+    let bad = || Error::invalid(field, format!("must be HH:MM, got {raw:?}"));
+    let (h, m) = raw.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: u16 = h.parse().map_err(|_| bad())?;
+    let m: u16 = m.parse().map_err(|_| bad())?;
+    let minute = h * 60 + m;
+    if m >= 60 || minute > DAY_MINUTES || (minute == DAY_MINUTES && !allow_24) {
+        return Err(bad());
+    }
+    Ok(minute)
+}
+
+/// Parses an IANA time zone name.
+pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
+    raw.parse::<Tz>()
+        .map_err(|_| Error::invalid(field, format!("must be an IANA time zone name, got {raw:?}")))
+}
+
+/// Whether `[start, end)` lies inside one of `windows` in zone `tz`.
+/// With no windows the mentor is always available.
+pub fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+    if windows.is_empty() {
+        return true;
+    }
+    let local_start = start.with_timezone(&tz);
+    let local_end = end.with_timezone(&tz);
+    let start_second = seconds_of_day(local_start.time());
+    // The end may fall on the next local day only when it is exactly midnight.
+    let end_second = if local_end.date_naive() == local_start.date_naive() {
+        seconds_of_day(local_end.time())
+    } else if local_end.date_naive() == local_start.date_naive().succ_opt().unwrap_or_default()
+        && seconds_of_day(local_end.time()) == 0
+    {
+        u32::from(DAY_MINUTES) * 60
+    } else {
+        return false;
+    };
+    let weekday = local_start.weekday().number_from_monday() as u8;
+    windows.iter().any(|w| {
+        w.day_of_week == weekday
+            && u32::from(w.start_minute) * 60 <= start_second
+            && end_second <= u32::from(w.end_minute) * 60
+    })
+}
+
+fn seconds_of_day(t: NaiveTime) -> u32 {
+    t.num_seconds_from_midnight()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn nine_to_five(day: u8) -> Window {
+        Window {
+            day_of_week: day,
+            start_minute: 9 * 60,
+            end_minute: 17 * 60,
+        }
+    }
+
+    #[test]
+    fn parses_windows() {
+        let w = Window::parse("w", 1, "09:00", "24:00").unwrap();
+        assert_eq!((w.start_minute, w.end_minute), (540, 1440));
+        assert!(Window::parse("w", 1, "24:00", "24:00").is_err());
+        assert!(Window::parse("w", 1, "10:00", "09:00").is_err());
+        assert!(Window::parse("w", 0, "09:00", "10:00").is_err());
+        assert!(Window::parse("w", 1, "9:00", "10:00").is_err());
+        assert!(Window::parse("w", 1, "09:60", "10:00").is_err());
+    }
+
+    #[test]
+    fn local_time_follows_dst_in_berlin() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        // Sunday 2026-03-29 clocks go forward; Monday 2026-03-30 is CEST (UTC+2).
+        let monday = [nine_to_five(1)];
+        // 09:00-10:00 CEST = 07:00-08:00 UTC: inside.
+        assert!(fits(&monday, tz, utc(2026, 3, 30, 7, 0), utc(2026, 3, 30, 8, 0)));
+        // 08:00 UTC is 10:00 CEST but a week earlier (CET) 08:00 UTC was 09:00 local.
+        assert!(fits(&monday, tz, utc(2026, 3, 23, 8, 0), utc(2026, 3, 23, 9, 0)));
+        // 07:00 UTC on the CET Monday is 08:00 local: outside.
+        assert!(!fits(&monday, tz, utc(2026, 3, 23, 7, 0), utc(2026, 3, 23, 8, 0)));
+    }
+
+    #[test]
+    fn booking_must_not_spill_over_the_window_or_the_day() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let monday = [nine_to_five(1)];
+        // 2026-11-23 is a Monday.
+        assert!(fits(&monday, tz, utc(2026, 11, 23, 16, 0), utc(2026, 11, 23, 17, 0)));
+        assert!(!fits(&monday, tz, utc(2026, 11, 23, 16, 30), utc(2026, 11, 23, 17, 30)));
+        assert!(!fits(&monday, tz, utc(2026, 11, 24, 9, 0), utc(2026, 11, 24, 10, 0)));
+        let late = [Window {
+            day_of_week: 1,
+            start_minute: 23 * 60,
+            end_minute: DAY_MINUTES,
+        }];
+        assert!(fits(&late, tz, utc(2026, 11, 23, 23, 0), utc(2026, 11, 24, 0, 0)));
+        assert!(!fits(&late, tz, utc(2026, 11, 23, 23, 0), utc(2026, 11, 24, 0, 30)));
+    }
+
+    #[test]
+    fn no_windows_means_always_available() {
+        let tz: Tz = "UTC".parse().unwrap();
+        assert!(fits(&[], tz, utc(2026, 1, 1, 3, 0), utc(2026, 1, 1, 4, 0)));
+    }
+}

@@ -1,0 +1,161 @@
+//! Booking rules (SPEC §3): `DRAFT → ACCEPTED | DECLINED | CANCELLED`.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{Error, Result, Violations};
+
+/// Status of a booking; every status but DRAFT is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    Draft,
+    Accepted,
+    Declined,
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Draft => "DRAFT",
+            BookingStatus::Accepted => "ACCEPTED",
+            BookingStatus::Declined => "DECLINED",
+            BookingStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl FromStr for BookingStatus {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "DRAFT" => BookingStatus::Draft,
+            "ACCEPTED" => BookingStatus::Accepted,
+            "DECLINED" => BookingStatus::Declined,
+            "CANCELLED" => BookingStatus::Cancelled,
+            other => anyhow::bail!("unknown booking status {other:?}"),
+        })
+    }
+}
+
+/// How a booking came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingOrigin {
+    Requested,
+    OnDemand,
+}
+
+impl BookingOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingOrigin::Requested => "REQUESTED",
+            BookingOrigin::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+impl FromStr for BookingOrigin {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "REQUESTED" => BookingOrigin::Requested,
+            "ON_DEMAND" => BookingOrigin::OnDemand,
+            other => anyhow::bail!("unknown booking origin {other:?}"),
+        })
+    }
+}
+
+/// The configured bounds on a booking's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationBounds {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for DurationBounds {
+    fn default() -> Self {
+        DurationBounds {
+            min: Duration::minutes(15),
+            max: Duration::hours(8),
+        }
+    }
+}
+
+/// Checks a requested slot: start before end, length within bounds, start in the future.
+pub fn check_slot(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    bounds: DurationBounds,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut v = Violations::new();
+    if start <= now {
+        v.add("start_time", "must be in the future");
+    }
+    if end <= start {
+        v.add("end_time", "must be after start_time");
+    } else {
+        let length = end - start;
+        if length < bounds.min || length > bounds.max {
+            v.add(
+                "end_time",
+                format!(
+                    "booking length must be between {} and {} minutes, got {} minutes",
+                    bounds.min.num_minutes(),
+                    bounds.max.num_minutes(),
+                    length.num_minutes()
+                ),
+            );
+        }
+    }
+    v.finish()
+}
+
+/// The one move a booking can make: out of DRAFT. Anything else is refused
+/// with `BOOKING_NOT_DRAFT`, naming the current status.
+pub fn decide(booking_id: uuid::Uuid, current: BookingStatus, to: BookingStatus) -> Result<()> {
+    if current == BookingStatus::Draft && to != BookingStatus::Draft {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        "BOOKING_NOT_DRAFT",
+        format!("bookings/{booking_id}"),
+        format!(
+            "booking is {}; only a DRAFT booking can become {}",
+            current.as_str(),
+            to.as_str()
+        ),
+    )
+    .with_metadata("current_status", current.as_str())
+    .with_metadata("requested_status", to.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn slot_rules() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let b = DurationBounds::default();
+        let h = |n| now + Duration::hours(n);
+        assert!(check_slot(h(1), h(2), b, now).is_ok());
+        assert!(check_slot(h(-1), h(1), b, now).is_err());
+        assert!(check_slot(h(2), h(1), b, now).is_err());
+        assert!(check_slot(h(1), h(1) + Duration::minutes(14), b, now).is_err());
+        assert!(check_slot(h(1), h(1) + Duration::minutes(15), b, now).is_ok());
+        assert!(check_slot(h(1), h(9), b, now).is_ok());
+        assert!(check_slot(h(1), h(9) + Duration::seconds(1), b, now).is_err());
+    }
+
+    #[test]
+    fn only_drafts_move() {
+        let id = uuid::Uuid::nil();
+        assert!(decide(id, BookingStatus::Draft, BookingStatus::Accepted).is_ok());
+        for s in [BookingStatus::Accepted, BookingStatus::Declined, BookingStatus::Cancelled] {
+            assert!(decide(id, s, BookingStatus::Cancelled).is_err());
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Parsing of raw request values into checked domain values. Every check
+//! reports the offending field so the caller gets a precise `BadRequest`.
+
+use uuid::Uuid;
+
+use super::{Error, Result};
+
+/// Longest accepted display name, title or skill area.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest accepted free text (notes, reasons, summaries).
+pub const MAX_TEXT_LEN: usize = 4000;
+
+/// A required UUID.
+pub fn id(field: &str, raw: &str) -> Result<Uuid> {
+    if raw.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    optional_id(field, raw)?.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+/// A UUID that may be left empty.
+pub fn optional_id(field: &str, raw: &str) -> Result<Option<Uuid>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Uuid::try_parse(raw)
+        .map(Some)
+        .map_err(|_| Error::invalid(field, format!("must be a UUID, got {:?}", truncate(raw))))
+}
+
+/// Required text, trimmed, at most `max` characters.
+pub fn required_text(field: &str, raw: &str, max: usize) -> Result<String> {
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    optional_text(field, text, max)
+}
+
+/// Optional text, trimmed, at most `max` characters.
+pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String> {
+    let text = raw.trim();
+    let len = text.chars().count();
+    if len > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters, got {len}"),
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A label such as a skill area or stage: `[a-z0-9_.-]{1,64}`.
+pub fn label(field: &str, raw: &str) -> Result<String> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must match [a-z0-9_.-]{{1,64}}, got {:?}", truncate(raw)),
+        ))
+    }
+}
+
+/// Page size: 0 means the default of 20; at most 100.
+pub fn page_size(raw: i32) -> Result<i64> {
+    match raw {
+        0 => Ok(20),
+        1..=100 => Ok(i64::from(raw)),
+        _ => Err(Error::invalid("page_size", "must be between 0 and 100")),
+    }
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_uuids() {
+        assert!(id("x", "").is_err());
+        assert!(id("x", "not-a-uuid").is_err());
+        assert!(id("x", "0191d3a4-7c1e-7000-8000-000000000001").is_ok());
+        assert_eq!(optional_id("x", "").unwrap(), None);
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(required_text("x", "  hi ", 10).unwrap(), "hi");
+        assert!(required_text("x", "   ", 10).is_err());
+        assert!(optional_text("x", &"a".repeat(11), 10).is_err());
+        assert!(optional_text("x", "bad\u{0}", 10).is_err());
+    }
+
+    #[test]
+    fn labels_follow_the_pattern() {
+        assert!(label("s", "review.step-2_a").is_ok());
+        assert!(label("s", "Review").is_err());
+        assert!(label("s", "").is_err());
+        assert!(label("s", &"a".repeat(65)).is_err());
+    }
+}

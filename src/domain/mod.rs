@@ -1,0 +1,13 @@
+//! Pure rules of the product: no I/O, no tonic, no SQL. Handlers hand these
+//! functions already-parsed values; the store persists what they decide.
+
+pub mod access;
+pub mod availability;
+pub mod booking;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod model;
+pub mod session;
+
+pub use error::{Error, FieldViolation, Result, Violations};

@@ -1,0 +1,180 @@
+//! The resources of SPEC §2 as plain data, as the store loads them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::access::{Actor, Participants};
+use super::availability::Window;
+use super::booking::{BookingOrigin, BookingStatus};
+use super::config::SessionConfig;
+use super::session::SessionStatus;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mentee {
+    pub id: Uuid,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mentor {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub display_name: String,
+    pub skill_areas: Vec<String>,
+    /// Effective limit: the profile's own, else the configured default.
+    pub max_concurrent_sessions: i32,
+    pub accepting_sessions: bool,
+    pub timezone: String,
+    pub availability: Vec<Window>,
+    pub active_session_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a caller supplies to create or replace a mentor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MentorInput {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub display_name: String,
+    pub skill_areas: Vec<String>,
+    pub max_concurrent_sessions: Option<i32>,
+    pub accepting_sessions: bool,
+    pub timezone: String,
+    pub availability: Vec<Window>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub id: Uuid,
+    pub mentor_id: Option<Uuid>,
+    pub title: String,
+    pub skill_area: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booking {
+    pub id: Uuid,
+    pub listing_id: Uuid,
+    pub mentor_id: Uuid,
+    pub mentee_id: Uuid,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub status: BookingStatus,
+    pub origin: BookingOrigin,
+    pub notes: String,
+    pub reason: String,
+    pub session_id: Option<Uuid>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Booking {
+    pub fn participants(&self) -> Participants {
+        Participants {
+            mentee_id: self.mentee_id,
+            mentor_id: self.mentor_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: Uuid,
+    pub booking_id: Uuid,
+    pub listing_id: Uuid,
+    pub mentor_id: Uuid,
+    pub mentee_id: Uuid,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub status: SessionStatus,
+    pub stage: Option<String>,
+    pub config: SessionConfig,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// ACTIVE time banked before the current ACTIVE stretch, in microseconds.
+    pub active_banked_us: i64,
+    /// Start of the current ACTIVE stretch.
+    pub active_since: Option<DateTime<Utc>>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub report: Option<serde_json::Value>,
+    pub failure: Option<serde_json::Value>,
+    pub cancel_reason: String,
+    pub last_seq: i64,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Session {
+    pub fn participants(&self) -> Participants {
+        Participants {
+            mentee_id: self.mentee_id,
+            mentor_id: self.mentor_id,
+        }
+    }
+
+    /// ACTIVE time used as of `now` (paused time is not counted).
+    pub fn active_duration(&self, now: DateTime<Utc>) -> chrono::Duration {
+        let banked = chrono::Duration::microseconds(self.active_banked_us);
+        match self.active_since {
+            Some(since) if now > since => banked + (now - since),
+            _ => banked,
+        }
+    }
+}
+
+/// The kind of a session event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Created,
+    StatusChanged,
+    StageChanged,
+    ConfigUpdated,
+    MentorAssigned,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Created => "CREATED",
+            EventType::StatusChanged => "STATUS_CHANGED",
+            EventType::StageChanged => "STAGE_CHANGED",
+            EventType::ConfigUpdated => "CONFIG_UPDATED",
+            EventType::MentorAssigned => "MENTOR_ASSIGNED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<EventType> {
+        Some(match raw {
+            "CREATED" => EventType::Created,
+            "STATUS_CHANGED" => EventType::StatusChanged,
+            "STAGE_CHANGED" => EventType::StageChanged,
+            "CONFIG_UPDATED" => EventType::ConfigUpdated,
+            "MENTOR_ASSIGNED" => EventType::MentorAssigned,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of a session's audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEvent {
+    pub session_id: Uuid,
+    pub seq: i64,
+    pub event_type: EventType,
+    pub from_status: Option<SessionStatus>,
+    pub to_status: Option<SessionStatus>,
+    pub from_stage: Option<String>,
+    pub to_stage: Option<String>,
+    pub actor: Actor,
+    pub reason: String,
+    pub details: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}

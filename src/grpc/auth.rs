@@ -1,0 +1,192 @@
+//! Identity (SPEC §7): the bearer JWT is verified once, in a tower layer, and
+//! the resulting [`Principal`] travels in the request extensions. Health and
+//! reflection need no token; every `mentorship.v1` call does.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+use tower::{Layer, Service};
+use uuid::Uuid;
+
+use super::status::status;
+use crate::domain::access::{Principal, Role};
+
+/// Token claims (SPEC §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentor_id: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Verifies bearer tokens with one key.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("algorithms", &self.validation.algorithms).finish()
+    }
+}
+
+impl Verifier {
+    /// HS256 with a shared secret.
+    pub fn hs256(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Verifier {
+        Verifier::with(DecodingKey::from_secret(secret), &[Algorithm::HS256], issuer, audience)
+    }
+
+    /// RS256 or ES256 with a PEM public key (the key type decides which).
+    pub fn public_key(pem: &[u8], issuer: Option<&str>, audience: Option<&str>) -> anyhow::Result<Verifier> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Verifier::with(key, &[Algorithm::RS256], issuer, audience));
+        }
+        let key = DecodingKey::from_ec_pem(pem)
+            .map_err(|e| anyhow::anyhow!("the public key is neither an RSA nor an EC PEM key: {e}"))?;
+        Ok(Verifier::with(key, &[Algorithm::ES256], issuer, audience))
+    }
+
+    fn with(key: DecodingKey, algorithms: &[Algorithm], issuer: Option<&str>, audience: Option<&str>) -> Verifier {
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms.to_vec();
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Verifier { key, validation }
+    }
+
+    /// Checks an `authorization` header value and builds the principal.
+    pub fn verify(&self, header: Option<&str>) -> Result<Principal, String> {
+        let header = header.ok_or("missing authorization header; send `authorization: Bearer <JWT>`")?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or("the authorization header must be `Bearer <JWT>`")?
+            .trim();
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+                ErrorKind::InvalidSignature => "the token signature is invalid".to_owned(),
+                ErrorKind::InvalidIssuer => "the token issuer is not accepted".to_owned(),
+                ErrorKind::InvalidAudience => "the token audience is not accepted".to_owned(),
+                ErrorKind::InvalidAlgorithm => "the token algorithm is not accepted".to_owned(),
+                ErrorKind::MissingRequiredClaim(c) => format!("the token lacks the `{c}` claim"),
+                _ => "the token is malformed".to_owned(),
+            }
+        })?;
+        let claims = data.claims;
+        let user_id = Uuid::try_parse(&claims.sub).map_err(|_| "the token `sub` must be a UUID".to_owned())?;
+        let mentor_id = claims
+            .mentor_id
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(Uuid::try_parse)
+            .transpose()
+            .map_err(|_| "the token `mentor_id` must be a UUID".to_owned())?;
+        let roles = claims.roles.iter().filter_map(|r| Role::parse(r));
+        Ok(Principal::new(user_id, roles, mentor_id))
+    }
+}
+
+/// Signs an HS256 token (development tokens and tests).
+pub fn mint_hs256(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
+    Ok(encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))?)
+}
+
+/// Tower layer that authenticates `mentorship.v1` calls.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    verifier: Arc<Verifier>,
+}
+
+impl AuthLayer {
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        AuthLayer { verifier }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+/// Paths under this prefix need a token.
+const PROTECTED_PREFIX: &str = "/mentorship.v1.";
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if req.uri().path().starts_with(PROTECTED_PREFIX) {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match self.verifier.verify(header) {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                }
+                Err(why) => {
+                    let response = status(Code::Unauthenticated, "UNAUTHENTICATED", why, HashMap::new()).into_http();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        }
+        // The clone is ready only after poll_ready; swap so the ready one serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
+/// The verified caller of a request (set by [`AuthLayer`]).
+pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+        status(Code::Unauthenticated, "UNAUTHENTICATED", "no verified caller", HashMap::new())
+    })
+}

@@ -1,0 +1,322 @@
+//! proto ⇄ domain conversions. Input conversions return INVALID_ARGUMENT
+//! naming the field; output conversions cannot fail.
+
+use chrono::{DateTime, Utc};
+use prost_types::{Duration as PbDuration, Struct, Timestamp, Value, value::Kind};
+
+use super::pb;
+use crate::domain::{
+    Error, Result,
+    access::{Actor, ActorKind},
+    availability::Window,
+    booking::{BookingOrigin, BookingStatus},
+    config::{EscalationPolicy, SessionConfig},
+    model,
+    session::SessionStatus,
+};
+use crate::app::sessions::etag;
+
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
+    t.map(timestamp)
+}
+
+/// A required timestamp field.
+pub fn time(field: &str, t: Option<&Timestamp>) -> Result<DateTime<Utc>> {
+    let t = t.ok_or_else(|| Error::invalid(field, "is required"))?;
+    opt_time(field, Some(t))?.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+/// An optional timestamp field; out-of-range values are rejected.
+pub fn opt_time(field: &str, t: Option<&Timestamp>) -> Result<Option<DateTime<Utc>>> {
+    let Some(t) = t else { return Ok(None) };
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, "nanos must be between 0 and 999999999"));
+    }
+    // Timestamps are valid from year 1 to 9999 (google.protobuf.Timestamp).
+    if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+        return Err(Error::invalid(field, "must be between 0001-01-01 and 9999-12-31"));
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32)
+        .map(Some)
+        .ok_or_else(|| Error::invalid(field, "is not a valid time"))
+}
+
+pub fn duration(d: chrono::Duration) -> PbDuration {
+    let micros = d.num_microseconds().unwrap_or(i64::MAX);
+    PbDuration {
+        seconds: micros / 1_000_000,
+        nanos: ((micros % 1_000_000) * 1000) as i32,
+    }
+}
+
+pub fn json_to_struct(v: &serde_json::Value) -> Option<Struct> {
+    match json_to_value(v).kind {
+        Some(Kind::StructValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+pub fn json_to_value(v: &serde_json::Value) -> Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
+pub fn struct_to_json(s: &Struct) -> serde_json::Value {
+    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+}
+
+fn value_to_json(v: &Value) -> serde_json::Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}
+
+pub fn session_status(s: SessionStatus) -> pb::SessionStatus {
+    match s {
+        SessionStatus::Scheduled => pb::SessionStatus::Scheduled,
+        SessionStatus::Queued => pb::SessionStatus::Queued,
+        SessionStatus::Active => pb::SessionStatus::Active,
+        SessionStatus::Paused => pb::SessionStatus::Paused,
+        SessionStatus::Completed => pb::SessionStatus::Completed,
+        SessionStatus::Failed => pb::SessionStatus::Failed,
+        SessionStatus::Cancelled => pb::SessionStatus::Cancelled,
+    }
+}
+
+/// A repeated SessionStatus filter field.
+pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
+    raw.iter()
+        .map(|&n| match pb::SessionStatus::try_from(n) {
+            Ok(pb::SessionStatus::Unspecified) | Err(_) => Err(Error::invalid(field, format!("{n} is not a session status"))),
+            Ok(pb::SessionStatus::Scheduled) => Ok("SCHEDULED"),
+            Ok(pb::SessionStatus::Queued) => Ok("QUEUED"),
+            Ok(pb::SessionStatus::Active) => Ok("ACTIVE"),
+            Ok(pb::SessionStatus::Paused) => Ok("PAUSED"),
+            Ok(pb::SessionStatus::Completed) => Ok("COMPLETED"),
+            Ok(pb::SessionStatus::Failed) => Ok("FAILED"),
+            Ok(pb::SessionStatus::Cancelled) => Ok("CANCELLED"),
+        })
+        .collect()
+}
+
+/// A repeated BookingStatus filter field.
+pub fn booking_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
+    raw.iter()
+        .map(|&n| match pb::BookingStatus::try_from(n) {
+            Ok(pb::BookingStatus::Unspecified) | Err(_) => Err(Error::invalid(field, format!("{n} is not a booking status"))),
+            Ok(pb::BookingStatus::Draft) => Ok("DRAFT"),
+            Ok(pb::BookingStatus::Accepted) => Ok("ACCEPTED"),
+            Ok(pb::BookingStatus::Declined) => Ok("DECLINED"),
+            Ok(pb::BookingStatus::Cancelled) => Ok("CANCELLED"),
+        })
+        .collect()
+}
+
+fn booking_status(s: BookingStatus) -> pb::BookingStatus {
+    match s {
+        BookingStatus::Draft => pb::BookingStatus::Draft,
+        BookingStatus::Accepted => pb::BookingStatus::Accepted,
+        BookingStatus::Declined => pb::BookingStatus::Declined,
+        BookingStatus::Cancelled => pb::BookingStatus::Cancelled,
+    }
+}
+
+fn actor(a: &Actor) -> pb::Actor {
+    let kind = match a.kind {
+        ActorKind::Mentee => pb::ActorKind::Mentee,
+        ActorKind::Mentor => pb::ActorKind::Mentor,
+        ActorKind::Coordinator => pb::ActorKind::Coordinator,
+        ActorKind::Service => pb::ActorKind::Service,
+        ActorKind::System => pb::ActorKind::System,
+    };
+    pb::Actor {
+        kind: kind as i32,
+        id: a.id.clone(),
+    }
+}
+
+impl From<model::Mentee> for pb::Mentee {
+    fn from(m: model::Mentee) -> Self {
+        pb::Mentee {
+            id: m.id.to_string(),
+            display_name: m.display_name,
+            created_at: Some(timestamp(m.created_at)),
+            updated_at: Some(timestamp(m.updated_at)),
+        }
+    }
+}
+
+impl From<model::Mentor> for pb::Mentor {
+    fn from(m: model::Mentor) -> Self {
+        pb::Mentor {
+            id: m.id.to_string(),
+            user_id: m.user_id.to_string(),
+            display_name: m.display_name,
+            skill_areas: m.skill_areas,
+            max_concurrent_sessions: m.max_concurrent_sessions,
+            accepting_sessions: m.accepting_sessions,
+            timezone: m.timezone,
+            availability: m.availability.iter().map(window).collect(),
+            active_session_count: i32::try_from(m.active_session_count).unwrap_or(i32::MAX),
+            created_at: Some(timestamp(m.created_at)),
+            updated_at: Some(timestamp(m.updated_at)),
+        }
+    }
+}
+
+fn window(w: &Window) -> pb::AvailabilityWindow {
+    pb::AvailabilityWindow {
+        day_of_week: i32::from(w.day_of_week),
+        start_local_time: Window::format_minute(w.start_minute),
+        end_local_time: Window::format_minute(w.end_minute),
+    }
+}
+
+impl From<model::Listing> for pb::Listing {
+    fn from(l: model::Listing) -> Self {
+        pb::Listing {
+            id: l.id.to_string(),
+            mentor_id: l.mentor_id.map(|m| m.to_string()).unwrap_or_default(),
+            title: l.title,
+            skill_area: l.skill_area,
+            created_at: Some(timestamp(l.created_at)),
+            updated_at: Some(timestamp(l.updated_at)),
+        }
+    }
+}
+
+impl From<model::Booking> for pb::Booking {
+    fn from(b: model::Booking) -> Self {
+        pb::Booking {
+            id: b.id.to_string(),
+            listing_id: b.listing_id.to_string(),
+            mentor_id: b.mentor_id.to_string(),
+            mentee_id: b.mentee_id.to_string(),
+            start_time: Some(timestamp(b.start_time)),
+            end_time: Some(timestamp(b.end_time)),
+            status: booking_status(b.status) as i32,
+            notes: b.notes,
+            origin: match b.origin {
+                BookingOrigin::Requested => pb::BookingOrigin::Requested,
+                BookingOrigin::OnDemand => pb::BookingOrigin::OnDemand,
+            } as i32,
+            reason: b.reason,
+            session_id: b.session_id.map(|s| s.to_string()).unwrap_or_default(),
+            created_at: Some(timestamp(b.created_at)),
+            updated_at: Some(timestamp(b.updated_at)),
+            etag: etag(b.version),
+        }
+    }
+}
+
+pub fn session_config(c: &SessionConfig) -> pb::SessionConfig {
+    pb::SessionConfig {
+        template_id: c.template_id.clone(),
+        max_duration: Some(duration(chrono::Duration::seconds(c.max_duration_secs))),
+        check_in_interval: Some(duration(chrono::Duration::seconds(c.check_in_interval_secs))),
+        escalation_policy: match c.escalation_policy {
+            EscalationPolicy::Progressive => pb::EscalationPolicy::Progressive,
+            EscalationPolicy::Immediate => pb::EscalationPolicy::Immediate,
+            EscalationPolicy::Relaxed => pb::EscalationPolicy::Relaxed,
+        } as i32,
+        quality_tier_override: c.quality_tier_override,
+        notifications: Some(pb::NotificationSettings {
+            slack: c.notifications.slack,
+            email: c.notifications.email,
+            notify_on_state_change: c.notifications.notify_on_state_change,
+            notify_on_blocker: c.notifications.notify_on_blocker,
+            notify_on_escalation: c.notifications.notify_on_escalation,
+            notify_on_completion: c.notifications.notify_on_completion,
+            recipients: c.notifications.recipients.clone(),
+        }),
+        custom_settings: json_to_struct(&serde_json::Value::Object(c.custom_settings.clone())),
+        allowed_stages: c.allowed_stages.clone(),
+    }
+}
+
+impl From<model::Session> for pb::Session {
+    fn from(s: model::Session) -> Self {
+        let now = Utc::now();
+        let report = s.report.as_ref().map(|r| pb::SessionReport {
+            summary: r["summary"].as_str().unwrap_or_default().to_owned(),
+            overall_score: r["overall_score"].as_i64().and_then(|n| i32::try_from(n).ok()),
+            data: json_to_struct(&r["data"]),
+        });
+        let failure = s.failure.as_ref().map(|f| pb::SessionFailure {
+            error_message: f["error_message"].as_str().unwrap_or_default().to_owned(),
+            details: json_to_struct(&f["details"]),
+        });
+        pb::Session {
+            id: s.id.to_string(),
+            booking_id: s.booking_id.to_string(),
+            listing_id: s.listing_id.to_string(),
+            mentor_id: s.mentor_id.to_string(),
+            mentee_id: s.mentee_id.to_string(),
+            start_time: Some(timestamp(s.start_time)),
+            end_time: Some(timestamp(s.end_time)),
+            status: session_status(s.status) as i32,
+            stage: s.stage.clone().unwrap_or_default(),
+            config: Some(session_config(&s.config)),
+            queue_position: 0,
+            estimated_wait: None,
+            started_at: opt_timestamp(s.started_at),
+            ended_at: opt_timestamp(s.ended_at),
+            active_duration: Some(duration(s.active_duration(now))),
+            report,
+            failure,
+            cancel_reason: s.cancel_reason.clone(),
+            created_at: Some(timestamp(s.created_at)),
+            updated_at: Some(timestamp(s.updated_at)),
+            etag: etag(s.version),
+        }
+    }
+}
+
+impl From<model::SessionEvent> for pb::SessionEvent {
+    fn from(e: model::SessionEvent) -> Self {
+        pb::SessionEvent {
+            session_id: e.session_id.to_string(),
+            seq: e.seq,
+            r#type: match e.event_type {
+                model::EventType::Created => pb::SessionEventType::Created,
+                model::EventType::StatusChanged => pb::SessionEventType::StatusChanged,
+                model::EventType::StageChanged => pb::SessionEventType::StageChanged,
+                model::EventType::ConfigUpdated => pb::SessionEventType::ConfigUpdated,
+                model::EventType::MentorAssigned => pb::SessionEventType::MentorAssigned,
+            } as i32,
+            from_status: e.from_status.map_or(0, |s| session_status(s) as i32),
+            to_status: e.to_status.map_or(0, |s| session_status(s) as i32),
+            from_stage: e.from_stage.unwrap_or_default(),
+            to_stage: e.to_stage.unwrap_or_default(),
+            actor: Some(actor(&e.actor)),
+            reason: e.reason,
+            details: json_to_struct(&e.details),
+            occurred_at: Some(timestamp(e.occurred_at)),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `mentorship`: a gRPC service that owns the lifecycle of mentorship bookings
+//! and sessions.
+//!
+//! Layers, outermost first: [`grpc`] (tonic handlers, auth, status mapping) →
+//! [`app`] (use cases) → [`domain`] (pure rules) and [`store`] (all SQL).
+//! [`devdb`] runs the private PostgreSQL of `cargo run` and the tests.
+
+pub mod app;
+pub mod config;
+pub mod devdb;
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{app::App, grpc::auth::{AuthLayer, Verifier}};
+
+/// Opens a pool and applies pending migrations.
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}
+
+/// A server running in the background of the current runtime.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight calls finish, and waits for the server to end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+
+    /// Waits until the server ends (after [`RunningServer::trigger`] or an error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn trigger(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Serves the API on `listener` until shut down.
+pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let pool = app.pool.clone();
+    let (routes, reporter) = grpc::routes(Arc::new(app))?;
+    tokio::spawn(grpc::watch_database_health(pool, reporter.clone(), shutdown.clone()));
+
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(AuthLayer::new(verifier))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
+                stop.cancelled().await;
+                for name in grpc::SERVICE_NAMES.into_iter().chain([""]) {
+                    reporter
+                        .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+            })
+            .await
+            .context("serving gRPC")
+    });
+    Ok(RunningServer { addr, shutdown, task })
+}

@@ -1,0 +1,172 @@
+//! `mentorship` binary: `serve` (default), `migrate`, `token`.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use mentorship::{
+    app::{App, Rules},
+    config::{Cli, Command, ServeArgs, TokenArgs},
+    devdb::{self, DevDb, Durability},
+    grpc::auth::{Claims, Verifier, mint_hs256},
+};
+
+/// File (in the data dir) holding the development HS256 secret of `cargo run`.
+const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => token(&cli.serve, &args),
+        Some(Command::Migrate) => runtime()?.block_on(migrate(cli.serve)),
+        Some(Command::Serve) | None => runtime()?.block_on(serve(cli.serve)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// The database to use: `DATABASE_URL`, or the private cluster in the data dir.
+async fn database(args: &ServeArgs) -> anyhow::Result<(String, Option<DevDb>)> {
+    if let Some(url) = &args.database_url {
+        return Ok((url.clone(), None));
+    }
+    let dir = args.data_dir.clone();
+    let db = tokio::task::spawn_blocking(move || DevDb::start(&dir, Durability::Durable)).await??;
+    devdb::ensure_database(&db.url("postgres"), "mentorship").await?;
+    tracing::info!(data_dir = %args.data_dir.display(), port = db.port(), "private PostgreSQL started");
+    Ok((db.url("mentorship"), Some(db)))
+}
+
+async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let (url, _db) = database(&args).await?;
+    mentorship::connect(&url, 2).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.rules.validate()?;
+    let (url, devdb) = database(&args).await?;
+    let verifier = verifier(&args, devdb.is_some())?;
+    let pool = mentorship::connect(&url, args.db_max_connections).await?;
+    let rules = Rules {
+        booking_bounds: args.rules.booking_bounds(),
+        timeouts: mentorship::domain::session::Timeouts {
+            no_show_grace: chrono::Duration::minutes(args.rules.no_show_grace_minutes),
+            ..Default::default()
+        },
+        default_mentor_limit: args.rules.max_sessions_per_mentor,
+        ..Rules::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", args.listen_addr))?;
+    let server = mentorship::start(App::new(pool, rules), Arc::new(verifier), listener).await?;
+    tracing::info!(addr = %server.addr, "serving mentorship.v1");
+    let stop = server.trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    server.wait().await?;
+    drop(devdb);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The token verifier. Without a configured key the server refuses to start,
+/// except on the private development database, where it uses (and creates on
+/// first use) a development secret and explains how to mint tokens.
+fn verifier(args: &ServeArgs, development: bool) -> anyhow::Result<Verifier> {
+    let auth = &args.auth;
+    let (iss, aud) = (auth.jwt_issuer.as_deref(), auth.jwt_audience.as_deref());
+    if let Some(path) = &auth.jwt_public_key_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return Verifier::public_key(&pem, iss, aud);
+    }
+    if let Some(secret) = &auth.jwt_secret {
+        if secret.len() < 16 {
+            bail!("MENTORSHIP_JWT_SECRET must be at least 16 bytes");
+        }
+        return Ok(Verifier::hs256(secret.as_bytes(), iss, aud));
+    }
+    if !development {
+        bail!(
+            "no token verification key: set MENTORSHIP_JWT_SECRET (HS256) or \
+             MENTORSHIP_JWT_PUBLIC_KEY_FILE (RS256/ES256)"
+        );
+    }
+    let secret = dev_secret(&args.data_dir, true)?;
+    eprintln!(
+        "\nDevelopment mode: tokens are signed with the key in {}/{DEV_SECRET_FILE}.\n\
+         Mint one with:\n    cargo run -- token --role coordinator\n\
+         and call with:\n    grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {} list\n",
+        args.data_dir.display(),
+        args.listen_addr
+    );
+    Ok(Verifier::hs256(&secret, iss, aud))
+}
+
+/// Reads (or, when `create`, makes) the development secret.
+fn dev_secret(dir: &Path, create: bool) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(DEV_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().as_bytes().to_vec()),
+        Err(_) if create => {
+            std::fs::create_dir_all(dir)?;
+            let secret = hex::encode(rand::random::<[u8; 32]>());
+            std::fs::write(&path, &secret)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "no MENTORSHIP_JWT_SECRET and no development key at {} (start the server once with `cargo run`)",
+                path.display()
+            )
+        }),
+    }
+}
+
+fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
+    for role in &t.roles {
+        if mentorship::domain::access::Role::parse(role).is_none() {
+            bail!("unknown role {role:?}: use mentee, mentor, coordinator or service");
+        }
+    }
+    if t.roles.iter().any(|r| r == "mentor") && t.mentor_id.is_none() {
+        bail!("the mentor role needs --mentor-id <mentor profile id>");
+    }
+    let secret = match &args.auth.jwt_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => dev_secret(&args.data_dir, false)?,
+    };
+    let claims = Claims {
+        sub: t.sub.unwrap_or_else(uuid::Uuid::new_v4).to_string(),
+        roles: t.roles.clone(),
+        mentor_id: t.mentor_id.map(|m| m.to_string()),
+        exp: chrono::Utc::now().timestamp() + t.ttl_seconds,
+        iss: args.auth.jwt_issuer.clone(),
+        aud: args.auth.jwt_audience.clone(),
+    };
+    println!("{}", mint_hs256(&secret, &claims)?);
+    Ok(())
+}

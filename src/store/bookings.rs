@@ -1,0 +1,249 @@
+//! Bookings and their audit log.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, QueryBuilder};
+use uuid::Uuid;
+
+use super::{Tx, corrupt, db_error};
+use crate::domain::{
+    Error,
+    access::{Actor, Visibility},
+    booking::BookingStatus,
+    model::Booking,
+};
+
+#[derive(sqlx::FromRow)]
+struct BookingRow {
+    id: Uuid,
+    listing_id: Uuid,
+    mentor_id: Uuid,
+    mentee_id: Uuid,
+    start_time: DateTime<Utc>,
+    end_time: DateTime<Utc>,
+    status: String,
+    origin: String,
+    notes: String,
+    reason: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    session_id: Option<Uuid>,
+}
+
+impl TryFrom<BookingRow> for Booking {
+    type Error = Error;
+    fn try_from(r: BookingRow) -> Result<Self, Error> {
+        Ok(Booking {
+            id: r.id,
+            listing_id: r.listing_id,
+            mentor_id: r.mentor_id,
+            mentee_id: r.mentee_id,
+            start_time: r.start_time,
+            end_time: r.end_time,
+            status: r.status.parse().map_err(corrupt)?,
+            origin: r.origin.parse().map_err(corrupt)?,
+            notes: r.notes,
+            reason: r.reason,
+            session_id: r.session_id,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// Inserts a new booking (DRAFT, or ACCEPTED for on-demand ones).
+pub async fn insert(tx: &mut Tx, b: &Booking, holds_slot: bool) -> Result<Booking, Error> {
+    sqlx::query_as!(
+        BookingRow,
+        r#"INSERT INTO bookings (id, listing_id, mentor_id, mentee_id, start_time, end_time,
+                                 status, origin, notes, holds_slot)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           RETURNING id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin,
+                     notes, reason, version, created_at, updated_at, NULL::uuid AS session_id"#,
+        b.id,
+        b.listing_id,
+        b.mentor_id,
+        b.mentee_id,
+        b.start_time,
+        b.end_time,
+        b.status.as_str(),
+        b.origin.as_str(),
+        b.notes,
+        holds_slot
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .try_into()
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Booking>, Error> {
+    sqlx::query_as!(
+        BookingRow,
+        r#"SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status,
+                  b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at,
+                  s.id AS "session_id?"
+           FROM bookings b LEFT JOIN sessions s ON s.booking_id = b.id
+           WHERE b.id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// Loads a booking and locks it until the transaction ends.
+pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
+    sqlx::query_as!(
+        BookingRow,
+        r#"SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status,
+                  b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at,
+                  (SELECT s.id FROM sessions s WHERE s.booking_id = b.id) AS "session_id?"
+           FROM bookings b WHERE b.id = $1 FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// Moves a locked booking to `status`; `holds_slot` says whether it now blocks its time.
+pub async fn set_status(
+    tx: &mut Tx,
+    id: Uuid,
+    status: BookingStatus,
+    reason: &str,
+    holds_slot: bool,
+) -> Result<Booking, Error> {
+    sqlx::query_as!(
+        BookingRow,
+        r#"UPDATE bookings SET status = $2, reason = $3, holds_slot = $4,
+                               version = version + 1, updated_at = now()
+           WHERE id = $1
+           RETURNING id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin,
+                     notes, reason, version, created_at, updated_at, NULL::uuid AS session_id"#,
+        id,
+        status.as_str(),
+        reason,
+        holds_slot
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .try_into()
+}
+
+/// Appends to the booking audit log.
+pub async fn audit(
+    tx: &mut Tx,
+    booking_id: Uuid,
+    from: Option<BookingStatus>,
+    to: BookingStatus,
+    actor: &Actor,
+    reason: &str,
+) -> Result<(), Error> {
+    sqlx::query!(
+        r#"INSERT INTO booking_events (booking_id, from_status, to_status, actor_kind, actor_id, reason)
+           VALUES ($1, $2, $3, $4, $5, $6)"#,
+        booking_id,
+        from.map(BookingStatus::as_str),
+        to.as_str(),
+        actor.kind.as_str(),
+        actor.id,
+        reason
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Which participant already has an accepted booking overlapping `[start, end)`.
+pub async fn overlap(
+    pool: &PgPool,
+    mentor_id: Uuid,
+    mentee_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Option<&'static str>, Error> {
+    let row = sqlx::query!(
+        r#"SELECT coalesce(bool_or(mentor_id = $1), false) AS "mentor!",
+                  coalesce(bool_or(mentee_id = $2), false) AS "mentee!"
+           FROM (SELECT mentor_id, mentee_id FROM bookings
+                 WHERE holds_slot AND (mentor_id = $1 OR mentee_id = $2)
+                   AND tstzrange(start_time, end_time) && tstzrange($3, $4)) o"#,
+        mentor_id,
+        mentee_id,
+        start,
+        end
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)?;
+    Ok(if row.mentor {
+        Some("mentor")
+    } else if row.mentee {
+        Some("mentee")
+    } else {
+        None
+    })
+}
+
+/// Filter of ListBookings.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BookingFilter {
+    pub mentor_id: Option<Uuid>,
+    pub mentee_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    pub statuses: Vec<&'static str>,
+}
+
+/// Keyset page ordered by (created_at, id) descending.
+pub async fn list(
+    pool: &PgPool,
+    filter: &BookingFilter,
+    visibility: Visibility,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Booking>, Error> {
+    let mut q = QueryBuilder::new(
+        "SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status, \
+         b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at, s.id AS session_id \
+         FROM bookings b LEFT JOIN sessions s ON s.booking_id = b.id WHERE true",
+    );
+    if let Visibility::Own { mentee_id, mentor_id } = visibility {
+        q.push(" AND (b.mentee_id = ")
+            .push_bind(mentee_id)
+            .push(" OR b.mentor_id = ")
+            .push_bind(mentor_id)
+            .push(")");
+    }
+    if let Some(id) = filter.mentor_id {
+        q.push(" AND b.mentor_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.mentee_id {
+        q.push(" AND b.mentee_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.listing_id {
+        q.push(" AND b.listing_id = ").push_bind(id);
+    }
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
+        q.push(" AND b.status = ANY(").push_bind(statuses).push(")");
+    }
+    if let Some((created_at, id)) = after {
+        q.push(" AND (b.created_at, b.id) < (")
+            .push_bind(created_at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(" ORDER BY b.created_at DESC, b.id DESC LIMIT ").push_bind(limit);
+    let rows: Vec<BookingRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}

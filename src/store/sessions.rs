@@ -1,0 +1,362 @@
+//! Sessions and their append-only event log.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, QueryBuilder};
+use uuid::Uuid;
+
+use super::{Tx, corrupt, db_error};
+use crate::domain::{
+    Error,
+    access::{Actor, ActorKind, Visibility},
+    model::{EventType, Session, SessionEvent},
+    session::SessionStatus,
+};
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    booking_id: Uuid,
+    listing_id: Uuid,
+    mentor_id: Uuid,
+    mentee_id: Uuid,
+    start_time: DateTime<Utc>,
+    end_time: DateTime<Utc>,
+    status: String,
+    stage: Option<String>,
+    config: serde_json::Value,
+    queued_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    active_banked_us: i64,
+    active_since: Option<DateTime<Utc>>,
+    paused_at: Option<DateTime<Utc>>,
+    report: Option<serde_json::Value>,
+    failure: Option<serde_json::Value>,
+    cancel_reason: String,
+    last_seq: i64,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = Error;
+    fn try_from(r: SessionRow) -> Result<Self, Error> {
+        Ok(Session {
+            id: r.id,
+            booking_id: r.booking_id,
+            listing_id: r.listing_id,
+            mentor_id: r.mentor_id,
+            mentee_id: r.mentee_id,
+            start_time: r.start_time,
+            end_time: r.end_time,
+            status: r.status.parse().map_err(corrupt)?,
+            stage: r.stage,
+            config: serde_json::from_value(r.config).map_err(corrupt)?,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            active_banked_us: r.active_banked_us,
+            active_since: r.active_since,
+            paused_at: r.paused_at,
+            report: r.report,
+            failure: r.failure,
+            cancel_reason: r.cancel_reason,
+            last_seq: r.last_seq,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// A system deadline: when, and which timeout fires then.
+pub type Deadline = Option<(DateTime<Utc>, &'static str)>;
+
+/// Inserts a new session; the composite foreign key ties it to its ACCEPTED booking.
+pub async fn insert(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Session, Error> {
+    let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
+    sqlx::query_as!(
+        SessionRow,
+        r#"INSERT INTO sessions (id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time,
+                                 status, config, queued_at, started_at, active_since, deadline, deadline_kind)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+           RETURNING id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
+                     stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
+                     paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at"#,
+        s.id,
+        s.booking_id,
+        s.listing_id,
+        s.mentor_id,
+        s.mentee_id,
+        s.start_time,
+        s.end_time,
+        s.status.as_str(),
+        config,
+        s.queued_at,
+        s.started_at,
+        s.active_since,
+        deadline.map(|d| d.0),
+        deadline.map(|d| d.1)
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .try_into()
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
+                  stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
+                  paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
+           FROM sessions WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// Loads a session and locks it until the transaction ends: every change to a
+/// session happens under this lock, which is what keeps `seq` gapless.
+pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
+                  stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
+                  paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
+           FROM sessions WHERE id = $1 FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// Writes the lifecycle fields of a locked session and bumps its version.
+pub async fn save(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Session, Error> {
+    let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
+    sqlx::query_as!(
+        SessionRow,
+        r#"UPDATE sessions SET status = $2, stage = $3, config = $4, queued_at = $5, started_at = $6,
+               ended_at = $7, active_banked_us = $8, active_since = $9, paused_at = $10, report = $11,
+               failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15,
+               version = version + 1, updated_at = now()
+           WHERE id = $1
+           RETURNING id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
+                     stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
+                     paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at"#,
+        s.id,
+        s.status.as_str(),
+        s.stage,
+        config,
+        s.queued_at,
+        s.started_at,
+        s.ended_at,
+        s.active_banked_us,
+        s.active_since,
+        s.paused_at,
+        s.report,
+        s.failure,
+        s.cancel_reason,
+        deadline.map(|d| d.0),
+        deadline.map(|d| d.1)
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?
+    .try_into()
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub event_type: EventType,
+    pub from_status: Option<SessionStatus>,
+    pub to_status: Option<SessionStatus>,
+    pub from_stage: Option<&'a str>,
+    pub to_stage: Option<&'a str>,
+    pub actor: &'a Actor,
+    pub reason: &'a str,
+    pub details: serde_json::Value,
+}
+
+/// Appends the next event of a locked session (seq = last_seq + 1).
+pub async fn append_event(tx: &mut Tx, session_id: Uuid, e: NewEvent<'_>) -> Result<SessionEvent, Error> {
+    let row = sqlx::query_as!(
+        EventRow,
+        r#"WITH next AS (
+               UPDATE sessions SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq
+           )
+           INSERT INTO session_events (session_id, seq, type, from_status, to_status, from_stage,
+                                       to_stage, actor_kind, actor_id, reason, details)
+           SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM next
+           RETURNING session_id, seq, type, from_status, to_status, from_stage, to_stage,
+                     actor_kind, actor_id, reason, details, occurred_at"#,
+        session_id,
+        e.event_type.as_str(),
+        e.from_status.map(SessionStatus::as_str),
+        e.to_status.map(SessionStatus::as_str),
+        e.from_stage,
+        e.to_stage,
+        e.actor.kind.as_str(),
+        e.actor.id,
+        e.reason,
+        e.details
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    row.try_into()
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    session_id: Uuid,
+    seq: i64,
+    #[sqlx(rename = "type")]
+    r#type: String,
+    from_status: Option<String>,
+    to_status: Option<String>,
+    from_stage: Option<String>,
+    to_stage: Option<String>,
+    actor_kind: String,
+    actor_id: String,
+    reason: String,
+    details: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+}
+
+impl TryFrom<EventRow> for SessionEvent {
+    type Error = Error;
+    fn try_from(r: EventRow) -> Result<Self, Error> {
+        let status = |s: Option<String>| s.map(|s| s.parse().map_err(corrupt)).transpose();
+        Ok(SessionEvent {
+            session_id: r.session_id,
+            seq: r.seq,
+            event_type: EventType::parse(&r.r#type).ok_or_else(|| corrupt(&r.r#type))?,
+            from_status: status(r.from_status)?,
+            to_status: status(r.to_status)?,
+            from_stage: r.from_stage,
+            to_stage: r.to_stage,
+            actor: Actor {
+                kind: ActorKind::parse(&r.actor_kind).ok_or_else(|| corrupt(&r.actor_kind))?,
+                id: r.actor_id,
+            },
+            reason: r.reason,
+            details: r.details,
+            occurred_at: r.occurred_at,
+        })
+    }
+}
+
+/// Events of a session after `after_seq`, in seq order.
+pub async fn events(pool: &PgPool, session_id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<SessionEvent>, Error> {
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT session_id, seq, type, from_status, to_status, from_stage, to_stage,
+                  actor_kind, actor_id, reason, details, occurred_at
+           FROM session_events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
+        session_id,
+        after_seq,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Sort key of ListSessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SortField {
+    CreatedAt,
+    StartTime,
+}
+
+/// Filter and order of ListSessions.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionFilter {
+    pub mentee_id: Option<Uuid>,
+    pub mentor_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    pub statuses: Vec<&'static str>,
+    pub start_from: Option<DateTime<Utc>>,
+    pub start_to: Option<DateTime<Utc>>,
+    pub sort: SortField,
+    pub descending: bool,
+}
+
+fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &SessionFilter, visibility: Visibility) {
+    if let Visibility::Own { mentee_id, mentor_id } = visibility {
+        q.push(" AND (mentee_id = ")
+            .push_bind(mentee_id)
+            .push(" OR mentor_id = ")
+            .push_bind(mentor_id)
+            .push(")");
+    }
+    if let Some(id) = filter.mentee_id {
+        q.push(" AND mentee_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.mentor_id {
+        q.push(" AND mentor_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.listing_id {
+        q.push(" AND listing_id = ").push_bind(id);
+    }
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
+        q.push(" AND status = ANY(").push_bind(statuses).push(")");
+    }
+    if let Some(from) = filter.start_from {
+        q.push(" AND start_time >= ").push_bind(from);
+    }
+    if let Some(to) = filter.start_to {
+        q.push(" AND start_time < ").push_bind(to);
+    }
+}
+
+/// Keyset page: rows strictly after `after` = (sort value, id) in the requested order.
+pub async fn list(
+    pool: &PgPool,
+    filter: &SessionFilter,
+    visibility: Visibility,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Session>, Error> {
+    let column = match filter.sort {
+        SortField::CreatedAt => "created_at",
+        SortField::StartTime => "start_time",
+    };
+    let (cmp, dir) = if filter.descending { ("<", "DESC") } else { (">", "ASC") };
+    let mut q = QueryBuilder::new(
+        "SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status, \
+         stage, config, queued_at, started_at, ended_at, active_banked_us, active_since, \
+         paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at \
+         FROM sessions WHERE true",
+    );
+    push_filter(&mut q, filter, visibility);
+    if let Some((value, id)) = after {
+        q.push(format!(" AND ({column}, id) {cmp} ("))
+            .push_bind(value)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT ")).push_bind(limit);
+    let rows: Vec<SessionRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Number of sessions matching the filter (for `include_total_size`).
+pub async fn count(pool: &PgPool, filter: &SessionFilter, visibility: Visibility) -> Result<i64, Error> {
+    let mut q = QueryBuilder::new("SELECT count(*) FROM sessions WHERE true");
+    push_filter(&mut q, filter, visibility);
+    q.build_query_scalar().fetch_one(pool).await.map_err(db_error)
+}
