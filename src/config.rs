@@ -8,7 +8,11 @@ use crate::domain::booking::DurationBounds;
 
 /// The `mentorship` command line.
 #[derive(Debug, Parser)]
-#[command(name = "mentorship", version, about = "gRPC service for mentorship bookings and sessions")]
+#[command(
+    name = "mentorship",
+    version,
+    about = "gRPC service for mentorship bookings and sessions"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -34,7 +38,12 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
 
     /// Address to serve gRPC on.
-    #[arg(long, env = "MENTORSHIP_LISTEN_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "MENTORSHIP_LISTEN_ADDR",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
     pub listen_addr: SocketAddr,
 
     /// Directory for the private PostgreSQL and the development key.
@@ -106,8 +115,14 @@ impl RuleArgs {
             self.min_booking_minutes > 0 && self.min_booking_minutes <= self.max_booking_minutes,
             "--min-booking-minutes must be positive and at most --max-booking-minutes"
         );
-        anyhow::ensure!(self.no_show_grace_minutes >= 0, "--no-show-grace-minutes must not be negative");
-        anyhow::ensure!(self.max_sessions_per_mentor > 0, "--max-sessions-per-mentor must be positive");
+        anyhow::ensure!(
+            self.no_show_grace_minutes >= 0,
+            "--no-show-grace-minutes must not be negative"
+        );
+        anyhow::ensure!(
+            self.max_sessions_per_mentor > 0,
+            "--max-sessions-per-mentor must be positive"
+        );
         Ok(())
     }
 }

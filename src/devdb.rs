@@ -46,10 +46,16 @@ impl DevDb {
         }
         if !pgdata.join("PG_VERSION").exists() {
             let mut initdb = Command::new(bin.join("initdb"));
-            initdb
-                .arg("-D")
-                .arg(&pgdata)
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--locale=C"]);
+            initdb.arg("-D").arg(&pgdata).args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ]);
             let out = as_user(&mut initdb, run_as)
                 .stdin(Stdio::null())
                 .output()
@@ -77,7 +83,14 @@ impl DevDb {
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "max_connections=300"]);
         if durability == Durability::Throwaway {
-            postgres.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            postgres.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         as_user(&mut postgres, run_as)
             .stdin(Stdio::null())
@@ -182,9 +195,12 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
         .await?;
     if !exists {
         // The name is ours (never client input) and quoted.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{}\"", name.replace('"', ""))))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{}\"",
+            name.replace('"', "")
+        )))
+        .execute(&mut conn)
+        .await?;
     }
     Ok(())
 }
@@ -193,14 +209,12 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
 /// spawn from a thread that lives as long as the process.
 fn spawn_on_lasting_thread(mut command: Command) -> anyhow::Result<Child> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("devdb-parent".into())
-        .spawn(move || {
-            let _ = tx.send(command.spawn());
-            loop {
-                std::thread::park();
-            }
-        })?;
+    std::thread::Builder::new().name("devdb-parent".into()).spawn(move || {
+        let _ = tx.send(command.spawn());
+        loop {
+            std::thread::park();
+        }
+    })?;
     rx.recv()?.context("starting postgres")
 }
 

@@ -19,7 +19,10 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{app::App, grpc::auth::{AuthLayer, Verifier}};
+use crate::{
+    app::App,
+    grpc::auth::{AuthLayer, Verifier},
+};
 
 /// Opens a pool and applies pending migrations.
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
@@ -64,6 +67,7 @@ pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> 
     let shutdown = CancellationToken::new();
     let pool = app.pool.clone();
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
+    grpc::probe_database(&pool, &reporter).await;
     tokio::spawn(grpc::watch_database_health(pool, reporter.clone(), shutdown.clone()));
 
     let stop = shutdown.clone();

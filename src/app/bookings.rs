@@ -113,7 +113,9 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found("booking", id))?;
         if !who.can_see(booking.participants()) {
-            return Err(Error::denied("only the booking's participants, coordinators and services may read it"));
+            return Err(Error::denied(
+                "only the booking's participants, coordinators and services may read it",
+            ));
         }
         Ok(booking)
     }
@@ -125,7 +127,10 @@ impl App {
         page_size: i64,
         page_token: &str,
     ) -> Result<(Vec<Booking>, String)> {
-        who.require(&[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee], "ListBookings")?;
+        who.require(
+            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
+            "ListBookings",
+        )?;
         let visibility = who.visibility();
         let bound = (&filter, format!("{visibility:?}"));
         let after = page::decode(&bound, page_token)?;
@@ -151,13 +156,27 @@ impl App {
     }
 
     pub async fn decline_booking(&self, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(who, id, reason, BookingStatus::Declined, &[Role::Mentor], "DeclineBooking")
-            .await
+        self.close_booking(
+            who,
+            id,
+            reason,
+            BookingStatus::Declined,
+            &[Role::Mentor],
+            "DeclineBooking",
+        )
+        .await
     }
 
     pub async fn cancel_booking(&self, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(who, id, reason, BookingStatus::Cancelled, &[Role::Mentee, Role::Mentor], "CancelBooking")
-            .await
+        self.close_booking(
+            who,
+            id,
+            reason,
+            BookingStatus::Cancelled,
+            &[Role::Mentee, Role::Mentor],
+            "CancelBooking",
+        )
+        .await
     }
 
     async fn close_booking(
@@ -179,7 +198,10 @@ impl App {
                     "an ACCEPTED booking cannot be cancelled; cancel its session instead",
                 )
                 .with_metadata("current_status", current.status.as_str())
-                .with_metadata("session_id", current.session_id.map(|s| s.to_string()).unwrap_or_default())
+                .with_metadata(
+                    "session_id",
+                    current.session_id.map(|s| s.to_string()).unwrap_or_default(),
+                )
             } else {
                 e
             }

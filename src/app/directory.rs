@@ -29,7 +29,10 @@ impl App {
     pub async fn get_mentee(&self, who: &Principal, id: Uuid) -> Result<Mentee> {
         let own = who.has(Role::Mentee) && who.user_id == id;
         if !own {
-            who.require(&[Role::Coordinator, Role::Service, Role::Mentor], "GetMentee of another mentee")?;
+            who.require(
+                &[Role::Coordinator, Role::Service, Role::Mentor],
+                "GetMentee of another mentee",
+            )?;
         }
         directory::get_mentee(&self.pool, id)
             .await?

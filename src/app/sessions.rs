@@ -35,7 +35,9 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found("session", id))?;
         if !who.can_see(session.participants()) {
-            return Err(Error::denied("only the session's participants, coordinators and services may read it"));
+            return Err(Error::denied(
+                "only the session's participants, coordinators and services may read it",
+            ));
         }
         Ok(session)
     }
@@ -49,7 +51,10 @@ impl App {
         page_token: &str,
         with_total: bool,
     ) -> Result<(Vec<Session>, String, Option<i64>)> {
-        who.require(&[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee], "ListSessions")?;
+        who.require(
+            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
+            "ListSessions",
+        )?;
         let visibility = who.visibility();
         let bound = (&filter, format!("{visibility:?}"));
         let after = page::decode(&bound, page_token)?;
@@ -86,7 +91,9 @@ impl App {
         if let Requester::Caller(p) = who
             && !p.can_see(s.participants())
         {
-            return Err(Error::denied("only the session's participants, coordinators and services may act on it"));
+            return Err(Error::denied(
+                "only the session's participants, coordinators and services may act on it",
+            ));
         }
         if let Some(expected) = &input.etag
             && *expected != etag(s.version)

@@ -176,13 +176,7 @@ impl Principal {
 
     /// Allows the act for any of `global` roles, or for the participants named by
     /// `participant_roles`; returns the actor to record.
-    pub fn require_on(
-        &self,
-        global: &[Role],
-        participant_roles: &[Role],
-        p: Participants,
-        act: &str,
-    ) -> Result<Actor> {
+    pub fn require_on(&self, global: &[Role], participant_roles: &[Role], p: Participants, act: &str) -> Result<Actor> {
         for role in &self.roles {
             if global.contains(role) || (participant_roles.contains(role) && self.is_participant(*role, p)) {
                 return Ok(self.actor(*role));
@@ -214,10 +208,9 @@ impl Principal {
     pub fn can_see(&self, p: Participants) -> bool {
         match self.visibility() {
             Visibility::All => true,
-            Visibility::Own {
-                mentee_id,
-                mentor_id,
-            } => mentee_id == Some(p.mentee_id) || mentor_id == Some(p.mentor_id),
+            Visibility::Own { mentee_id, mentor_id } => {
+                mentee_id == Some(p.mentee_id) || mentor_id == Some(p.mentor_id)
+            }
         }
     }
 }
@@ -247,8 +240,16 @@ mod tests {
             mentee_id: mentee,
             mentor_id,
         };
-        assert!(mentor(mentor_id).require_on(&[Role::Coordinator], &[Role::Mentor], p, "x").is_ok());
-        assert!(mentor(Uuid::new_v4()).require_on(&[Role::Coordinator], &[Role::Mentor], p, "x").is_err());
+        assert!(
+            mentor(mentor_id)
+                .require_on(&[Role::Coordinator], &[Role::Mentor], p, "x")
+                .is_ok()
+        );
+        assert!(
+            mentor(Uuid::new_v4())
+                .require_on(&[Role::Coordinator], &[Role::Mentor], p, "x")
+                .is_err()
+        );
         let me = Principal::new(mentee, [Role::Mentee], None);
         assert!(me.require_on(&[], &[Role::Mentor], p, "x").is_err());
         assert!(me.can_see(p));

@@ -83,12 +83,7 @@ impl Default for DurationBounds {
 }
 
 /// Checks a requested slot: start before end, length within bounds, start in the future.
-pub fn check_slot(
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    bounds: DurationBounds,
-    now: DateTime<Utc>,
-) -> Result<()> {
+pub fn check_slot(start: DateTime<Utc>, end: DateTime<Utc>, bounds: DurationBounds, now: DateTime<Utc>) -> Result<()> {
     let mut v = Violations::new();
     if start <= now {
         v.add("start_time", "must be in the future");
@@ -154,7 +149,11 @@ mod tests {
     fn only_drafts_move() {
         let id = uuid::Uuid::nil();
         assert!(decide(id, BookingStatus::Draft, BookingStatus::Accepted).is_ok());
-        for s in [BookingStatus::Accepted, BookingStatus::Declined, BookingStatus::Cancelled] {
+        for s in [
+            BookingStatus::Accepted,
+            BookingStatus::Declined,
+            BookingStatus::Cancelled,
+        ] {
             assert!(decide(id, s, BookingStatus::Cancelled).is_err());
         }
     }

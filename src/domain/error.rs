@@ -48,10 +48,7 @@ pub enum Error {
 
     /// A limit is reached (queue full, rate limit).
     #[error("{message}")]
-    ResourceExhausted {
-        reason: &'static str,
-        message: String,
-    },
+    ResourceExhausted { reason: &'static str, message: String },
 
     /// No valid credentials.
     #[error("unauthenticated: {0}")]
@@ -86,11 +83,7 @@ impl Error {
         }
     }
 
-    pub fn precondition(
-        reason: &'static str,
-        subject: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn precondition(reason: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
         Error::FailedPrecondition {
             reason,
             message: message.into(),
@@ -137,8 +130,7 @@ impl Violations {
                 None
             }
             Err(other) => {
-                self.0
-                    .push(FieldViolation::new("request", other.to_string()));
+                self.0.push(FieldViolation::new("request", other.to_string()));
                 None
             }
         }

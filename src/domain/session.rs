@@ -127,18 +127,82 @@ use Role::{Coordinator, Mentee, Mentor, Service};
 /// an idempotent no-op (pausing a PAUSED session) or, for AdvanceStage, a
 /// change of stage only.
 pub const TRANSITIONS: &[Rule] = &[
-    Rule { command: Command::Start, from: &[Scheduled], to: Active, allowed: people(&[Coordinator], &[Mentee, Mentor]) },
-    Rule { command: Command::Promote, from: &[Queued], to: Active, allowed: SYSTEM },
-    Rule { command: Command::Pause, from: &[Active], to: Paused, allowed: people(&[Coordinator, Service], &[Mentor]) },
-    Rule { command: Command::Pause, from: &[Paused], to: Paused, allowed: people(&[Coordinator, Service], &[Mentor]) },
-    Rule { command: Command::Resume, from: &[Paused], to: Active, allowed: people(&[Coordinator, Service], &[Mentor]) },
-    Rule { command: Command::Resume, from: &[Active], to: Active, allowed: people(&[Coordinator, Service], &[Mentor]) },
-    Rule { command: Command::Complete, from: &[Active], to: Completed, allowed: people(&[Coordinator, Service], &[Mentor]) },
-    Rule { command: Command::Fail, from: &[Active], to: Failed, allowed: Allowed { global: &[Service, Coordinator], participants: &[], system: true } },
-    Rule { command: Command::Cancel, from: &[Scheduled, Queued], to: Cancelled, allowed: people(&[Coordinator], &[Mentor, Mentee]) },
-    Rule { command: Command::Cancel, from: &[Active, Paused], to: Cancelled, allowed: people(&[Coordinator], &[Mentor]) },
-    Rule { command: Command::AdvanceStage, from: &[Active], to: Active, allowed: people(&[Coordinator, Service], &[Mentor]) },
-    Rule { command: Command::Timeout, from: &[Active, Paused, Queued, Scheduled], to: Cancelled, allowed: SYSTEM },
+    Rule {
+        command: Command::Start,
+        from: &[Scheduled],
+        to: Active,
+        allowed: people(&[Coordinator], &[Mentee, Mentor]),
+    },
+    Rule {
+        command: Command::Promote,
+        from: &[Queued],
+        to: Active,
+        allowed: SYSTEM,
+    },
+    Rule {
+        command: Command::Pause,
+        from: &[Active],
+        to: Paused,
+        allowed: people(&[Coordinator, Service], &[Mentor]),
+    },
+    Rule {
+        command: Command::Pause,
+        from: &[Paused],
+        to: Paused,
+        allowed: people(&[Coordinator, Service], &[Mentor]),
+    },
+    Rule {
+        command: Command::Resume,
+        from: &[Paused],
+        to: Active,
+        allowed: people(&[Coordinator, Service], &[Mentor]),
+    },
+    Rule {
+        command: Command::Resume,
+        from: &[Active],
+        to: Active,
+        allowed: people(&[Coordinator, Service], &[Mentor]),
+    },
+    Rule {
+        command: Command::Complete,
+        from: &[Active],
+        to: Completed,
+        allowed: people(&[Coordinator, Service], &[Mentor]),
+    },
+    Rule {
+        command: Command::Fail,
+        from: &[Active],
+        to: Failed,
+        allowed: Allowed {
+            global: &[Service, Coordinator],
+            participants: &[],
+            system: true,
+        },
+    },
+    Rule {
+        command: Command::Cancel,
+        from: &[Scheduled, Queued],
+        to: Cancelled,
+        allowed: people(&[Coordinator], &[Mentor, Mentee]),
+    },
+    Rule {
+        command: Command::Cancel,
+        from: &[Active, Paused],
+        to: Cancelled,
+        allowed: people(&[Coordinator], &[Mentor]),
+    },
+    Rule {
+        command: Command::AdvanceStage,
+        from: &[Active],
+        to: Active,
+        allowed: people(&[Coordinator, Service], &[Mentor]),
+    },
+    Rule {
+        command: Command::Timeout,
+        from: &[Active, Paused, Queued, Scheduled],
+        to: Cancelled,
+        allowed: SYSTEM,
+    },
 ];
 
 /// Who is asking: a verified caller or the service itself.
@@ -221,7 +285,10 @@ mod tests {
     fn setup() -> (Participants, Principal, Principal, Principal) {
         let mentee = Uuid::new_v4();
         let mentor_id = Uuid::new_v4();
-        let p = Participants { mentee_id: mentee, mentor_id };
+        let p = Participants {
+            mentee_id: mentee,
+            mentor_id,
+        };
         (
             p,
             Principal::new(mentee, [Role::Mentee], None),
@@ -234,9 +301,24 @@ mod tests {
     fn terminal_statuses_accept_nothing() {
         let (p, _, mentor, _) = setup();
         for status in [Completed, Failed, Cancelled] {
-            for command in [Command::Start, Command::Pause, Command::Resume, Command::Complete, Command::Cancel] {
+            for command in [
+                Command::Start,
+                Command::Pause,
+                Command::Resume,
+                Command::Complete,
+                Command::Cancel,
+            ] {
                 let err = decide(Uuid::nil(), status, command, Requester::Caller(&mentor), p).unwrap_err();
-                assert!(matches!(err, Error::FailedPrecondition { reason: "INVALID_TRANSITION", .. }), "{status:?} {command:?}");
+                assert!(
+                    matches!(
+                        err,
+                        Error::FailedPrecondition {
+                            reason: "INVALID_TRANSITION",
+                            ..
+                        }
+                    ),
+                    "{status:?} {command:?}"
+                );
             }
             assert!(decide(Uuid::nil(), status, Command::Timeout, Requester::System, p).is_err());
         }
@@ -253,7 +335,12 @@ mod tests {
     #[test]
     fn start_is_for_participants_and_coordinators() {
         let (p, mentee, mentor, service) = setup();
-        assert_eq!(decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&mentee), p).unwrap().to, Active);
+        assert_eq!(
+            decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&mentee), p)
+                .unwrap()
+                .to,
+            Active
+        );
         assert!(decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&mentor), p).is_ok());
         assert!(matches!(
             decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&service), p),
@@ -291,10 +378,7 @@ impl Default for Timeouts {
 }
 
 /// The next system deadline of a session and the reason it fires with.
-pub fn deadline(
-    s: &super::model::Session,
-    t: &Timeouts,
-) -> Option<(chrono::DateTime<chrono::Utc>, &'static str)> {
+pub fn deadline(s: &super::model::Session, t: &Timeouts) -> Option<(chrono::DateTime<chrono::Utc>, &'static str)> {
     match s.status {
         Scheduled => Some((s.end_time + t.no_show_grace, "NO_SHOW")),
         Queued => s.queued_at.map(|q| (q + t.queue_timeout, "QUEUE_TIMEOUT")),

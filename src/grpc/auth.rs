@@ -40,7 +40,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("algorithms", &self.validation.algorithms).finish()
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
     }
 }
 
@@ -112,7 +114,11 @@ impl Verifier {
 
 /// Signs an HS256 token (development tokens and tests).
 pub fn mint_hs256(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
-    Ok(encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))?)
+    Ok(encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )?)
 }
 
 /// Tower layer that authenticates `mentorship.v1` calls.
@@ -187,6 +193,11 @@ where
 /// The verified caller of a request (set by [`AuthLayer`]).
 pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
     req.extensions().get::<Principal>().cloned().ok_or_else(|| {
-        status(Code::Unauthenticated, "UNAUTHENTICATED", "no verified caller", HashMap::new())
+        status(
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+            "no verified caller",
+            HashMap::new(),
+        )
     })
 }

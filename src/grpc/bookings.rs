@@ -48,7 +48,10 @@ impl pb::booking_service_server::BookingService for Api {
         }))
     }
 
-    async fn get_booking(&self, req: Request<pb::GetBookingRequest>) -> Result<Response<pb::GetBookingResponse>, Status> {
+    async fn get_booking(
+        &self,
+        req: Request<pb::GetBookingRequest>,
+    ) -> Result<Response<pb::GetBookingResponse>, Status> {
         let who = principal(&req)?;
         let id = input::id("booking_id", &req.get_ref().booking_id)?;
         let booking = self.app.get_booking(&who, id).await?;

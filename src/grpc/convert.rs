@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use prost_types::{Duration as PbDuration, Struct, Timestamp, Value, value::Kind};
 
 use super::pb;
+use crate::app::sessions::etag;
 use crate::domain::{
     Error, Result,
     access::{Actor, ActorKind},
@@ -14,7 +15,6 @@ use crate::domain::{
     model,
     session::SessionStatus,
 };
-use crate::app::sessions::etag;
 
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -112,7 +112,9 @@ pub fn session_status(s: SessionStatus) -> pb::SessionStatus {
 pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
     raw.iter()
         .map(|&n| match pb::SessionStatus::try_from(n) {
-            Ok(pb::SessionStatus::Unspecified) | Err(_) => Err(Error::invalid(field, format!("{n} is not a session status"))),
+            Ok(pb::SessionStatus::Unspecified) | Err(_) => {
+                Err(Error::invalid(field, format!("{n} is not a session status")))
+            }
             Ok(pb::SessionStatus::Scheduled) => Ok("SCHEDULED"),
             Ok(pb::SessionStatus::Queued) => Ok("QUEUED"),
             Ok(pb::SessionStatus::Active) => Ok("ACTIVE"),
@@ -128,7 +130,9 @@ pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
 pub fn booking_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
     raw.iter()
         .map(|&n| match pb::BookingStatus::try_from(n) {
-            Ok(pb::BookingStatus::Unspecified) | Err(_) => Err(Error::invalid(field, format!("{n} is not a booking status"))),
+            Ok(pb::BookingStatus::Unspecified) | Err(_) => {
+                Err(Error::invalid(field, format!("{n} is not a booking status")))
+            }
             Ok(pb::BookingStatus::Draft) => Ok("DRAFT"),
             Ok(pb::BookingStatus::Accepted) => Ok("ACCEPTED"),
             Ok(pb::BookingStatus::Declined) => Ok("DECLINED"),

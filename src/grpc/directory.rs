@@ -21,9 +21,15 @@ impl pb::directory_service_server::DirectoryService for Api {
         let m = req.into_inner().mentee.unwrap_or_default();
         let mut v = Violations::new();
         let id = v.check(input::id("mentee.id", &m.id));
-        let name = v.check(input::required_text("mentee.display_name", &m.display_name, MAX_NAME_LEN));
+        let name = v.check(input::required_text(
+            "mentee.display_name",
+            &m.display_name,
+            MAX_NAME_LEN,
+        ));
         v.finish()?;
-        let (Some(id), Some(name)) = (id, name) else { return Err(incomplete()) };
+        let (Some(id), Some(name)) = (id, name) else {
+            return Err(incomplete());
+        };
         let mentee = self.app.upsert_mentee(&who, id, &name).await?;
         Ok(Response::new(pb::UpsertMenteeResponse {
             mentee: Some(mentee.into()),
@@ -46,9 +52,15 @@ impl pb::directory_service_server::DirectoryService for Api {
         let who = principal(&req)?;
         let m = req.into_inner().mentor.unwrap_or_default();
         let mut v = Violations::new();
-        let id = v.check(input::optional_id("mentor.id", &m.id)).map(|id| id.unwrap_or_else(Uuid::now_v7));
+        let id = v
+            .check(input::optional_id("mentor.id", &m.id))
+            .map(|id| id.unwrap_or_else(Uuid::now_v7));
         let user_id = v.check(input::id("mentor.user_id", &m.user_id));
-        let name = v.check(input::required_text("mentor.display_name", &m.display_name, MAX_NAME_LEN));
+        let name = v.check(input::required_text(
+            "mentor.display_name",
+            &m.display_name,
+            MAX_NAME_LEN,
+        ));
         let mut skills = Vec::new();
         for (i, s) in m.skill_areas.iter().enumerate() {
             if let Some(s) = v.check(input::label(&format!("mentor.skill_areas[{i}]"), s)) {
@@ -62,7 +74,10 @@ impl pb::directory_service_server::DirectoryService for Api {
             0 => None,
             n if (1..=1000).contains(&n) => Some(n),
             _ => {
-                v.add("mentor.max_concurrent_sessions", "must be between 1 and 1000, or 0 for the default");
+                v.add(
+                    "mentor.max_concurrent_sessions",
+                    "must be between 1 and 1000, or 0 for the default",
+                );
                 None
             }
         };
@@ -70,7 +85,12 @@ impl pb::directory_service_server::DirectoryService for Api {
         let mut windows = Vec::new();
         for (i, w) in m.availability.iter().enumerate() {
             let field = format!("mentor.availability[{i}]");
-            if let Some(w) = v.check(Window::parse(&field, w.day_of_week, &w.start_local_time, &w.end_local_time)) {
+            if let Some(w) = v.check(Window::parse(
+                &field,
+                w.day_of_week,
+                &w.start_local_time,
+                &w.end_local_time,
+            )) {
                 windows.push(w);
             }
         }
@@ -81,7 +101,10 @@ impl pb::directory_service_server::DirectoryService for Api {
             if windows[..i].iter().any(|b| {
                 a.day_of_week == b.day_of_week && a.start_minute < b.end_minute && b.start_minute < a.end_minute
             }) {
-                v.add(format!("mentor.availability[{i}]"), "overlaps another window of the same day");
+                v.add(
+                    format!("mentor.availability[{i}]"),
+                    "overlaps another window of the same day",
+                );
             }
         }
         v.finish()?;
@@ -150,7 +173,9 @@ impl pb::directory_service_server::DirectoryService for Api {
         let who = principal(&req)?;
         let l = req.into_inner().listing.unwrap_or_default();
         let mut v = Violations::new();
-        let id = v.check(input::optional_id("listing.id", &l.id)).map(|id| id.unwrap_or_else(Uuid::now_v7));
+        let id = v
+            .check(input::optional_id("listing.id", &l.id))
+            .map(|id| id.unwrap_or_else(Uuid::now_v7));
         let mentor_id = v.check(input::optional_id("listing.mentor_id", &l.mentor_id));
         let title = v.check(input::required_text("listing.title", &l.title, MAX_NAME_LEN));
         let skill = v.check(input::label("listing.skill_area", &l.skill_area));
@@ -178,7 +203,10 @@ impl pb::directory_service_server::DirectoryService for Api {
         }))
     }
 
-    async fn get_listing(&self, req: Request<pb::GetListingRequest>) -> Result<Response<pb::GetListingResponse>, Status> {
+    async fn get_listing(
+        &self,
+        req: Request<pb::GetListingRequest>,
+    ) -> Result<Response<pb::GetListingResponse>, Status> {
         let who = principal(&req)?;
         let id = input::id("listing_id", &req.get_ref().listing_id)?;
         let listing = self.app.get_listing(&who, id).await?;
@@ -202,7 +230,9 @@ impl pb::directory_service_server::DirectoryService for Api {
             v.check(input::label("skill_area", &r.skill_area))
         };
         v.finish()?;
-        let (Some(size), Some(mentor)) = (size, mentor) else { return Err(incomplete()) };
+        let (Some(size), Some(mentor)) = (size, mentor) else {
+            return Err(incomplete());
+        };
         let (listings, next) = self
             .app
             .list_listings(&who, mentor, skill.as_deref(), size, &r.page_token)

@@ -10,8 +10,8 @@ pub mod status;
 
 use std::{sync::Arc, time::Duration};
 
-use tonic::Status;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::service::Routes;
 
 use crate::app::App;
@@ -66,33 +66,43 @@ pub fn routes(app: Arc<App>) -> anyhow::Result<(Routes, tonic_health::server::He
     Ok((routes.routes(), reporter))
 }
 
+/// Sets every served name to the database's reachability; returns it.
+pub async fn probe_database(pool: &sqlx::PgPool, reporter: &tonic_health::server::HealthReporter) -> bool {
+    let ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await,
+        Ok(Ok(_))
+    );
+    let status = if ok {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for name in SERVICE_NAMES.into_iter().chain([""]) {
+        reporter.set_service_status(name, status).await;
+    }
+    ok
+}
+
 /// Keeps the health status in step with the database: NOT_SERVING while it is unreachable.
 pub async fn watch_database_health(
     pool: sqlx::PgPool,
     reporter: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
 ) {
-    let mut last = None;
-    while !shutdown.is_cancelled() {
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool)).await,
-            Ok(Ok(_))
-        );
-        if last != Some(ok) {
-            let status = if ok {
-                tonic_health::ServingStatus::Serving
+    let mut last = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let ok = probe_database(&pool, &reporter).await;
+        if ok != last {
+            if ok {
+                tracing::info!("database reachable again: health is SERVING");
             } else {
                 tracing::warn!("database unreachable: health is NOT_SERVING");
-                tonic_health::ServingStatus::NotServing
-            };
-            for name in SERVICE_NAMES.into_iter().chain([""]) {
-                reporter.set_service_status(name, status).await;
             }
-            last = Some(ok);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            last = ok;
         }
     }
 }

@@ -32,7 +32,10 @@ impl Api {
 
 #[tonic::async_trait]
 impl pb::session_service_server::SessionService for Api {
-    async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::GetSessionResponse>, Status> {
+    async fn get_session(
+        &self,
+        req: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::GetSessionResponse>, Status> {
         let who = principal(&req)?;
         let id = input::id("session_id", &req.get_ref().session_id)?;
         let session = self.app.get_session(&who, id).await?;
@@ -57,8 +60,16 @@ impl pb::session_service_server::SessionService for Api {
         let to = v.check(convert::opt_time("start_time_to", r.start_time_to.as_ref()));
         let order = v.check(parse_order_by(&r.order_by));
         v.finish()?;
-        let (Some(size), Some(mentee_id), Some(mentor_id), Some(listing_id), Some(statuses), Some(from), Some(to), Some((sort, descending))) =
-            (size, mentee_id, mentor_id, listing_id, statuses, from, to, order)
+        let (
+            Some(size),
+            Some(mentee_id),
+            Some(mentor_id),
+            Some(listing_id),
+            Some(statuses),
+            Some(from),
+            Some(to),
+            Some((sort, descending)),
+        ) = (size, mentee_id, mentor_id, listing_id, statuses, from, to, order)
         else {
             return Err(incomplete());
         };
@@ -124,7 +135,9 @@ impl pb::session_service_server::SessionService for Api {
         let id = v.check(input::id("session_id", &r.session_id));
         let size = v.check(input::page_size(r.page_size));
         v.finish()?;
-        let (Some(id), Some(size)) = (id, size) else { return Err(incomplete()) };
+        let (Some(id), Some(size)) = (id, size) else {
+            return Err(incomplete());
+        };
         let (events, next) = self.app.list_session_events(&who, id, size, &r.page_token).await?;
         Ok(Response::new(pb::ListSessionEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
@@ -140,14 +153,22 @@ fn parse_order_by(raw: &str) -> Result<(SortField, bool), Error> {
         None | Some("created_at") => SortField::CreatedAt,
         Some("start_time") => SortField::StartTime,
         Some(other) => {
-            return Err(Error::invalid("order_by", format!("cannot sort by {other:?}; use created_at or start_time")));
+            return Err(Error::invalid(
+                "order_by",
+                format!("cannot sort by {other:?}; use created_at or start_time"),
+            ));
         }
     };
     let descending = match parts.next() {
         None => raw.is_empty(),
         Some("desc") => true,
         Some("asc") => false,
-        Some(other) => return Err(Error::invalid("order_by", format!("direction {other:?} is not asc or desc"))),
+        Some(other) => {
+            return Err(Error::invalid(
+                "order_by",
+                format!("direction {other:?} is not asc or desc"),
+            ));
+        }
     };
     if parts.next().is_some() {
         return Err(Error::invalid("order_by", "expected `<field> [asc|desc]`"));

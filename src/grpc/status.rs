@@ -33,7 +33,11 @@ impl From<Error> for Status {
             }
             Error::NotFound { kind, id } => {
                 let reason = format!("{}_NOT_FOUND", kind.to_uppercase());
-                details.set_error_info(reason, ERROR_DOMAIN, HashMap::from([(kind.to_owned() + "_id", id.clone())]));
+                details.set_error_info(
+                    reason,
+                    ERROR_DOMAIN,
+                    HashMap::from([(kind.to_owned() + "_id", id.clone())]),
+                );
                 details.set_resource_info(kind, id, "", "not found");
                 Code::NotFound
             }
@@ -43,8 +47,7 @@ impl From<Error> for Status {
                 metadata,
                 message,
             } => {
-                let metadata: HashMap<String, String> =
-                    metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
                 details.set_error_info(reason, ERROR_DOMAIN, metadata);
                 details.add_precondition_failure_violation(reason, subject, message);
                 Code::FailedPrecondition
@@ -53,7 +56,10 @@ impl From<Error> for Status {
                 details.set_error_info(
                     "ETAG_MISMATCH",
                     ERROR_DOMAIN,
-                    HashMap::from([("kind".to_owned(), kind.to_owned()), ("current_etag".to_owned(), current)]),
+                    HashMap::from([
+                        ("kind".to_owned(), kind.to_owned()),
+                        ("current_etag".to_owned(), current),
+                    ]),
                 );
                 Code::Aborted
             }

@@ -175,7 +175,9 @@ pub async fn list_mentors(
          AS active_session_count FROM mentors m WHERE true",
     );
     if let Some(skill) = skill_area {
-        q.push(" AND m.skill_areas @> ARRAY[").push_bind(skill.to_owned()).push("]");
+        q.push(" AND m.skill_areas @> ARRAY[")
+            .push_bind(skill.to_owned())
+            .push("]");
     }
     if accepting_only {
         q.push(" AND m.accepting_sessions");
@@ -222,10 +224,13 @@ pub async fn get_listing(pool: &PgPool, id: Uuid) -> Result<Option<Listing>, Err
 }
 
 pub async fn mentor_exists(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
-    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM mentors WHERE id = $1) AS "exists!""#, id)
-        .fetch_one(pool)
-        .await
-        .map_err(db_error)
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM mentors WHERE id = $1) AS "exists!""#,
+        id
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)
 }
 
 /// Keyset page of listings ordered by id.
@@ -236,9 +241,8 @@ pub async fn list_listings(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Listing>, Error> {
-    let mut q = QueryBuilder::new(
-        "SELECT id, mentor_id, title, skill_area, created_at, updated_at FROM listings WHERE true",
-    );
+    let mut q =
+        QueryBuilder::new("SELECT id, mentor_id, title, skill_area, created_at, updated_at FROM listings WHERE true");
     if let Some(mentor) = mentor_id {
         q.push(" AND mentor_id = ").push_bind(mentor);
     }

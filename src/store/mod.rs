@@ -40,11 +40,7 @@ pub fn db_error(err: sqlx::Error) -> Error {
                 .with_metadata("conflict", "mentee");
             }
             "sessions_booking_id_key" => {
-                return Error::precondition(
-                    "SESSION_EXISTS",
-                    "sessions",
-                    "this booking already has a session",
-                );
+                return Error::precondition("SESSION_EXISTS", "sessions", "this booking already has a session");
             }
             "mentors_user_id_key" => {
                 return Error::precondition(

@@ -349,7 +349,8 @@ pub async fn list(
             .push_bind(id)
             .push(")");
     }
-    q.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT ")).push_bind(limit);
+    q.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "))
+        .push_bind(limit);
     let rows: Vec<SessionRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
     rows.into_iter().map(TryInto::try_into).collect()
 }

@@ -1,0 +1,284 @@
+//! Bad input: INVALID_ARGUMENT with field violations, and nothing stored.
+
+use chrono::Duration;
+use mentorship::grpc::pb;
+use tonic::Code;
+
+use crate::helpers::*;
+
+const TABLES: [&str; 7] = [
+    "mentees",
+    "mentors",
+    "mentor_availability",
+    "listings",
+    "bookings",
+    "sessions",
+    "session_events",
+];
+
+async fn snapshot(app: &TestApp) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for t in TABLES {
+        counts.push(app.count(t).await);
+    }
+    counts
+}
+
+fn expect_fields(result: Result<impl std::fmt::Debug, tonic::Status>, fields: &[&str]) {
+    let status = assert_status(result, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), fields, "{status:?}");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_rejected_with_field_violations_and_change_nothing() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let before = snapshot(&app).await;
+    let c = coordinator();
+    let (mut d, mut b, mut s) = (app.directory(), app.bookings(), app.sessions());
+
+    // Malformed ids.
+    expect_fields(
+        s.get_session(authed(
+            &c,
+            pb::GetSessionRequest {
+                session_id: "42".into(),
+            },
+        ))
+        .await,
+        &["session_id"],
+    );
+    expect_fields(
+        b.get_booking(authed(
+            &c,
+            pb::GetBookingRequest {
+                booking_id: String::new(),
+            },
+        ))
+        .await,
+        &["booking_id"],
+    );
+    expect_fields(
+        b.accept_booking(authed(
+            &c,
+            pb::AcceptBookingRequest {
+                booking_id: "not-a-uuid".into(),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["booking_id"],
+    );
+
+    // Several problems at once are all reported.
+    let t = monday_at(10);
+    expect_fields(
+        b.create_booking(authed(
+            &c,
+            pb::CreateBookingRequest {
+                listing_id: "x".into(),
+                mentee_id: w.mentee.to_string(),
+                start_time: None,
+                end_time: Some(prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: -1,
+                }),
+                notes: "n".repeat(4001),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["listing_id", "start_time", "end_time", "notes"],
+    );
+    expect_fields(
+        b.create_booking(authed(
+            &c,
+            pb::CreateBookingRequest {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                }),
+                ..booking_request(w.listing, w.mentee, t, t + Duration::hours(1))
+            },
+        ))
+        .await,
+        &["start_time"],
+    );
+
+    // Empty and oversize strings.
+    expect_fields(
+        d.upsert_mentee(authed(
+            &c,
+            pb::UpsertMenteeRequest {
+                mentee: Some(pb::Mentee {
+                    id: w.mentee.to_string(),
+                    display_name: " ".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["mentee.display_name"],
+    );
+    expect_fields(
+        d.upsert_mentee(authed(
+            &c,
+            pb::UpsertMenteeRequest {
+                mentee: Some(pb::Mentee {
+                    id: w.mentee.to_string(),
+                    display_name: "x".repeat(201),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["mentee.display_name"],
+    );
+    expect_fields(
+        d.upsert_mentee(authed(
+            &c,
+            pb::UpsertMenteeRequest {
+                mentee: None,
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["mentee.id", "mentee.display_name"],
+    );
+    expect_fields(
+        d.upsert_mentor(authed(
+            &c,
+            pb::UpsertMentorRequest {
+                mentor: Some(pb::Mentor {
+                    id: w.mentor.to_string(),
+                    user_id: w.mentor_user.to_string(),
+                    display_name: "Grace".into(),
+                    skill_areas: vec!["Rust!".into()],
+                    timezone: "Mars/Olympus".into(),
+                    availability: vec![
+                        pb::AvailabilityWindow {
+                            day_of_week: 1,
+                            start_local_time: "10:00".into(),
+                            end_local_time: "09:00".into(),
+                        },
+                        pb::AvailabilityWindow {
+                            day_of_week: 9,
+                            start_local_time: "10:00".into(),
+                            end_local_time: "11:00".into(),
+                        },
+                    ],
+                    max_concurrent_sessions: -1,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &[
+            "mentor.skill_areas[0]",
+            "mentor.max_concurrent_sessions",
+            "mentor.timezone",
+            "mentor.availability[0].end_local_time",
+            "mentor.availability[1].day_of_week",
+        ],
+    );
+    expect_fields(
+        d.upsert_listing(authed(
+            &c,
+            pb::UpsertListingRequest {
+                listing: Some(pb::Listing {
+                    mentor_id: "nope".into(),
+                    title: String::new(),
+                    skill_area: "A B".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["listing.mentor_id", "listing.title", "listing.skill_area"],
+    );
+    expect_fields(
+        b.cancel_booking(authed(
+            &c,
+            pb::CancelBookingRequest {
+                booking_id: "z".into(),
+                reason: String::new(),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        &["booking_id", "reason"],
+    );
+
+    // Paging and filters.
+    expect_fields(
+        s.list_sessions(authed(
+            &c,
+            pb::ListSessionsRequest {
+                page_size: 101,
+                ..Default::default()
+            },
+        ))
+        .await,
+        &["page_size"],
+    );
+    expect_fields(
+        s.list_sessions(authed(
+            &c,
+            pb::ListSessionsRequest {
+                page_token: "bogus".into(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        &["page_token"],
+    );
+    expect_fields(
+        s.list_sessions(authed(
+            &c,
+            pb::ListSessionsRequest {
+                statuses: vec![0, 99],
+                order_by: "mentor".into(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        &["statuses", "order_by"],
+    );
+    expect_fields(
+        b.list_bookings(authed(
+            &c,
+            pb::ListBookingsRequest {
+                mentor_id: "m".into(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        &["mentor_id"],
+    );
+
+    // A report out of range.
+    let session = scheduled(&app, &w, monday_at(14)).await;
+    let before_report = snapshot(&app).await;
+    expect_fields(
+        s.complete_session(authed(
+            &c,
+            pb::CompleteSessionRequest {
+                session_id: session.id.clone(),
+                report: Some(pb::SessionReport {
+                    summary: "ok".into(),
+                    overall_score: Some(101),
+                    data: None,
+                }),
+                ..Default::default()
+            },
+        ))
+        .await,
+        &["report.overall_score"],
+    );
+    assert_eq!(snapshot(&app).await, before_report, "rejected requests store nothing");
+    assert_eq!(before.len(), TABLES.len());
+}

@@ -1,0 +1,10 @@
+//! The integration suite: gRPC over loopback to the real server on a real
+//! PostgreSQL. One binary, one private cluster, a fresh database per test.
+
+mod access;
+mod bad_input;
+mod booking_rules;
+mod flow;
+mod helpers;
+mod operations;
+mod races;
