@@ -4,7 +4,15 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::domain::booking::DurationBounds;
+use anyhow::{Context, bail, ensure};
+use serde::Deserialize;
+
+use crate::app::Rules;
+use crate::domain::{
+    booking::DurationBounds,
+    config::{ConfigLimits, EscalationPolicy, SessionConfig, Template},
+    session::Timeouts,
+};
 
 /// The `mentorship` command line.
 #[derive(Debug, Parser)]
@@ -37,14 +45,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
-    /// Address to serve gRPC on.
-    #[arg(
-        long,
-        env = "MENTORSHIP_LISTEN_ADDR",
-        default_value = "127.0.0.1:50051",
-        global = true
-    )]
-    pub listen_addr: SocketAddr,
+    /// Address to serve gRPC on [default: the config file's server.listen_addr, else 127.0.0.1:50051].
+    #[arg(long, env = "MENTORSHIP_LISTEN_ADDR", global = true)]
+    pub listen_addr: Option<SocketAddr>,
 
     /// Directory for the private PostgreSQL and the development key.
     #[arg(long, env = "MENTORSHIP_DATA_DIR", default_value = ".mentorship", global = true)]
@@ -53,8 +56,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
-    #[command(flatten)]
-    pub rules: RuleArgs,
+    /// YAML service config file (see docs/CONFIGURATION.md).
+    #[arg(long = "config", env = "MENTORSHIP_CONFIG", global = true)]
+    pub config_file: Option<PathBuf>,
+
+    /// Address for Prometheus-style metrics (reserved; not served yet).
+    #[arg(long, env = "MENTORSHIP_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// Largest database connection pool per replica.
     #[arg(long, env = "MENTORSHIP_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
@@ -81,52 +89,6 @@ pub struct AuthArgs {
     pub jwt_audience: Option<String>,
 }
 
-/// Booking and session rules that are configurable.
-#[derive(Debug, Clone, Args)]
-pub struct RuleArgs {
-    /// Shortest booking, in minutes.
-    #[arg(long, env = "MENTORSHIP_MIN_BOOKING_MINUTES", default_value_t = 15, global = true)]
-    pub min_booking_minutes: i64,
-
-    /// Longest booking, in minutes.
-    #[arg(long, env = "MENTORSHIP_MAX_BOOKING_MINUTES", default_value_t = 480, global = true)]
-    pub max_booking_minutes: i64,
-
-    /// Minutes after a scheduled session's end_time before it is cancelled as a no-show.
-    #[arg(long, env = "MENTORSHIP_NO_SHOW_GRACE_MINUTES", default_value_t = 15, global = true)]
-    pub no_show_grace_minutes: i64,
-
-    /// Concurrent sessions per mentor when the mentor profile sets none.
-    #[arg(long, env = "MENTORSHIP_MAX_SESSIONS_PER_MENTOR", default_value_t = 3, global = true)]
-    pub max_sessions_per_mentor: i32,
-}
-
-impl RuleArgs {
-    pub fn booking_bounds(&self) -> DurationBounds {
-        DurationBounds {
-            min: chrono::Duration::minutes(self.min_booking_minutes),
-            max: chrono::Duration::minutes(self.max_booking_minutes),
-        }
-    }
-
-    /// Refuses settings that make no sense, with a message naming the flag.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.min_booking_minutes > 0 && self.min_booking_minutes <= self.max_booking_minutes,
-            "--min-booking-minutes must be positive and at most --max-booking-minutes"
-        );
-        anyhow::ensure!(
-            self.no_show_grace_minutes >= 0,
-            "--no-show-grace-minutes must not be negative"
-        );
-        anyhow::ensure!(
-            self.max_sessions_per_mentor > 0,
-            "--max-sessions-per-mentor must be positive"
-        );
-        Ok(())
-    }
-}
-
 /// `mentorship token`: mint a development token.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -142,4 +104,345 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl_seconds: i64,
+}
+
+/// The YAML service config file (SPEC §8). Every field is optional; unknown
+/// fields are refused so a typo never silently falls back to a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    pub server: ServerSection,
+    pub session_management: SessionManagement,
+    pub bookings: BookingSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Overridden by `MENTORSHIP_LISTEN_ADDR` / `--listen-addr`.
+    pub listen_addr: Option<SocketAddr>,
+    /// Overridden by `MENTORSHIP_METRICS_ADDR` / `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionManagement {
+    pub max_concurrent_sessions_per_junior: u32,
+    pub max_concurrent_sessions_per_mentor: u32,
+    pub max_concurrent_sessions_system: u32,
+    pub max_queue_size: u32,
+    pub max_session_duration_hours: f64,
+    pub pause_timeout_hours: f64,
+    pub queue_timeout_hours: f64,
+    pub no_show_grace_minutes: f64,
+    pub default_check_in_interval_minutes: f64,
+    pub default_escalation_policy: EscalationName,
+    pub config_templates: Vec<TemplateEntry>,
+    pub mentor_assignment: MentorAssignment,
+    pub audit: Audit,
+}
+
+impl Default for SessionManagement {
+    fn default() -> Self {
+        SessionManagement {
+            max_concurrent_sessions_per_junior: 1,
+            max_concurrent_sessions_per_mentor: 3,
+            max_concurrent_sessions_system: 50,
+            max_queue_size: 100,
+            max_session_duration_hours: 8.0,
+            pause_timeout_hours: 24.0,
+            queue_timeout_hours: 4.0,
+            no_show_grace_minutes: 15.0,
+            default_check_in_interval_minutes: 30.0,
+            default_escalation_policy: EscalationName::Progressive,
+            config_templates: Vec::new(),
+            mentor_assignment: MentorAssignment::default(),
+            audit: Audit::default(),
+        }
+    }
+}
+
+/// Escalation policy as written in the file (lower case).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationName {
+    Progressive,
+    Immediate,
+    Relaxed,
+}
+
+impl From<EscalationName> for EscalationPolicy {
+    fn from(e: EscalationName) -> Self {
+        match e {
+            EscalationName::Progressive => EscalationPolicy::Progressive,
+            EscalationName::Immediate => EscalationPolicy::Immediate,
+            EscalationName::Relaxed => EscalationPolicy::Relaxed,
+        }
+    }
+}
+
+/// A template of the file; it replaces a built-in of the same id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateEntry {
+    pub id: String,
+    pub name: String,
+    pub max_duration_hours: f64,
+    pub check_in_interval_minutes: f64,
+    pub escalation_policy: EscalationName,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MentorAssignment {
+    pub strategy: Strategy,
+    pub fallback_to_auto: bool,
+}
+
+impl Default for MentorAssignment {
+    fn default() -> Self {
+        MentorAssignment {
+            strategy: Strategy::WorkloadBalanced,
+            fallback_to_auto: true,
+        }
+    }
+}
+
+/// Mentor auto-assignment strategy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    WorkloadBalanced,
+    SkillMatched,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    pub log_all_state_changes: bool,
+    pub retention_days: u32,
+    pub export_format: ExportFormat,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            log_all_state_changes: true,
+            retention_days: 365,
+            export_format: ExportFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BookingSection {
+    pub min_duration_minutes: f64,
+    pub max_duration_minutes: f64,
+}
+
+impl Default for BookingSection {
+    fn default() -> Self {
+        BookingSection {
+            min_duration_minutes: 15.0,
+            max_duration_minutes: 480.0,
+        }
+    }
+}
+
+fn span(hours_or_minutes: f64, unit_secs: f64, field: &str) -> anyhow::Result<chrono::Duration> {
+    ensure!(
+        hours_or_minutes.is_finite() && hours_or_minutes > 0.0,
+        "{field} must be a positive number, got {hours_or_minutes}"
+    );
+    let millis = (hours_or_minutes * unit_secs * 1000.0).round();
+    ensure!(millis >= 1000.0, "{field} must be at least one second");
+    ensure!(millis < 1e15, "{field} is too large");
+    Ok(chrono::Duration::milliseconds(millis as i64))
+}
+
+impl ServiceConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let config: ServiceConfig =
+            serde_norway::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        config
+            .rules()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The rules the use cases apply, validated.
+    pub fn rules(&self) -> anyhow::Result<Rules> {
+        let sm = &self.session_management;
+        let hour = 3600.0;
+        let minute = 60.0;
+        for (value, field) in [
+            (
+                sm.max_concurrent_sessions_per_junior,
+                "max_concurrent_sessions_per_junior",
+            ),
+            (
+                sm.max_concurrent_sessions_per_mentor,
+                "max_concurrent_sessions_per_mentor",
+            ),
+            (sm.max_concurrent_sessions_system, "max_concurrent_sessions_system"),
+        ] {
+            ensure!(value > 0, "session_management.{field} must be at least 1");
+        }
+        ensure!(
+            sm.audit.retention_days > 0,
+            "session_management.audit.retention_days must be at least 1"
+        );
+        let limits = ConfigLimits::default();
+        let default_config = SessionConfig {
+            template_id: String::new(),
+            max_duration_secs: span(
+                sm.max_session_duration_hours,
+                hour,
+                "session_management.max_session_duration_hours",
+            )?
+            .num_seconds(),
+            check_in_interval_secs: span(
+                sm.default_check_in_interval_minutes,
+                minute,
+                "session_management.default_check_in_interval_minutes",
+            )?
+            .num_seconds(),
+            escalation_policy: sm.default_escalation_policy.into(),
+            ..SessionConfig::default()
+        };
+        default_config
+            .validate(&limits, "session_management")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut templates = Template::builtins();
+        for (i, t) in sm.config_templates.iter().enumerate() {
+            let field = format!("session_management.config_templates[{i}]");
+            crate::domain::input::label(&format!("{field}.id"), &t.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ensure!(!t.name.trim().is_empty(), "{field}.name must not be empty");
+            let config = SessionConfig {
+                template_id: t.id.clone(),
+                max_duration_secs: span(t.max_duration_hours, hour, &format!("{field}.max_duration_hours"))?
+                    .num_seconds(),
+                check_in_interval_secs: span(
+                    t.check_in_interval_minutes,
+                    minute,
+                    &format!("{field}.check_in_interval_minutes"),
+                )?
+                .num_seconds(),
+                escalation_policy: t.escalation_policy.into(),
+                ..SessionConfig::default()
+            };
+            config.validate(&limits, &field).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let template = Template {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                config,
+            };
+            match templates.iter_mut().find(|existing| existing.id == t.id) {
+                Some(existing) => *existing = template,
+                None => templates.push(template),
+            }
+        }
+        let bounds = DurationBounds {
+            min: span(
+                self.bookings.min_duration_minutes,
+                minute,
+                "bookings.min_duration_minutes",
+            )?,
+            max: span(
+                self.bookings.max_duration_minutes,
+                minute,
+                "bookings.max_duration_minutes",
+            )?,
+        };
+        if bounds.min > bounds.max {
+            bail!("bookings.min_duration_minutes must not exceed bookings.max_duration_minutes");
+        }
+        ensure!(
+            sm.no_show_grace_minutes.is_finite() && sm.no_show_grace_minutes >= 0.0,
+            "session_management.no_show_grace_minutes must not be negative"
+        );
+        Ok(Rules {
+            booking_bounds: bounds,
+            timeouts: Timeouts {
+                no_show_grace: chrono::Duration::milliseconds((sm.no_show_grace_minutes * 60_000.0) as i64),
+                pause_timeout: span(sm.pause_timeout_hours, hour, "session_management.pause_timeout_hours")?,
+                queue_timeout: span(sm.queue_timeout_hours, hour, "session_management.queue_timeout_hours")?,
+            },
+            default_mentor_limit: i32::try_from(sm.max_concurrent_sessions_per_mentor)
+                .context("max_concurrent_sessions_per_mentor is too large")?,
+            default_session_config: default_config,
+            config_limits: limits,
+            templates,
+            idempotency_retention_hours: 48,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> anyhow::Result<Rules> {
+        let config: ServiceConfig = serde_norway::from_str(yaml)?;
+        config.rules()
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let rules = parse(
+            "session_management:
+  max_concurrent_sessions_per_junior: 1
+  max_concurrent_sessions_per_mentor: 3
+  max_concurrent_sessions_system: 50
+  max_queue_size: 100
+  max_session_duration_hours: 8
+  pause_timeout_hours: 24
+  queue_timeout_hours: 4
+  default_check_in_interval_minutes: 30
+  default_escalation_policy: progressive
+  config_templates: [ {id: quick-fix, name: Quick Fix, max_duration_hours: 2, check_in_interval_minutes: 15, escalation_policy: immediate}, {id: pairing, name: Pairing, max_duration_hours: 3, check_in_interval_minutes: 20, escalation_policy: relaxed} ]
+  mentor_assignment: { strategy: workload_balanced, fallback_to_auto: true }
+  audit: { log_all_state_changes: true, retention_days: 365, export_format: json }
+",
+        )
+        .expect("valid");
+        assert_eq!(rules.timeouts.pause_timeout, chrono::Duration::hours(24));
+        let ids: Vec<&str> = rules.templates.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["quick-fix", "standard", "complex-feature", "pairing"]);
+        assert!(parse("").is_ok(), "an empty file means all defaults");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_field_named() {
+        for (yaml, needle) in [
+            ("session_management: {max_queue_sise: 3}", "max_queue_sise"),
+            ("session_management: {pause_timeout_hours: -1}", "pause_timeout_hours"),
+            ("session_management: {max_session_duration_hours: 100}", "max_duration"),
+            ("session_management: {default_escalation_policy: loud}", "loud"),
+            ("session_management: {mentor_assignment: {strategy: random}}", "random"),
+            (
+                "session_management: {config_templates: [{id: x, name: X, max_duration_hours: 1, check_in_interval_minutes: 1, escalation_policy: relaxed}]}",
+                "check_in_interval",
+            ),
+            (
+                "bookings: {min_duration_minutes: 60, max_duration_minutes: 30}",
+                "min_duration_minutes",
+            ),
+        ] {
+            let err = format!("{:#}", parse(yaml).expect_err(yaml));
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
+    }
 }

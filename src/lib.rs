@@ -10,6 +10,7 @@ pub mod config;
 pub mod devdb;
 pub mod domain;
 pub mod grpc;
+pub mod jobs;
 pub mod store;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -66,6 +67,7 @@ pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> 
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let pool = app.pool.clone();
+    tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
     grpc::probe_database(&pool, &reporter).await;
     tokio::spawn(grpc::watch_database_health(pool, reporter.clone(), shutdown.clone()));

@@ -1,12 +1,12 @@
 //! `mentorship` binary: `serve` (default), `migrate`, `token`.
 
-use std::{path::Path, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use mentorship::{
-    app::{App, Rules},
-    config::{Cli, Command, ServeArgs, TokenArgs},
+    app::App,
+    config::{Cli, Command, ServeArgs, ServiceConfig, TokenArgs},
     devdb::{self, DevDb, Durability},
     grpc::auth::{Claims, Verifier, mint_hs256},
 };
@@ -52,22 +52,22 @@ async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    args.rules.validate()?;
-    let (url, devdb) = database(&args).await?;
-    let verifier = verifier(&args, devdb.is_some())?;
-    let pool = mentorship::connect(&url, args.db_max_connections).await?;
-    let rules = Rules {
-        booking_bounds: args.rules.booking_bounds(),
-        timeouts: mentorship::domain::session::Timeouts {
-            no_show_grace: chrono::Duration::minutes(args.rules.no_show_grace_minutes),
-            ..Default::default()
-        },
-        default_mentor_limit: args.rules.max_sessions_per_mentor,
-        ..Rules::default()
+    // The config file is validated before anything starts.
+    let file = match &args.config_file {
+        Some(path) => ServiceConfig::load(path)?,
+        None => ServiceConfig::default(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+    let rules = file.rules()?;
+    let listen_addr = args
+        .listen_addr
+        .or(file.server.listen_addr)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let (url, devdb) = database(&args).await?;
+    let verifier = verifier(&args, listen_addr, devdb.is_some())?;
+    let pool = mentorship::connect(&url, args.db_max_connections).await?;
+    let listener = tokio::net::TcpListener::bind(listen_addr)
         .await
-        .with_context(|| format!("binding {}", args.listen_addr))?;
+        .with_context(|| format!("binding {listen_addr}"))?;
     let server = mentorship::start(App::new(pool, rules), Arc::new(verifier), listener).await?;
     tracing::info!(addr = %server.addr, "serving mentorship.v1");
     let stop = server.trigger();
@@ -95,7 +95,7 @@ async fn wait_for_signal() {
 /// The token verifier. Without a configured key the server refuses to start,
 /// except on the private development database, where it uses (and creates on
 /// first use) a development secret and explains how to mint tokens.
-fn verifier(args: &ServeArgs, development: bool) -> anyhow::Result<Verifier> {
+fn verifier(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> anyhow::Result<Verifier> {
     let auth = &args.auth;
     let (iss, aud) = (auth.jwt_issuer.as_deref(), auth.jwt_audience.as_deref());
     if let Some(path) = &auth.jwt_public_key_file {
@@ -120,7 +120,7 @@ fn verifier(args: &ServeArgs, development: bool) -> anyhow::Result<Verifier> {
          Mint one with:\n    cargo run -- token --role coordinator\n\
          and call with:\n    grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {} list\n",
         args.data_dir.display(),
-        args.listen_addr
+        listen_addr
     );
     Ok(Verifier::hs256(&secret, iss, aud))
 }

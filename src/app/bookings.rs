@@ -30,7 +30,7 @@ pub struct NewBooking {
 }
 
 impl App {
-    pub async fn create_booking(&self, who: &Principal, req: NewBooking) -> Result<Booking> {
+    pub async fn create_booking(&self, tx: &mut Tx, who: &Principal, req: NewBooking) -> Result<Booking> {
         let actor = who.require(&[Role::Coordinator, Role::Mentee], "CreateBooking")?;
         let mentee_id = match (req.mentee_id, who.has(Role::Coordinator)) {
             (Some(id), true) => id,
@@ -57,9 +57,13 @@ impl App {
         if directory::get_mentee(&self.pool, mentee_id).await?.is_none() {
             return Err(Error::not_found("mentee", mentee_id));
         }
-        let mentor = directory::get_mentor(&self.pool, mentor_id, self.rules.default_mentor_limit)
-            .await?
-            .ok_or_else(|| Error::not_found("mentor", mentor_id))?;
+        let mentor = directory::get_mentor(
+            &mut *self.connection().await?,
+            mentor_id,
+            self.rules.default_mentor_limit,
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("mentor", mentor_id))?;
         let tz = availability::parse_timezone("timezone", &mentor.timezone)
             .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
         if !availability::fits(&mentor.availability, tz, req.start_time, req.end_time) {
@@ -101,10 +105,8 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = store::begin(&self.pool).await?;
-        let created = store_bookings::insert(&mut tx, &draft, false).await?;
-        store_bookings::audit(&mut tx, created.id, None, BookingStatus::Draft, &actor, "").await?;
-        store::commit(tx).await?;
+        let created = store_bookings::insert(tx, &draft, false).await?;
+        store_bookings::audit(tx, created.id, None, BookingStatus::Draft, &actor, "").await?;
         Ok(created)
     }
 
@@ -139,57 +141,45 @@ impl App {
     }
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
-    pub async fn accept_booking(&self, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
-        let mut tx = store::begin(&self.pool).await?;
-        let (current, actor) =
-            lock_for(&mut tx, who, id, &[Role::Coordinator], &[Role::Mentor], "AcceptBooking").await?;
+    pub async fn accept_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
+        let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], &[Role::Mentor], "AcceptBooking").await?;
         booking::decide(id, current.status, BookingStatus::Accepted)?;
         let holds_slot = current.origin == BookingOrigin::Requested;
-        let mut accepted = store_bookings::set_status(&mut tx, id, BookingStatus::Accepted, "", holds_slot).await?;
-        store_bookings::audit(&mut tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
+        if holds_slot {
+            store_bookings::lock_participants(tx, current.mentor_id, current.mentee_id).await?;
+        }
+        let mut accepted = store_bookings::set_status(tx, id, BookingStatus::Accepted, "", holds_slot).await?;
+        store_bookings::audit(tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
+        let config = self.rules.default_session_config.clone();
         let session = self
-            .create_session_for(&mut tx, &accepted, SessionStatus::Scheduled, &actor)
+            .create_session_for(tx, &accepted, SessionStatus::Scheduled, config, &actor)
             .await?;
-        store::commit(tx).await?;
         accepted.session_id = Some(session.id);
         Ok((accepted, session))
     }
 
-    pub async fn decline_booking(&self, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(
-            who,
-            id,
-            reason,
-            BookingStatus::Declined,
-            &[Role::Mentor],
-            "DeclineBooking",
-        )
-        .await
+    pub async fn decline_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
+        self.close_booking(tx, who, id, reason, BookingStatus::Declined).await
     }
 
-    pub async fn cancel_booking(&self, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(
-            who,
-            id,
-            reason,
-            BookingStatus::Cancelled,
-            &[Role::Mentee, Role::Mentor],
-            "CancelBooking",
-        )
-        .await
+    pub async fn cancel_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
+        self.close_booking(tx, who, id, reason, BookingStatus::Cancelled).await
     }
 
     async fn close_booking(
         &self,
+        tx: &mut Tx,
         who: &Principal,
         id: Uuid,
         reason: &str,
         to: BookingStatus,
-        participants: &[Role],
-        act: &str,
     ) -> Result<Booking> {
-        let mut tx = store::begin(&self.pool).await?;
-        let (current, actor) = lock_for(&mut tx, who, id, &[Role::Coordinator], participants, act).await?;
+        // Mentors decline; either participant may cancel; coordinators do both.
+        let (participants, act): (&[Role], &str) = match to {
+            BookingStatus::Declined => (&[Role::Mentor], "DeclineBooking"),
+            _ => (&[Role::Mentee, Role::Mentor], "CancelBooking"),
+        };
+        let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], participants, act).await?;
         booking::decide(id, current.status, to).map_err(|e| {
             if current.status == BookingStatus::Accepted && to == BookingStatus::Cancelled {
                 Error::precondition(
@@ -206,9 +196,8 @@ impl App {
                 e
             }
         })?;
-        let closed = store_bookings::set_status(&mut tx, id, to, reason, false).await?;
-        store_bookings::audit(&mut tx, id, Some(current.status), to, &actor, reason).await?;
-        store::commit(tx).await?;
+        let closed = store_bookings::set_status(tx, id, to, reason, false).await?;
+        store_bookings::audit(tx, id, Some(current.status), to, &actor, reason).await?;
         Ok(closed)
     }
 
@@ -218,6 +207,7 @@ impl App {
         tx: &mut Tx,
         booking: &Booking,
         status: SessionStatus,
+        config: crate::domain::config::SessionConfig,
         actor: &Actor,
     ) -> Result<Session> {
         let now = Utc::now();
@@ -231,7 +221,7 @@ impl App {
             end_time: booking.end_time,
             status: SessionStatus::Scheduled,
             stage: None,
-            config: self.rules.default_session_config.clone(),
+            config,
             queued_at: None,
             started_at: None,
             ended_at: None,

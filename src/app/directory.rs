@@ -13,17 +13,17 @@ use crate::domain::{
     access::{Principal, Role},
     model::{Listing, Mentee, Mentor, MentorInput},
 };
-use crate::store::{self, directory};
+use crate::store::{Tx, directory};
 
 const ANY_ROLE: &[Role] = &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee];
 const MANAGERS: &[Role] = &[Role::Coordinator, Role::Service];
 
 impl App {
-    pub async fn upsert_mentee(&self, who: &Principal, id: Uuid, display_name: &str) -> Result<Mentee> {
+    pub async fn upsert_mentee(&self, tx: &mut Tx, who: &Principal, id: Uuid, display_name: &str) -> Result<Mentee> {
         if !(who.require(MANAGERS, "UpsertMentee").is_ok() || (who.has(Role::Mentee) && who.user_id == id)) {
             return Err(Error::denied("a mentee may only upsert itself"));
         }
-        directory::upsert_mentee(&self.pool, id, display_name).await
+        directory::upsert_mentee(tx, id, display_name).await
     }
 
     pub async fn get_mentee(&self, who: &Principal, id: Uuid) -> Result<Mentee> {
@@ -39,21 +39,21 @@ impl App {
             .ok_or_else(|| Error::not_found("mentee", id))
     }
 
-    pub async fn upsert_mentor(&self, who: &Principal, input: MentorInput) -> Result<Mentor> {
+    pub async fn upsert_mentor(&self, tx: &mut Tx, who: &Principal, input: MentorInput) -> Result<Mentor> {
         let managed = who.require(MANAGERS, "UpsertMentor").is_ok();
         let own = who.has(Role::Mentor) && who.mentor_id == Some(input.id) && who.user_id == input.user_id;
         if !(managed || own) {
             return Err(Error::denied("a mentor may only upsert its own profile"));
         }
-        let mut tx = store::begin(&self.pool).await?;
-        directory::upsert_mentor(&mut tx, &input).await?;
-        store::commit(tx).await?;
-        self.get_mentor(who, input.id).await
+        directory::upsert_mentor(tx, &input).await?;
+        directory::get_mentor(tx, input.id, self.rules.default_mentor_limit)
+            .await?
+            .ok_or_else(|| Error::not_found("mentor", input.id))
     }
 
     pub async fn get_mentor(&self, who: &Principal, id: Uuid) -> Result<Mentor> {
         who.require(ANY_ROLE, "GetMentor")?;
-        directory::get_mentor(&self.pool, id, self.rules.default_mentor_limit)
+        directory::get_mentor(&mut *self.connection().await?, id, self.rules.default_mentor_limit)
             .await?
             .ok_or_else(|| Error::not_found("mentor", id))
     }
@@ -81,7 +81,7 @@ impl App {
         page::finish(rows, page_size, &filter, |m| m.id)
     }
 
-    pub async fn upsert_listing(&self, who: &Principal, listing: Listing) -> Result<Listing> {
+    pub async fn upsert_listing(&self, tx: &mut Tx, who: &Principal, listing: Listing) -> Result<Listing> {
         if who.require(MANAGERS, "UpsertListing").is_err() {
             let own_mentor = who.has(Role::Mentor) && listing.mentor_id.is_some() && listing.mentor_id == who.mentor_id;
             let existing = directory::get_listing(&self.pool, listing.id).await?;
@@ -95,7 +95,7 @@ impl App {
         {
             return Err(Error::not_found("mentor", mentor_id));
         }
-        directory::upsert_listing(&self.pool, &listing).await
+        directory::upsert_listing(tx, &listing).await
     }
 
     pub async fn get_listing(&self, who: &Principal, id: Uuid) -> Result<Listing> {

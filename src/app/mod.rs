@@ -8,7 +8,11 @@ pub mod sessions;
 
 use sqlx::PgPool;
 
-use crate::domain::{booking::DurationBounds, config::SessionConfig, session::Timeouts};
+use crate::domain::{
+    booking::DurationBounds,
+    config::{ConfigLimits, SessionConfig, Template},
+    session::Timeouts,
+};
 
 /// The configurable rules the use cases apply.
 #[derive(Debug, Clone)]
@@ -17,17 +21,27 @@ pub struct Rules {
     pub timeouts: Timeouts,
     /// Concurrent sessions of a mentor whose profile sets no limit.
     pub default_mentor_limit: i32,
-    /// Config of sessions created by accepting a booking.
+    /// Config of sessions created without a template.
     pub default_session_config: SessionConfig,
+    /// Bounds of per-session config values.
+    pub config_limits: ConfigLimits,
+    /// Built-in templates, replaced or extended by the config file's.
+    pub templates: Vec<Template>,
+    /// How long request ids are remembered (at least 24 h).
+    pub idempotency_retention_hours: i32,
 }
 
 impl Default for Rules {
+    /// The rules of an empty config file.
     fn default() -> Self {
         Rules {
             booking_bounds: DurationBounds::default(),
             timeouts: Timeouts::default(),
             default_mentor_limit: 3,
             default_session_config: SessionConfig::default(),
+            config_limits: ConfigLimits::default(),
+            templates: Template::builtins(),
+            idempotency_retention_hours: 48,
         }
     }
 }
@@ -42,5 +56,10 @@ pub struct App {
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
         App { pool, rules }
+    }
+
+    /// One pooled connection, for reads that take several statements.
+    async fn connection(&self) -> crate::domain::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(crate::store::db_error)
     }
 }

@@ -6,14 +6,51 @@ use uuid::Uuid;
 use super::{App, page};
 use crate::domain::{
     Error, Result,
-    access::{Principal, Role},
-    model::{EventType, Session},
-    session::{self, Command, Requester},
+    access::{Actor, Principal, Role},
+    booking::{BookingOrigin, BookingStatus},
+    config::{self, SessionConfig, Template},
+    model::{Booking, EventType, Session},
+    session::{self, Command, Requester, SessionStatus},
 };
 use crate::store::{
-    self,
+    Tx, bookings as store_bookings, directory,
     sessions::{self as store_sessions, SessionFilter, SortField},
 };
+
+/// A CreateSession request, parsed.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub mentee_id: Uuid,
+    pub listing_id: Uuid,
+    /// The preferred mentor; else the listing's.
+    pub mentor_id: Option<Uuid>,
+    pub template_id: Option<String>,
+    /// Overrides of the template: values and the mask naming them.
+    pub overrides: Option<(SessionConfig, Vec<String>)>,
+}
+
+/// Locks a session the requester may see and checks its etag.
+async fn lock_visible(tx: &mut Tx, who: Requester<'_>, id: Uuid, etag_expected: Option<&str>) -> Result<Session> {
+    let s = store_sessions::lock(tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("session", id))?;
+    if let Requester::Caller(p) = who
+        && !p.can_see(s.participants())
+    {
+        return Err(Error::denied(
+            "only the session's participants, coordinators and services may act on it",
+        ));
+    }
+    if let Some(expected) = etag_expected
+        && expected != etag(s.version)
+    {
+        return Err(Error::EtagMismatch {
+            kind: "session",
+            current: etag(s.version),
+        });
+    }
+    Ok(s)
+}
 
 /// The etag clients send back: the session's version.
 pub fn etag(version: i64) -> String {
@@ -76,66 +113,255 @@ impl App {
     }
 
     /// Applies one command of the state machine to a session, with its event,
-    /// in one transaction under the session's row lock.
+    /// under the session's row lock in the caller's transaction.
     pub async fn transition(
         &self,
+        tx: &mut Tx,
         who: Requester<'_>,
         id: Uuid,
         command: Command,
         input: TransitionInput,
     ) -> Result<Session> {
-        let mut tx = store::begin(&self.pool).await?;
-        let mut s = store_sessions::lock(&mut tx, id)
-            .await?
-            .ok_or_else(|| Error::not_found("session", id))?;
-        if let Requester::Caller(p) = who
-            && !p.can_see(s.participants())
-        {
-            return Err(Error::denied(
-                "only the session's participants, coordinators and services may act on it",
-            ));
-        }
-        if let Some(expected) = &input.etag
-            && *expected != etag(s.version)
-        {
-            return Err(Error::EtagMismatch {
-                kind: "session",
-                current: etag(s.version),
-            });
-        }
+        let mut s = lock_visible(tx, who, id, input.etag.as_deref()).await?;
         let decision = session::decide(id, s.status, command, who, s.participants())?;
         if decision.no_op {
             return Ok(s);
         }
         let from = s.status;
-        let now = Utc::now();
-        session::enter(&mut s, decision.to, now);
+        session::enter(&mut s, decision.to, Utc::now());
         if input.report.is_some() {
             s.report = input.report;
         }
         if input.failure.is_some() {
             s.failure = input.failure;
         }
-        if command == Command::Cancel || command == Command::Timeout {
+        if decision.to == SessionStatus::Cancelled {
             s.cancel_reason = input.reason.clone();
         }
-        let saved = store_sessions::save(&mut tx, &s, session::deadline(&s, &self.rules.timeouts)).await?;
+        let details = serde_json::json!({ "command": command.name() });
+        self.save_with_event(
+            tx,
+            &s,
+            EventType::StatusChanged,
+            from,
+            &decision.actor,
+            &input.reason,
+            details,
+        )
+        .await
+    }
+
+    /// Labels where an ACTIVE session is; the same stage again changes nothing.
+    pub async fn advance_stage(
+        &self,
+        tx: &mut Tx,
+        who: &Principal,
+        id: Uuid,
+        stage: String,
+        etag: Option<&str>,
+    ) -> Result<Session> {
+        let mut s = lock_visible(tx, Requester::Caller(who), id, etag).await?;
+        let decision = session::decide(
+            id,
+            s.status,
+            Command::AdvanceStage,
+            Requester::Caller(who),
+            s.participants(),
+        )?;
+        if !s.config.allowed_stages.is_empty() && !s.config.allowed_stages.contains(&stage) {
+            return Err(Error::precondition(
+                "STAGE_NOT_ALLOWED",
+                format!("sessions/{id}"),
+                format!("stage {stage:?} is not one of the session's allowed stages"),
+            )
+            .with_metadata("allowed_stages", s.config.allowed_stages.join(",")));
+        }
+        if s.stage.as_deref() == Some(stage.as_str()) {
+            return Ok(s);
+        }
+        let from_stage = s.stage.replace(stage);
+        let details = serde_json::json!({ "from_stage": from_stage });
+        let status = s.status;
+        let saved = store_sessions::save(tx, &s, session::deadline(&s, &self.rules.timeouts)).await?;
         store_sessions::append_event(
-            &mut tx,
+            tx,
             id,
             store_sessions::NewEvent {
-                event_type: EventType::StatusChanged,
-                from_status: Some(from),
-                to_status: Some(decision.to),
-                from_stage: saved.stage.as_deref(),
+                event_type: EventType::StageChanged,
+                from_status: Some(status),
+                to_status: Some(status),
+                from_stage: from_stage.as_deref(),
                 to_stage: saved.stage.as_deref(),
                 actor: &decision.actor,
-                reason: &input.reason,
-                details: serde_json::json!({ "command": command.name() }),
+                reason: "",
+                details,
             },
         )
         .await?;
-        store::commit(tx).await?;
+        Ok(Session {
+            last_seq: saved.last_seq + 1,
+            ..saved
+        })
+    }
+
+    /// Starts a session on demand: the implicit ON_DEMAND booking (already
+    /// ACCEPTED) and the session, in the caller's transaction.
+    pub async fn create_session(&self, tx: &mut Tx, who: &Principal, req: NewSession) -> Result<Session> {
+        let actor = who.require(&[Role::Coordinator, Role::Service], "CreateSession")?;
+        let mut config = match &req.template_id {
+            Some(id) => config::template(&self.rules.templates, id, "template_id")?
+                .config
+                .clone(),
+            None => self.rules.default_session_config.clone(),
+        };
+        if let Some((patch, paths)) = &req.overrides {
+            config = config.apply_mask(patch, paths, "config_mask")?;
+        }
+        config.validate(&self.rules.config_limits, "config")?;
+        let listing = directory::get_listing(&self.pool, req.listing_id)
+            .await?
+            .ok_or_else(|| Error::not_found("listing", req.listing_id))?;
+        if directory::get_mentee(&self.pool, req.mentee_id).await?.is_none() {
+            return Err(Error::not_found("mentee", req.mentee_id));
+        }
+        let mentor_id = req.mentor_id.or(listing.mentor_id).ok_or_else(|| {
+            Error::precondition(
+                "NO_ELIGIBLE_MENTOR",
+                format!("listings/{}", listing.id),
+                "neither the request nor the listing names a mentor",
+            )
+        })?;
+        if !directory::mentor_exists(&self.pool, mentor_id).await? {
+            return Err(Error::not_found("mentor", mentor_id));
+        }
+        let now = Utc::now();
+        let booking = Booking {
+            id: Uuid::now_v7(),
+            listing_id: listing.id,
+            mentor_id,
+            mentee_id: req.mentee_id,
+            start_time: now,
+            end_time: now + chrono::Duration::seconds(config.max_duration_secs),
+            status: BookingStatus::Accepted,
+            origin: BookingOrigin::OnDemand,
+            notes: String::new(),
+            reason: String::new(),
+            session_id: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let booking = store_bookings::insert(tx, &booking, false).await?;
+        store_bookings::audit(tx, booking.id, None, BookingStatus::Accepted, &actor, "on demand").await?;
+        self.create_session_for(tx, &booking, SessionStatus::Active, config, &actor)
+            .await
+    }
+
+    pub async fn get_session_config(&self, who: &Principal, id: Uuid) -> Result<SessionConfig> {
+        Ok(self.get_session(who, id).await?.config)
+    }
+
+    pub fn list_config_templates(&self, who: &Principal) -> Result<Vec<Template>> {
+        who.require(
+            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
+            "ListConfigTemplates",
+        )?;
+        Ok(self.rules.templates.clone())
+    }
+
+    /// Changes the fields of a live session's config named by the mask.
+    /// Allowed to coordinators, services and the session's mentor.
+    pub async fn update_session_config(
+        &self,
+        tx: &mut Tx,
+        who: &Principal,
+        id: Uuid,
+        patch: SessionConfig,
+        paths: Vec<String>,
+        etag: Option<&str>,
+    ) -> Result<Session> {
+        let mut s = lock_visible(tx, Requester::Caller(who), id, etag).await?;
+        let actor = who.require_on(
+            &[Role::Coordinator, Role::Service],
+            &[Role::Mentor],
+            s.participants(),
+            "UpdateSessionConfig",
+        )?;
+        if s.status.is_terminal() {
+            return Err(Error::precondition(
+                "SESSION_TERMINAL",
+                format!("sessions/{id}"),
+                format!(
+                    "the session is {} and its config can no longer change",
+                    s.status.as_str()
+                ),
+            )
+            .with_metadata("current_status", s.status.as_str()));
+        }
+        let updated = s.config.apply_mask(&patch, &paths, "update_mask")?;
+        updated.validate(&self.rules.config_limits, "config")?;
+        let used = s.active_duration(Utc::now());
+        if chrono::Duration::seconds(updated.max_duration_secs) < used {
+            return Err(Error::precondition(
+                "MAX_DURATION_BELOW_ACTIVE_TIME",
+                format!("sessions/{id}"),
+                format!(
+                    "max_duration cannot be below the {} s of active time already used",
+                    used.num_seconds()
+                ),
+            ));
+        }
+        let changes: Vec<serde_json::Value> = s
+            .config
+            .diff(&updated)
+            .into_iter()
+            .map(|(field, old, new)| serde_json::json!({ "field": field, "old": old, "new": new }))
+            .collect();
+        if changes.is_empty() {
+            return Ok(s);
+        }
+        s.config = updated;
+        let from = s.status;
+        self.save_with_event(
+            tx,
+            &s,
+            EventType::ConfigUpdated,
+            from,
+            &actor,
+            "",
+            serde_json::json!({ "changes": changes }),
+        )
+        .await
+    }
+
+    /// Writes a locked session (re-arming its deadline) and appends its event.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_with_event(
+        &self,
+        tx: &mut Tx,
+        s: &Session,
+        event_type: EventType,
+        from: SessionStatus,
+        actor: &Actor,
+        reason: &str,
+        details: serde_json::Value,
+    ) -> Result<Session> {
+        let saved = store_sessions::save(tx, s, session::deadline(s, &self.rules.timeouts)).await?;
+        store_sessions::append_event(
+            tx,
+            s.id,
+            store_sessions::NewEvent {
+                event_type,
+                from_status: Some(from),
+                to_status: Some(saved.status),
+                from_stage: saved.stage.as_deref(),
+                to_stage: saved.stage.as_deref(),
+                actor,
+                reason,
+                details,
+            },
+        )
+        .await?;
         Ok(Session {
             last_seq: saved.last_seq + 1,
             ..saved

@@ -201,3 +201,99 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+    fn claims(roles: &[&str], ttl: i64) -> Claims {
+        Claims {
+            sub: Uuid::new_v4().to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            mentor_id: None,
+            exp: chrono::Utc::now().timestamp() + ttl,
+            iss: Some("issuer".into()),
+            aud: Some("mentorship".into()),
+        }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+    }
+
+    #[test]
+    fn asymmetric_keys_verify_their_own_signatures_only() {
+        for (alg, private, public, constructor) in [
+            (
+                Algorithm::ES256,
+                "es256-private.pem",
+                "es256-public.pem",
+                EncodingKey::from_ec_pem as fn(&[u8]) -> _,
+            ),
+            (
+                Algorithm::RS256,
+                "rs256-private.pem",
+                "rs256-public.pem",
+                EncodingKey::from_rsa_pem,
+            ),
+        ] {
+            let key = constructor(&fixture(private)).expect("private key");
+            let token = encode(&Header::new(alg), &claims(&["service"], 60), &key).expect("sign");
+            let verifier =
+                Verifier::public_key(&fixture(public), Some("issuer"), Some("mentorship")).expect("verifier");
+            let principal = verifier.verify(Some(&format!("Bearer {token}"))).expect("valid");
+            assert_eq!(principal.roles, vec![Role::Service]);
+            // An HS256 token is refused by an asymmetric verifier (no algorithm confusion).
+            let hs = mint_hs256(b"0123456789abcdef0123", &claims(&["service"], 60)).expect("mint");
+            assert!(verifier.verify(Some(&format!("Bearer {hs}"))).is_err());
+        }
+    }
+
+    #[test]
+    fn issuer_audience_expiry_and_format_are_checked() {
+        let secret = b"0123456789abcdef0123";
+        let verifier = Verifier::hs256(secret, Some("issuer"), Some("mentorship"));
+        let bearer = |c: &Claims| format!("Bearer {}", mint_hs256(secret, c).expect("mint"));
+        assert!(verifier.verify(Some(&bearer(&claims(&["mentee"], 60)))).is_ok());
+        let wrong_iss = Claims {
+            iss: Some("other".into()),
+            ..claims(&["mentee"], 60)
+        };
+        assert!(
+            verifier
+                .verify(Some(&bearer(&wrong_iss)))
+                .unwrap_err()
+                .contains("issuer")
+        );
+        let wrong_aud = Claims {
+            aud: Some("other".into()),
+            ..claims(&["mentee"], 60)
+        };
+        assert!(
+            verifier
+                .verify(Some(&bearer(&wrong_aud)))
+                .unwrap_err()
+                .contains("audience")
+        );
+        assert!(
+            verifier
+                .verify(Some(&bearer(&claims(&["mentee"], -600))))
+                .unwrap_err()
+                .contains("expired")
+        );
+        let bad_sub = Claims {
+            sub: "alice".into(),
+            ..claims(&["mentee"], 60)
+        };
+        assert!(verifier.verify(Some(&bearer(&bad_sub))).unwrap_err().contains("sub"));
+        assert!(verifier.verify(None).is_err());
+        assert!(verifier.verify(Some("Basic abc")).is_err());
+        assert!(verifier.verify(Some("Bearer not.a.jwt")).is_err());
+        let unknown = verifier
+            .verify(Some(&bearer(&claims(&["wizard"], 60))))
+            .expect("valid token");
+        assert!(unknown.roles.is_empty(), "unknown roles grant nothing");
+    }
+}

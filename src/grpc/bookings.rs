@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, auth::principal, convert, incomplete, pb};
+use super::{Api, auth::principal, begin_or_replay, convert, incomplete, pb};
 use crate::app::bookings::NewBooking;
 use crate::domain::{
     Violations,
@@ -30,22 +30,19 @@ impl pb::booking_service_server::BookingService for Api {
         else {
             return Err(incomplete());
         };
-        let booking = self
-            .app
-            .create_booking(
-                &who,
-                NewBooking {
-                    listing_id,
-                    mentee_id,
-                    start_time,
-                    end_time,
-                    notes,
-                },
-            )
-            .await?;
-        Ok(Response::new(pb::CreateBookingResponse {
+        let new = NewBooking {
+            listing_id,
+            mentee_id,
+            start_time,
+            end_time,
+            notes,
+        };
+        let mut m = begin_or_replay!(self, &who, "CreateBooking", r);
+        let booking = self.app.create_booking(&mut m.tx, &who, new).await?;
+        m.finish(pb::CreateBookingResponse {
             booking: Some(booking.into()),
-        }))
+        })
+        .await
     }
 
     async fn get_booking(
@@ -96,12 +93,15 @@ impl pb::booking_service_server::BookingService for Api {
         req: Request<pb::AcceptBookingRequest>,
     ) -> Result<Response<pb::AcceptBookingResponse>, Status> {
         let who = principal(&req)?;
-        let id = input::id("booking_id", &req.get_ref().booking_id)?;
-        let (booking, session) = self.app.accept_booking(&who, id).await?;
-        Ok(Response::new(pb::AcceptBookingResponse {
+        let r = req.into_inner();
+        let id = input::id("booking_id", &r.booking_id)?;
+        let mut m = begin_or_replay!(self, &who, "AcceptBooking", r);
+        let (booking, session) = self.app.accept_booking(&mut m.tx, &who, id).await?;
+        m.finish(pb::AcceptBookingResponse {
             booking: Some(booking.into()),
             session: Some(session.into()),
-        }))
+        })
+        .await
     }
 
     async fn decline_booking(
@@ -109,11 +109,14 @@ impl pb::booking_service_server::BookingService for Api {
         req: Request<pb::DeclineBookingRequest>,
     ) -> Result<Response<pb::DeclineBookingResponse>, Status> {
         let who = principal(&req)?;
-        let (id, reason) = id_and_reason(&req.get_ref().booking_id, &req.get_ref().reason)?;
-        let booking = self.app.decline_booking(&who, id, &reason).await?;
-        Ok(Response::new(pb::DeclineBookingResponse {
+        let r = req.into_inner();
+        let (id, reason) = id_and_reason(&r.booking_id, &r.reason)?;
+        let mut m = begin_or_replay!(self, &who, "DeclineBooking", r);
+        let booking = self.app.decline_booking(&mut m.tx, &who, id, &reason).await?;
+        m.finish(pb::DeclineBookingResponse {
             booking: Some(booking.into()),
-        }))
+        })
+        .await
     }
 
     async fn cancel_booking(
@@ -121,11 +124,14 @@ impl pb::booking_service_server::BookingService for Api {
         req: Request<pb::CancelBookingRequest>,
     ) -> Result<Response<pb::CancelBookingResponse>, Status> {
         let who = principal(&req)?;
-        let (id, reason) = id_and_reason(&req.get_ref().booking_id, &req.get_ref().reason)?;
-        let booking = self.app.cancel_booking(&who, id, &reason).await?;
-        Ok(Response::new(pb::CancelBookingResponse {
+        let r = req.into_inner();
+        let (id, reason) = id_and_reason(&r.booking_id, &r.reason)?;
+        let mut m = begin_or_replay!(self, &who, "CancelBooking", r);
+        let booking = self.app.cancel_booking(&mut m.tx, &who, id, &reason).await?;
+        m.finish(pb::CancelBookingResponse {
             booking: Some(booking.into()),
-        }))
+        })
+        .await
     }
 }
 

@@ -324,3 +324,64 @@ impl From<model::SessionEvent> for pb::SessionEvent {
         }
     }
 }
+
+/// A SessionConfig from the wire, for the fields named by `paths` (others are
+/// taken as given but ignored by the mask). Durations are whole seconds.
+pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Result<SessionConfig> {
+    let mut v = crate::domain::Violations::new();
+    let named = |p: &str| paths.iter().any(|x| x == p);
+    let secs = |d: &Option<PbDuration>, field: &str, v: &mut crate::domain::Violations| -> i64 {
+        match d {
+            Some(d) if d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos) => d.seconds,
+            Some(_) => {
+                v.add(format!("{prefix}.{field}"), "must be a non-negative duration");
+                0
+            }
+            None if named(field) => {
+                v.add(format!("{prefix}.{field}"), "is required when named in the mask");
+                0
+            }
+            None => 0,
+        }
+    };
+    let max_duration_secs = secs(&c.max_duration, "max_duration", &mut v);
+    let check_in_interval_secs = secs(&c.check_in_interval, "check_in_interval", &mut v);
+    let escalation_policy = match pb::EscalationPolicy::try_from(c.escalation_policy) {
+        Ok(pb::EscalationPolicy::Progressive) => EscalationPolicy::Progressive,
+        Ok(pb::EscalationPolicy::Immediate) => EscalationPolicy::Immediate,
+        Ok(pb::EscalationPolicy::Relaxed) => EscalationPolicy::Relaxed,
+        Ok(pb::EscalationPolicy::Unspecified) | Err(_) => {
+            if named("escalation_policy") {
+                v.add(
+                    format!("{prefix}.escalation_policy"),
+                    "must be PROGRESSIVE, IMMEDIATE or RELAXED",
+                );
+            }
+            EscalationPolicy::Progressive
+        }
+    };
+    let n = c.notifications.clone().unwrap_or_default();
+    let custom_settings = match c.custom_settings.as_ref().map(struct_to_json) {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    v.finish()?;
+    Ok(SessionConfig {
+        template_id: String::new(),
+        max_duration_secs,
+        check_in_interval_secs,
+        escalation_policy,
+        quality_tier_override: c.quality_tier_override,
+        notifications: crate::domain::config::Notifications {
+            slack: n.slack,
+            email: n.email,
+            notify_on_state_change: n.notify_on_state_change,
+            notify_on_blocker: n.notify_on_blocker,
+            notify_on_escalation: n.notify_on_escalation,
+            notify_on_completion: n.notify_on_completion,
+            recipients: n.recipients,
+        },
+        custom_settings,
+        allowed_stages: c.allowed_stages.clone(),
+    })
+}

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{Api, auth::principal, incomplete, pb};
+use super::{Api, auth::principal, begin_or_replay, incomplete, pb};
 use crate::domain::{
     Violations,
     availability::{self, Window},
@@ -18,7 +18,8 @@ impl pb::directory_service_server::DirectoryService for Api {
         req: Request<pb::UpsertMenteeRequest>,
     ) -> Result<Response<pb::UpsertMenteeResponse>, Status> {
         let who = principal(&req)?;
-        let m = req.into_inner().mentee.unwrap_or_default();
+        let r = req.into_inner();
+        let m = r.mentee.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v.check(input::id("mentee.id", &m.id));
         let name = v.check(input::required_text(
@@ -30,10 +31,12 @@ impl pb::directory_service_server::DirectoryService for Api {
         let (Some(id), Some(name)) = (id, name) else {
             return Err(incomplete());
         };
-        let mentee = self.app.upsert_mentee(&who, id, &name).await?;
-        Ok(Response::new(pb::UpsertMenteeResponse {
+        let mut m = begin_or_replay!(self, &who, "UpsertMentee", r);
+        let mentee = self.app.upsert_mentee(&mut m.tx, &who, id, &name).await?;
+        m.finish(pb::UpsertMenteeResponse {
             mentee: Some(mentee.into()),
-        }))
+        })
+        .await
     }
 
     async fn get_mentee(&self, req: Request<pb::GetMenteeRequest>) -> Result<Response<pb::GetMenteeResponse>, Status> {
@@ -50,7 +53,8 @@ impl pb::directory_service_server::DirectoryService for Api {
         req: Request<pb::UpsertMentorRequest>,
     ) -> Result<Response<pb::UpsertMentorResponse>, Status> {
         let who = principal(&req)?;
-        let m = req.into_inner().mentor.unwrap_or_default();
+        let r = req.into_inner();
+        let m = r.mentor.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v
             .check(input::optional_id("mentor.id", &m.id))
@@ -111,25 +115,22 @@ impl pb::directory_service_server::DirectoryService for Api {
         let (Some(id), Some(user_id), Some(display_name)) = (id, user_id, name) else {
             return Err(incomplete());
         };
-        let mentor = self
-            .app
-            .upsert_mentor(
-                &who,
-                MentorInput {
-                    id,
-                    user_id,
-                    display_name,
-                    skill_areas: skills,
-                    max_concurrent_sessions: limit,
-                    accepting_sessions: m.accepting_sessions,
-                    timezone: m.timezone,
-                    availability: windows,
-                },
-            )
-            .await?;
-        Ok(Response::new(pb::UpsertMentorResponse {
+        let input = MentorInput {
+            id,
+            user_id,
+            display_name,
+            skill_areas: skills,
+            max_concurrent_sessions: limit,
+            accepting_sessions: m.accepting_sessions,
+            timezone: m.timezone,
+            availability: windows,
+        };
+        let mut m = begin_or_replay!(self, &who, "UpsertMentor", r);
+        let mentor = self.app.upsert_mentor(&mut m.tx, &who, input).await?;
+        m.finish(pb::UpsertMentorResponse {
             mentor: Some(mentor.into()),
-        }))
+        })
+        .await
     }
 
     async fn get_mentor(&self, req: Request<pb::GetMentorRequest>) -> Result<Response<pb::GetMentorResponse>, Status> {
@@ -171,7 +172,8 @@ impl pb::directory_service_server::DirectoryService for Api {
         req: Request<pb::UpsertListingRequest>,
     ) -> Result<Response<pb::UpsertListingResponse>, Status> {
         let who = principal(&req)?;
-        let l = req.into_inner().listing.unwrap_or_default();
+        let r = req.into_inner();
+        let l = r.listing.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v
             .check(input::optional_id("listing.id", &l.id))
@@ -184,23 +186,20 @@ impl pb::directory_service_server::DirectoryService for Api {
             return Err(incomplete());
         };
         let now = chrono::Utc::now();
-        let listing = self
-            .app
-            .upsert_listing(
-                &who,
-                Listing {
-                    id,
-                    mentor_id,
-                    title,
-                    skill_area,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .await?;
-        Ok(Response::new(pb::UpsertListingResponse {
+        let listing = Listing {
+            id,
+            mentor_id,
+            title,
+            skill_area,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut m = begin_or_replay!(self, &who, "UpsertListing", r);
+        let listing = self.app.upsert_listing(&mut m.tx, &who, listing).await?;
+        m.finish(pb::UpsertListingResponse {
             listing: Some(listing.into()),
-        }))
+        })
+        .await
     }
 
     async fn get_listing(

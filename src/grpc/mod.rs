@@ -10,8 +10,15 @@ pub mod status;
 
 use std::{sync::Arc, time::Duration};
 
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use tonic::{Response, Status};
+
+use crate::domain::{Error, access::Principal, input};
+use crate::store::{
+    self, Tx,
+    idempotency::{self, Claim},
+};
 use tonic::service::Routes;
 
 use crate::app::App;
@@ -30,6 +37,86 @@ pub mod pb {
 pub struct Api {
     app: Arc<App>,
 }
+
+/// How a mutation begins: a replay of a remembered response, or a fresh
+/// transaction to make the change in.
+enum Begun<Resp> {
+    Replay(Resp),
+    Fresh(Mutation),
+}
+
+/// The transaction of one mutating call and the request id it claimed.
+struct Mutation {
+    tx: Tx,
+    key: Option<uuid::Uuid>,
+}
+
+impl Mutation {
+    /// Remembers the response under the claimed request id (in the same
+    /// transaction as the change) and commits.
+    async fn finish<Resp: prost::Message>(mut self, response: Resp) -> Result<Response<Resp>, Status> {
+        if let Some(key) = self.key {
+            idempotency::remember(&mut self.tx, key, &response.encode_to_vec()).await?;
+        }
+        store::commit(self.tx).await?;
+        Ok(Response::new(response))
+    }
+}
+
+impl Api {
+    /// Starts a mutation honouring `request_id`: a retry with the same id gets
+    /// the stored first response and changes nothing; the same id with a
+    /// different request is refused.
+    async fn begin<Req, Resp>(
+        &self,
+        who: &Principal,
+        method: &str,
+        request_id: &str,
+        request: &Req,
+    ) -> Result<Begun<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let key = input::optional_id("request_id", request_id)?;
+        let mut tx = store::begin(&self.app.pool).await?;
+        if let Some(key) = key {
+            let mut hasher = Sha256::new();
+            hasher.update(method.as_bytes());
+            hasher.update(who.user_id.as_bytes());
+            hasher.update(request.encode_to_vec());
+            let fingerprint = hasher.finalize().to_vec();
+            if let Claim::Seen {
+                fingerprint: first,
+                response,
+            } = idempotency::claim(&mut tx, key, &fingerprint).await?
+            {
+                if first != fingerprint {
+                    return Err(Error::invalid(
+                        "request_id",
+                        "was already used for a different request; use a new request_id",
+                    )
+                    .into());
+                }
+                let replay = Resp::decode(response.as_slice())
+                    .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response")))?;
+                return Ok(Begun::Replay(replay));
+            }
+        }
+        Ok(Begun::Fresh(Mutation { tx, key }))
+    }
+}
+
+/// Begins a mutation or returns the replayed response from the handler.
+macro_rules! begin_or_replay {
+    ($api:expr, $who:expr, $method:literal, $req:expr) => {
+        match $api.begin($who, $method, &$req.request_id, &$req).await? {
+            crate::grpc::Begun::Replay(response) => return Ok(tonic::Response::new(response)),
+            crate::grpc::Begun::Fresh(mutation) => mutation,
+        }
+    };
+}
+pub(crate) use begin_or_replay;
 
 /// A validation that passed but left a value unset: a bug, not bad input.
 fn incomplete() -> Status {

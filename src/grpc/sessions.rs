@@ -3,8 +3,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, auth::principal, convert, incomplete, pb};
-use crate::app::sessions::TransitionInput;
+use super::{Api, auth::principal, begin_or_replay, convert, incomplete, pb};
+use crate::app::sessions::{NewSession, TransitionInput};
 use crate::domain::{
     Error, Violations,
     input::{self, MAX_TEXT_LEN},
@@ -16,18 +16,21 @@ fn etag(raw: &str) -> Option<String> {
     (!raw.is_empty()).then(|| raw.to_owned())
 }
 
-impl Api {
-    async fn run(
-        &self,
-        who: &crate::domain::access::Principal,
-        session_id: &str,
-        command: Command,
-        input: TransitionInput,
-    ) -> Result<pb::Session, Status> {
-        let id = input::id("session_id", session_id)?;
-        let session = self.app.transition(Requester::Caller(who), id, command, input).await?;
-        Ok(session.into())
-    }
+/// A state-machine command as one idempotent mutation; the response type
+/// is the RPC's `{ Session session = 1; }`.
+macro_rules! command {
+    ($api:expr, $who:expr, $method:literal, $req:expr, $command:expr, $input:expr, $response:ident) => {{
+        let id = input::id("session_id", &$req.session_id)?;
+        let mut m = begin_or_replay!($api, $who, $method, $req);
+        let session = $api
+            .app
+            .transition(&mut m.tx, Requester::Caller($who), id, $command, $input)
+            .await?;
+        m.finish(pb::$response {
+            session: Some(session.into()),
+        })
+        .await
+    }};
 }
 
 #[tonic::async_trait]
@@ -104,8 +107,15 @@ impl pb::session_service_server::SessionService for Api {
             etag: etag(&r.etag),
             ..Default::default()
         };
-        let session = self.run(&who, &r.session_id, Command::Start, input).await?;
-        Ok(Response::new(pb::StartSessionResponse { session: Some(session) }))
+        command!(
+            self,
+            &who,
+            "StartSession",
+            r,
+            Command::Start,
+            input,
+            StartSessionResponse
+        )
     }
 
     async fn complete_session(
@@ -121,8 +131,237 @@ impl pb::session_service_server::SessionService for Api {
             report,
             ..Default::default()
         };
-        let session = self.run(&who, &r.session_id, Command::Complete, input).await?;
-        Ok(Response::new(pb::CompleteSessionResponse { session: Some(session) }))
+        command!(
+            self,
+            &who,
+            "CompleteSession",
+            r,
+            Command::Complete,
+            input,
+            CompleteSessionResponse
+        )
+    }
+
+    async fn pause_session(
+        &self,
+        req: Request<pb::PauseSessionRequest>,
+    ) -> Result<Response<pb::PauseSessionResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let input = TransitionInput {
+            etag: etag(&r.etag),
+            reason: input::optional_text("reason", &r.reason, MAX_TEXT_LEN)?,
+            ..Default::default()
+        };
+        command!(
+            self,
+            &who,
+            "PauseSession",
+            r,
+            Command::Pause,
+            input,
+            PauseSessionResponse
+        )
+    }
+
+    async fn resume_session(
+        &self,
+        req: Request<pb::ResumeSessionRequest>,
+    ) -> Result<Response<pb::ResumeSessionResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let input = TransitionInput {
+            etag: etag(&r.etag),
+            ..Default::default()
+        };
+        command!(
+            self,
+            &who,
+            "ResumeSession",
+            r,
+            Command::Resume,
+            input,
+            ResumeSessionResponse
+        )
+    }
+
+    async fn fail_session(
+        &self,
+        req: Request<pb::FailSessionRequest>,
+    ) -> Result<Response<pb::FailSessionResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.check(input::id("session_id", &r.session_id));
+        let message = v.check(input::required_text("error_message", &r.error_message, MAX_TEXT_LEN));
+        let details = r.details.as_ref().map(convert::struct_to_json);
+        if details.as_ref().is_some_and(|d| d.to_string().len() > 64 * 1024) {
+            v.add("details", "must be at most 64 KiB encoded");
+        }
+        v.finish()?;
+        let input = TransitionInput {
+            etag: etag(&r.etag),
+            reason: message.clone().unwrap_or_default(),
+            failure: Some(serde_json::json!({
+                "error_message": message.unwrap_or_default(),
+                "details": details.unwrap_or_else(|| serde_json::json!({})),
+            })),
+            ..Default::default()
+        };
+        command!(self, &who, "FailSession", r, Command::Fail, input, FailSessionResponse)
+    }
+
+    async fn cancel_session(
+        &self,
+        req: Request<pb::CancelSessionRequest>,
+    ) -> Result<Response<pb::CancelSessionResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.check(input::id("session_id", &r.session_id));
+        let reason = v.check(input::required_text("reason", &r.reason, MAX_TEXT_LEN));
+        v.finish()?;
+        let input = TransitionInput {
+            etag: etag(&r.etag),
+            reason: reason.unwrap_or_default(),
+            ..Default::default()
+        };
+        command!(
+            self,
+            &who,
+            "CancelSession",
+            r,
+            Command::Cancel,
+            input,
+            CancelSessionResponse
+        )
+    }
+
+    async fn advance_stage(
+        &self,
+        req: Request<pb::AdvanceStageRequest>,
+    ) -> Result<Response<pb::AdvanceStageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let id = v.check(input::id("session_id", &r.session_id));
+        let stage = v.check(input::label("stage", &r.stage));
+        v.finish()?;
+        let (Some(id), Some(stage)) = (id, stage) else {
+            return Err(incomplete());
+        };
+        let mut m = begin_or_replay!(self, &who, "AdvanceStage", r);
+        let s = self
+            .app
+            .advance_stage(&mut m.tx, &who, id, stage, etag(&r.etag).as_deref())
+            .await?;
+        m.finish(pb::AdvanceStageResponse {
+            session: Some(s.into()),
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        req: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let mentee_id = v.check(input::id("mentee_id", &r.mentee_id));
+        let listing_id = v.check(input::id("listing_id", &r.listing_id));
+        let mentor_id = v.check(input::optional_id("mentor_id", &r.mentor_id));
+        let overrides = match (&r.config, &r.config_mask) {
+            (_, None) => Some(None),
+            (config, Some(mask)) => v
+                .check(convert::config_patch(
+                    &config.clone().unwrap_or_default(),
+                    &mask.paths,
+                    "config",
+                ))
+                .map(|patch| Some((patch, mask.paths.clone()))),
+        };
+        v.finish()?;
+        let (Some(mentee_id), Some(listing_id), Some(mentor_id), Some(overrides)) =
+            (mentee_id, listing_id, mentor_id, overrides)
+        else {
+            return Err(incomplete());
+        };
+        let new = NewSession {
+            mentee_id,
+            listing_id,
+            mentor_id,
+            template_id: (!r.template_id.is_empty()).then(|| r.template_id.clone()),
+            overrides,
+        };
+        let mut m = begin_or_replay!(self, &who, "CreateSession", r);
+        let s = self.app.create_session(&mut m.tx, &who, new).await?;
+        m.finish(pb::CreateSessionResponse {
+            session: Some(s.into()),
+        })
+        .await
+    }
+
+    async fn get_session_config(
+        &self,
+        req: Request<pb::GetSessionConfigRequest>,
+    ) -> Result<Response<pb::GetSessionConfigResponse>, Status> {
+        let who = principal(&req)?;
+        let id = input::id("session_id", &req.get_ref().session_id)?;
+        let config = self.app.get_session_config(&who, id).await?;
+        Ok(Response::new(pb::GetSessionConfigResponse {
+            config: Some(convert::session_config(&config)),
+        }))
+    }
+
+    async fn update_session_config(
+        &self,
+        req: Request<pb::UpdateSessionConfigRequest>,
+    ) -> Result<Response<pb::UpdateSessionConfigResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let id = v.check(input::id("session_id", &r.session_id));
+        let paths = r.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+        if paths.is_empty() {
+            v.add("update_mask", "must name at least one field");
+        }
+        let patch = v.check(convert::config_patch(
+            &r.config.clone().unwrap_or_default(),
+            &paths,
+            "config",
+        ));
+        v.finish()?;
+        let (Some(id), Some(patch)) = (id, patch) else {
+            return Err(incomplete());
+        };
+        let mut m = begin_or_replay!(self, &who, "UpdateSessionConfig", r);
+        let s = self
+            .app
+            .update_session_config(&mut m.tx, &who, id, patch, paths, etag(&r.etag).as_deref())
+            .await?;
+        m.finish(pb::UpdateSessionConfigResponse {
+            session: Some(s.into()),
+        })
+        .await
+    }
+
+    async fn list_config_templates(
+        &self,
+        req: Request<pb::ListConfigTemplatesRequest>,
+    ) -> Result<Response<pb::ListConfigTemplatesResponse>, Status> {
+        let who = principal(&req)?;
+        let templates = self.app.list_config_templates(&who)?;
+        Ok(Response::new(pb::ListConfigTemplatesResponse {
+            templates: templates
+                .iter()
+                .map(|t| pb::ConfigTemplate {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    config: Some(convert::session_config(&t.config)),
+                })
+                .collect(),
+        }))
     }
 
     async fn list_session_events(

@@ -247,3 +247,21 @@ pub async fn list(
     let rows: Vec<BookingRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
+
+/// Serializes slot-taking transactions per mentor and per mentee (advisory
+/// locks, always mentor first). Without this, two transactions inserting
+/// overlapping rows into the exclusion constraint's index can each wait for
+/// the other and deadlock; with it, the second waits and then gets a clean
+/// `BOOKING_OVERLAP` from the constraint.
+pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        r#"SELECT pg_advisory_xact_lock(1, hashtext($1::uuid::text)) AS "mentor!: ()",
+                  pg_advisory_xact_lock(2, hashtext($2::uuid::text)) AS "mentee!: ()""#,
+        mentor_id,
+        mentee_id
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use crate::domain::{
     model::{Listing, Mentee, Mentor, MentorInput},
 };
 
-pub async fn upsert_mentee(pool: &PgPool, id: Uuid, display_name: &str) -> Result<Mentee, Error> {
+pub async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<Mentee, Error> {
     sqlx::query_as!(
         Mentee,
         r#"INSERT INTO mentees (id, display_name) VALUES ($1, $2)
@@ -20,7 +20,7 @@ pub async fn upsert_mentee(pool: &PgPool, id: Uuid, display_name: &str) -> Resul
         id,
         display_name
     )
-    .fetch_one(pool)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db_error)
 }
@@ -120,7 +120,8 @@ pub async fn mentor_owner(tx: &mut Tx, id: Uuid) -> Result<Option<Uuid>, Error> 
         .map_err(db_error)
 }
 
-pub async fn get_mentor(pool: &PgPool, id: Uuid, default_limit: i32) -> Result<Option<Mentor>, Error> {
+/// A mentor with its windows and active session count.
+pub async fn get_mentor(conn: &mut sqlx::PgConnection, id: Uuid, default_limit: i32) -> Result<Option<Mentor>, Error> {
     let row = sqlx::query_as!(
         MentorRow,
         r#"SELECT m.id, m.user_id, m.display_name, m.skill_areas, m.max_concurrent_sessions,
@@ -130,22 +131,22 @@ pub async fn get_mentor(pool: &PgPool, id: Uuid, default_limit: i32) -> Result<O
            FROM mentors m WHERE m.id = $1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
     let Some(row) = row else { return Ok(None) };
-    let windows = availability(pool, id).await?;
+    let windows = availability(conn, id).await?;
     Ok(Some(row.into_mentor(windows, default_limit)))
 }
 
 /// A mentor's windows, for booking checks.
-pub async fn availability(pool: &PgPool, mentor_id: Uuid) -> Result<Vec<Window>, Error> {
+pub async fn availability(db: impl sqlx::PgExecutor<'_>, mentor_id: Uuid) -> Result<Vec<Window>, Error> {
     let rows = sqlx::query!(
         r#"SELECT day_of_week, start_minute, end_minute FROM mentor_availability
            WHERE mentor_id = $1 ORDER BY day_of_week, start_minute"#,
         mentor_id
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
     .map_err(db_error)?;
     rows.into_iter()
@@ -195,7 +196,7 @@ pub async fn list_mentors(
     Ok(mentors)
 }
 
-pub async fn upsert_listing(pool: &PgPool, l: &Listing) -> Result<Listing, Error> {
+pub async fn upsert_listing(tx: &mut Tx, l: &Listing) -> Result<Listing, Error> {
     sqlx::query_as!(
         Listing,
         r#"INSERT INTO listings (id, mentor_id, title, skill_area) VALUES ($1, $2, $3, $4)
@@ -207,7 +208,7 @@ pub async fn upsert_listing(pool: &PgPool, l: &Listing) -> Result<Listing, Error
         l.title,
         l.skill_area
     )
-    .fetch_one(pool)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db_error)
 }

@@ -4,6 +4,7 @@
 
 pub mod bookings;
 pub mod directory;
+pub mod idempotency;
 pub mod sessions;
 
 use sqlx::{PgPool, Postgres, Transaction};

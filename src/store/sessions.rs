@@ -361,3 +361,25 @@ pub async fn count(pool: &PgPool, filter: &SessionFilter, visibility: Visibility
     push_filter(&mut q, filter, visibility);
     q.build_query_scalar().fetch_one(pool).await.map_err(db_error)
 }
+
+/// The earliest armed deadline, read from the partial deadline index.
+pub async fn next_deadline(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error> {
+    sqlx::query_scalar!("SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)
+}
+
+/// Locks one session whose deadline has passed, skipping sessions another
+/// replica's sweeper holds: each timeout fires on exactly one replica.
+pub async fn lock_due(tx: &mut Tx) -> Result<Option<(Uuid, String)>, Error> {
+    let row = sqlx::query!(
+        r#"SELECT id, deadline_kind AS "kind!" FROM sessions
+           WHERE deadline IS NOT NULL AND deadline <= now()
+           ORDER BY deadline LIMIT 1 FOR UPDATE SKIP LOCKED"#
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(row.map(|r| (r.id, r.kind)))
+}

@@ -1,0 +1,69 @@
+//! Fires system timeouts (SPEC §4.1): max duration, pause timeout and no-show.
+//!
+//! Deadlines are stored with the session (`sessions.deadline`), so a restart
+//! loses none. Every replica runs a sweeper; `FOR UPDATE SKIP LOCKED` hands
+//! each due session to exactly one of them, and the transition re-checks the
+//! session's state under that lock, so a timeout fires once.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, sessions::TransitionInput};
+use crate::domain::{
+    Result,
+    session::{Command, Requester},
+};
+use crate::store::{self, idempotency, sessions};
+
+/// The longest the sweeper sleeps, so a deadline armed by another replica is
+/// picked up within this (well inside the one-second promise).
+const MAX_NAP: Duration = Duration::from_millis(250);
+
+/// How often old request ids are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Fires every timeout that is due now; returns how many fired.
+pub async fn sweep_once(app: &App) -> Result<usize> {
+    let mut fired = 0;
+    loop {
+        let mut tx = store::begin(&app.pool).await?;
+        let Some((id, kind)) = sessions::lock_due(&mut tx).await? else {
+            return Ok(fired);
+        };
+        let input = TransitionInput {
+            reason: kind.clone(),
+            ..Default::default()
+        };
+        app.transition(&mut tx, Requester::System, id, Command::Timeout, input)
+            .await?;
+        store::commit(tx).await?;
+        tracing::info!(session_id = %id, reason = %kind, "system timeout fired");
+        fired += 1;
+    }
+}
+
+/// Runs until `shutdown`: sleeps until the next deadline (at most [`MAX_NAP`]), then sweeps.
+pub async fn run(app: App, shutdown: CancellationToken) {
+    let mut last_purge = tokio::time::Instant::now();
+    while !shutdown.is_cancelled() {
+        if let Err(err) = sweep_once(&app).await {
+            tracing::warn!(error = %err, "sweep failed; retrying");
+        }
+        if last_purge.elapsed() > PURGE_EVERY {
+            last_purge = tokio::time::Instant::now();
+            if let Err(err) = idempotency::purge(&app.pool, app.rules.idempotency_retention_hours).await {
+                tracing::warn!(error = %err, "purging request ids failed");
+            }
+        }
+        let nap = match sessions::next_deadline(&app.pool).await {
+            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),
+            _ => MAX_NAP,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
