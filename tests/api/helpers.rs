@@ -391,3 +391,95 @@ pub async fn event_log(app: &TestApp, session_id: &str) -> Vec<pb::SessionEvent>
     }
     events
 }
+
+/// Fetches a session as coordinator.
+pub async fn get_session(app: &TestApp, id: &str) -> pb::Session {
+    app.sessions()
+        .get_session(authed(&coordinator(), pb::GetSessionRequest { session_id: id.into() }))
+        .await
+        .expect("get session")
+        .into_inner()
+        .session
+        .expect("session")
+}
+
+/// Polls (bounded) until the session reaches `status`; returns it.
+pub async fn wait_for_status(
+    app: &TestApp,
+    id: &str,
+    status: pb::SessionStatus,
+    within: std::time::Duration,
+) -> pb::Session {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let s = get_session(app, id).await;
+        if s.status() == status || tokio::time::Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A CreateSession request as coordinator, with optional config overrides.
+pub async fn on_demand(
+    app: &TestApp,
+    w: &World,
+    config: Option<(pb::SessionConfig, Vec<&str>)>,
+) -> Result<pb::Session, Status> {
+    let (config, config_mask) = match config {
+        Some((c, paths)) => (
+            Some(c),
+            Some(prost_types::FieldMask {
+                paths: paths.into_iter().map(String::from).collect(),
+            }),
+        ),
+        None => (None, None),
+    };
+    app.sessions()
+        .create_session(authed(
+            &coordinator(),
+            pb::CreateSessionRequest {
+                mentee_id: w.mentee.to_string(),
+                listing_id: w.listing.to_string(),
+                config,
+                config_mask,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().session.expect("session"))
+}
+
+pub fn seconds(n: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: n, nanos: 0 }
+}
+
+/// Rules with limits and timeouts short enough for tests to watch them fire.
+pub fn fast_rules() -> Rules {
+    use mentorship::domain::{booking::DurationBounds, config::ConfigLimits, session::Timeouts};
+    Rules {
+        booking_bounds: DurationBounds {
+            min: Duration::seconds(1),
+            max: Duration::hours(8),
+        },
+        timeouts: Timeouts {
+            no_show_grace: Duration::seconds(1),
+            pause_timeout: Duration::seconds(2),
+            queue_timeout: Duration::seconds(2),
+        },
+        config_limits: ConfigLimits {
+            max_duration_min_secs: 1,
+            max_duration_max_secs: 72 * 3600,
+            check_in_min_secs: 1,
+        },
+        ..Rules::default()
+    }
+}
+
+/// The code a result ended with (OK included).
+pub fn code<T>(r: &Result<T, Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}

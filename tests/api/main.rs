@@ -8,3 +8,4 @@ mod flow;
 mod helpers;
 mod operations;
 mod races;
+mod transitions;
