@@ -82,9 +82,18 @@ enum Rpc {
     StartSession,
     CompleteSession,
     ListSessionEvents,
+    CreateSession,
+    PauseSession,
+    ResumeSession,
+    FailSession,
+    CancelSession,
+    AdvanceStage,
+    GetSessionConfig,
+    UpdateSessionConfig,
+    ListConfigTemplates,
 }
 
-const RPCS: [Rpc; 19] = [
+const RPCS: [Rpc; 28] = [
     Rpc::UpsertMentee,
     Rpc::GetMentee,
     Rpc::UpsertMentor,
@@ -104,6 +113,15 @@ const RPCS: [Rpc; 19] = [
     Rpc::StartSession,
     Rpc::CompleteSession,
     Rpc::ListSessionEvents,
+    Rpc::CreateSession,
+    Rpc::PauseSession,
+    Rpc::ResumeSession,
+    Rpc::FailSession,
+    Rpc::CancelSession,
+    Rpc::AdvanceStage,
+    Rpc::GetSessionConfig,
+    Rpc::UpdateSessionConfig,
+    Rpc::ListConfigTemplates,
 ];
 
 /// The authenticated callers each RPC allows; other authenticated callers get PERMISSION_DENIED.
@@ -122,6 +140,14 @@ fn allowed(rpc: Rpc) -> &'static [Caller] {
         Rpc::CancelBooking => &[OwnerMentee, OwnerMentor, Coordinator],
         Rpc::StartSession => &[OwnerMentee, OwnerMentor, Coordinator],
         Rpc::CompleteSession => &[OwnerMentor, Coordinator, Service],
+        Rpc::CreateSession => &[Coordinator, Service],
+        // On an ACTIVE session (the transition table test covers every status).
+        Rpc::PauseSession | Rpc::ResumeSession | Rpc::AdvanceStage => &[OwnerMentor, Coordinator, Service],
+        Rpc::FailSession => &[Coordinator, Service],
+        Rpc::CancelSession => &[OwnerMentor, Coordinator],
+        Rpc::GetSessionConfig => READERS,
+        Rpc::UpdateSessionConfig => &[OwnerMentor, Coordinator, Service],
+        Rpc::ListConfigTemplates => EVERYONE,
     }
 }
 
@@ -329,6 +355,109 @@ async fn call(app: &TestApp, w: &World, rpc: Rpc, tok: &str) -> Result<(), Statu
             .await
             .map(drop)
         }
+        Rpc::CreateSession => s
+            .create_session(authed(
+                tok,
+                pb::CreateSessionRequest {
+                    mentee_id: w.mentee.to_string(),
+                    listing_id: w.listing.to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        Rpc::PauseSession => {
+            let session_id = active(app, w).await;
+            s.pause_session(authed(
+                tok,
+                pb::PauseSessionRequest {
+                    session_id,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        Rpc::ResumeSession => {
+            let session_id = active(app, w).await;
+            s.resume_session(authed(
+                tok,
+                pb::ResumeSessionRequest {
+                    session_id,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        Rpc::FailSession => {
+            let session_id = active(app, w).await;
+            s.fail_session(authed(
+                tok,
+                pb::FailSessionRequest {
+                    session_id,
+                    error_message: "x".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        Rpc::CancelSession => {
+            let session_id = active(app, w).await;
+            s.cancel_session(authed(
+                tok,
+                pb::CancelSessionRequest {
+                    session_id,
+                    reason: "x".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        Rpc::AdvanceStage => {
+            let session_id = active(app, w).await;
+            s.advance_stage(authed(
+                tok,
+                pb::AdvanceStageRequest {
+                    session_id,
+                    stage: "review".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        Rpc::GetSessionConfig => {
+            let session_id = active(app, w).await;
+            s.get_session_config(authed(tok, pb::GetSessionConfigRequest { session_id }))
+                .await
+                .map(drop)
+        }
+        Rpc::UpdateSessionConfig => {
+            let session_id = active(app, w).await;
+            s.update_session_config(authed(
+                tok,
+                pb::UpdateSessionConfigRequest {
+                    session_id,
+                    config: Some(pb::SessionConfig {
+                        check_in_interval: Some(seconds(900)),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["check_in_interval".into()],
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        Rpc::ListConfigTemplates => s
+            .list_config_templates(authed(tok, pb::ListConfigTemplatesRequest {}))
+            .await
+            .map(drop),
         Rpc::ListSessionEvents => {
             let session = scheduled(app, w, next_slot()).await;
             s.list_session_events(authed(
@@ -342,6 +471,22 @@ async fn call(app: &TestApp, w: &World, rpc: Rpc, tok: &str) -> Result<(), Statu
             .map(drop)
         }
     }
+}
+
+/// A fresh ACTIVE session of the world.
+async fn active(app: &TestApp, w: &World) -> String {
+    let session = scheduled(app, w, next_slot()).await;
+    app.sessions()
+        .start_session(authed(
+            &coordinator(),
+            pb::StartSessionRequest {
+                session_id: session.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("start");
+    session.id
 }
 
 #[tokio::test]

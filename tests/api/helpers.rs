@@ -475,11 +475,3 @@ pub fn fast_rules() -> Rules {
         ..Rules::default()
     }
 }
-
-/// The code a result ended with (OK included).
-pub fn code<T>(r: &Result<T, Status>) -> Code {
-    match r {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
-}

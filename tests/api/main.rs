@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod booking_rules;
 mod flow;
+mod governance;
 mod helpers;
 mod operations;
 mod races;

@@ -74,8 +74,15 @@ async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let secret = "grpcurl-test-secret-0123456789";
+    let config = std::env::temp_dir().join(format!("mentorship-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &config,
+        "session_management:\n  config_templates:\n    - {id: pairing, name: Pairing, max_duration_hours: 3, check_in_interval_minutes: 20, escalation_policy: relaxed}\n",
+    )
+    .expect("config file");
     let _server = Binary(
         Command::new(env!("CARGO_BIN_EXE_mentorship"))
+            .env("MENTORSHIP_CONFIG", &config)
             .env("DATABASE_URL", &database_url)
             .env("MENTORSHIP_LISTEN_ADDR", &addr)
             .env("MENTORSHIP_JWT_SECRET", secret)
@@ -215,6 +222,21 @@ async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
         .collect();
     assert_eq!(seqs, ["1", "2", "3"]);
 
+    // The config file's template is offered next to the built-ins.
+    let templates = call(
+        &addr,
+        &coord,
+        "mentorship.v1.SessionService/ListConfigTemplates",
+        serde_json::json!({}),
+    );
+    let ids: Vec<&str> = templates["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["quick-fix", "standard", "complex-feature", "pairing"]);
+
     // Errors carry their details through grpcurl.
     let (ok, out) = grpcurl(
         &addr,
@@ -234,6 +256,36 @@ async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
         &["mentorship.v1.SessionService/GetQueueStatus"],
     );
     assert!(!ok && out.contains("Unimplemented"), "{out}");
+}
+
+#[tokio::test]
+async fn a_bad_config_file_is_refused_at_start_with_the_field_named() {
+    let dir = std::env::temp_dir().join(format!("mentorship-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (yaml, needle) in [
+        (
+            "session_management:\n  pause_timeout_hours: -3\n",
+            "pause_timeout_hours",
+        ),
+        ("session_management:\n  max_queue_sise: 10\n", "max_queue_sise"),
+        ("session_management: [not, a, map]\n", "session_management"),
+    ] {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_mentorship"))
+            .env("MENTORSHIP_CONFIG", &path)
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/never-contacted")
+            .env("MENTORSHIP_JWT_SECRET", "0123456789abcdef0123")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml} must be refused");
+        assert!(
+            stderr.contains(needle) && stderr.contains("bad.yaml"),
+            "{yaml}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

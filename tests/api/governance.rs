@@ -1,0 +1,795 @@
+//! Session governance: on-demand sessions, config, retries, etags, races and
+//! system timeouts, on one replica and on two.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{Duration, Utc};
+use mentorship::grpc::pb::{self, ActorKind, SessionEventType, SessionStatus};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn ts_of(t: &Option<prost_types::Timestamp>) -> chrono::DateTime<Utc> {
+    let t = t.as_ref().expect("timestamp");
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).expect("valid")
+}
+
+/// The one SYSTEM event of a timed-out session: (reason, occurred_at).
+async fn timeout_event(app: &TestApp, id: &str) -> (String, chrono::DateTime<Utc>) {
+    let system: Vec<pb::SessionEvent> = event_log(app, id)
+        .await
+        .into_iter()
+        .filter(|e| e.actor.as_ref().map(|a| a.kind()) == Some(ActorKind::System))
+        .collect();
+    assert_eq!(system.len(), 1, "exactly one timeout event: {system:?}");
+    let e = &system[0];
+    assert_eq!(e.to_status(), SessionStatus::Cancelled);
+    (e.reason.clone(), ts_of(&e.occurred_at))
+}
+
+#[tokio::test]
+async fn on_demand_session_has_an_implicit_accepted_booking() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    assert_eq!(s.status(), SessionStatus::Active);
+    assert_eq!(s.mentor_id, w.mentor.to_string(), "mentor from the listing");
+    let booking = app
+        .bookings()
+        .get_booking(authed(
+            &coordinator(),
+            pb::GetBookingRequest {
+                booking_id: s.booking_id.clone(),
+            },
+        ))
+        .await
+        .expect("booking")
+        .into_inner()
+        .booking
+        .expect("booking");
+    assert_eq!(booking.origin(), pb::BookingOrigin::OnDemand);
+    assert_eq!(booking.status(), pb::BookingStatus::Accepted);
+    assert_eq!(booking.session_id, s.id);
+    assert_eq!((booking.start_time, booking.end_time), (s.start_time, s.end_time));
+    let events = event_log(&app, &s.id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].to_status(), SessionStatus::Active);
+
+    // Only coordinators and services create sessions on demand.
+    let err = app
+        .sessions()
+        .create_session(authed(
+            &w.mentee_token(),
+            pb::CreateSessionRequest {
+                mentee_id: w.mentee.to_string(),
+                listing_id: w.listing.to_string(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_status(err, Code::PermissionDenied, "PERMISSION_DENIED");
+
+    // A story (no mentor) with no mentor in the request has no eligible mentor yet.
+    let story = add_listing(&app, None).await;
+    let err = app
+        .sessions()
+        .create_session(authed(
+            &service(),
+            pb::CreateSessionRequest {
+                mentee_id: w.mentee.to_string(),
+                listing_id: story.to_string(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_status(err, Code::FailedPrecondition, "NO_ELIGIBLE_MENTOR");
+    // …but naming one works.
+    let named = app
+        .sessions()
+        .create_session(authed(
+            &service(),
+            pb::CreateSessionRequest {
+                mentee_id: w.mentee.to_string(),
+                listing_id: story.to_string(),
+                mentor_id: w.mentor.to_string(),
+                template_id: "quick-fix".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .session
+        .expect("session");
+    let config = named.config.expect("config");
+    assert_eq!(config.template_id, "quick-fix");
+    assert_eq!(config.max_duration, Some(seconds(2 * 3600)));
+    assert_eq!(config.escalation_policy(), pb::EscalationPolicy::Immediate);
+}
+
+#[tokio::test]
+async fn config_rules_hold_at_their_boundaries() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let with = |max: i64, check: i64| {
+        (
+            pb::SessionConfig {
+                max_duration: Some(seconds(max)),
+                check_in_interval: Some(seconds(check)),
+                ..Default::default()
+            },
+            vec!["max_duration", "check_in_interval"],
+        )
+    };
+    for (max, check, ok) in [
+        (15 * 60, 5 * 60, true),
+        (15 * 60 - 1, 5 * 60, false),
+        (72 * 3600, 5 * 60, true),
+        (72 * 3600 + 1, 5 * 60, false),
+        (3600, 5 * 60 - 1, false),
+        (3600, 3600, true),
+        (3600, 3601, false),
+    ] {
+        let r = on_demand(&app, &w, Some(with(max, check))).await;
+        assert_eq!(r.is_ok(), ok, "max {max} check-in {check}: {r:?}");
+        if let Ok(s) = r {
+            // Free the mentee for the next case.
+            app.sessions()
+                .cancel_session(authed(
+                    &coordinator(),
+                    pb::CancelSessionRequest {
+                        session_id: s.id,
+                        reason: "next case".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("cancel");
+        } else {
+            assert_status(r, Code::InvalidArgument, "INVALID_ARGUMENT");
+        }
+    }
+    let bad = pb::SessionConfig {
+        quality_tier_override: Some(6),
+        notifications: Some(pb::NotificationSettings {
+            recipients: vec!["ok@example.com".into(), "nope".into()],
+            ..Default::default()
+        }),
+        allowed_stages: vec!["Review!".into()],
+        ..Default::default()
+    };
+    let status = assert_status(
+        on_demand(
+            &app,
+            &w,
+            Some((
+                bad,
+                vec!["quality_tier_override", "notifications.recipients", "allowed_stages"],
+            )),
+        )
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "config.quality_tier_override",
+            "config.notifications.recipients[1]",
+            "config.allowed_stages[0]"
+        ]
+    );
+    let templates = app
+        .sessions()
+        .list_config_templates(authed(&w.mentee_token(), pb::ListConfigTemplatesRequest {}))
+        .await
+        .expect("templates")
+        .into_inner()
+        .templates;
+    let ids: Vec<&str> = templates.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["quick-fix", "standard", "complex-feature"]);
+}
+
+#[tokio::test]
+async fn update_session_config_follows_the_mask_and_the_live_session_rules() {
+    let app = spawn_with(1, fast_rules()).await;
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let update = |config: pb::SessionConfig, paths: &[&str], etag: &str| {
+        let mut client = app.sessions();
+        let req = authed(
+            &w.mentor_token(),
+            pb::UpdateSessionConfigRequest {
+                session_id: s.id.clone(),
+                config: Some(config),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| p.to_string()).collect(),
+                }),
+                etag: etag.into(),
+                request_id: String::new(),
+            },
+        );
+        async move {
+            client
+                .update_session_config(req)
+                .await
+                .map(|r| r.into_inner().session.expect("session"))
+        }
+    };
+    let updated = update(
+        pb::SessionConfig {
+            check_in_interval: Some(seconds(600)),
+            escalation_policy: pb::EscalationPolicy::Relaxed as i32,
+            ..Default::default()
+        },
+        &["check_in_interval"],
+        &s.etag,
+    )
+    .await
+    .expect("update");
+    let config = updated.config.clone().expect("config");
+    assert_eq!(config.check_in_interval, Some(seconds(600)));
+    assert_eq!(
+        config.escalation_policy(),
+        pb::EscalationPolicy::Progressive,
+        "not in the mask: unchanged"
+    );
+    let events = event_log(&app, &s.id).await;
+    let last = events.last().expect("event");
+    assert_eq!(last.r#type(), SessionEventType::ConfigUpdated);
+    let details = serde_json::to_string(&mentorship::grpc::convert::struct_to_json(
+        last.details.as_ref().expect("details"),
+    ))
+    .expect("json");
+    assert!(
+        details.contains("check_in_interval") && details.contains("600s") && details.contains("1800s"),
+        "{details}"
+    );
+
+    // A stale etag, an unknown path, a max_duration below the active time used.
+    assert_status(
+        update(pb::SessionConfig::default(), &["slack"], &s.etag).await,
+        Code::Aborted,
+        "ETAG_MISMATCH",
+    );
+    let status = assert_status(
+        update(pb::SessionConfig::default(), &["colour"], "").await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["update_mask"]);
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    assert_status(
+        update(
+            pb::SessionConfig {
+                max_duration: Some(seconds(1)),
+                check_in_interval: Some(seconds(1)),
+                ..Default::default()
+            },
+            &["max_duration", "check_in_interval"],
+            "",
+        )
+        .await,
+        Code::FailedPrecondition,
+        "MAX_DURATION_BELOW_ACTIVE_TIME",
+    );
+    let config_now = app
+        .sessions()
+        .get_session_config(authed(
+            &coordinator(),
+            pb::GetSessionConfigRequest {
+                session_id: s.id.clone(),
+            },
+        ))
+        .await
+        .expect("config")
+        .into_inner()
+        .config
+        .expect("config");
+    assert_eq!(config_now, config, "refused updates change nothing");
+
+    // Terminal sessions keep their config.
+    app.sessions()
+        .complete_session(authed(
+            &coordinator(),
+            pb::CompleteSessionRequest {
+                session_id: s.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("complete");
+    assert_status(
+        update(
+            pb::SessionConfig {
+                check_in_interval: Some(seconds(60)),
+                ..Default::default()
+            },
+            &["check_in_interval"],
+            "",
+        )
+        .await,
+        Code::FailedPrecondition,
+        "SESSION_TERMINAL",
+    );
+}
+
+#[tokio::test]
+async fn advance_stage_honours_the_allowed_list() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let config = pb::SessionConfig {
+        allowed_stages: vec!["design".into(), "review".into()],
+        ..Default::default()
+    };
+    let s = on_demand(&app, &w, Some((config, vec!["allowed_stages"])))
+        .await
+        .expect("create");
+    let stage = |name: &str| {
+        let mut client = app.sessions();
+        let req = authed(
+            &w.mentor_token(),
+            pb::AdvanceStageRequest {
+                session_id: s.id.clone(),
+                stage: name.into(),
+                ..Default::default()
+            },
+        );
+        async move {
+            client
+                .advance_stage(req)
+                .await
+                .map(|r| r.into_inner().session.expect("session"))
+        }
+    };
+    assert_eq!(stage("design").await.expect("design").stage, "design");
+    assert_status(stage("deploy").await, Code::FailedPrecondition, "STAGE_NOT_ALLOWED");
+    let status = assert_status(stage("Bad Stage").await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["stage"]);
+    assert_eq!(stage("review").await.expect("review").stage, "review");
+    let events = event_log(&app, &s.id).await;
+    let stages: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.r#type() == SessionEventType::StageChanged)
+        .map(|e| (e.from_stage.clone(), e.to_stage.clone()))
+        .collect();
+    assert_eq!(
+        stages,
+        [(String::new(), "design".into()), ("design".into(), "review".into())]
+    );
+}
+
+#[tokio::test]
+async fn retries_with_a_request_id_return_the_first_response_and_change_nothing() {
+    let app = spawn_replicas(2).await;
+    let w = world(&app).await;
+    let request_id = Uuid::new_v4().to_string();
+    let t = monday_at(10);
+    // Retries come from one caller: the same id from another caller is a different request.
+    let caller = coordinator();
+    let create = |replica: usize, notes: &str| {
+        let mut client = app.replicas[replica].bookings.clone();
+        let req = authed(
+            &caller,
+            pb::CreateBookingRequest {
+                request_id: request_id.clone(),
+                notes: notes.into(),
+                ..booking_request(w.listing, w.mentee, t, t + Duration::hours(1))
+            },
+        );
+        tokio::spawn(async move {
+            client
+                .create_booking(req)
+                .await
+                .map(|r| r.into_inner().booking.expect("booking"))
+        })
+    };
+    // Eight copies in parallel, across two replicas: one booking, one response.
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        handles.push(create(i % 2, "same"));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.expect("join").expect("create").id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every retry sees the first response");
+    assert_eq!(app.count("bookings").await, 1);
+    assert_eq!(app.count("booking_events").await, 1);
+
+    // The same id with a different request is refused.
+    let err = create(0, "different").await.expect("join");
+    let status = assert_status(err, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["request_id"]);
+
+    // Accept retried: one session, the same one.
+    let accept_id = Uuid::new_v4().to_string();
+    let accept = || {
+        let mut client = app.bookings();
+        let req = authed(
+            &w.mentor_token(),
+            pb::AcceptBookingRequest {
+                booking_id: ids[0].clone(),
+                request_id: accept_id.clone(),
+            },
+        );
+        async move { client.accept_booking(req).await.expect("accept").into_inner() }
+    };
+    let first = accept().await;
+    let second = accept().await;
+    assert_eq!(first, second);
+    assert_eq!(app.count("sessions").await, 1);
+
+    // A session transition retried after another change still answers the first response.
+    let session = first.session.expect("session");
+    let start_id = Uuid::new_v4().to_string();
+    let start = || {
+        let mut client = app.sessions();
+        let req = authed(
+            &caller,
+            pb::StartSessionRequest {
+                session_id: session.id.clone(),
+                etag: String::new(),
+                request_id: start_id.clone(),
+            },
+        );
+        async move {
+            client
+                .start_session(req)
+                .await
+                .expect("start")
+                .into_inner()
+                .session
+                .expect("session")
+        }
+    };
+    let started = start().await;
+    app.sessions()
+        .pause_session(authed(
+            &coordinator(),
+            pb::PauseSessionRequest {
+                session_id: session.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("pause");
+    let replayed = start().await;
+    assert_eq!(replayed, started);
+    assert_eq!(replayed.status(), SessionStatus::Active);
+    assert_eq!(get_session(&app, &session.id).await.status(), SessionStatus::Paused);
+    assert_eq!(event_log(&app, &session.id).await.len(), 3);
+
+    // A malformed request id is bad input.
+    let err = app
+        .sessions()
+        .resume_session(authed(
+            &coordinator(),
+            pb::ResumeSessionRequest {
+                session_id: session.id.clone(),
+                etag: String::new(),
+                request_id: "r-1".into(),
+            },
+        ))
+        .await;
+    let status = assert_status(err, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["request_id"]);
+}
+
+#[tokio::test]
+async fn a_stale_etag_is_aborted_and_changes_nothing() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let s = scheduled(&app, &w, monday_at(10)).await;
+    let started = app
+        .sessions()
+        .start_session(authed(
+            &coordinator(),
+            pb::StartSessionRequest {
+                session_id: s.id.clone(),
+                etag: s.etag.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("start with the current etag")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_ne!(started.etag, s.etag);
+    let err = app
+        .sessions()
+        .complete_session(authed(
+            &coordinator(),
+            pb::CompleteSessionRequest {
+                session_id: s.id.clone(),
+                etag: s.etag.clone(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let status = assert_status(err, Code::Aborted, "ETAG_MISMATCH");
+    use tonic_types::StatusExt;
+    assert_eq!(
+        status
+            .get_details_error_info()
+            .expect("info")
+            .metadata
+            .get("current_etag"),
+        Some(&started.etag)
+    );
+    assert_eq!(get_session(&app, &s.id).await.status(), SessionStatus::Active);
+    assert_eq!(event_log(&app, &s.id).await.len(), 2);
+}
+
+async fn race_round(app: &TestApp, w: &World, round: i64) {
+    let s = scheduled(app, w, monday_at(0) + Duration::days(round)).await;
+    let s = app
+        .sessions()
+        .start_session(authed(
+            &coordinator(),
+            pb::StartSessionRequest {
+                session_id: s.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("start")
+        .into_inner()
+        .session
+        .expect("session");
+    let n = app.replicas.len();
+    let tok = coordinator();
+    let mut c = app.replicas[round as usize % n].sessions.clone();
+    let complete = authed(
+        &tok,
+        pb::CompleteSessionRequest {
+            session_id: s.id.clone(),
+            etag: s.etag.clone(),
+            ..Default::default()
+        },
+    );
+    let mut k = app.replicas[(round as usize + 1) % n].sessions.clone();
+    let cancel = authed(
+        &tok,
+        pb::CancelSessionRequest {
+            session_id: s.id.clone(),
+            reason: "race".into(),
+            etag: s.etag.clone(),
+            ..Default::default()
+        },
+    );
+    let mut p = app.replicas[(round as usize + 2) % n].sessions.clone();
+    let pause = authed(
+        &tok,
+        pb::PauseSessionRequest {
+            session_id: s.id.clone(),
+            etag: s.etag.clone(),
+            ..Default::default()
+        },
+    );
+    let (a, b, d) = tokio::join!(
+        tokio::spawn(async move {
+            c.complete_session(complete)
+                .await
+                .map(|r| r.into_inner().session.expect("s").status())
+        }),
+        tokio::spawn(async move {
+            k.cancel_session(cancel)
+                .await
+                .map(|r| r.into_inner().session.expect("s").status())
+        }),
+        tokio::spawn(async move {
+            p.pause_session(pause)
+                .await
+                .map(|r| r.into_inner().session.expect("s").status())
+        }),
+    );
+    let results = [a.expect("join"), b.expect("join"), d.expect("join")];
+    let winners: Vec<SessionStatus> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(winners.len(), 1, "round {round}: exactly one wins: {results:?}");
+    for loser in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            loser.code(),
+            Code::Aborted,
+            "round {round}: losers see a stale etag: {loser:?}"
+        );
+    }
+    let now = get_session(app, &s.id).await;
+    assert_eq!(now.status(), winners[0]);
+    let events = event_log(app, &s.id).await;
+    assert_eq!(events.len(), 3, "created, started, and the winner");
+    assert_eq!(events[2].from_status(), SessionStatus::Active);
+    assert_eq!(events[2].to_status(), winners[0]);
+}
+
+#[tokio::test]
+async fn conflicting_transitions_in_parallel_on_one_replica_exactly_one_wins() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    for round in 0..12 {
+        race_round(&app, &w, round).await;
+    }
+}
+
+#[tokio::test]
+async fn conflicting_transitions_in_parallel_on_two_replicas_exactly_one_wins() {
+    let app = spawn_replicas(2).await;
+    let w = world(&app).await;
+    for round in 0..12 {
+        race_round(&app, &w, round).await;
+    }
+}
+
+fn short_max_duration(secs: i64) -> Option<(pb::SessionConfig, Vec<&'static str>)> {
+    Some((
+        pb::SessionConfig {
+            max_duration: Some(seconds(secs)),
+            check_in_interval: Some(seconds(1)),
+            ..Default::default()
+        },
+        vec!["max_duration", "check_in_interval"],
+    ))
+}
+
+#[tokio::test]
+async fn max_duration_counts_active_time_only_and_cancels_once() {
+    let app = spawn_with(1, fast_rules()).await;
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, short_max_duration(2)).await.expect("create");
+    // Pause at once; the 2 s pause timeout is long enough to sit paused for 1.2 s.
+    app.sessions()
+        .pause_session(authed(
+            &coordinator(),
+            pb::PauseSessionRequest {
+                session_id: s.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("pause");
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    let resumed = app
+        .sessions()
+        .resume_session(authed(
+            &coordinator(),
+            pb::ResumeSessionRequest {
+                session_id: s.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("resume")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(resumed.status(), SessionStatus::Active, "paused time did not count");
+    let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    assert_eq!(done.status(), SessionStatus::Cancelled);
+    assert_eq!(done.cancel_reason, "TIMEOUT");
+    let active = done.active_duration.expect("active");
+    assert!(
+        active.seconds >= 2 && active.seconds < 3,
+        "active time at the timeout: {active:?}"
+    );
+    let (reason, fired) = timeout_event(&app, &s.id).await;
+    assert_eq!(reason, "TIMEOUT");
+    let events = event_log(&app, &s.id).await;
+    let resumed_at = ts_of(&events[2].occurred_at);
+    let due =
+        resumed_at + Duration::milliseconds(2000 - 1) - (ts_of(&events[1].occurred_at) - ts_of(&events[0].occurred_at));
+    assert!(
+        fired >= due - Duration::milliseconds(50),
+        "not before the deadline: fired {fired}, due {due}"
+    );
+    assert!(
+        fired <= due + Duration::seconds(1),
+        "within a second of the deadline: fired {fired}, due {due}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_paused_past_its_pause_timeout_is_cancelled() {
+    let app = spawn_with(1, fast_rules()).await;
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let paused = app
+        .sessions()
+        .pause_session(authed(
+            &w.mentor_token(),
+            pb::PauseSessionRequest {
+                session_id: s.id.clone(),
+                reason: "lunch".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("pause")
+        .into_inner()
+        .session
+        .expect("session");
+    let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    assert_eq!(done.cancel_reason, "PAUSE_TIMEOUT");
+    let (reason, fired) = timeout_event(&app, &s.id).await;
+    assert_eq!(reason, "PAUSE_TIMEOUT");
+    let paused_at = ts_of(&event_log(&app, &s.id).await[1].occurred_at);
+    assert!(
+        fired >= paused_at + Duration::seconds(2) && fired <= paused_at + Duration::seconds(3),
+        "{paused_at} → {fired}"
+    );
+    assert_eq!(paused.status(), SessionStatus::Paused);
+}
+
+#[tokio::test]
+async fn a_scheduled_session_not_started_is_a_no_show() {
+    let app = spawn_with(1, fast_rules()).await;
+    let w = world(&app).await;
+    let start = Utc::now() + Duration::milliseconds(500);
+    let b = draft(&app, &w, start, start + Duration::seconds(1)).await;
+    let accepted = app
+        .bookings()
+        .accept_booking(authed(
+            &coordinator(),
+            pb::AcceptBookingRequest {
+                booking_id: b.id,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("accept")
+        .into_inner();
+    let s = accepted.session.expect("session");
+    let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    assert_eq!(done.cancel_reason, "NO_SHOW");
+    let (reason, fired) = timeout_event(&app, &s.id).await;
+    assert_eq!(reason, "NO_SHOW");
+    let due = ts_of(&s.end_time) + Duration::seconds(1);
+    assert!(
+        fired >= due && fired <= due + Duration::seconds(1),
+        "due {due}, fired {fired}"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_armed_before_a_restart_fires_after_it() {
+    let mut app = spawn_with(1, fast_rules()).await;
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, short_max_duration(1)).await.expect("create");
+    let replica = app.replicas.remove(0);
+    replica._server.shutdown().await.expect("shutdown");
+    // Down past the deadline; nothing fires while no replica runs.
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    let stored: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1::uuid")
+        .bind(&s.id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("status");
+    assert_eq!(stored, "ACTIVE");
+    app.replicas.push(start_replica(&app.database_url, fast_rules()).await);
+    let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    assert_eq!(done.cancel_reason, "TIMEOUT");
+    timeout_event(&app, &s.id).await;
+}
+
+#[tokio::test]
+async fn with_two_replicas_each_timeout_fires_exactly_once() {
+    let app = spawn_with(2, fast_rules()).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let w = world(&app).await;
+        ids.push(on_demand(&app, &w, short_max_duration(1)).await.expect("create").id);
+    }
+    for id in &ids {
+        let done = wait_for_status(&app, id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+        assert_eq!(done.status(), SessionStatus::Cancelled);
+    }
+    // Let both sweepers run a few more rounds, then count.
+    tokio::time::sleep(StdDuration::from_millis(600)).await;
+    for id in &ids {
+        let (reason, _) = timeout_event(&app, id).await;
+        assert_eq!(reason, "TIMEOUT");
+        assert_eq!(event_log(&app, id).await.len(), 2);
+    }
+}
