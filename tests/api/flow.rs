@@ -168,6 +168,31 @@ async fn booking_is_accepted_started_and_completed_with_a_full_audit_trail() {
     );
     assert_eq!(events[1].actor.as_ref().expect("actor").id, w.mentee.to_string());
 
+    // ListSessionEvents pages through the same log one event at a time.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .sessions()
+            .list_session_events(authed(
+                &w.mentee_token(),
+                pb::ListSessionEventsRequest {
+                    session_id: s.id.clone(),
+                    page_size: 1,
+                    page_token: token.clone(),
+                },
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        paged.extend(page.events.into_iter().map(|e| e.seq));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, [1, 2, 3]);
+
     // The booking audit: created by the mentee, accepted by the mentor.
     let audit: Vec<(Option<String>, String, String, String)> = sqlx::query_as(
         "SELECT from_status, to_status, actor_kind, actor_id FROM booking_events WHERE booking_id = $1::uuid ORDER BY id",
