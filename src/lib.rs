@@ -12,6 +12,7 @@ pub mod domain;
 pub mod grpc;
 pub mod jobs;
 pub mod store;
+pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -68,6 +69,8 @@ pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> 
     let shutdown = CancellationToken::new();
     let pool = app.pool.clone();
     tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
+    tokio::spawn(watch::listen(app.pool.clone(), app.hub.clone(), shutdown.clone()));
+    let hub = app.hub.clone();
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
     grpc::probe_database(&pool, &reporter).await;
     tokio::spawn(grpc::watch_database_health(pool, reporter.clone(), shutdown.clone()));
@@ -92,6 +95,8 @@ pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> 
                         .set_service_status(name, tonic_health::ServingStatus::NotServing)
                         .await;
                 }
+                // End open streams cleanly so the graceful shutdown does not wait on them.
+                hub.close();
             })
             .await
             .context("serving gRPC")

@@ -11,6 +11,9 @@ use mentorship::{
     grpc::auth::{Claims, Verifier, mint_hs256},
 };
 
+/// How long a shutdown waits for in-flight calls.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// File (in the data dir) holding the development HS256 secret of `cargo run`.
 const DEV_SECRET_FILE: &str = "dev-jwt-secret";
 
@@ -71,12 +74,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = mentorship::start(App::new(pool, rules), Arc::new(verifier), listener).await?;
     tracing::info!(addr = %server.addr, "serving mentorship.v1");
     let stop = server.trigger();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    });
-    server.wait().await?;
+    let serving = server.wait();
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        _ = wait_for_signal() => {}
+    }
+    // Health goes NOT_SERVING and open streams end; in-flight calls get a bounded grace.
+    tracing::info!("shutting down");
+    stop.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("shutdown grace elapsed with calls still open; exiting"),
+    }
     drop(devdb);
     Ok(())
 }

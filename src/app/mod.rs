@@ -5,6 +5,7 @@ pub mod bookings;
 pub mod directory;
 pub mod page;
 pub mod sessions;
+pub mod watch;
 
 use sqlx::PgPool;
 
@@ -51,11 +52,17 @@ impl Default for Rules {
 pub struct App {
     pub pool: PgPool,
     pub rules: Rules,
+    /// This replica's fan-out of change hints to watchers.
+    pub hub: crate::watch::Hub,
 }
 
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
-        App { pool, rules }
+        App {
+            pool,
+            rules,
+            hub: crate::watch::Hub::default(),
+        }
     }
 
     /// One pooled connection, for reads that take several statements.

@@ -4,13 +4,17 @@
 use tonic::{Request, Response, Status};
 
 use super::{Api, auth::principal, begin_or_replay, convert, incomplete, pb};
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::codegen::BoxStream;
+
 use crate::app::sessions::{NewSession, TransitionInput};
+use crate::app::watch::{SessionItem, decode_cursor};
 use crate::domain::{
     Error, Violations,
     input::{self, MAX_TEXT_LEN},
     session::{Command, Requester},
 };
-use crate::store::sessions::{SessionFilter, SortField};
+use crate::store::sessions::{FeedFilter, SessionFilter, SortField};
 
 fn etag(raw: &str) -> Option<String> {
     (!raw.is_empty()).then(|| raw.to_owned())
@@ -344,6 +348,62 @@ impl pb::session_service_server::SessionService for Api {
             session: Some(s.into()),
         })
         .await
+    }
+
+    async fn watch_session(
+        &self,
+        req: Request<pb::WatchSessionRequest>,
+    ) -> Result<Response<BoxStream<pb::WatchSessionResponse>>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let id = input::id("session_id", &r.session_id)?;
+        let items = self.app.watch_session(&who, id, r.after_seq).await?;
+        let stream = ReceiverStream::new(items).map(|item| {
+            let item = match item? {
+                SessionItem::Snapshot(s) => pb::watch_session_response::Item::Session((*s).into()),
+                SessionItem::Event(e) => pb::watch_session_response::Item::Event(e.into()),
+            };
+            Ok(pb::WatchSessionResponse { item: Some(item) })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn watch_sessions(
+        &self,
+        req: Request<pb::WatchSessionsRequest>,
+    ) -> Result<Response<BoxStream<pb::WatchSessionsResponse>>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let mentor_id = v.check(input::optional_id("mentor_id", &r.mentor_id));
+        let mentee_id = v.check(input::optional_id("mentee_id", &r.mentee_id));
+        let listing_id = v.check(input::optional_id("listing_id", &r.listing_id));
+        let statuses = v.check(convert::session_statuses("statuses", &r.statuses));
+        let cursor = (!r.cursor.is_empty()).then_some(r.cursor.as_str());
+        if let Some(c) = cursor {
+            v.check(decode_cursor(c));
+        }
+        v.finish()?;
+        let (Some(mentor_id), Some(mentee_id), Some(listing_id), Some(statuses)) =
+            (mentor_id, mentee_id, listing_id, statuses)
+        else {
+            return Err(incomplete());
+        };
+        let filter = FeedFilter {
+            mentor_id,
+            mentee_id,
+            listing_id,
+            statuses,
+        };
+        let items = self.app.watch_sessions(&who, filter, cursor).await?;
+        let stream = ReceiverStream::new(items).map(|item| {
+            let item = item?;
+            Ok(pb::WatchSessionsResponse {
+                event: Some(item.event.into()),
+                cursor: item.cursor,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_config_templates(

@@ -383,3 +383,95 @@ pub async fn lock_due(tx: &mut Tx) -> Result<Option<(Uuid, String)>, Error> {
     .map_err(db_error)?;
     Ok(row.map(|r| (r.id, r.kind)))
 }
+
+/// A position in the feed of all events: (transaction id, event id).
+pub type FeedPosition = (i64, i64);
+
+/// The feed's current start: the oldest transaction still running (or about
+/// to start). Everything before it has finished.
+pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
+    let xmin = sqlx::query_scalar!(r#"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS "xmin!""#)
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+    Ok((xmin, 0))
+}
+
+/// Filter of WatchSessions.
+#[derive(Debug, Clone, Default)]
+pub struct FeedFilter {
+    pub mentor_id: Option<Uuid>,
+    pub mentee_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    pub statuses: Vec<&'static str>,
+}
+
+/// One row of the feed: the event, its position, and whether it passes the filter.
+pub struct FeedRow {
+    pub event: SessionEvent,
+    pub position: FeedPosition,
+    pub matches: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct FeedRowRaw {
+    #[sqlx(flatten)]
+    event: EventRow,
+    txid: i64,
+    id: i64,
+    matches: bool,
+}
+
+/// Events after `after` from finished transactions only, in feed order. Rows
+/// that fail the filter come back with `matches = false` so the reader can
+/// move past them.
+pub async fn feed_page(
+    pool: &PgPool,
+    after: FeedPosition,
+    filter: &FeedFilter,
+    visibility: Visibility,
+    limit: i64,
+) -> Result<Vec<FeedRow>, Error> {
+    let mut q = QueryBuilder::new(
+        "SELECT e.session_id, e.seq, e.type, e.from_status, e.to_status, e.from_stage, e.to_stage, \
+         e.actor_kind, e.actor_id, e.reason, e.details, e.occurred_at, e.txid, e.id, coalesce((true",
+    );
+    if let Visibility::Own { mentee_id, mentor_id } = visibility {
+        q.push(" AND (s.mentee_id = ")
+            .push_bind(mentee_id)
+            .push(" OR s.mentor_id = ")
+            .push_bind(mentor_id)
+            .push(")");
+    }
+    if let Some(id) = filter.mentor_id {
+        q.push(" AND s.mentor_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.mentee_id {
+        q.push(" AND s.mentee_id = ").push_bind(id);
+    }
+    if let Some(id) = filter.listing_id {
+        q.push(" AND s.listing_id = ").push_bind(id);
+    }
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
+        q.push(" AND s.status = ANY(").push_bind(statuses).push(")");
+    }
+    q.push(
+        "), false) AS matches FROM session_events e JOIN sessions s ON s.id = e.session_id WHERE (e.txid, e.id) > (",
+    )
+    .push_bind(after.0)
+    .push(", ")
+    .push_bind(after.1)
+    .push(") AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY e.txid, e.id LIMIT ")
+    .push_bind(limit);
+    let rows: Vec<FeedRowRaw> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(FeedRow {
+                event: r.event.try_into()?,
+                position: (r.txid, r.id),
+                matches: r.matches,
+            })
+        })
+        .collect()
+}

@@ -10,3 +10,4 @@ mod helpers;
 mod operations;
 mod races;
 mod transitions;
+mod watching;

@@ -378,3 +378,160 @@ async fn internal_errors_never_carry_sql_or_internals() {
         assert!(!details.contains(leak), "detail leaks {leak:?}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_cleanly_and_the_server_exits() {
+    use mentorship::grpc::pb::{
+        booking_service_client::BookingServiceClient, directory_service_client::DirectoryServiceClient,
+        session_service_client::SessionServiceClient,
+    };
+    let database_url = fresh_database().await;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Binary(
+        Command::new(env!("CARGO_BIN_EXE_mentorship"))
+            .env("DATABASE_URL", &database_url)
+            .env("MENTORSHIP_LISTEN_ADDR", &addr)
+            .env("MENTORSHIP_JWT_SECRET", std::str::from_utf8(SECRET).expect("utf8"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the binary"),
+    );
+    let mut channel = None;
+    for _ in 0..200 {
+        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(c.clone());
+            if health
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .is_ok()
+            {
+                channel = Some(c);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = channel.expect("the binary became healthy");
+    let (mut directory, mut sessions) = (
+        DirectoryServiceClient::new(channel.clone()),
+        SessionServiceClient::new(channel.clone()),
+    );
+    let _ = BookingServiceClient::new(channel.clone());
+    let c = coordinator();
+    let mentee = uuid::Uuid::new_v4();
+    directory
+        .upsert_mentee(authed(
+            &c,
+            pb::UpsertMenteeRequest {
+                mentee: Some(pb::Mentee {
+                    id: mentee.to_string(),
+                    display_name: "Ada".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("mentee");
+    let mentor = directory
+        .upsert_mentor(authed(
+            &c,
+            pb::UpsertMentorRequest {
+                mentor: Some(pb::Mentor {
+                    user_id: uuid::Uuid::new_v4().to_string(),
+                    display_name: "Grace".into(),
+                    timezone: "UTC".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("mentor")
+        .into_inner()
+        .mentor
+        .expect("mentor");
+    let listing = directory
+        .upsert_listing(authed(
+            &c,
+            pb::UpsertListingRequest {
+                listing: Some(pb::Listing {
+                    mentor_id: mentor.id,
+                    title: "Review".into(),
+                    skill_area: "rust".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("listing")
+        .into_inner()
+        .listing
+        .expect("listing");
+    let session = sessions
+        .create_session(authed(
+            &c,
+            pb::CreateSessionRequest {
+                mentee_id: mentee.to_string(),
+                listing_id: listing.id,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("session")
+        .into_inner()
+        .session
+        .expect("session");
+    let mut watch = sessions
+        .watch_session(authed(
+            &c,
+            pb::WatchSessionRequest {
+                session_id: session.id.clone(),
+                after_seq: None,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(watch.message().await.expect("snapshot").is_some());
+    let mut feed = sessions
+        .watch_sessions(authed(&c, pb::WatchSessionsRequest::default()))
+        .await
+        .expect("feed")
+        .into_inner();
+
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let bound = Duration::from_secs(15);
+    let ended = tokio::time::timeout(bound, watch.message())
+        .await
+        .expect("the watch stream ended");
+    assert!(matches!(ended, Ok(None)), "clean end of the watch stream: {ended:?}");
+    let ended = tokio::time::timeout(bound, feed.message())
+        .await
+        .expect("the feed ended");
+    assert!(matches!(ended, Ok(None)), "clean end of the feed: {ended:?}");
+    let mut status = None;
+    for _ in 0..150 {
+        if let Some(s) = server.0.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.expect("the server exited after SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+}
