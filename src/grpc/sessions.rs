@@ -14,7 +14,10 @@ use crate::domain::{
     input::{self, MAX_TEXT_LEN},
     session::{Command, Requester},
 };
-use crate::store::sessions::{FeedFilter, SessionFilter, SortField};
+use crate::store::{
+    ParticipantFilter,
+    sessions::{FeedFilter, SessionFilter, SortField},
+};
 
 fn etag(raw: &str) -> Option<String> {
     (!raw.is_empty()).then(|| raw.to_owned())
@@ -81,10 +84,12 @@ impl pb::session_service_server::SessionService for Api {
             return Err(incomplete());
         };
         let filter = SessionFilter {
-            mentee_id,
-            mentor_id,
-            listing_id,
-            statuses,
+            participants: ParticipantFilter {
+                mentee_id,
+                mentor_id,
+                listing_id,
+                statuses,
+            },
             start_from: from,
             start_to: to,
             sort,

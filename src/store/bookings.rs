@@ -195,13 +195,7 @@ pub async fn overlap(
 }
 
 /// Filter of ListBookings.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct BookingFilter {
-    pub mentor_id: Option<Uuid>,
-    pub mentee_id: Option<Uuid>,
-    pub listing_id: Option<Uuid>,
-    pub statuses: Vec<&'static str>,
-}
+pub type BookingFilter = super::ParticipantFilter;
 
 /// Keyset page ordered by (created_at, id) descending.
 pub async fn list(
@@ -216,26 +210,7 @@ pub async fn list(
          b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at, s.id AS session_id \
          FROM bookings b LEFT JOIN sessions s ON s.booking_id = b.id WHERE true",
     );
-    if let Visibility::Own { mentee_id, mentor_id } = visibility {
-        q.push(" AND (b.mentee_id = ")
-            .push_bind(mentee_id)
-            .push(" OR b.mentor_id = ")
-            .push_bind(mentor_id)
-            .push(")");
-    }
-    if let Some(id) = filter.mentor_id {
-        q.push(" AND b.mentor_id = ").push_bind(id);
-    }
-    if let Some(id) = filter.mentee_id {
-        q.push(" AND b.mentee_id = ").push_bind(id);
-    }
-    if let Some(id) = filter.listing_id {
-        q.push(" AND b.listing_id = ").push_bind(id);
-    }
-    if !filter.statuses.is_empty() {
-        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
-        q.push(" AND b.status = ANY(").push_bind(statuses).push(")");
-    }
+    super::push_participant_filter(&mut q, "b.", filter, visibility);
     if let Some((created_at, id)) = after {
         q.push(" AND (b.created_at, b.id) < (")
             .push_bind(created_at)

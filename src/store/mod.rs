@@ -7,9 +7,10 @@ pub mod directory;
 pub mod idempotency;
 pub mod sessions;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
+use uuid::Uuid;
 
-use crate::domain::Error;
+use crate::domain::{Error, access::Visibility};
 
 /// A transaction on the service's database.
 pub type Tx = Transaction<'static, Postgres>;
@@ -69,4 +70,45 @@ pub async fn commit(tx: Tx) -> Result<(), Error> {
 /// Corrupt stored values (an unknown status, say) are internal errors.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("corrupt stored value: {what}"))
+}
+
+/// Who may see a row, and the participant, listing and status filters shared
+/// by ListBookings, ListSessions and WatchSessions.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ParticipantFilter {
+    pub mentor_id: Option<Uuid>,
+    pub mentee_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    /// Status names of the table being filtered; empty means any.
+    pub statuses: Vec<&'static str>,
+}
+
+/// Appends `AND …` conditions for `filter` and `visibility` on the columns of
+/// table alias `t` (a constant such as "b." or "", never input).
+pub(crate) fn push_participant_filter(
+    q: &mut QueryBuilder<Postgres>,
+    t: &'static str,
+    filter: &ParticipantFilter,
+    visibility: Visibility,
+) {
+    if let Visibility::Own { mentee_id, mentor_id } = visibility {
+        q.push(format!(" AND ({t}mentee_id = "))
+            .push_bind(mentee_id)
+            .push(format!(" OR {t}mentor_id = "))
+            .push_bind(mentor_id)
+            .push(")");
+    }
+    if let Some(id) = filter.mentor_id {
+        q.push(format!(" AND {t}mentor_id = ")).push_bind(id);
+    }
+    if let Some(id) = filter.mentee_id {
+        q.push(format!(" AND {t}mentee_id = ")).push_bind(id);
+    }
+    if let Some(id) = filter.listing_id {
+        q.push(format!(" AND {t}listing_id = ")).push_bind(id);
+    }
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
+        q.push(format!(" AND {t}status = ANY(")).push_bind(statuses).push(")");
+    }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::{Tx, corrupt, db_error};
+use super::{ParticipantFilter, Tx, corrupt, db_error, push_participant_filter};
 use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
@@ -283,10 +283,7 @@ pub enum SortField {
 /// Filter and order of ListSessions.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionFilter {
-    pub mentee_id: Option<Uuid>,
-    pub mentor_id: Option<Uuid>,
-    pub listing_id: Option<Uuid>,
-    pub statuses: Vec<&'static str>,
+    pub participants: ParticipantFilter,
     pub start_from: Option<DateTime<Utc>>,
     pub start_to: Option<DateTime<Utc>>,
     pub sort: SortField,
@@ -294,26 +291,7 @@ pub struct SessionFilter {
 }
 
 fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &SessionFilter, visibility: Visibility) {
-    if let Visibility::Own { mentee_id, mentor_id } = visibility {
-        q.push(" AND (mentee_id = ")
-            .push_bind(mentee_id)
-            .push(" OR mentor_id = ")
-            .push_bind(mentor_id)
-            .push(")");
-    }
-    if let Some(id) = filter.mentee_id {
-        q.push(" AND mentee_id = ").push_bind(id);
-    }
-    if let Some(id) = filter.mentor_id {
-        q.push(" AND mentor_id = ").push_bind(id);
-    }
-    if let Some(id) = filter.listing_id {
-        q.push(" AND listing_id = ").push_bind(id);
-    }
-    if !filter.statuses.is_empty() {
-        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
-        q.push(" AND status = ANY(").push_bind(statuses).push(")");
-    }
+    push_participant_filter(q, "", &filter.participants, visibility);
     if let Some(from) = filter.start_from {
         q.push(" AND start_time >= ").push_bind(from);
     }
@@ -397,14 +375,8 @@ pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
     Ok((xmin, 0))
 }
 
-/// Filter of WatchSessions.
-#[derive(Debug, Clone, Default)]
-pub struct FeedFilter {
-    pub mentor_id: Option<Uuid>,
-    pub mentee_id: Option<Uuid>,
-    pub listing_id: Option<Uuid>,
-    pub statuses: Vec<&'static str>,
-}
+/// Filter of WatchSessions (statuses: the session's current status).
+pub type FeedFilter = ParticipantFilter;
 
 /// One row of the feed: the event, its position, and whether it passes the filter.
 pub struct FeedRow {
@@ -436,26 +408,7 @@ pub async fn feed_page(
         "SELECT e.session_id, e.seq, e.type, e.from_status, e.to_status, e.from_stage, e.to_stage, \
          e.actor_kind, e.actor_id, e.reason, e.details, e.occurred_at, e.txid, e.id, coalesce((true",
     );
-    if let Visibility::Own { mentee_id, mentor_id } = visibility {
-        q.push(" AND (s.mentee_id = ")
-            .push_bind(mentee_id)
-            .push(" OR s.mentor_id = ")
-            .push_bind(mentor_id)
-            .push(")");
-    }
-    if let Some(id) = filter.mentor_id {
-        q.push(" AND s.mentor_id = ").push_bind(id);
-    }
-    if let Some(id) = filter.mentee_id {
-        q.push(" AND s.mentee_id = ").push_bind(id);
-    }
-    if let Some(id) = filter.listing_id {
-        q.push(" AND s.listing_id = ").push_bind(id);
-    }
-    if !filter.statuses.is_empty() {
-        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
-        q.push(" AND s.status = ANY(").push_bind(statuses).push(")");
-    }
+    push_participant_filter(&mut q, "s.", filter, visibility);
     q.push(
         "), false) AS matches FROM session_events e JOIN sessions s ON s.id = e.session_id WHERE (e.txid, e.id) > (",
     )
