@@ -386,6 +386,7 @@ impl ServiceConfig {
             config_limits: limits,
             templates,
             idempotency_retention_hours: 48,
+            watch_backstop: crate::watch::BACKSTOP,
         })
     }
 }

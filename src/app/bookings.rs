@@ -44,7 +44,7 @@ impl App {
         };
         booking::check_slot(req.start_time, req.end_time, self.rules.booking_bounds, Utc::now())?;
 
-        let listing = directory::get_listing(&self.pool, req.listing_id)
+        let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
             .ok_or_else(|| Error::not_found("listing", req.listing_id))?;
         let mentor_id = listing.mentor_id.ok_or_else(|| {
@@ -54,16 +54,12 @@ impl App {
                 "this listing has no mentor to book; it can only be worked on demand",
             )
         })?;
-        if directory::get_mentee(&self.pool, mentee_id).await?.is_none() {
+        if directory::get_mentee(&mut **tx, mentee_id).await?.is_none() {
             return Err(Error::not_found("mentee", mentee_id));
         }
-        let mentor = directory::get_mentor(
-            &mut *self.connection().await?,
-            mentor_id,
-            self.rules.default_mentor_limit,
-        )
-        .await?
-        .ok_or_else(|| Error::not_found("mentor", mentor_id))?;
+        let mentor = directory::get_mentor(tx, mentor_id, self.rules.default_mentor_limit)
+            .await?
+            .ok_or_else(|| Error::not_found("mentor", mentor_id))?;
         let tz = availability::parse_timezone("timezone", &mentor.timezone)
             .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
         if !availability::fits(&mentor.availability, tz, req.start_time, req.end_time) {
@@ -78,7 +74,7 @@ impl App {
             .with_metadata("timezone", mentor.timezone));
         }
         if let Some(who_overlaps) =
-            store_bookings::overlap(&self.pool, mentor_id, mentee_id, req.start_time, req.end_time).await?
+            store_bookings::overlap(&mut **tx, mentor_id, mentee_id, req.start_time, req.end_time).await?
         {
             return Err(Error::precondition(
                 "BOOKING_OVERLAP",
@@ -105,7 +101,7 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        let created = store_bookings::insert(tx, &draft, false).await?;
+        let created = store_bookings::insert(tx, &draft).await?;
         store_bookings::audit(tx, created.id, None, BookingStatus::Draft, &actor, "").await?;
         Ok(created)
     }
@@ -144,11 +140,18 @@ impl App {
     pub async fn accept_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
         let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], &[Role::Mentor], "AcceptBooking").await?;
         booking::decide(id, current.status, BookingStatus::Accepted)?;
-        let holds_slot = current.origin == BookingOrigin::Requested;
-        if holds_slot {
+        if current.origin == BookingOrigin::Requested {
+            if current.start_time <= Utc::now() {
+                return Err(Error::precondition(
+                    "BOOKING_EXPIRED",
+                    format!("bookings/{id}"),
+                    "the booking's start time has passed; it can no longer be accepted",
+                ));
+            }
+            // Accepting takes the slot: serialize with other accepts of either participant.
             store_bookings::lock_participants(tx, current.mentor_id, current.mentee_id).await?;
         }
-        let mut accepted = store_bookings::set_status(tx, id, BookingStatus::Accepted, "", holds_slot).await?;
+        let mut accepted = store_bookings::set_status(tx, id, BookingStatus::Accepted, "").await?;
         store_bookings::audit(tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
         let config = self.rules.default_session_config.clone();
         let session = self
@@ -196,7 +199,7 @@ impl App {
                 e
             }
         })?;
-        let closed = store_bookings::set_status(tx, id, to, reason, false).await?;
+        let closed = store_bookings::set_status(tx, id, to, reason).await?;
         store_bookings::audit(tx, id, Some(current.status), to, &actor, reason).await?;
         Ok(closed)
     }

@@ -84,14 +84,14 @@ impl App {
     pub async fn upsert_listing(&self, tx: &mut Tx, who: &Principal, listing: Listing) -> Result<Listing> {
         if who.require(MANAGERS, "UpsertListing").is_err() {
             let own_mentor = who.has(Role::Mentor) && listing.mentor_id.is_some() && listing.mentor_id == who.mentor_id;
-            let existing = directory::get_listing(&self.pool, listing.id).await?;
+            let existing = directory::get_listing(&mut **tx, listing.id).await?;
             let takes_over = existing.is_some_and(|e| e.mentor_id != who.mentor_id);
             if !own_mentor || takes_over {
                 return Err(Error::denied("a mentor may only upsert its own listings"));
             }
         }
         if let Some(mentor_id) = listing.mentor_id
-            && !directory::mentor_exists(&self.pool, mentor_id).await?
+            && !directory::mentor_exists(&mut **tx, mentor_id).await?
         {
             return Err(Error::not_found("mentor", mentor_id));
         }

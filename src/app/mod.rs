@@ -30,6 +30,8 @@ pub struct Rules {
     pub templates: Vec<Template>,
     /// How long request ids are remembered (at least 24 h).
     pub idempotency_retention_hours: i32,
+    /// Watchers re-read at least this often, covering lost notifications.
+    pub watch_backstop: std::time::Duration,
 }
 
 impl Default for Rules {
@@ -43,6 +45,7 @@ impl Default for Rules {
             config_limits: ConfigLimits::default(),
             templates: Template::builtins(),
             idempotency_retention_hours: 48,
+            watch_backstop: crate::watch::BACKSTOP,
         }
     }
 }
@@ -58,11 +61,8 @@ pub struct App {
 
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
-        App {
-            pool,
-            rules,
-            hub: crate::watch::Hub::default(),
-        }
+        let hub = crate::watch::Hub::new(rules.watch_backstop);
+        App { pool, rules, hub }
     }
 
     /// One pooled connection, for reads that take several statements.

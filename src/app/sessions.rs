@@ -137,6 +137,8 @@ impl App {
         }
         if decision.to == SessionStatus::Cancelled {
             s.cancel_reason = input.reason.clone();
+            // A cancelled session gives its booking's time back to mentor and mentee.
+            store_bookings::release_slot(tx, s.booking_id).await?;
         }
         let details = serde_json::json!({ "command": command.name() });
         self.save_with_event(
@@ -218,10 +220,10 @@ impl App {
             config = config.apply_mask(patch, paths, "config_mask")?;
         }
         config.validate(&self.rules.config_limits, "config")?;
-        let listing = directory::get_listing(&self.pool, req.listing_id)
+        let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
             .ok_or_else(|| Error::not_found("listing", req.listing_id))?;
-        if directory::get_mentee(&self.pool, req.mentee_id).await?.is_none() {
+        if directory::get_mentee(&mut **tx, req.mentee_id).await?.is_none() {
             return Err(Error::not_found("mentee", req.mentee_id));
         }
         let mentor_id = req.mentor_id.or(listing.mentor_id).ok_or_else(|| {
@@ -231,7 +233,7 @@ impl App {
                 "neither the request nor the listing names a mentor",
             )
         })?;
-        if !directory::mentor_exists(&self.pool, mentor_id).await? {
+        if !directory::mentor_exists(&mut **tx, mentor_id).await? {
             return Err(Error::not_found("mentor", mentor_id));
         }
         let now = Utc::now();
@@ -251,7 +253,7 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        let booking = store_bookings::insert(tx, &booking, false).await?;
+        let booking = store_bookings::insert(tx, &booking).await?;
         store_bookings::audit(tx, booking.id, None, BookingStatus::Accepted, &actor, "on demand").await?;
         self.create_session_for(tx, &booking, SessionStatus::Active, config, &actor)
             .await

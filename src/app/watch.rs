@@ -35,6 +35,15 @@ pub struct FeedItem {
     pub cursor: String,
 }
 
+/// Sends unless the client left or the server is closing; false means stop.
+/// A stalled client therefore never holds up shutdown.
+async fn deliver<T>(tx: &mpsc::Sender<T>, hub: &watch::Hub, item: T) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = hub.closing().cancelled() => false,
+    }
+}
+
 fn ends_session(e: &SessionEvent) -> bool {
     e.event_type == EventType::StatusChanged && e.to_status.is_some_and(|s| s.is_terminal())
 }
@@ -73,6 +82,14 @@ impl App {
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
         let mut hints = self.hub.subscribe();
         let snapshot = self.get_session(who, id).await?;
+        if let Some(after) = after_seq
+            && after > snapshot.last_seq
+        {
+            return Err(Error::invalid(
+                "after_seq",
+                format!("is beyond the session's last event ({})", snapshot.last_seq),
+            ));
+        }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let app = self.clone();
         tokio::spawn(async move {
@@ -105,7 +122,7 @@ impl App {
                     for e in events {
                         cursor = e.seq;
                         let last = ends_session(&e);
-                        if tx.send(Ok(SessionItem::Event(e))).await.is_err() || last {
+                        if !deliver(&tx, &app.hub, Ok(SessionItem::Event(e))).await || last {
                             return;
                         }
                     }
@@ -164,7 +181,7 @@ impl App {
                                 event: row.event,
                                 cursor: encode_cursor(position),
                             };
-                            if tx.send(Ok(item)).await.is_err() {
+                            if !deliver(&tx, &app.hub, Ok(item)).await {
                                 return;
                             }
                         }

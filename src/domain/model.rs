@@ -124,7 +124,7 @@ impl Session {
     pub fn active_duration(&self, now: DateTime<Utc>) -> chrono::Duration {
         let banked = chrono::Duration::microseconds(self.active_banked_us);
         match self.active_since {
-            Some(since) if now > since => banked + (now - since),
+            Some(since) if now > since => banked.checked_add(&(now - since)).unwrap_or(banked),
             _ => banked,
         }
     }

@@ -378,16 +378,24 @@ impl Default for Timeouts {
 }
 
 /// The next system deadline of a session and the reason it fires with.
+/// Arithmetic is checked: values too large to represent mean no deadline
+/// rather than a panic (configs are validated, but stored data is not trusted).
 pub fn deadline(s: &super::model::Session, t: &Timeouts) -> Option<(chrono::DateTime<chrono::Utc>, &'static str)> {
     match s.status {
-        Scheduled => Some((s.end_time + t.no_show_grace, "NO_SHOW")),
-        Queued => s.queued_at.map(|q| (q + t.queue_timeout, "QUEUE_TIMEOUT")),
-        Active => s.active_since.map(|since| {
-            let left = chrono::Duration::seconds(s.config.max_duration_secs)
-                - chrono::Duration::microseconds(s.active_banked_us);
-            (since + left, "TIMEOUT")
-        }),
-        Paused => s.paused_at.map(|p| (p + t.pause_timeout, "PAUSE_TIMEOUT")),
+        Scheduled => s.end_time.checked_add_signed(t.no_show_grace).map(|at| (at, "NO_SHOW")),
+        Queued => s
+            .queued_at?
+            .checked_add_signed(t.queue_timeout)
+            .map(|at| (at, "QUEUE_TIMEOUT")),
+        Active => {
+            let max = chrono::Duration::try_seconds(s.config.max_duration_secs)?;
+            let left = max.checked_sub(&chrono::Duration::microseconds(s.active_banked_us))?;
+            s.active_since?.checked_add_signed(left).map(|at| (at, "TIMEOUT"))
+        }
+        Paused => s
+            .paused_at?
+            .checked_add_signed(t.pause_timeout)
+            .map(|at| (at, "PAUSE_TIMEOUT")),
         Completed | Failed | Cancelled => None,
     }
 }
@@ -396,7 +404,8 @@ pub fn deadline(s: &super::model::Session, t: &Timeouts) -> Option<(chrono::Date
 /// banked when an ACTIVE stretch ends, and terminal statuses stamp ended_at.
 pub fn enter(s: &mut super::model::Session, to: SessionStatus, now: chrono::DateTime<chrono::Utc>) {
     if let Some(since) = s.active_since.take() {
-        s.active_banked_us += (now - since).num_microseconds().unwrap_or(0).max(0);
+        let stretch = (now - since).num_microseconds().unwrap_or(0).max(0);
+        s.active_banked_us = s.active_banked_us.saturating_add(stretch);
     }
     s.paused_at = None;
     match to {

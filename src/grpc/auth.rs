@@ -32,6 +32,17 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
+/// The claims read from a verified token. `exp`, `iss` and `aud` are checked
+/// by jsonwebtoken itself (which accepts `aud` as a string or an array).
+#[derive(Debug, Deserialize)]
+struct TokenClaims {
+    sub: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    mentor_id: Option<String>,
+}
+
 /// Verifies bearer tokens with one key.
 pub struct Verifier {
     key: DecodingKey,
@@ -86,7 +97,7 @@ impl Verifier {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or("the authorization header must be `Bearer <JWT>`")?
             .trim();
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+        let data = decode::<TokenClaims>(token, &self.key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired".to_owned(),

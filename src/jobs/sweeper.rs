@@ -24,23 +24,38 @@ const MAX_NAP: Duration = Duration::from_millis(250);
 /// How often old request ids are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Fires every timeout that is due now; returns how many fired.
+/// Fires every timeout that is due now; returns how many fired. A session
+/// whose timeout fails (corrupt data, say) is logged and skipped for this
+/// pass, so it never holds back the others.
 pub async fn sweep_once(app: &App) -> Result<usize> {
     let mut fired = 0;
+    let mut failed = Vec::new();
     loop {
         let mut tx = store::begin(&app.pool).await?;
-        let Some((id, kind)) = sessions::lock_due(&mut tx).await? else {
+        let Some((id, kind)) = sessions::lock_due(&mut tx, &failed).await? else {
             return Ok(fired);
         };
         let input = TransitionInput {
             reason: kind.clone(),
             ..Default::default()
         };
-        app.transition(&mut tx, Requester::System, id, Command::Timeout, input)
-            .await?;
-        store::commit(tx).await?;
-        tracing::info!(session_id = %id, reason = %kind, "system timeout fired");
-        fired += 1;
+        let outcome = match app
+            .transition(&mut tx, Requester::System, id, Command::Timeout, input)
+            .await
+        {
+            Ok(_) => store::commit(tx).await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(session_id = %id, reason = %kind, "system timeout fired");
+                fired += 1;
+            }
+            Err(err) => {
+                tracing::error!(session_id = %id, reason = %kind, error = %err, "system timeout failed; skipping it");
+                failed.push(id);
+            }
+        }
     }
 }
 
@@ -48,8 +63,12 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
 pub async fn run(app: App, shutdown: CancellationToken) {
     let mut last_purge = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
-        if let Err(err) = sweep_once(&app).await {
-            tracing::warn!(error = %err, "sweep failed; retrying");
+        // A task per pass: even a panic cannot stop the sweeper for good.
+        let pass = app.clone();
+        match tokio::spawn(async move { sweep_once(&pass).await }).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "sweep failed; retrying"),
+            Err(err) => tracing::error!(error = %err, "sweep panicked; retrying"),
         }
         if last_purge.elapsed() > PURGE_EVERY {
             last_purge = tokio::time::Instant::now();

@@ -53,12 +53,12 @@ impl TryFrom<BookingRow> for Booking {
 }
 
 /// Inserts a new booking (DRAFT, or ACCEPTED for on-demand ones).
-pub async fn insert(tx: &mut Tx, b: &Booking, holds_slot: bool) -> Result<Booking, Error> {
+pub async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
     sqlx::query_as!(
         BookingRow,
         r#"INSERT INTO bookings (id, listing_id, mentor_id, mentee_id, start_time, end_time,
-                                 status, origin, notes, holds_slot)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                 status, origin, notes)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            RETURNING id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin,
                      notes, reason, version, created_at, updated_at, NULL::uuid AS session_id"#,
         b.id,
@@ -69,8 +69,7 @@ pub async fn insert(tx: &mut Tx, b: &Booking, holds_slot: bool) -> Result<Bookin
         b.end_time,
         b.status.as_str(),
         b.origin.as_str(),
-        b.notes,
-        holds_slot
+        b.notes
     )
     .fetch_one(&mut **tx)
     .await
@@ -112,25 +111,18 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
     .transpose()
 }
 
-/// Moves a locked booking to `status`; `holds_slot` says whether it now blocks its time.
-pub async fn set_status(
-    tx: &mut Tx,
-    id: Uuid,
-    status: BookingStatus,
-    reason: &str,
-    holds_slot: bool,
-) -> Result<Booking, Error> {
+/// Moves a locked booking to `status`. An ACCEPTED REQUESTED booking then
+/// holds its slot (a generated column), checked by the exclusion constraints.
+pub async fn set_status(tx: &mut Tx, id: Uuid, status: BookingStatus, reason: &str) -> Result<Booking, Error> {
     sqlx::query_as!(
         BookingRow,
-        r#"UPDATE bookings SET status = $2, reason = $3, holds_slot = $4,
-                               version = version + 1, updated_at = now()
+        r#"UPDATE bookings SET status = $2, reason = $3, version = version + 1, updated_at = now()
            WHERE id = $1
            RETURNING id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin,
                      notes, reason, version, created_at, updated_at, NULL::uuid AS session_id"#,
         id,
         status.as_str(),
-        reason,
-        holds_slot
+        reason
     )
     .fetch_one(&mut **tx)
     .await
@@ -165,7 +157,7 @@ pub async fn audit(
 
 /// Which participant already has an accepted booking overlapping `[start, end)`.
 pub async fn overlap(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     mentor_id: Uuid,
     mentee_id: Uuid,
     start: DateTime<Utc>,
@@ -182,7 +174,7 @@ pub async fn overlap(
         start,
         end
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
     .map_err(db_error)?;
     Ok(if row.mentor {
@@ -236,6 +228,18 @@ pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) ->
         mentee_id
     )
     .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Frees the time slot of a booking whose session was cancelled.
+pub async fn release_slot(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE bookings SET slot_released_at = now(), updated_at = now() WHERE id = $1 AND slot_released_at IS NULL",
+        id
+    )
+    .execute(&mut **tx)
     .await
     .map_err(db_error)?;
     Ok(())

@@ -1,7 +1,7 @@
 //! Mentees, mentors (with availability) and listings.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, QueryBuilder};
+use sqlx::{PgExecutor, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use super::{Tx, corrupt, db_error};
@@ -25,13 +25,13 @@ pub async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<
     .map_err(db_error)
 }
 
-pub async fn get_mentee(pool: &PgPool, id: Uuid) -> Result<Option<Mentee>, Error> {
+pub async fn get_mentee(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Mentee>, Error> {
     sqlx::query_as!(
         Mentee,
         "SELECT id, display_name, created_at, updated_at FROM mentees WHERE id = $1",
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(db_error)
 }
@@ -213,23 +213,23 @@ pub async fn upsert_listing(tx: &mut Tx, l: &Listing) -> Result<Listing, Error> 
     .map_err(db_error)
 }
 
-pub async fn get_listing(pool: &PgPool, id: Uuid) -> Result<Option<Listing>, Error> {
+pub async fn get_listing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Listing>, Error> {
     sqlx::query_as!(
         Listing,
         "SELECT id, mentor_id, title, skill_area, created_at, updated_at FROM listings WHERE id = $1",
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(db_error)
 }
 
-pub async fn mentor_exists(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
+pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Error> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM mentors WHERE id = $1) AS "exists!""#,
         id
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
     .map_err(db_error)
 }

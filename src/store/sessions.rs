@@ -349,12 +349,14 @@ pub async fn next_deadline(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error
 }
 
 /// Locks one session whose deadline has passed, skipping sessions another
-/// replica's sweeper holds: each timeout fires on exactly one replica.
-pub async fn lock_due(tx: &mut Tx) -> Result<Option<(Uuid, String)>, Error> {
+/// replica's sweeper holds (each timeout fires on exactly one replica) and
+/// the ids in `skip` (ones that failed this pass).
+pub async fn lock_due(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<(Uuid, String)>, Error> {
     let row = sqlx::query!(
         r#"SELECT id, deadline_kind AS "kind!" FROM sessions
-           WHERE deadline IS NOT NULL AND deadline <= now()
-           ORDER BY deadline LIMIT 1 FOR UPDATE SKIP LOCKED"#
+           WHERE deadline IS NOT NULL AND deadline <= now() AND id <> ALL($1)
+           ORDER BY deadline LIMIT 1 FOR UPDATE SKIP LOCKED"#,
+        skip
     )
     .fetch_optional(&mut **tx)
     .await
@@ -375,7 +377,7 @@ pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
     Ok((xmin, 0))
 }
 
-/// Filter of WatchSessions (statuses: the session's current status).
+/// Filter of WatchSessions (statuses: the status each event left its session in).
 pub type FeedFilter = ParticipantFilter;
 
 /// One row of the feed: the event, its position, and whether it passes the filter.
@@ -408,7 +410,17 @@ pub async fn feed_page(
         "SELECT e.session_id, e.seq, e.type, e.from_status, e.to_status, e.from_stage, e.to_stage, \
          e.actor_kind, e.actor_id, e.reason, e.details, e.occurred_at, e.txid, e.id, coalesce((true",
     );
-    push_participant_filter(&mut q, "s.", filter, visibility);
+    // Participants and listing: the session's; status: the one the event left
+    // the session in, so a resumed feed selects exactly what a live one did.
+    let participants = ParticipantFilter {
+        statuses: Vec::new(),
+        ..filter.clone()
+    };
+    push_participant_filter(&mut q, "s.", &participants, visibility);
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
+        q.push(" AND e.to_status = ANY(").push_bind(statuses).push(")");
+    }
     q.push(
         "), false) AS matches FROM session_events e JOIN sessions s ON s.id = e.session_id WHERE (e.txid, e.id) > (",
     )

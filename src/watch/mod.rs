@@ -4,8 +4,9 @@
 //! hint only ("session S has seq N"); watchers read the content from the
 //! database after their own cursor, so a lost or duplicated hint can delay an
 //! event but never lose or repeat it. Lost hints are covered twice: after the
-//! listener reconnects it tells every watcher to resync, and every watcher
-//! re-reads anyway after [`BACKSTOP`] without news.
+//! listener reconnects (and LISTENs again) it tells every watcher to resync,
+//! and every watcher re-reads anyway after the backstop ([`BACKSTOP`] by
+//! default) without news.
 //!
 //! Hints travel on one `broadcast` channel per replica: writers never wait for
 //! watchers, and a watcher that falls behind (lags the channel) simply
@@ -18,7 +19,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How often watchers re-read even without a notification.
+/// How often watchers re-read even without a notification (the default).
 pub const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// The NOTIFY channel written by the `session_events_notify` trigger.
@@ -64,18 +65,25 @@ impl Hint {
 pub struct Hub {
     hints: broadcast::Sender<Hint>,
     closing: CancellationToken,
+    backstop: Duration,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub {
-            hints: broadcast::channel(HINT_BUFFER).0,
-            closing: CancellationToken::new(),
-        }
+        Hub::new(BACKSTOP)
     }
 }
 
 impl Hub {
+    /// A hub whose watchers re-read at least every `backstop`.
+    pub fn new(backstop: Duration) -> Self {
+        Hub {
+            hints: broadcast::channel(HINT_BUFFER).0,
+            closing: CancellationToken::new(),
+            backstop,
+        }
+    }
+
     /// A receiver of every hint from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Hint> {
         self.hints.subscribe()
@@ -101,10 +109,10 @@ impl Hub {
     }
 }
 
-/// Waits for the next hint that `wanted` accepts, the backstop, or the end.
+/// Waits for the next hint that `wanted` accepts, the hub's backstop, or the end.
 /// Returns false when the watcher should stop (shutdown).
 pub async fn wait(hub: &Hub, hints: &mut broadcast::Receiver<Hint>, wanted: impl Fn(&Hint) -> bool) -> bool {
-    let backstop = tokio::time::sleep(BACKSTOP);
+    let backstop = tokio::time::sleep(hub.backstop);
     tokio::pin!(backstop);
     loop {
         tokio::select! {
@@ -139,17 +147,18 @@ pub async fn listen(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
             tracing::warn!(error = %err, "LISTEN failed; retrying");
             continue;
         }
-        // Anything committed while we were not listening must be re-read.
+        // LISTEN is active again: anything committed while it was not must be re-read.
         hub.publish(Hint::Resync);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = listener.try_recv() => match received {
                     Ok(Some(n)) => hub.publish(Hint::parse(n.payload())),
-                    // The connection dropped; sqlx reconnects (and re-LISTENs) on the next call.
+                    // The connection dropped: reconnect, LISTEN, and only then resync,
+                    // so nothing committed before LISTEN is active goes unnoticed.
                     Ok(None) => {
                         tracing::warn!("watch listener connection lost; reconnecting");
-                        hub.publish(Hint::Resync);
+                        break;
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "watch listener failed; reconnecting");

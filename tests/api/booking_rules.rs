@@ -382,17 +382,18 @@ async fn the_database_itself_refuses_broken_invariants() {
     assert!(moved.unwrap_err().to_string().contains("sessions_booking_fkey"));
 
     // A booking with a session can no longer leave ACCEPTED.
-    let reopened = sqlx::query("UPDATE bookings SET status = 'DRAFT', holds_slot = false WHERE id = $1::uuid")
+    let reopened = sqlx::query("UPDATE bookings SET status = 'DRAFT' WHERE id = $1::uuid")
         .bind(&s.booking_id)
         .execute(&app.pool)
         .await;
     assert!(reopened.unwrap_err().to_string().contains("sessions_booking_fkey"));
 
-    // Overlapping ACCEPTED bookings, written behind the service's back.
+    // Overlapping ACCEPTED bookings, written behind the service's back
+    // (holds_slot is derived: there is no way to insert one that does not block).
     let overlap = sqlx::query(
-        "INSERT INTO bookings (id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin, holds_slot)
+        "INSERT INTO bookings (id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin)
          SELECT gen_random_uuid(), listing_id, mentor_id, mentee_id, start_time + interval '10 minutes',
-                end_time + interval '10 minutes', 'ACCEPTED', 'REQUESTED', true
+                end_time + interval '10 minutes', 'ACCEPTED', 'REQUESTED'
          FROM bookings WHERE id = $1::uuid",
     )
     .bind(&s.booking_id)
@@ -406,4 +407,65 @@ async fn the_database_itself_refuses_broken_invariants() {
         .execute(&app.pool)
         .await;
     assert!(bad.unwrap_err().to_string().contains("sessions_status_check"));
+}
+
+#[tokio::test]
+async fn a_cancelled_session_gives_its_slot_back() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let t = monday_at(10);
+    let s = scheduled(&app, &w, t).await;
+    // While the session stands, the slot is taken.
+    assert_status(
+        create(&app, booking_request(w.listing, w.mentee, t, t + Duration::hours(1))).await,
+        Code::FailedPrecondition,
+        "BOOKING_OVERLAP",
+    );
+    app.sessions()
+        .cancel_session(authed(
+            &w.mentee_token(),
+            pb::CancelSessionRequest {
+                session_id: s.id.clone(),
+                reason: "cannot make it".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("cancel");
+    let again = create(&app, booking_request(w.listing, w.mentee, t, t + Duration::hours(1)))
+        .await
+        .expect("rebook");
+    let accepted = accept(&app, &again.id).await.expect("accept the rebooking");
+    assert_eq!(
+        accepted.session.expect("session").status(),
+        pb::SessionStatus::Scheduled
+    );
+    let released: bool =
+        sqlx::query_scalar("SELECT slot_released_at IS NOT NULL AND NOT holds_slot FROM bookings WHERE id = $1::uuid")
+            .bind(&s.booking_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
+    assert!(released);
+}
+
+#[tokio::test]
+async fn a_booking_whose_start_has_passed_cannot_be_accepted() {
+    let app = spawn_with(
+        1,
+        mentorship::app::Rules {
+            booking_bounds: mentorship::domain::booking::DurationBounds {
+                min: Duration::seconds(1),
+                max: Duration::hours(8),
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let w = world(&app).await;
+    let start = Utc::now() + Duration::milliseconds(300);
+    let b = draft(&app, &w, start, start + Duration::minutes(30)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_status(accept(&app, &b.id).await, Code::FailedPrecondition, "BOOKING_EXPIRED");
+    assert_eq!(app.count("sessions").await, 0);
 }

@@ -793,3 +793,26 @@ async fn with_two_replicas_each_timeout_fires_exactly_once() {
         assert_eq!(event_log(&app, id).await.len(), 2);
     }
 }
+
+#[tokio::test]
+async fn a_timeout_that_cannot_fire_does_not_hold_back_the_others() {
+    let app = spawn_with(1, fast_rules()).await;
+    let a = world(&app).await;
+    let b = world(&app).await;
+    let broken = on_demand(&app, &a, None).await.expect("create");
+    // Corrupt it and make it the first due deadline.
+    sqlx::query("UPDATE sessions SET config = '{}', deadline = now() - interval '1 minute' WHERE id = $1::uuid")
+        .bind(&broken.id)
+        .execute(&app.pool)
+        .await
+        .expect("corrupt");
+    let healthy = on_demand(&app, &b, short_max_duration(1)).await.expect("create");
+    let done = wait_for_status(&app, &healthy.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    assert_eq!(done.cancel_reason, "TIMEOUT");
+    let still: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1::uuid")
+        .bind(&broken.id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("status");
+    assert_eq!(still, "ACTIVE", "the broken one is skipped, not half-applied");
+}

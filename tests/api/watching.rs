@@ -107,9 +107,18 @@ fn assert_contiguous(events: &[pb::SessionEvent], first: i64) {
     assert_eq!(seqs, want, "every event once, in order");
 }
 
+/// Rules whose backstop never fires during a test: only LISTEN/NOTIFY (and
+/// the resync after a reconnect) can deliver.
+fn notifications_only() -> mentorship::app::Rules {
+    mentorship::app::Rules {
+        watch_backstop: StdDuration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn a_watcher_on_one_replica_sees_every_change_made_through_the_other() {
-    let app = spawn_replicas(2).await;
+    let app = spawn_with(2, notifications_only()).await;
     let w = world(&app).await;
     let s = scheduled(&app, &w, monday_at(10)).await;
     let mut stream = watch(&app, 0, &w.mentee_token(), &s.id, None).await.expect("watch");
@@ -134,7 +143,7 @@ async fn a_watcher_on_one_replica_sees_every_change_made_through_the_other() {
 
 #[tokio::test]
 async fn watchers_get_every_event_once_when_the_listener_connection_is_killed() {
-    let app = spawn_replicas(2).await;
+    let app = spawn_with(2, notifications_only()).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, None).await.expect("create");
     let mut stream = watch(&app, 0, &coordinator(), &s.id, Some(1)).await.expect("watch");
@@ -276,7 +285,26 @@ async fn feed(
         .map(|r| r.into_inner())
 }
 
-/// Reads feed items until `count` matching `keep` arrived.
+/// Reads feed items until `count` STAGE_CHANGED events arrived; returns those.
+async fn take_stages(
+    stream: &mut Streaming<pb::WatchSessionsResponse>,
+    count: usize,
+) -> Vec<pb::WatchSessionsResponse> {
+    let mut items = Vec::new();
+    while items.len() < count {
+        let item = next(stream).await.expect("feed item");
+        if item
+            .event
+            .as_ref()
+            .is_some_and(|e| e.r#type() == pb::SessionEventType::StageChanged)
+        {
+            items.push(item);
+        }
+    }
+    items
+}
+
+/// Reads the next `count` feed items.
 async fn take(stream: &mut Streaming<pb::WatchSessionsResponse>, count: usize) -> Vec<pb::WatchSessionsResponse> {
     let mut items = Vec::new();
     while items.len() < count {
@@ -312,13 +340,15 @@ async fn the_feed_filters_by_participant_and_resumes_from_a_cursor_across_replic
         stage(&app, i % 2, &sa.id, &format!("a{i}")).await;
         stage(&app, (i + 1) % 2, &sb.id, &format!("b{i}")).await;
     }
-    let got_a = take(&mut mine, 5).await;
+    // A feed started without a cursor may begin with events committed just
+    // before the call (see ARCHITECTURE.md); count from the stage changes on.
+    let got_a = take_stages(&mut mine, 5).await;
     assert!(
         got_a
             .iter()
             .all(|i| i.event.as_ref().expect("event").session_id == sa.id)
     );
-    let got_b = take(&mut coord, 5).await;
+    let got_b = take_stages(&mut coord, 5).await;
     assert!(
         got_b
             .iter()
@@ -328,9 +358,22 @@ async fn the_feed_filters_by_participant_and_resumes_from_a_cursor_across_replic
     assert_eq!(seqs, [2, 3, 4, 5, 6]);
 
     // Disconnect after two items; resume from the second's cursor on the other replica.
-    let mut all = feed(&app, 0, &coordinator(), pb::WatchSessionsRequest::default())
-        .await
-        .expect("feed");
+    let only_a = || pb::WatchSessionsRequest {
+        mentee_id: a.mentee.to_string(),
+        ..Default::default()
+    };
+    let after_six = got_a.last().expect("a item").cursor.clone();
+    let mut all = feed(
+        &app,
+        0,
+        &coordinator(),
+        pb::WatchSessionsRequest {
+            cursor: after_six,
+            ..only_a()
+        },
+    )
+    .await
+    .expect("feed");
     for i in 5..8 {
         stage(&app, 1, &sa.id, &format!("a{i}")).await;
     }
@@ -340,19 +383,11 @@ async fn the_feed_filters_by_participant_and_resumes_from_a_cursor_across_replic
         stage(&app, 0, &sa.id, &format!("a{i}")).await;
     }
     let cursor = first_two[1].cursor.clone();
-    let mut resumed = feed(
-        &app,
-        1,
-        &coordinator(),
-        pb::WatchSessionsRequest {
-            cursor,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("resume");
+    let mut resumed = feed(&app, 1, &coordinator(), pb::WatchSessionsRequest { cursor, ..only_a() })
+        .await
+        .expect("resume");
     let rest = take(&mut resumed, 5).await;
-    let mut keys: Vec<(String, i64)> = first_two
+    let keys: Vec<(String, i64)> = first_two
         .iter()
         .chain(rest.iter())
         .map(|i| {
@@ -362,11 +397,11 @@ async fn the_feed_filters_by_participant_and_resumes_from_a_cursor_across_replic
         .collect();
     let unique: HashSet<_> = keys.iter().cloned().collect();
     assert_eq!(unique.len(), keys.len(), "nothing repeated: {keys:?}");
-    keys.retain(|(id, _)| *id == sa.id);
+    assert!(keys.iter().all(|(id, _)| *id == sa.id));
     let seqs: Vec<i64> = keys.iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs, [7, 8, 9, 10, 11, 12, 13], "nothing lost across the reconnect");
 
-    // Statuses filter on the session's current status.
+    // The statuses filter selects events by the status they left their session in.
     complete(&app, 0, &sb.id).await;
     let mut completed = feed(
         &app,
@@ -404,4 +439,61 @@ async fn the_feed_filters_by_participant_and_resumes_from_a_cursor_across_replic
     )
     .await;
     assert_eq!(unknown_role.expect_err("denied").code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn the_feed_never_moves_past_an_event_that_commits_later() {
+    let app = spawn_with(1, notifications_only()).await;
+    let a = world(&app).await;
+    let b = world(&app).await;
+    let sa = on_demand(&app, &a, None).await.expect("a");
+    let sb = on_demand(&app, &b, None).await.expect("b");
+    let mut all = feed(&app, 0, &coordinator(), pb::WatchSessionsRequest::default())
+        .await
+        .expect("feed");
+
+    // An older transaction appends an event to session A and stays open…
+    let mut held = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *held)
+        .await
+        .expect("xid");
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE sessions SET last_seq = last_seq + 1 WHERE id = $1::uuid RETURNING last_seq")
+            .bind(&sa.id)
+            .fetch_one(&mut *held)
+            .await
+            .expect("lock A");
+    sqlx::query(
+        "INSERT INTO session_events (session_id, seq, type, from_status, to_status, actor_kind, reason)
+         VALUES ($1::uuid, $2, 'STAGE_CHANGED', 'ACTIVE', 'ACTIVE', 'SYSTEM', 'held')",
+    )
+    .bind(&sa.id)
+    .bind(seq)
+    .execute(&mut *held)
+    .await
+    .expect("append to A");
+
+    // …while a newer one commits an event of session B.
+    stage(&app, 0, &sb.id, "newer").await;
+    let early = tokio::time::timeout(StdDuration::from_millis(700), all.message()).await;
+    assert!(
+        early.is_err(),
+        "nothing is delivered past the open transaction: {early:?}"
+    );
+
+    held.commit().await.expect("commit A");
+    let items = take(&mut all, 2).await;
+    let order: Vec<(String, i64)> = items
+        .iter()
+        .map(|i| {
+            let e = i.event.as_ref().expect("event");
+            (e.session_id.clone(), e.seq)
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [(sa.id.clone(), seq), (sb.id.clone(), 2)],
+        "feed order is commit-safe"
+    );
 }
