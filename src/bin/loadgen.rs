@@ -1,0 +1,312 @@
+//! Load generator for `mentorship`: drives the session lifecycle and the
+//! booking flow against a running server from N concurrent workers for a
+//! fixed time, then prints per-RPC throughput and latency percentiles.
+//!
+//! ```sh
+//! MENTORSHIP_JWT_SECRET=… cargo run --release --bin loadgen -- --addr http://127.0.0.1:50051 --workers 16 --seconds 20
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+use mentorship::grpc::{
+    auth::{Claims, mint_hs256},
+    pb::{
+        self, booking_service_client::BookingServiceClient, directory_service_client::DirectoryServiceClient,
+        session_service_client::SessionServiceClient,
+    },
+};
+use tonic::{Request, transport::Channel};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for the mentorship service")]
+struct Args {
+    /// Server URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// HS256 secret the server verifies with.
+    #[arg(long, env = "MENTORSHIP_JWT_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Concurrent workers (each loops over the flows).
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+}
+
+type Samples = BTreeMap<&'static str, Vec<Duration>>;
+
+fn authed<T>(token: &str, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+/// Times one call and records it under `name`.
+async fn timed<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
+    samples: &mut Samples,
+    name: &'static str,
+    call: F,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let out = call.await.with_context(|| name)?;
+    samples.entry(name).or_default().push(start.elapsed());
+    Ok(out)
+}
+
+/// One worker: its own mentee, mentor and listing; loops until `until`.
+async fn worker(channel: Channel, token: String, until: Instant, index: usize) -> anyhow::Result<Samples> {
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let mut bookings = BookingServiceClient::new(channel.clone());
+    let mut sessions = SessionServiceClient::new(channel);
+    let mentee = Uuid::new_v4();
+    directory
+        .upsert_mentee(authed(
+            &token,
+            pb::UpsertMenteeRequest {
+                mentee: Some(pb::Mentee {
+                    id: mentee.to_string(),
+                    display_name: format!("mentee {index}"),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?;
+    let mentor = directory
+        .upsert_mentor(authed(
+            &token,
+            pb::UpsertMentorRequest {
+                mentor: Some(pb::Mentor {
+                    user_id: Uuid::new_v4().to_string(),
+                    display_name: format!("mentor {index}"),
+                    timezone: "UTC".into(),
+                    accepting_sessions: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .mentor
+        .context("mentor")?;
+    let listing = directory
+        .upsert_listing(authed(
+            &token,
+            pb::UpsertListingRequest {
+                listing: Some(pb::Listing {
+                    mentor_id: mentor.id,
+                    title: "load".into(),
+                    skill_area: "load".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .listing
+        .context("listing")?;
+
+    let mut samples = Samples::new();
+    // Bookings walk forward in time so they never overlap.
+    let mut slot = chrono::Utc::now() + chrono::Duration::days(1);
+    while Instant::now() < until {
+        // The booking flow: create, accept.
+        let start = slot;
+        slot += chrono::Duration::hours(1);
+        let booking = timed(
+            &mut samples,
+            "CreateBooking",
+            bookings.create_booking(authed(
+                &token,
+                pb::CreateBookingRequest {
+                    listing_id: listing.id.clone(),
+                    mentee_id: mentee.to_string(),
+                    start_time: Some(mentorship::grpc::convert::timestamp(start)),
+                    end_time: Some(mentorship::grpc::convert::timestamp(
+                        start + chrono::Duration::minutes(30),
+                    )),
+                    notes: String::new(),
+                    request_id: Uuid::new_v4().to_string(),
+                },
+            )),
+        )
+        .await?
+        .into_inner()
+        .booking
+        .context("booking")?;
+        timed(
+            &mut samples,
+            "AcceptBooking",
+            bookings.accept_booking(authed(
+                &token,
+                pb::AcceptBookingRequest {
+                    booking_id: booking.id,
+                    request_id: Uuid::new_v4().to_string(),
+                },
+            )),
+        )
+        .await?;
+
+        // The on-demand session lifecycle.
+        let session = timed(
+            &mut samples,
+            "CreateSession",
+            sessions.create_session(authed(
+                &token,
+                pb::CreateSessionRequest {
+                    mentee_id: mentee.to_string(),
+                    listing_id: listing.id.clone(),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?
+        .into_inner()
+        .session
+        .context("session")?;
+        let id = session.id;
+        timed(
+            &mut samples,
+            "PauseSession",
+            sessions.pause_session(authed(
+                &token,
+                pb::PauseSessionRequest {
+                    session_id: id.clone(),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?;
+        timed(
+            &mut samples,
+            "ResumeSession",
+            sessions.resume_session(authed(
+                &token,
+                pb::ResumeSessionRequest {
+                    session_id: id.clone(),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?;
+        timed(
+            &mut samples,
+            "AdvanceStage",
+            sessions.advance_stage(authed(
+                &token,
+                pb::AdvanceStageRequest {
+                    session_id: id.clone(),
+                    stage: "review".into(),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?;
+        timed(
+            &mut samples,
+            "CompleteSession",
+            sessions.complete_session(authed(
+                &token,
+                pb::CompleteSessionRequest {
+                    session_id: id.clone(),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?;
+        timed(
+            &mut samples,
+            "GetSession",
+            sessions.get_session(authed(&token, pb::GetSessionRequest { session_id: id.clone() })),
+        )
+        .await?;
+        timed(
+            &mut samples,
+            "ListSessionEvents",
+            sessions.list_session_events(authed(
+                &token,
+                pb::ListSessionEventsRequest {
+                    session_id: id,
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?;
+    }
+    Ok(samples)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let token = mint_hs256(
+        args.secret.as_bytes(),
+        &Claims {
+            sub: Uuid::new_v4().to_string(),
+            roles: vec!["coordinator".into()],
+            mentor_id: None,
+            exp: chrono::Utc::now().timestamp() + 3600,
+            iss: None,
+            aud: None,
+        },
+    )?;
+    let channel = Channel::from_shared(args.addr.clone())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.seconds);
+    let mut handles = Vec::new();
+    for i in 0..args.workers {
+        handles.push(tokio::spawn(worker(channel.clone(), token.clone(), until, i)));
+    }
+    let mut all = Samples::new();
+    for h in handles {
+        for (name, mut v) in h.await?? {
+            all.entry(name).or_default().append(&mut v);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("workers={} seconds={:.1}", args.workers, elapsed);
+    println!("| rpc | calls | calls/s | p50 ms | p95 ms | p99 ms | max ms |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut total = 0;
+    for (name, mut v) in all {
+        v.sort();
+        total += v.len();
+        println!(
+            "| {name} | {} | {:.0} | {} | {} | {} | {} |",
+            v.len(),
+            v.len() as f64 / elapsed,
+            ms(percentile(&v, 50.0)),
+            ms(percentile(&v, 95.0)),
+            ms(percentile(&v, 99.0)),
+            ms(*v.last().unwrap_or(&Duration::ZERO)),
+        );
+    }
+    println!("| all | {total} | {:.0} | | | | |", total as f64 / elapsed);
+    Ok(())
+}
