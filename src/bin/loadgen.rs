@@ -213,6 +213,27 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
             )),
         )
         .await?;
+        // A watcher on the session: how long after CompleteSession returns does its event arrive?
+        let mut watch = sessions
+            .watch_session(authed(
+                &token,
+                pb::WatchSessionRequest {
+                    session_id: id.clone(),
+                    after_seq: Some(4),
+                },
+            ))
+            .await?
+            .into_inner();
+        let arrived = tokio::spawn(async move {
+            while let Ok(Some(item)) = watch.message().await {
+                if let Some(pb::watch_session_response::Item::Event(e)) = item.item
+                    && e.to_status() == pb::SessionStatus::Completed
+                {
+                    return Some(Instant::now());
+                }
+            }
+            None
+        });
         timed(
             &mut samples,
             "CompleteSession",
@@ -225,6 +246,13 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
             )),
         )
         .await?;
+        let returned = Instant::now();
+        if let Some(at) = arrived.await? {
+            samples
+                .entry("watch delivery*")
+                .or_default()
+                .push(at.saturating_duration_since(returned));
+        }
         timed(
             &mut samples,
             "GetSession",
