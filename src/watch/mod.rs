@@ -145,7 +145,10 @@ pub async fn listen(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
         };
         if let Err(err) = listener.listen(CHANNEL).await {
             tracing::warn!(error = %err, "LISTEN failed; retrying");
-            continue;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            }
         }
         // LISTEN is active again: anything committed while it was not must be re-read.
         hub.publish(Hint::Resync);
