@@ -14,19 +14,6 @@ async fn create(app: &TestApp, req: pb::CreateBookingRequest) -> Result<pb::Book
         .map(|r| r.into_inner().booking.expect("booking"))
 }
 
-async fn accept(app: &TestApp, booking_id: &str) -> Result<pb::AcceptBookingResponse, tonic::Status> {
-    app.bookings()
-        .accept_booking(authed(
-            &coordinator(),
-            pb::AcceptBookingRequest {
-                booking_id: booking_id.into(),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
-}
-
 #[tokio::test]
 async fn start_must_precede_end() {
     let app = spawn_app().await;

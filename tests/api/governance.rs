@@ -728,19 +728,7 @@ async fn a_scheduled_session_not_started_is_a_no_show() {
     let w = world(&app).await;
     let start = Utc::now() + Duration::milliseconds(500);
     let b = draft(&app, &w, start, start + Duration::seconds(1)).await;
-    let accepted = app
-        .bookings()
-        .accept_booking(authed(
-            &coordinator(),
-            pb::AcceptBookingRequest {
-                booking_id: b.id,
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .expect("accept")
-        .into_inner();
-    let s = accepted.session.expect("session");
+    let s = accept(&app, &b.id).await.expect("accept").session.expect("session");
     let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
     assert_eq!(done.cancel_reason, "NO_SHOW");
     let (reason, fired) = timeout_event(&app, &s.id).await;

@@ -352,22 +352,24 @@ pub async fn draft(app: &TestApp, w: &World, start: DateTime<Utc>, end: DateTime
         .expect("booking")
 }
 
-/// Creates and accepts a booking; returns the SCHEDULED session.
-pub async fn scheduled(app: &TestApp, w: &World, start: DateTime<Utc>) -> pb::Session {
-    let b = draft(app, w, start, start + Duration::hours(1)).await;
+/// Accepts a booking as coordinator.
+pub async fn accept(app: &TestApp, booking_id: &str) -> Result<pb::AcceptBookingResponse, Status> {
     app.bookings()
         .accept_booking(authed(
             &coordinator(),
             pb::AcceptBookingRequest {
-                booking_id: b.id,
+                booking_id: booking_id.into(),
                 request_id: String::new(),
             },
         ))
         .await
-        .expect("accept")
-        .into_inner()
-        .session
-        .expect("session")
+        .map(|r| r.into_inner())
+}
+
+/// Creates and accepts a booking; returns the SCHEDULED session.
+pub async fn scheduled(app: &TestApp, w: &World, start: DateTime<Utc>) -> pb::Session {
+    let b = draft(app, w, start, start + Duration::hours(1)).await;
+    accept(app, &b.id).await.expect("accept").session.expect("session")
 }
 
 /// Statuses of a session's events, in seq order, checking seq is 1..n.
