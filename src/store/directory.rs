@@ -141,23 +141,34 @@ pub async fn get_mentor(conn: &mut sqlx::PgConnection, id: Uuid, default_limit: 
 
 /// A mentor's windows, for booking checks.
 pub async fn availability(db: impl sqlx::PgExecutor<'_>, mentor_id: Uuid) -> Result<Vec<Window>, Error> {
+    Ok(availability_of(db, &[mentor_id])
+        .await?
+        .remove(&mentor_id)
+        .unwrap_or_default())
+}
+
+/// The windows of several mentors in one query, by mentor id.
+async fn availability_of(
+    db: impl sqlx::PgExecutor<'_>,
+    mentor_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<Window>>, Error> {
     let rows = sqlx::query!(
-        r#"SELECT day_of_week, start_minute, end_minute FROM mentor_availability
-           WHERE mentor_id = $1 ORDER BY day_of_week, start_minute"#,
-        mentor_id
+        r#"SELECT mentor_id, day_of_week, start_minute, end_minute FROM mentor_availability
+           WHERE mentor_id = ANY($1) ORDER BY mentor_id, day_of_week, start_minute"#,
+        mentor_ids
     )
     .fetch_all(db)
     .await
     .map_err(db_error)?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(Window {
-                day_of_week: u8::try_from(r.day_of_week).map_err(|_| corrupt("day_of_week"))?,
-                start_minute: u16::try_from(r.start_minute).map_err(|_| corrupt("start_minute"))?,
-                end_minute: u16::try_from(r.end_minute).map_err(|_| corrupt("end_minute"))?,
-            })
-        })
-        .collect()
+    let mut windows: std::collections::HashMap<Uuid, Vec<Window>> = std::collections::HashMap::new();
+    for r in rows {
+        windows.entry(r.mentor_id).or_default().push(Window {
+            day_of_week: u8::try_from(r.day_of_week).map_err(|_| corrupt("day_of_week"))?,
+            start_minute: u16::try_from(r.start_minute).map_err(|_| corrupt("start_minute"))?,
+            end_minute: u16::try_from(r.end_minute).map_err(|_| corrupt("end_minute"))?,
+        });
+    }
+    Ok(windows)
 }
 
 /// Keyset page of mentors ordered by id.
@@ -188,12 +199,16 @@ pub async fn list_mentors(
     }
     q.push(" ORDER BY m.id LIMIT ").push_bind(limit);
     let rows: Vec<MentorRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
-    let mut mentors = Vec::with_capacity(rows.len());
-    for row in rows {
-        let windows = availability(pool, row.id).await?;
-        mentors.push(row.into_mentor(windows, default_limit));
-    }
-    Ok(mentors)
+    // One query for every listed mentor's windows, not one per mentor.
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut windows = availability_of(pool, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let own = windows.remove(&row.id).unwrap_or_default();
+            row.into_mentor(own, default_limit)
+        })
+        .collect())
 }
 
 pub async fn upsert_listing(tx: &mut Tx, l: &Listing) -> Result<Listing, Error> {
