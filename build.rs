@@ -5,6 +5,7 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "proto/mentorship/v1/errors.proto",
         "proto/mentorship/v1/resources.proto",
         "proto/mentorship/v1/directory_service.proto",
         "proto/mentorship/v1/booking_service.proto",

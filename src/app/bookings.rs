@@ -12,6 +12,7 @@ use crate::domain::{
     model::{Booking, EventType, Session},
     session::{self, SessionStatus},
 };
+use crate::domain::{Reason, Resource};
 use crate::store::{
     self, Tx,
     bookings::{self as store_bookings, BookingFilter},
@@ -46,25 +47,25 @@ impl App {
 
         let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
-            .ok_or_else(|| Error::not_found("listing", req.listing_id))?;
+            .ok_or_else(|| Error::not_found(Resource::Listing, req.listing_id))?;
         let mentor_id = listing.mentor_id.ok_or_else(|| {
             Error::precondition(
-                "LISTING_HAS_NO_MENTOR",
+                Reason::ListingHasNoMentor,
                 format!("listings/{}", listing.id),
                 "this listing has no mentor to book; it can only be worked on demand",
             )
         })?;
         if directory::get_mentee(&mut **tx, mentee_id).await?.is_none() {
-            return Err(Error::not_found("mentee", mentee_id));
+            return Err(Error::not_found(Resource::Mentee, mentee_id));
         }
         let mentor = directory::get_mentor(tx, mentor_id, self.rules.default_mentor_limit)
             .await?
-            .ok_or_else(|| Error::not_found("mentor", mentor_id))?;
+            .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
         let tz = availability::parse_timezone("timezone", &mentor.timezone)
             .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
         if !availability::fits(&mentor.availability, tz, req.start_time, req.end_time) {
             return Err(Error::precondition(
-                "OUTSIDE_AVAILABILITY",
+                Reason::OutsideAvailability,
                 format!("mentors/{mentor_id}"),
                 format!(
                     "the booking does not lie within one of the mentor's availability windows ({})",
@@ -77,7 +78,7 @@ impl App {
             store_bookings::overlap(&mut **tx, mentor_id, mentee_id, req.start_time, req.end_time).await?
         {
             return Err(Error::precondition(
-                "BOOKING_OVERLAP",
+                Reason::BookingOverlap,
                 "bookings",
                 format!("the {who_overlaps} already has an accepted booking overlapping this time"),
             )
@@ -109,7 +110,7 @@ impl App {
     pub async fn get_booking(&self, who: &Principal, id: Uuid) -> Result<Booking> {
         let booking = store_bookings::get(&self.pool, id)
             .await?
-            .ok_or_else(|| Error::not_found("booking", id))?;
+            .ok_or_else(|| Error::not_found(Resource::Booking, id))?;
         if !who.can_see(booking.participants()) {
             return Err(Error::denied(
                 "only the booking's participants, coordinators and services may read it",
@@ -143,7 +144,7 @@ impl App {
         if current.origin == BookingOrigin::Requested {
             if current.start_time <= Utc::now() {
                 return Err(Error::precondition(
-                    "BOOKING_EXPIRED",
+                    Reason::BookingExpired,
                     format!("bookings/{id}"),
                     "the booking's start time has passed; it can no longer be accepted",
                 ));
@@ -186,7 +187,7 @@ impl App {
         booking::decide(id, current.status, to).map_err(|e| {
             if current.status == BookingStatus::Accepted && to == BookingStatus::Cancelled {
                 Error::precondition(
-                    "BOOKING_NOT_DRAFT",
+                    Reason::BookingNotDraft,
                     format!("bookings/{id}"),
                     "an ACCEPTED booking cannot be cancelled; cancel its session instead",
                 )
@@ -281,7 +282,7 @@ async fn lock_for(
 ) -> Result<(Booking, Actor)> {
     let current = store_bookings::lock(tx, id)
         .await?
-        .ok_or_else(|| Error::not_found("booking", id))?;
+        .ok_or_else(|| Error::not_found(Resource::Booking, id))?;
     let actor = who.require_on(global, participants, current.participants(), act)?;
     Ok((current, actor))
 }

@@ -8,6 +8,7 @@
 use uuid::Uuid;
 
 use super::{App, page};
+use crate::domain::Resource;
 use crate::domain::{
     Error, Result,
     access::{Principal, Role},
@@ -36,7 +37,7 @@ impl App {
         }
         directory::get_mentee(&self.pool, id)
             .await?
-            .ok_or_else(|| Error::not_found("mentee", id))
+            .ok_or_else(|| Error::not_found(Resource::Mentee, id))
     }
 
     pub async fn upsert_mentor(&self, tx: &mut Tx, who: &Principal, input: MentorInput) -> Result<Mentor> {
@@ -48,14 +49,14 @@ impl App {
         directory::upsert_mentor(tx, &input).await?;
         directory::get_mentor(tx, input.id, self.rules.default_mentor_limit)
             .await?
-            .ok_or_else(|| Error::not_found("mentor", input.id))
+            .ok_or_else(|| Error::not_found(Resource::Mentor, input.id))
     }
 
     pub async fn get_mentor(&self, who: &Principal, id: Uuid) -> Result<Mentor> {
         who.require(ANY_ROLE, "GetMentor")?;
         directory::get_mentor(&mut *self.connection().await?, id, self.rules.default_mentor_limit)
             .await?
-            .ok_or_else(|| Error::not_found("mentor", id))
+            .ok_or_else(|| Error::not_found(Resource::Mentor, id))
     }
 
     pub async fn list_mentors(
@@ -93,7 +94,7 @@ impl App {
         if let Some(mentor_id) = listing.mentor_id
             && !directory::mentor_exists(&mut **tx, mentor_id).await?
         {
-            return Err(Error::not_found("mentor", mentor_id));
+            return Err(Error::not_found(Resource::Mentor, mentor_id));
         }
         directory::upsert_listing(tx, &listing).await
     }
@@ -102,7 +103,7 @@ impl App {
         who.require(ANY_ROLE, "GetListing")?;
         directory::get_listing(&self.pool, id)
             .await?
-            .ok_or_else(|| Error::not_found("listing", id))
+            .ok_or_else(|| Error::not_found(Resource::Listing, id))
     }
 
     pub async fn list_listings(

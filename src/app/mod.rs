@@ -67,6 +67,6 @@ impl App {
 
     /// One pooled connection, for reads that take several statements.
     async fn connection(&self) -> crate::domain::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        self.pool.acquire().await.map_err(crate::store::db_error)
+        self.pool.acquire().await.map_err(crate::domain::Error::from)
     }
 }

@@ -12,6 +12,7 @@ use crate::domain::{
     model::{Booking, EventType, Session},
     session::{self, Command, Requester, SessionStatus},
 };
+use crate::domain::{Reason, Resource};
 use crate::store::{
     Tx, bookings as store_bookings, directory,
     sessions::{self as store_sessions, SessionFilter, SortField},
@@ -33,7 +34,7 @@ pub struct NewSession {
 async fn lock_visible(tx: &mut Tx, who: Requester<'_>, id: Uuid, etag_expected: Option<&str>) -> Result<Session> {
     let s = store_sessions::lock(tx, id)
         .await?
-        .ok_or_else(|| Error::not_found("session", id))?;
+        .ok_or_else(|| Error::not_found(Resource::Session, id))?;
     if let Requester::Caller(p) = who
         && !p.can_see(s.participants())
     {
@@ -70,7 +71,7 @@ impl App {
     pub async fn get_session(&self, who: &Principal, id: Uuid) -> Result<Session> {
         let session = store_sessions::get(&self.pool, id)
             .await?
-            .ok_or_else(|| Error::not_found("session", id))?;
+            .ok_or_else(|| Error::not_found(Resource::Session, id))?;
         if !who.can_see(session.participants()) {
             return Err(Error::denied(
                 "only the session's participants, coordinators and services may read it",
@@ -172,7 +173,7 @@ impl App {
         )?;
         if !s.config.allowed_stages.is_empty() && !s.config.allowed_stages.contains(&stage) {
             return Err(Error::precondition(
-                "STAGE_NOT_ALLOWED",
+                Reason::StageNotAllowed,
                 format!("sessions/{id}"),
                 format!("stage {stage:?} is not one of the session's allowed stages"),
             )
@@ -222,19 +223,19 @@ impl App {
         config.validate(&self.rules.config_limits, "config")?;
         let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
-            .ok_or_else(|| Error::not_found("listing", req.listing_id))?;
+            .ok_or_else(|| Error::not_found(Resource::Listing, req.listing_id))?;
         if directory::get_mentee(&mut **tx, req.mentee_id).await?.is_none() {
-            return Err(Error::not_found("mentee", req.mentee_id));
+            return Err(Error::not_found(Resource::Mentee, req.mentee_id));
         }
         let mentor_id = req.mentor_id.or(listing.mentor_id).ok_or_else(|| {
             Error::precondition(
-                "NO_ELIGIBLE_MENTOR",
+                Reason::NoEligibleMentor,
                 format!("listings/{}", listing.id),
                 "neither the request nor the listing names a mentor",
             )
         })?;
         if !directory::mentor_exists(&mut **tx, mentor_id).await? {
-            return Err(Error::not_found("mentor", mentor_id));
+            return Err(Error::not_found(Resource::Mentor, mentor_id));
         }
         let now = Utc::now();
         let booking = Booking {
@@ -291,7 +292,7 @@ impl App {
         )?;
         if s.status.is_terminal() {
             return Err(Error::precondition(
-                "SESSION_TERMINAL",
+                Reason::SessionTerminal,
                 format!("sessions/{id}"),
                 format!(
                     "the session is {} and its config can no longer change",
@@ -305,7 +306,7 @@ impl App {
         let used = s.active_duration(Utc::now());
         if chrono::Duration::seconds(updated.max_duration_secs) < used {
             return Err(Error::precondition(
-                "MAX_DURATION_BELOW_ACTIVE_TIME",
+                Reason::MaxDurationBelowActiveTime,
                 format!("sessions/{id}"),
                 format!(
                     "max_duration cannot be below the {} s of active time already used",

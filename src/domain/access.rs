@@ -215,6 +215,80 @@ impl Principal {
     }
 }
 
+use Role::{Coordinator, Mentee, Mentor, Service};
+
+/// Every known role.
+const ANYONE: &[Role] = &[Coordinator, Service, Mentor, Mentee];
+
+/// Every RPC of `mentorship.v1` and the roles that may ever call it: the one
+/// table of SPEC §3, §4 and §7 at the level of whole RPCs. The auth layer
+/// checks it first, before the request is parsed or any row is read: a
+/// caller holding none of these roles gets PERMISSION_DENIED whatever the
+/// request says. Ownership (is this the caller's own booking or session?)
+/// and the per-status rules of `session::TRANSITIONS` are checked later,
+/// where the row is known.
+pub const RPC_CALLERS: &[(&str, &[Role])] = &[
+    // DirectoryService: managers manage everything; mentees and mentors manage themselves.
+    ("UpsertMentee", &[Coordinator, Service, Mentee]),
+    ("GetMentee", ANYONE),
+    ("UpsertMentor", &[Coordinator, Service, Mentor]),
+    ("GetMentor", ANYONE),
+    ("ListMentors", ANYONE),
+    ("UpsertListing", &[Coordinator, Service, Mentor]),
+    ("GetListing", ANYONE),
+    ("ListListings", ANYONE),
+    // BookingService (SPEC §3).
+    ("CreateBooking", &[Coordinator, Mentee]),
+    ("GetBooking", ANYONE),
+    ("ListBookings", ANYONE),
+    ("AcceptBooking", &[Coordinator, Mentor]),
+    ("DeclineBooking", &[Coordinator, Mentor]),
+    ("CancelBooking", &[Coordinator, Mentor, Mentee]),
+    // SessionService (SPEC §4); transitions as in `session::TRANSITIONS`.
+    ("CreateSession", &[Coordinator, Service]),
+    ("GetSession", ANYONE),
+    ("ListSessions", ANYONE),
+    ("StartSession", &[Coordinator, Mentor, Mentee]),
+    ("PauseSession", &[Coordinator, Service, Mentor]),
+    ("ResumeSession", &[Coordinator, Service, Mentor]),
+    ("CompleteSession", &[Coordinator, Service, Mentor]),
+    ("FailSession", &[Coordinator, Service]),
+    ("CancelSession", &[Coordinator, Mentor, Mentee]),
+    ("AdvanceStage", &[Coordinator, Service, Mentor]),
+    ("ListSessionEvents", ANYONE),
+    ("GetSessionTimeline", ANYONE),
+    ("CompareSessions", ANYONE),
+    ("ExportSessions", ANYONE),
+    ("GetSessionConfig", ANYONE),
+    ("UpdateSessionConfig", &[Coordinator, Service, Mentor]),
+    ("ListConfigTemplates", ANYONE),
+    ("ReassignMentor", &[Coordinator, Service]),
+    ("ListMentorAssignments", ANYONE),
+    ("GetQueueStatus", ANYONE),
+    ("WatchSession", ANYONE),
+    ("WatchSessions", ANYONE),
+];
+
+/// The table row of an RPC (by method name, e.g. `StartSession`).
+pub fn rpc_callers(method: &str) -> Option<(&'static str, &'static [Role])> {
+    RPC_CALLERS.iter().copied().find(|(name, _)| *name == method)
+}
+
+impl Principal {
+    /// The first check of every call: may any of the caller's roles ever call
+    /// this RPC? Nothing about the request or the stored data is consulted.
+    pub fn may_call(&self, method: &str, roles: &[Role]) -> Result<()> {
+        if self.roles.iter().any(|r| roles.contains(r)) {
+            Ok(())
+        } else {
+            Err(Error::denied(format!(
+                "{method} needs one of the roles {}",
+                RoleList(roles)
+            )))
+        }
+    }
+}
+
 struct RoleList<'a>(&'a [Role]);
 
 impl fmt::Display for RoleList<'_> {
@@ -253,6 +327,27 @@ mod tests {
         let me = Principal::new(mentee, [Role::Mentee], None);
         assert!(me.require_on(&[], &[Role::Mentor], p, "x").is_err());
         assert!(me.can_see(p));
+    }
+
+    #[test]
+    fn rpc_roles_are_checked_before_anything_else() {
+        let mentee = Principal::new(Uuid::new_v4(), [Role::Mentee], None);
+        let (method, roles) = rpc_callers("CompleteSession").expect("row");
+        let err = mentee.may_call(method, roles).unwrap_err();
+        assert!(
+            matches!(err, Error::PermissionDenied(ref m) if m.contains("CompleteSession")),
+            "{err}"
+        );
+        assert!(
+            mentee
+                .may_call("StartSession", rpc_callers("StartSession").unwrap().1)
+                .is_ok()
+        );
+        let nobody = Principal::new(Uuid::new_v4(), [], None);
+        for (method, roles) in RPC_CALLERS {
+            assert!(nobody.may_call(method, roles).is_err(), "{method} needs a known role");
+        }
+        assert!(rpc_callers("NoSuchRpc").is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::Reason;
 use super::{Error, Result, Violations};
 
 /// Status of a booking; every status but DRAFT is final.
@@ -114,7 +115,7 @@ pub fn decide(booking_id: uuid::Uuid, current: BookingStatus, to: BookingStatus)
         return Ok(());
     }
     Err(Error::precondition(
-        "BOOKING_NOT_DRAFT",
+        Reason::BookingNotDraft,
         format!("bookings/{booking_id}"),
         format!(
             "booking is {}; only a DRAFT booking can become {}",

@@ -1,5 +1,6 @@
-//! The one error type of the service's use cases. `grpc::status` maps each
-//! variant to a gRPC status with `google.rpc` details, in one table.
+//! The one error type of the service's use cases, and the closed set of
+//! failure reasons. `grpc::status` maps each variant to a gRPC status with
+//! `google.rpc` details, in one table.
 
 use std::fmt;
 
@@ -19,6 +20,129 @@ impl FieldViolation {
     }
 }
 
+/// Why a call failed: the closed set of `google.rpc.ErrorInfo.reason` values.
+/// The proto enum `mentorship.v1.ErrorReason` lists the same names with the
+/// `ERROR_REASON_` prefix, so clients can switch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    SessionNotFound,
+    BookingNotFound,
+    ListingNotFound,
+    MentorNotFound,
+    MenteeNotFound,
+    InvalidTransition,
+    SessionTerminal,
+    StageNotAllowed,
+    MaxDurationBelowActiveTime,
+    NoEligibleMentor,
+    BookingNotDraft,
+    BookingExpired,
+    BookingOverlap,
+    OutsideAvailability,
+    ListingHasNoMentor,
+    SessionExists,
+    MentorUserTaken,
+    EtagMismatch,
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, in the order of the proto enum.
+    pub const ALL: [Reason; 22] = [
+        Reason::InvalidArgument,
+        Reason::Unauthenticated,
+        Reason::PermissionDenied,
+        Reason::SessionNotFound,
+        Reason::BookingNotFound,
+        Reason::ListingNotFound,
+        Reason::MentorNotFound,
+        Reason::MenteeNotFound,
+        Reason::InvalidTransition,
+        Reason::SessionTerminal,
+        Reason::StageNotAllowed,
+        Reason::MaxDurationBelowActiveTime,
+        Reason::NoEligibleMentor,
+        Reason::BookingNotDraft,
+        Reason::BookingExpired,
+        Reason::BookingOverlap,
+        Reason::OutsideAvailability,
+        Reason::ListingHasNoMentor,
+        Reason::SessionExists,
+        Reason::MentorUserTaken,
+        Reason::EtagMismatch,
+        Reason::Internal,
+    ];
+
+    /// The `ErrorInfo.reason` string (UPPER_SNAKE_CASE).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidArgument => "INVALID_ARGUMENT",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::PermissionDenied => "PERMISSION_DENIED",
+            Reason::SessionNotFound => "SESSION_NOT_FOUND",
+            Reason::BookingNotFound => "BOOKING_NOT_FOUND",
+            Reason::ListingNotFound => "LISTING_NOT_FOUND",
+            Reason::MentorNotFound => "MENTOR_NOT_FOUND",
+            Reason::MenteeNotFound => "MENTEE_NOT_FOUND",
+            Reason::InvalidTransition => "INVALID_TRANSITION",
+            Reason::SessionTerminal => "SESSION_TERMINAL",
+            Reason::StageNotAllowed => "STAGE_NOT_ALLOWED",
+            Reason::MaxDurationBelowActiveTime => "MAX_DURATION_BELOW_ACTIVE_TIME",
+            Reason::NoEligibleMentor => "NO_ELIGIBLE_MENTOR",
+            Reason::BookingNotDraft => "BOOKING_NOT_DRAFT",
+            Reason::BookingExpired => "BOOKING_EXPIRED",
+            Reason::BookingOverlap => "BOOKING_OVERLAP",
+            Reason::OutsideAvailability => "OUTSIDE_AVAILABILITY",
+            Reason::ListingHasNoMentor => "LISTING_HAS_NO_MENTOR",
+            Reason::SessionExists => "SESSION_EXISTS",
+            Reason::MentorUserTaken => "MENTOR_USER_TAKEN",
+            Reason::EtagMismatch => "ETAG_MISMATCH",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of resource a NOT_FOUND can be about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Session,
+    Booking,
+    Listing,
+    Mentor,
+    Mentee,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Session => "session",
+            Resource::Booking => "booking",
+            Resource::Listing => "listing",
+            Resource::Mentor => "mentor",
+            Resource::Mentee => "mentee",
+        }
+    }
+
+    pub fn not_found_reason(self) -> Reason {
+        match self {
+            Resource::Session => Reason::SessionNotFound,
+            Resource::Booking => Reason::BookingNotFound,
+            Resource::Listing => Reason::ListingNotFound,
+            Resource::Mentor => Reason::MentorNotFound,
+            Resource::Mentee => Reason::MenteeNotFound,
+        }
+    }
+}
+
 /// Why a use case refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,14 +151,13 @@ pub enum Error {
     InvalidArgument(Vec<FieldViolation>),
 
     /// The named resource does not exist (or the caller may not know it does).
-    #[error("{kind} {id} not found")]
-    NotFound { kind: &'static str, id: String },
+    #[error("{} {id} not found", .resource.as_str())]
+    NotFound { resource: Resource, id: String },
 
     /// The request is well-formed but the system's state does not allow it.
     #[error("{message}")]
     FailedPrecondition {
-        /// UPPER_SNAKE_CASE reason, e.g. `INVALID_TRANSITION`.
-        reason: &'static str,
+        reason: Reason,
         message: String,
         /// What the precondition is about, e.g. `sessions/<id>`.
         subject: String,
@@ -45,10 +168,6 @@ pub enum Error {
     /// The caller's etag is stale.
     #[error("etag mismatch: the {kind} changed since it was read (current etag {current})")]
     EtagMismatch { kind: &'static str, current: String },
-
-    /// A limit is reached (queue full, rate limit).
-    #[error("{message}")]
-    ResourceExhausted { reason: &'static str, message: String },
 
     /// No valid credentials.
     #[error("unauthenticated: {0}")]
@@ -76,14 +195,14 @@ impl Error {
         Error::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
-    pub fn not_found(kind: &'static str, id: impl fmt::Display) -> Self {
+    pub fn not_found(resource: Resource, id: impl fmt::Display) -> Self {
         Error::NotFound {
-            kind,
+            resource,
             id: id.to_string(),
         }
     }
 
-    pub fn precondition(reason: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn precondition(reason: Reason, subject: impl Into<String>, message: impl Into<String>) -> Self {
         Error::FailedPrecondition {
             reason,
             message: message.into(),
@@ -108,9 +227,17 @@ impl Error {
 /// Shorthand for use-case results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Collects field violations so a request reports all of its problems at once.
+/// Most field violations one error reports; the rest are counted, not listed,
+/// so a huge bad request cannot make a huge error.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// Collects field violations so a request reports all of its problems at once
+/// (up to [`MAX_VIOLATIONS`]).
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    dropped: usize,
+}
 
 impl Violations {
     pub fn new() -> Self {
@@ -118,34 +245,92 @@ impl Violations {
     }
 
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        self.push(FieldViolation::new(field, description));
+    }
+
+    fn push(&mut self, violation: FieldViolation) {
+        if self.listed.len() < MAX_VIOLATIONS {
+            self.listed.push(violation);
+        } else {
+            self.dropped += 1;
+        }
     }
 
     /// Keeps the value of `Ok`, records the violation of `Err`.
     pub fn check<T>(&mut self, result: Result<T>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(Error::InvalidArgument(mut violations)) => {
-                self.0.append(&mut violations);
+            Err(Error::InvalidArgument(violations)) => {
+                for v in violations {
+                    self.push(v);
+                }
                 None
             }
             Err(other) => {
-                self.0.push(FieldViolation::new("request", other.to_string()));
+                self.add("request", other.to_string());
                 None
             }
         }
     }
 
+    /// Whether the list is full: callers may stop looking for more.
+    pub fn is_full(&self) -> bool {
+        self.listed.len() >= MAX_VIOLATIONS
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.listed.is_empty()
     }
 
     /// `Ok(())` when nothing was recorded, else `InvalidArgument` with every violation.
-    pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.0))
+    pub fn finish(mut self) -> Result<()> {
+        if self.listed.is_empty() {
+            return Ok(());
+        }
+        if self.dropped > 0 {
+            self.listed.push(FieldViolation::new(
+                "request",
+                format!("{} more violations not listed", self.dropped),
+            ));
+        }
+        Err(Error::InvalidArgument(self.listed))
+    }
+
+    /// [`Violations::finish`], then the value that parsing produced: a
+    /// parser that saw no violation must have produced one.
+    pub fn into_result<T>(self, value: Option<T>) -> Result<T> {
+        self.finish()?;
+        value.ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "a request parsed without violations left a value unset"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_are_capped_and_the_rest_counted() {
+        let mut v = Violations::new();
+        for i in 0..500_000 {
+            v.add(format!("items[{i}]"), "is bad");
+        }
+        let Err(Error::InvalidArgument(listed)) = v.finish() else {
+            panic!("expected violations");
+        };
+        assert_eq!(listed.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(listed[MAX_VIOLATIONS].description, "499980 more violations not listed");
+    }
+
+    #[test]
+    fn reasons_are_upper_snake_case_and_distinct() {
+        let names: std::collections::HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        for name in names {
+            assert!(name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{name}");
         }
     }
 }

@@ -10,4 +10,4 @@ pub mod input;
 pub mod model;
 pub mod session;
 
-pub use error::{Error, FieldViolation, Result, Violations};
+pub use error::{Error, FieldViolation, Reason, Resource, Result, Violations};

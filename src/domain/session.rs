@@ -121,6 +121,7 @@ const SYSTEM: Allowed = Allowed {
     system: true,
 };
 
+use super::Reason;
 use Role::{Coordinator, Mentee, Mentor, Service};
 
 /// The transition table of SPEC §4.1. A rule whose `from` equals its `to` is
@@ -265,7 +266,7 @@ fn requested_status(command: Command) -> Option<SessionStatus> {
 fn invalid_transition(session_id: uuid::Uuid, current: SessionStatus, command: Command) -> Error {
     let requested = requested_status(command).map_or("", SessionStatus::as_str);
     Error::precondition(
-        "INVALID_TRANSITION",
+        Reason::InvalidTransition,
         format!("sessions/{session_id}"),
         format!(
             "{} is not allowed while the session is {}",
@@ -313,7 +314,7 @@ mod tests {
                     matches!(
                         err,
                         Error::FailedPrecondition {
-                            reason: "INVALID_TRANSITION",
+                            reason: Reason::InvalidTransition,
                             ..
                         }
                     ),
@@ -346,6 +347,33 @@ mod tests {
             decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&service), p),
             Err(Error::PermissionDenied(_))
         ));
+    }
+
+    /// The RPC-level role table and the transition table agree: an RPC's
+    /// callers are exactly the roles some rule of its command allows.
+    #[test]
+    fn rpc_roles_are_the_union_of_the_transition_rules() {
+        use crate::domain::access::rpc_callers;
+        use std::collections::HashSet;
+        for command in [
+            Command::Start,
+            Command::Pause,
+            Command::Resume,
+            Command::Complete,
+            Command::Fail,
+            Command::Cancel,
+            Command::AdvanceStage,
+        ] {
+            let from_rules: HashSet<Role> = TRANSITIONS
+                .iter()
+                .filter(|r| r.command == command)
+                .flat_map(|r| r.allowed.global.iter().chain(r.allowed.participants))
+                .copied()
+                .collect();
+            let (_, roles) = rpc_callers(command.name()).expect("every command's RPC has a row");
+            let table: HashSet<Role> = roles.iter().copied().collect();
+            assert_eq!(table, from_rules, "{}", command.name());
+        }
     }
 
     #[test]

@@ -1,21 +1,24 @@
-//! Identity (SPEC §7): the bearer JWT is verified once, in a tower layer, and
-//! the resulting [`Principal`] travels in the request extensions. Health and
-//! reflection need no token; every `mentorship.v1` call does.
+//! Identity (SPEC §7) and the first access check (SPEC §6): a tower layer
+//! verifies the bearer JWT once, checks that the caller's roles may ever call
+//! the RPC (`domain::access::RPC_CALLERS`), and only then lets the request
+//! through, with the [`Principal`] and the [`Method`] in its extensions. So a
+//! caller who may never call an RPC is refused before its request is even
+//! decoded. Health and reflection need no token; every `mentorship.v1` call does.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
-use tonic::Code;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
-use super::status::status;
-use crate::domain::access::{Principal, Role};
+use crate::domain::{
+    Error,
+    access::{Principal, Role, rpc_callers},
+};
 
 /// Token claims (SPEC §7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,7 +135,11 @@ pub fn mint_hs256(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
     )?)
 }
 
-/// Tower layer that authenticates `mentorship.v1` calls.
+/// The RPC a request calls (its method name, e.g. `StartSession`), set by [`AuthLayer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method(pub &'static str);
+
+/// Tower layer that authenticates `mentorship.v1` calls and checks their roles.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
@@ -161,6 +168,20 @@ pub struct AuthService<S> {
     verifier: Arc<Verifier>,
 }
 
+impl<S> AuthService<S> {
+    /// Authentication, then the RPC's roles. An unknown method passes with no
+    /// [`Method`]: tonic answers it UNIMPLEMENTED.
+    fn admit(&self, header: Option<&str>, method: &str) -> Result<(Principal, Option<Method>), Error> {
+        let principal = self.verifier.verify(header).map_err(Error::Unauthenticated)?;
+        tracing::Span::current().record("sub", tracing::field::display(principal.user_id));
+        let Some((name, roles)) = rpc_callers(method) else {
+            return Ok((principal, None));
+        };
+        principal.may_call(name, roles)?;
+        Ok((principal, Some(Method(name))))
+    }
+}
+
 /// Paths under this prefix need a token.
 const PROTECTED_PREFIX: &str = "/mentorship.v1.";
 
@@ -179,17 +200,22 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if req.uri().path().starts_with(PROTECTED_PREFIX) {
+        if let Some(method) = req.uri().path().strip_prefix(PROTECTED_PREFIX) {
+            let method = method.rsplit('/').next().unwrap_or_default();
             let header = req
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            match self.verifier.verify(header) {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal);
+            match self.admit(header, method) {
+                Ok((principal, method)) => {
+                    let extensions = req.extensions_mut();
+                    extensions.insert(principal);
+                    if let Some(method) = method {
+                        extensions.insert(method);
+                    }
                 }
-                Err(why) => {
-                    let response = status(Code::Unauthenticated, "UNAUTHENTICATED", why, HashMap::new()).into_http();
+                Err(err) => {
+                    let response = tonic::Status::from(err).into_http();
                     return Box::pin(async move { Ok(response) });
                 }
             }
@@ -203,13 +229,19 @@ where
 
 /// The verified caller of a request (set by [`AuthLayer`]).
 pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
-    req.extensions().get::<Principal>().cloned().ok_or_else(|| {
-        status(
-            Code::Unauthenticated,
-            "UNAUTHENTICATED",
-            "no verified caller",
-            HashMap::new(),
-        )
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Error::Unauthenticated("no verified caller".into()).into())
+}
+
+/// The RPC of a request (set by [`AuthLayer`]).
+pub fn method<T>(req: &tonic::Request<T>) -> Result<&'static str, tonic::Status> {
+    req.extensions().get::<Method>().map(|m| m.0).ok_or_else(|| {
+        Error::Internal(anyhow::anyhow!(
+            "a call reached its handler without passing the auth layer"
+        ))
+        .into()
     })
 }
 
@@ -232,6 +264,26 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+    }
+
+    /// Every method of the three services has a row in the role table, and
+    /// every row names a served method.
+    #[test]
+    fn the_role_table_covers_exactly_the_served_rpcs() {
+        use crate::domain::access::RPC_CALLERS;
+        let set: prost_types::FileDescriptorSet =
+            prost::Message::decode(crate::grpc::pb::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let mut served: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| &f.service)
+            .flat_map(|s| &s.method)
+            .filter_map(|m| m.name.clone())
+            .collect();
+        served.sort();
+        let mut table: Vec<String> = RPC_CALLERS.iter().map(|(m, _)| m.to_string()).collect();
+        table.sort();
+        assert_eq!(served, table);
     }
 
     #[test]

@@ -1,22 +1,19 @@
 //! The one table from domain errors to gRPC statuses (SPEC §6). Every status
-//! carries `google.rpc.ErrorInfo` (domain `mentorship.v1`) and, where they fit,
-//! `BadRequest` or `PreconditionFailure` details.
+//! carries `google.rpc.ErrorInfo` (domain `mentorship.v1`, a reason from
+//! [`Reason`]) and, where they fit, `BadRequest` or `PreconditionFailure`.
 
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::Error;
+use crate::domain::{Error, error::Reason};
 
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "mentorship.v1";
 
-/// Builds a status with an ErrorInfo and any further details.
-pub fn status(code: Code, reason: &str, message: impl Into<String>, metadata: HashMap<String, String>) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, message, details)
+fn info(details: &mut ErrorDetails, reason: Reason, metadata: HashMap<String, String>) {
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
 }
 
 impl From<Error> for Status {
@@ -25,20 +22,19 @@ impl From<Error> for Status {
         let mut details = ErrorDetails::new();
         let code = match err {
             Error::InvalidArgument(violations) => {
-                details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+                info(&mut details, Reason::InvalidArgument, HashMap::new());
                 for v in violations {
                     details.add_bad_request_violation(v.field, v.description);
                 }
                 Code::InvalidArgument
             }
-            Error::NotFound { kind, id } => {
-                let reason = format!("{}_NOT_FOUND", kind.to_uppercase());
-                details.set_error_info(
-                    reason,
-                    ERROR_DOMAIN,
-                    HashMap::from([(kind.to_owned() + "_id", id.clone())]),
+            Error::NotFound { resource, id } => {
+                info(
+                    &mut details,
+                    resource.not_found_reason(),
+                    HashMap::from([(format!("{}_id", resource.as_str()), id.clone())]),
                 );
-                details.set_resource_info(kind, id, "", "not found");
+                details.set_resource_info(resource.as_str(), id, "", "not found");
                 Code::NotFound
             }
             Error::FailedPrecondition {
@@ -47,15 +43,18 @@ impl From<Error> for Status {
                 metadata,
                 message,
             } => {
-                let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-                details.set_error_info(reason, ERROR_DOMAIN, metadata);
-                details.add_precondition_failure_violation(reason, subject, message);
+                info(
+                    &mut details,
+                    reason,
+                    metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                );
+                details.add_precondition_failure_violation(reason.as_str(), subject, message);
                 Code::FailedPrecondition
             }
             Error::EtagMismatch { kind, current } => {
-                details.set_error_info(
-                    "ETAG_MISMATCH",
-                    ERROR_DOMAIN,
+                info(
+                    &mut details,
+                    Reason::EtagMismatch,
                     HashMap::from([
                         ("kind".to_owned(), kind.to_owned()),
                         ("current_etag".to_owned(), current),
@@ -63,24 +62,60 @@ impl From<Error> for Status {
                 );
                 Code::Aborted
             }
-            Error::ResourceExhausted { reason, .. } => {
-                details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-                Code::ResourceExhausted
-            }
             Error::Unauthenticated(_) => {
-                details.set_error_info("UNAUTHENTICATED", ERROR_DOMAIN, HashMap::new());
+                info(&mut details, Reason::Unauthenticated, HashMap::new());
                 Code::Unauthenticated
             }
             Error::PermissionDenied(_) => {
-                details.set_error_info("PERMISSION_DENIED", ERROR_DOMAIN, HashMap::new());
+                info(&mut details, Reason::PermissionDenied, HashMap::new());
                 Code::PermissionDenied
             }
             Error::Internal(err) => {
-                // The full chain goes to the log; the client learns nothing internal.
+                // The full chain goes to the log (inside the call's span); the client learns nothing internal.
                 tracing::error!(error = ?err, "internal error");
-                return status(Code::Internal, "INTERNAL", "internal error", HashMap::new());
+                info(&mut details, Reason::Internal, HashMap::new());
+                return Status::with_error_details(Code::Internal, "internal error", details);
             }
         };
         Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::pb::ErrorReason;
+
+    /// The proto enum clients switch on and the domain's reasons are the same set.
+    #[test]
+    fn every_reason_is_in_the_proto_enum_and_nothing_else_is() {
+        for reason in Reason::ALL {
+            let name = format!("ERROR_REASON_{}", reason.as_str());
+            assert!(
+                ErrorReason::from_str_name(&name).is_some(),
+                "{name} is missing from the proto"
+            );
+        }
+        let mut proto_values = 0;
+        for value in 1..1000 {
+            if let Ok(r) = ErrorReason::try_from(value) {
+                proto_values += 1;
+                let name = r.as_str_name().trim_start_matches("ERROR_REASON_");
+                assert!(
+                    Reason::ALL.iter().any(|d| d.as_str() == name),
+                    "{name} is in the proto but never used"
+                );
+            }
+        }
+        assert_eq!(proto_values, Reason::ALL.len());
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_internal() {
+        let status = Status::from(Error::Internal(anyhow::anyhow!("SELECT secret FROM sessions")));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        assert_eq!(status.get_details_error_info().expect("info").reason, "INTERNAL");
+        assert!(!String::from_utf8_lossy(status.details()).contains("SELECT"));
     }
 }

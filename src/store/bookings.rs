@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::{Tx, corrupt, db_error};
+use super::{Tx, corrupt};
 use crate::domain::{
     Error,
     access::{Actor, Visibility},
@@ -72,8 +72,7 @@ pub async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
         b.notes
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?
+    .await?
     .try_into()
 }
 
@@ -88,8 +87,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Booking>, Error> {
         id
     )
     .fetch_optional(pool)
-    .await
-    .map_err(db_error)?
+    .await?
     .map(TryInto::try_into)
     .transpose()
 }
@@ -105,8 +103,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
         id
     )
     .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?
+    .await?
     .map(TryInto::try_into)
     .transpose()
 }
@@ -125,8 +122,7 @@ pub async fn set_status(tx: &mut Tx, id: Uuid, status: BookingStatus, reason: &s
         reason
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?
+    .await?
     .try_into()
 }
 
@@ -150,8 +146,7 @@ pub async fn audit(
         reason
     )
     .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }
 
@@ -175,8 +170,7 @@ pub async fn overlap(
         end
     )
     .fetch_one(db)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(if row.mentor {
         Some("mentor")
     } else if row.mentee {
@@ -211,7 +205,7 @@ pub async fn list(
             .push(")");
     }
     q.push(" ORDER BY b.created_at DESC, b.id DESC LIMIT ").push_bind(limit);
-    let rows: Vec<BookingRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    let rows: Vec<BookingRow> = q.build_query_as().fetch_all(pool).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
@@ -228,8 +222,7 @@ pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) ->
         mentee_id
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }
 
@@ -240,7 +233,6 @@ pub async fn release_slot(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
         id
     )
     .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }

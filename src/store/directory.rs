@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::{Tx, corrupt, db_error};
+use super::{Tx, corrupt};
 use crate::domain::{
     Error,
     availability::Window,
@@ -22,7 +22,7 @@ pub async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<
     )
     .fetch_one(&mut **tx)
     .await
-    .map_err(db_error)
+    .map_err(Error::from)
 }
 
 pub async fn get_mentee(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Mentee>, Error> {
@@ -33,7 +33,7 @@ pub async fn get_mentee(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Ment
     )
     .fetch_optional(db)
     .await
-    .map_err(db_error)
+    .map_err(Error::from)
 }
 
 #[derive(sqlx::FromRow)]
@@ -89,12 +89,10 @@ pub async fn upsert_mentor(tx: &mut Tx, m: &MentorInput) -> Result<(), Error> {
         m.timezone
     )
     .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     sqlx::query!("DELETE FROM mentor_availability WHERE mentor_id = $1", m.id)
         .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        .await?;
     let days: Vec<i16> = m.availability.iter().map(|w| i16::from(w.day_of_week)).collect();
     let starts: Vec<i16> = m.availability.iter().map(|w| w.start_minute as i16).collect();
     let ends: Vec<i16> = m.availability.iter().map(|w| w.end_minute as i16).collect();
@@ -107,8 +105,7 @@ pub async fn upsert_mentor(tx: &mut Tx, m: &MentorInput) -> Result<(), Error> {
         &ends
     )
     .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }
 
@@ -117,7 +114,7 @@ pub async fn mentor_owner(tx: &mut Tx, id: Uuid) -> Result<Option<Uuid>, Error> 
     sqlx::query_scalar!("SELECT user_id FROM mentors WHERE id = $1", id)
         .fetch_optional(&mut **tx)
         .await
-        .map_err(db_error)
+        .map_err(Error::from)
 }
 
 /// A mentor with its windows and active session count.
@@ -132,8 +129,7 @@ pub async fn get_mentor(conn: &mut sqlx::PgConnection, id: Uuid, default_limit: 
         id
     )
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let windows = availability(conn, id).await?;
     Ok(Some(row.into_mentor(windows, default_limit)))
@@ -158,8 +154,7 @@ async fn availability_of(
         mentor_ids
     )
     .fetch_all(db)
-    .await
-    .map_err(db_error)?;
+    .await?;
     let mut windows: std::collections::HashMap<Uuid, Vec<Window>> = std::collections::HashMap::new();
     for r in rows {
         windows.entry(r.mentor_id).or_default().push(Window {
@@ -198,7 +193,7 @@ pub async fn list_mentors(
         q.push(" AND m.id > ").push_bind(after);
     }
     q.push(" ORDER BY m.id LIMIT ").push_bind(limit);
-    let rows: Vec<MentorRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    let rows: Vec<MentorRow> = q.build_query_as().fetch_all(pool).await?;
     // One query for every listed mentor's windows, not one per mentor.
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut windows = availability_of(pool, &ids).await?;
@@ -225,7 +220,7 @@ pub async fn upsert_listing(tx: &mut Tx, l: &Listing) -> Result<Listing, Error> 
     )
     .fetch_one(&mut **tx)
     .await
-    .map_err(db_error)
+    .map_err(Error::from)
 }
 
 pub async fn get_listing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Listing>, Error> {
@@ -236,7 +231,7 @@ pub async fn get_listing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Lis
     )
     .fetch_optional(db)
     .await
-    .map_err(db_error)
+    .map_err(Error::from)
 }
 
 pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Error> {
@@ -246,7 +241,7 @@ pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Er
     )
     .fetch_one(db)
     .await
-    .map_err(db_error)
+    .map_err(Error::from)
 }
 
 /// Keyset page of listings ordered by id.
@@ -272,7 +267,7 @@ pub async fn list_listings(
     q.build_query_as::<ListingRow>()
         .fetch_all(pool)
         .await
-        .map_err(db_error)
+        .map_err(Error::from)
         .map(|rows| rows.into_iter().map(Into::into).collect())
 }
 

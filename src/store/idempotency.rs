@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Tx, db_error};
+use super::Tx;
 use crate::domain::Error;
 
 /// What claiming a request id found.
@@ -25,8 +25,7 @@ pub async fn claim(tx: &mut Tx, request_id: Uuid, fingerprint: &[u8]) -> Result<
         fingerprint
     )
     .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     if inserted.is_some() {
         return Ok(Claim::Fresh);
     }
@@ -35,8 +34,7 @@ pub async fn claim(tx: &mut Tx, request_id: Uuid, fingerprint: &[u8]) -> Result<
         request_id
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(Claim::Seen {
         fingerprint: row.fingerprint,
         response: row.response,
@@ -51,8 +49,7 @@ pub async fn remember(tx: &mut Tx, request_id: Uuid, response: &[u8]) -> Result<
         response
     )
     .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(())
 }
 
@@ -64,6 +61,6 @@ pub async fn purge(pool: &sqlx::PgPool, hours: i32) -> Result<u64, Error> {
     )
     .execute(pool)
     .await
-    .map_err(db_error)
+    .map_err(Error::from)
     .map(|r| r.rows_affected())
 }

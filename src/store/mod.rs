@@ -10,7 +10,7 @@ pub mod sessions;
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{Error, access::Visibility};
+use crate::domain::{Error, access::Visibility, error::Reason};
 
 /// A transaction on the service's database.
 pub type Tx = Transaction<'static, Postgres>;
@@ -18,53 +18,56 @@ pub type Tx = Transaction<'static, Postgres>;
 /// The embedded migrations of `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Maps a database error to the domain: named constraint violations become
-/// precise client errors, everything else is internal (and never shows SQL).
-pub fn db_error(err: sqlx::Error) -> Error {
-    if let sqlx::Error::Database(db) = &err
-        && let Some(constraint) = db.constraint()
-    {
-        match constraint {
-            "bookings_mentor_no_overlap" => {
-                return Error::precondition(
-                    "BOOKING_OVERLAP",
-                    "bookings",
-                    "the mentor already has an accepted booking overlapping this time",
-                )
-                .with_metadata("conflict", "mentor");
-            }
-            "bookings_mentee_no_overlap" => {
-                return Error::precondition(
-                    "BOOKING_OVERLAP",
-                    "bookings",
-                    "the mentee already has an accepted booking overlapping this time",
-                )
-                .with_metadata("conflict", "mentee");
-            }
-            "sessions_booking_id_key" => {
-                return Error::precondition("SESSION_EXISTS", "sessions", "this booking already has a session");
-            }
-            "mentors_user_id_key" => {
-                return Error::precondition(
-                    "MENTOR_USER_TAKEN",
-                    "mentors",
-                    "another mentor profile already belongs to this user",
-                );
-            }
-            _ => {}
+/// Maps a database error to the domain, so `?` works on every query: named
+/// constraint violations become precise client errors, everything else is
+/// internal (and never shows SQL).
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Error {
+        if let sqlx::Error::Database(db) = &err
+            && let Some(constraint) = db.constraint()
+            && let Some(mapped) = constraint_error(constraint)
+        {
+            return mapped;
         }
+        Error::Internal(anyhow::Error::new(err).context("database"))
     }
-    Error::Internal(anyhow::Error::new(err).context("database"))
+}
+
+/// The client error for a violation of a named constraint, where there is one.
+fn constraint_error(constraint: &str) -> Option<Error> {
+    Some(match constraint {
+        "bookings_mentor_no_overlap" => Error::precondition(
+            Reason::BookingOverlap,
+            "bookings",
+            "the mentor already has an accepted booking overlapping this time",
+        )
+        .with_metadata("conflict", "mentor"),
+        "bookings_mentee_no_overlap" => Error::precondition(
+            Reason::BookingOverlap,
+            "bookings",
+            "the mentee already has an accepted booking overlapping this time",
+        )
+        .with_metadata("conflict", "mentee"),
+        "sessions_booking_id_key" => {
+            Error::precondition(Reason::SessionExists, "sessions", "this booking already has a session")
+        }
+        "mentors_user_id_key" => Error::precondition(
+            Reason::MentorUserTaken,
+            "mentors",
+            "another mentor profile already belongs to this user",
+        ),
+        _ => return None,
+    })
 }
 
 /// Opens a transaction.
 pub async fn begin(pool: &PgPool) -> Result<Tx, Error> {
-    pool.begin().await.map_err(db_error)
+    Ok(pool.begin().await?)
 }
 
 /// Commits a transaction.
 pub async fn commit(tx: Tx) -> Result<(), Error> {
-    tx.commit().await.map_err(db_error)
+    Ok(tx.commit().await?)
 }
 
 /// Corrupt stored values (an unknown status, say) are internal errors.

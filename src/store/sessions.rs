@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::{ParticipantFilter, Tx, corrupt, db_error, push_participant_filter};
+use super::{ParticipantFilter, Tx, corrupt, push_participant_filter};
 use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
@@ -100,8 +100,7 @@ pub async fn insert(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Sess
         deadline.map(|d| d.1)
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?
+    .await?
     .try_into()
 }
 
@@ -115,8 +114,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
         id
     )
     .fetch_optional(pool)
-    .await
-    .map_err(db_error)?
+    .await?
     .map(TryInto::try_into)
     .transpose()
 }
@@ -133,8 +131,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
         id
     )
     .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?
+    .await?
     .map(TryInto::try_into)
     .transpose()
 }
@@ -169,8 +166,7 @@ pub async fn save(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Sessio
         deadline.map(|d| d.1)
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?
+    .await?
     .try_into()
 }
 
@@ -211,8 +207,7 @@ pub async fn append_event(tx: &mut Tx, session_id: Uuid, e: NewEvent<'_>) -> Res
         e.details
     )
     .fetch_one(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     row.try_into()
 }
 
@@ -268,8 +263,7 @@ pub async fn events(pool: &PgPool, session_id: Uuid, after_seq: i64, limit: i64)
         limit
     )
     .fetch_all(pool)
-    .await
-    .map_err(db_error)?;
+    .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
@@ -329,7 +323,7 @@ pub async fn list(
     }
     q.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "))
         .push_bind(limit);
-    let rows: Vec<SessionRow> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    let rows: Vec<SessionRow> = q.build_query_as().fetch_all(pool).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
@@ -337,7 +331,7 @@ pub async fn list(
 pub async fn count(pool: &PgPool, filter: &SessionFilter, visibility: Visibility) -> Result<i64, Error> {
     let mut q = QueryBuilder::new("SELECT count(*) FROM sessions WHERE true");
     push_filter(&mut q, filter, visibility);
-    q.build_query_scalar().fetch_one(pool).await.map_err(db_error)
+    q.build_query_scalar().fetch_one(pool).await.map_err(Error::from)
 }
 
 /// The earliest armed deadline, read from the partial deadline index.
@@ -345,7 +339,7 @@ pub async fn next_deadline(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error
     sqlx::query_scalar!("SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL")
         .fetch_one(pool)
         .await
-        .map_err(db_error)
+        .map_err(Error::from)
 }
 
 /// Locks one session whose deadline has passed, skipping sessions another
@@ -359,8 +353,7 @@ pub async fn lock_due(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<(Uuid, String
         skip
     )
     .fetch_optional(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(row.map(|r| (r.id, r.kind)))
 }
 
@@ -372,8 +365,7 @@ pub type FeedPosition = (i64, i64);
 pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
     let xmin = sqlx::query_scalar!(r#"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS "xmin!""#)
         .fetch_one(pool)
-        .await
-        .map_err(db_error)?;
+        .await?;
     Ok((xmin, 0))
 }
 
@@ -429,7 +421,7 @@ pub async fn feed_page(
     .push_bind(after.1)
     .push(") AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY e.txid, e.id LIMIT ")
     .push_bind(limit);
-    let rows: Vec<FeedRowRaw> = q.build_query_as().fetch_all(pool).await.map_err(db_error)?;
+    let rows: Vec<FeedRowRaw> = q.build_query_as().fetch_all(pool).await?;
     rows.into_iter()
         .map(|r| {
             Ok(FeedRow {

@@ -21,6 +21,26 @@ enum Role {
     Service,
 }
 
+/// The role a token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mentee,
+    Mentor,
+    Coordinator,
+    Service,
+}
+
+impl Role {
+    fn kind(self) -> Kind {
+        match self {
+            Role::OwnerMentee | Role::OtherMentee => Kind::Mentee,
+            Role::OwnerMentor | Role::OtherMentor => Kind::Mentor,
+            Role::Coordinator => Kind::Coordinator,
+            Role::Service => Kind::Service,
+        }
+    }
+}
+
 const ROLES: [Role; 6] = [
     Role::OwnerMentee,
     Role::OwnerMentor,
@@ -59,6 +79,17 @@ const STATUSES: [SessionStatus; 7] = [Scheduled, Queued, Active, Paused, Complet
 /// `op` by `role` on a session in `status`: Ok(new status) or the error code.
 fn spec(status: SessionStatus, op: Op, role: Role) -> Result<SessionStatus, Code> {
     use Role::*;
+    // A role that may never call the RPC is refused first, whatever the
+    // session's status (SPEC §6), so the error tells it nothing about the session.
+    let ever: &[Kind] = match op {
+        Op::Start => &[Kind::Mentee, Kind::Mentor, Kind::Coordinator],
+        Op::Pause | Op::Resume | Op::Complete | Op::Stage => &[Kind::Mentor, Kind::Coordinator, Kind::Service],
+        Op::Fail => &[Kind::Coordinator, Kind::Service],
+        Op::Cancel => &[Kind::Mentee, Kind::Mentor, Kind::Coordinator],
+    };
+    if !ever.contains(&role.kind()) {
+        return Err(Code::PermissionDenied);
+    }
     // Non-participants cannot even see the session.
     if matches!(role, OtherMentee | OtherMentor) {
         return Err(Code::PermissionDenied);
