@@ -86,6 +86,7 @@ pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> 
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(grpc::trace::layer())
             .layer(AuthLayer::new(verifier))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {

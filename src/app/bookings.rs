@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::unit::Unit;
 use super::{App, page};
 use crate::domain::{
     Error, Result,
@@ -16,7 +17,8 @@ use crate::domain::{Reason, Resource};
 use crate::store::{
     self, Tx,
     bookings::{self as store_bookings, BookingFilter},
-    directory, sessions,
+    directory,
+    sessions::EventInput,
 };
 
 /// A CreateBooking request, parsed.
@@ -31,7 +33,7 @@ pub struct NewBooking {
 }
 
 impl App {
-    pub async fn create_booking(&self, tx: &mut Tx, who: &Principal, req: NewBooking) -> Result<Booking> {
+    pub async fn create_booking(&self, unit: &mut Unit, who: &Principal, req: NewBooking) -> Result<Booking> {
         let actor = who.require(&[Role::Coordinator, Role::Mentee], "CreateBooking")?;
         let mentee_id = match (req.mentee_id, who.has(Role::Coordinator)) {
             (Some(id), true) => id,
@@ -44,7 +46,7 @@ impl App {
             _ => who.user_id,
         };
         booking::check_slot(req.start_time, req.end_time, self.rules.booking_bounds, Utc::now())?;
-
+        let tx = unit.tx();
         let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Listing, req.listing_id))?;
@@ -138,7 +140,8 @@ impl App {
     }
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
-    pub async fn accept_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
+    pub async fn accept_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
+        let tx = unit.tx();
         let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], &[Role::Mentor], "AcceptBooking").await?;
         booking::decide(id, current.status, BookingStatus::Accepted)?;
         if current.origin == BookingOrigin::Requested {
@@ -156,18 +159,20 @@ impl App {
         store_bookings::audit(tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
         let config = self.rules.default_session_config.clone();
         let session = self
-            .create_session_for(tx, &accepted, SessionStatus::Scheduled, config, &actor)
+            .create_session_for(unit, &accepted, SessionStatus::Scheduled, config, &actor)
             .await?;
         accepted.session_id = Some(session.id);
         Ok((accepted, session))
     }
 
-    pub async fn decline_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(tx, who, id, reason, BookingStatus::Declined).await
+    pub async fn decline_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
+        self.close_booking(unit.tx(), who, id, reason, BookingStatus::Declined)
+            .await
     }
 
-    pub async fn cancel_booking(&self, tx: &mut Tx, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(tx, who, id, reason, BookingStatus::Cancelled).await
+    pub async fn cancel_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
+        self.close_booking(unit.tx(), who, id, reason, BookingStatus::Cancelled)
+            .await
     }
 
     async fn close_booking(
@@ -208,7 +213,7 @@ impl App {
     /// Inserts the session of an ACCEPTED booking with its CREATED event.
     pub(crate) async fn create_session_for(
         &self,
-        tx: &mut Tx,
+        unit: &mut Unit,
         booking: &Booking,
         status: SessionStatus,
         config: crate::domain::config::SessionConfig,
@@ -243,31 +248,17 @@ impl App {
         if status != SessionStatus::Scheduled {
             session::enter(&mut new, status, now);
         }
-        let inserted = sessions::insert(tx, &new, session::deadline(&new, &self.rules.timeouts)).await?;
-        sessions::append_event(
-            tx,
-            inserted.id,
-            sessions::NewEvent {
-                event_type: EventType::Created,
-                from_status: None,
-                to_status: Some(inserted.status),
-                from_stage: None,
-                to_stage: None,
-                actor,
-                reason: "",
-                details: serde_json::json!({
-                    "booking_id": booking.id,
-                    "origin": booking.origin.as_str(),
-                    "mentor_id": booking.mentor_id,
-                }),
-            },
-        )
-        .await?;
-        // The event bumped last_seq; reflect it without another read.
-        Ok(Session {
-            last_seq: inserted.last_seq + 1,
-            ..inserted
-        })
+        let event = EventInput {
+            event_type: EventType::Created,
+            actor,
+            reason: "",
+            details: serde_json::json!({
+                "booking_id": booking.id,
+                "origin": booking.origin.as_str(),
+                "mentor_id": booking.mentor_id,
+            }),
+        };
+        unit.insert_session(&new, event).await
     }
 }
 

@@ -7,6 +7,7 @@
 
 use uuid::Uuid;
 
+use super::unit::Unit;
 use super::{App, page};
 use crate::domain::Resource;
 use crate::domain::{
@@ -14,17 +15,23 @@ use crate::domain::{
     access::{Principal, Role},
     model::{Listing, Mentee, Mentor, MentorInput},
 };
-use crate::store::{Tx, directory};
+use crate::store::directory;
 
 const ANY_ROLE: &[Role] = &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee];
 const MANAGERS: &[Role] = &[Role::Coordinator, Role::Service];
 
 impl App {
-    pub async fn upsert_mentee(&self, tx: &mut Tx, who: &Principal, id: Uuid, display_name: &str) -> Result<Mentee> {
+    pub async fn upsert_mentee(
+        &self,
+        unit: &mut Unit,
+        who: &Principal,
+        id: Uuid,
+        display_name: &str,
+    ) -> Result<Mentee> {
         if !(who.require(MANAGERS, "UpsertMentee").is_ok() || (who.has(Role::Mentee) && who.user_id == id)) {
             return Err(Error::denied("a mentee may only upsert itself"));
         }
-        directory::upsert_mentee(tx, id, display_name).await
+        directory::upsert_mentee(unit.tx(), id, display_name).await
     }
 
     pub async fn get_mentee(&self, who: &Principal, id: Uuid) -> Result<Mentee> {
@@ -40,12 +47,13 @@ impl App {
             .ok_or_else(|| Error::not_found(Resource::Mentee, id))
     }
 
-    pub async fn upsert_mentor(&self, tx: &mut Tx, who: &Principal, input: MentorInput) -> Result<Mentor> {
+    pub async fn upsert_mentor(&self, unit: &mut Unit, who: &Principal, input: MentorInput) -> Result<Mentor> {
         let managed = who.require(MANAGERS, "UpsertMentor").is_ok();
         let own = who.has(Role::Mentor) && who.mentor_id == Some(input.id) && who.user_id == input.user_id;
         if !(managed || own) {
             return Err(Error::denied("a mentor may only upsert its own profile"));
         }
+        let tx = unit.tx();
         directory::upsert_mentor(tx, &input).await?;
         directory::get_mentor(tx, input.id, self.rules.default_mentor_limit)
             .await?
@@ -82,7 +90,8 @@ impl App {
         page::finish(rows, page_size, &filter, |m| m.id)
     }
 
-    pub async fn upsert_listing(&self, tx: &mut Tx, who: &Principal, listing: Listing) -> Result<Listing> {
+    pub async fn upsert_listing(&self, unit: &mut Unit, who: &Principal, listing: Listing) -> Result<Listing> {
+        let tx = unit.tx();
         if who.require(MANAGERS, "UpsertListing").is_err() {
             let own_mentor = who.has(Role::Mentor) && listing.mentor_id.is_some() && listing.mentor_id == who.mentor_id;
             let existing = directory::get_listing(&mut **tx, listing.id).await?;

@@ -5,6 +5,7 @@ pub mod bookings;
 pub mod directory;
 pub mod page;
 pub mod sessions;
+pub mod unit;
 pub mod watch;
 
 use sqlx::PgPool;

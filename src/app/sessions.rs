@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::unit::Unit;
 use super::{App, page};
 use crate::domain::{
     Error, Result,
-    access::{Actor, Principal, Role},
+    access::{Principal, Role},
     booking::{BookingOrigin, BookingStatus},
     config::{self, SessionConfig, Template},
     model::{Booking, EventType, Session},
@@ -14,8 +15,8 @@ use crate::domain::{
 };
 use crate::domain::{Reason, Resource};
 use crate::store::{
-    Tx, bookings as store_bookings, directory,
-    sessions::{self as store_sessions, SessionFilter, SortField},
+    bookings as store_bookings, directory,
+    sessions::{self as store_sessions, EventInput, SessionFilter, SortField},
 };
 
 /// A CreateSession request, parsed.
@@ -31,8 +32,8 @@ pub struct NewSession {
 }
 
 /// Locks a session the requester may see and checks its etag.
-async fn lock_visible(tx: &mut Tx, who: Requester<'_>, id: Uuid, etag_expected: Option<&str>) -> Result<Session> {
-    let s = store_sessions::lock(tx, id)
+async fn lock_visible(unit: &mut Unit, who: Requester<'_>, id: Uuid, etag_expected: Option<&str>) -> Result<Session> {
+    let s = store_sessions::lock(unit.tx(), id)
         .await?
         .ok_or_else(|| Error::not_found(Resource::Session, id))?;
     if let Requester::Caller(p) = who
@@ -114,21 +115,21 @@ impl App {
     }
 
     /// Applies one command of the state machine to a session, with its event,
-    /// under the session's row lock in the caller's transaction.
+    /// under the session's row lock, in the unit of work.
     pub async fn transition(
         &self,
-        tx: &mut Tx,
+        unit: &mut Unit,
         who: Requester<'_>,
         id: Uuid,
         command: Command,
         input: TransitionInput,
     ) -> Result<Session> {
-        let mut s = lock_visible(tx, who, id, input.etag.as_deref()).await?;
-        let decision = session::decide(id, s.status, command, who, s.participants())?;
+        let before = lock_visible(unit, who, id, input.etag.as_deref()).await?;
+        let decision = session::decide(id, before.status, command, who, before.participants())?;
         if decision.no_op {
-            return Ok(s);
+            return Ok(before);
         }
-        let from = s.status;
+        let mut s = before.clone();
         session::enter(&mut s, decision.to, Utc::now());
         if input.report.is_some() {
             s.report = input.report;
@@ -139,77 +140,59 @@ impl App {
         if decision.to == SessionStatus::Cancelled {
             s.cancel_reason = input.reason.clone();
             // A cancelled session gives its booking's time back to mentor and mentee.
-            store_bookings::release_slot(tx, s.booking_id).await?;
+            store_bookings::release_slot(unit.tx(), s.booking_id).await?;
         }
-        let details = serde_json::json!({ "command": command.name() });
-        self.save_with_event(
-            tx,
-            &s,
-            EventType::StatusChanged,
-            from,
-            &decision.actor,
-            &input.reason,
-            details,
-        )
-        .await
+        let event = EventInput {
+            event_type: EventType::StatusChanged,
+            actor: &decision.actor,
+            reason: &input.reason,
+            details: serde_json::json!({ "command": command.name() }),
+        };
+        unit.save_session(&before, &s, event).await
     }
 
     /// Labels where an ACTIVE session is; the same stage again changes nothing.
     pub async fn advance_stage(
         &self,
-        tx: &mut Tx,
+        unit: &mut Unit,
         who: &Principal,
         id: Uuid,
         stage: String,
         etag: Option<&str>,
     ) -> Result<Session> {
-        let mut s = lock_visible(tx, Requester::Caller(who), id, etag).await?;
+        let before = lock_visible(unit, Requester::Caller(who), id, etag).await?;
         let decision = session::decide(
             id,
-            s.status,
+            before.status,
             Command::AdvanceStage,
             Requester::Caller(who),
-            s.participants(),
+            before.participants(),
         )?;
-        if !s.config.allowed_stages.is_empty() && !s.config.allowed_stages.contains(&stage) {
+        if !before.config.allowed_stages.is_empty() && !before.config.allowed_stages.contains(&stage) {
             return Err(Error::precondition(
                 Reason::StageNotAllowed,
                 format!("sessions/{id}"),
                 format!("stage {stage:?} is not one of the session's allowed stages"),
             )
-            .with_metadata("allowed_stages", s.config.allowed_stages.join(",")));
+            .with_metadata("allowed_stages", before.config.allowed_stages.join(",")));
         }
-        if s.stage.as_deref() == Some(stage.as_str()) {
-            return Ok(s);
+        if before.stage.as_deref() == Some(stage.as_str()) {
+            return Ok(before);
         }
-        let from_stage = s.stage.replace(stage);
-        let details = serde_json::json!({ "from_stage": from_stage });
-        let status = s.status;
-        let saved = store_sessions::save(tx, &s, session::deadline(&s, &self.rules.timeouts)).await?;
-        store_sessions::append_event(
-            tx,
-            id,
-            store_sessions::NewEvent {
-                event_type: EventType::StageChanged,
-                from_status: Some(status),
-                to_status: Some(status),
-                from_stage: from_stage.as_deref(),
-                to_stage: saved.stage.as_deref(),
-                actor: &decision.actor,
-                reason: "",
-                details,
-            },
-        )
-        .await?;
-        Ok(Session {
-            last_seq: saved.last_seq + 1,
-            ..saved
-        })
+        let mut s = before.clone();
+        s.stage = Some(stage);
+        let event = EventInput {
+            event_type: EventType::StageChanged,
+            actor: &decision.actor,
+            reason: "",
+            details: serde_json::json!({ "from_stage": before.stage }),
+        };
+        unit.save_session(&before, &s, event).await
     }
 
     /// Starts a session on demand: the implicit ON_DEMAND booking (already
     /// ACCEPTED) and the session, in the caller's transaction.
-    pub async fn create_session(&self, tx: &mut Tx, who: &Principal, req: NewSession) -> Result<Session> {
+    pub async fn create_session(&self, unit: &mut Unit, who: &Principal, req: NewSession) -> Result<Session> {
         let actor = who.require(&[Role::Coordinator, Role::Service], "CreateSession")?;
         let mut config = match &req.template_id {
             Some(id) => config::template(&self.rules.templates, id, "template_id")?
@@ -221,6 +204,7 @@ impl App {
             config = config.apply_mask(patch, paths, "config_mask")?;
         }
         config.validate(&self.rules.config_limits, "config")?;
+        let tx = unit.tx();
         let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Listing, req.listing_id))?;
@@ -256,7 +240,7 @@ impl App {
         };
         let booking = store_bookings::insert(tx, &booking).await?;
         store_bookings::audit(tx, booking.id, None, BookingStatus::Accepted, &actor, "on demand").await?;
-        self.create_session_for(tx, &booking, SessionStatus::Active, config, &actor)
+        self.create_session_for(unit, &booking, SessionStatus::Active, config, &actor)
             .await
     }
 
@@ -276,14 +260,15 @@ impl App {
     /// Allowed to coordinators, services and the session's mentor.
     pub async fn update_session_config(
         &self,
-        tx: &mut Tx,
+        unit: &mut Unit,
         who: &Principal,
         id: Uuid,
         patch: SessionConfig,
         paths: Vec<String>,
         etag: Option<&str>,
     ) -> Result<Session> {
-        let mut s = lock_visible(tx, Requester::Caller(who), id, etag).await?;
+        let before = lock_visible(unit, Requester::Caller(who), id, etag).await?;
+        let s = &before;
         let actor = who.require_on(
             &[Role::Coordinator, Role::Service],
             &[Role::Mentor],
@@ -321,54 +306,19 @@ impl App {
             .map(|(field, old, new)| serde_json::json!({ "field": field, "old": old, "new": new }))
             .collect();
         if changes.is_empty() {
-            return Ok(s);
+            return Ok(before);
         }
-        s.config = updated;
-        let from = s.status;
-        self.save_with_event(
-            tx,
-            &s,
-            EventType::ConfigUpdated,
-            from,
-            &actor,
-            "",
-            serde_json::json!({ "changes": changes }),
-        )
-        .await
-    }
-
-    /// Writes a locked session (re-arming its deadline) and appends its event.
-    #[allow(clippy::too_many_arguments)]
-    async fn save_with_event(
-        &self,
-        tx: &mut Tx,
-        s: &Session,
-        event_type: EventType,
-        from: SessionStatus,
-        actor: &Actor,
-        reason: &str,
-        details: serde_json::Value,
-    ) -> Result<Session> {
-        let saved = store_sessions::save(tx, s, session::deadline(s, &self.rules.timeouts)).await?;
-        store_sessions::append_event(
-            tx,
-            s.id,
-            store_sessions::NewEvent {
-                event_type,
-                from_status: Some(from),
-                to_status: Some(saved.status),
-                from_stage: saved.stage.as_deref(),
-                to_stage: saved.stage.as_deref(),
-                actor,
-                reason,
-                details,
-            },
-        )
-        .await?;
-        Ok(Session {
-            last_seq: saved.last_seq + 1,
-            ..saved
-        })
+        let updated = Session {
+            config: updated,
+            ..before.clone()
+        };
+        let event = EventInput {
+            event_type: EventType::ConfigUpdated,
+            actor: &actor,
+            reason: "",
+            details: serde_json::json!({ "changes": changes }),
+        };
+        unit.save_session(&before, &updated, event).await
     }
 
     /// The audit log of a session, a page at a time (the key is the last seq).

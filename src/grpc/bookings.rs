@@ -38,7 +38,7 @@ impl pb::booking_service_server::BookingService for Api {
             notes,
         };
         let mut m = begin_or_replay!(self, &who, "CreateBooking", r);
-        let booking = self.app.create_booking(&mut m.tx, &who, new).await?;
+        let booking = self.app.create_booking(&mut m.unit, &who, new).await?;
         m.finish(pb::CreateBookingResponse {
             booking: Some(booking.into()),
         })
@@ -96,7 +96,7 @@ impl pb::booking_service_server::BookingService for Api {
         let r = req.into_inner();
         let id = input::id("booking_id", &r.booking_id)?;
         let mut m = begin_or_replay!(self, &who, "AcceptBooking", r);
-        let (booking, session) = self.app.accept_booking(&mut m.tx, &who, id).await?;
+        let (booking, session) = self.app.accept_booking(&mut m.unit, &who, id).await?;
         m.finish(pb::AcceptBookingResponse {
             booking: Some(booking.into()),
             session: Some(session.into()),
@@ -112,7 +112,7 @@ impl pb::booking_service_server::BookingService for Api {
         let r = req.into_inner();
         let (id, reason) = id_and_reason(&r.booking_id, &r.reason)?;
         let mut m = begin_or_replay!(self, &who, "DeclineBooking", r);
-        let booking = self.app.decline_booking(&mut m.tx, &who, id, &reason).await?;
+        let booking = self.app.decline_booking(&mut m.unit, &who, id, &reason).await?;
         m.finish(pb::DeclineBookingResponse {
             booking: Some(booking.into()),
         })
@@ -127,7 +127,7 @@ impl pb::booking_service_server::BookingService for Api {
         let r = req.into_inner();
         let (id, reason) = id_and_reason(&r.booking_id, &r.reason)?;
         let mut m = begin_or_replay!(self, &who, "CancelBooking", r);
-        let booking = self.app.cancel_booking(&mut m.tx, &who, id, &reason).await?;
+        let booking = self.app.cancel_booking(&mut m.unit, &who, id, &reason).await?;
         m.finish(pb::CancelBookingResponse {
             booking: Some(booking.into()),
         })

@@ -32,7 +32,7 @@ impl pb::directory_service_server::DirectoryService for Api {
             return Err(incomplete());
         };
         let mut m = begin_or_replay!(self, &who, "UpsertMentee", r);
-        let mentee = self.app.upsert_mentee(&mut m.tx, &who, id, &name).await?;
+        let mentee = self.app.upsert_mentee(&mut m.unit, &who, id, &name).await?;
         m.finish(pb::UpsertMenteeResponse {
             mentee: Some(mentee.into()),
         })
@@ -126,7 +126,7 @@ impl pb::directory_service_server::DirectoryService for Api {
             availability: windows,
         };
         let mut m = begin_or_replay!(self, &who, "UpsertMentor", r);
-        let mentor = self.app.upsert_mentor(&mut m.tx, &who, input).await?;
+        let mentor = self.app.upsert_mentor(&mut m.unit, &who, input).await?;
         m.finish(pb::UpsertMentorResponse {
             mentor: Some(mentor.into()),
         })
@@ -195,7 +195,7 @@ impl pb::directory_service_server::DirectoryService for Api {
             updated_at: now,
         };
         let mut m = begin_or_replay!(self, &who, "UpsertListing", r);
-        let listing = self.app.upsert_listing(&mut m.tx, &who, listing).await?;
+        let listing = self.app.upsert_listing(&mut m.unit, &who, listing).await?;
         m.finish(pb::UpsertListingResponse {
             listing: Some(listing.into()),
         })

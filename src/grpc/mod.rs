@@ -7,6 +7,7 @@ pub mod convert;
 mod directory;
 mod sessions;
 pub mod status;
+pub mod trace;
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,11 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
+use crate::app::unit::Unit;
 use crate::domain::{Error, access::Principal, input};
-use crate::store::{
-    self, Tx,
-    idempotency::{self, Claim},
-};
+use crate::store::idempotency::{self, Claim};
 use tonic::service::Routes;
 
 use crate::app::App;
@@ -45,9 +44,9 @@ enum Begun<Resp> {
     Fresh(Mutation),
 }
 
-/// The transaction of one mutating call and the request id it claimed.
+/// The unit of work of one mutating call and the request id it claimed.
 struct Mutation {
-    tx: Tx,
+    unit: Unit,
     key: Option<uuid::Uuid>,
 }
 
@@ -56,9 +55,9 @@ impl Mutation {
     /// transaction as the change) and commits.
     async fn finish<Resp: prost::Message>(mut self, response: Resp) -> Result<Response<Resp>, Status> {
         if let Some(key) = self.key {
-            idempotency::remember(&mut self.tx, key, &response.encode_to_vec()).await?;
+            idempotency::remember(self.unit.tx(), key, &response.encode_to_vec()).await?;
         }
-        store::commit(self.tx).await?;
+        self.unit.commit().await?;
         Ok(Response::new(response))
     }
 }
@@ -79,7 +78,10 @@ impl Api {
         Resp: prost::Message + Default,
     {
         let key = input::optional_id("request_id", request_id)?;
-        let mut tx = store::begin(&self.app.pool).await?;
+        if let Some(key) = key {
+            tracing::Span::current().record("request_id", tracing::field::display(key));
+        }
+        let mut unit = Unit::begin(&self.app).await?;
         if let Some(key) = key {
             let mut hasher = Sha256::new();
             hasher.update(method.as_bytes());
@@ -89,7 +91,7 @@ impl Api {
             if let Claim::Seen {
                 fingerprint: first,
                 response,
-            } = idempotency::claim(&mut tx, key, &fingerprint).await?
+            } = idempotency::claim(unit.tx(), key, &fingerprint).await?
             {
                 if first != fingerprint {
                     return Err(Error::invalid(
@@ -103,7 +105,7 @@ impl Api {
                 return Ok(Begun::Replay(replay));
             }
         }
-        Ok(Begun::Fresh(Mutation { tx, key }))
+        Ok(Begun::Fresh(Mutation { unit, key }))
     }
 }
 

@@ -31,7 +31,7 @@ macro_rules! command {
         let mut m = begin_or_replay!($api, $who, $method, $req);
         let session = $api
             .app
-            .transition(&mut m.tx, Requester::Caller($who), id, $command, $input)
+            .transition(&mut m.unit, Requester::Caller($who), id, $command, $input)
             .await?;
         m.finish(pb::$response {
             session: Some(session.into()),
@@ -262,7 +262,7 @@ impl pb::session_service_server::SessionService for Api {
         let mut m = begin_or_replay!(self, &who, "AdvanceStage", r);
         let s = self
             .app
-            .advance_stage(&mut m.tx, &who, id, stage, etag(&r.etag).as_deref())
+            .advance_stage(&mut m.unit, &who, id, stage, etag(&r.etag).as_deref())
             .await?;
         m.finish(pb::AdvanceStageResponse {
             session: Some(s.into()),
@@ -304,7 +304,7 @@ impl pb::session_service_server::SessionService for Api {
             overrides,
         };
         let mut m = begin_or_replay!(self, &who, "CreateSession", r);
-        let s = self.app.create_session(&mut m.tx, &who, new).await?;
+        let s = self.app.create_session(&mut m.unit, &who, new).await?;
         m.finish(pb::CreateSessionResponse {
             session: Some(s.into()),
         })
@@ -347,7 +347,7 @@ impl pb::session_service_server::SessionService for Api {
         let mut m = begin_or_replay!(self, &who, "UpdateSessionConfig", r);
         let s = self
             .app
-            .update_session_config(&mut m.tx, &who, id, patch, paths, etag(&r.etag).as_deref())
+            .update_session_config(&mut m.unit, &who, id, patch, paths, etag(&r.etag).as_deref())
             .await?;
         m.finish(pb::UpdateSessionConfigResponse {
             session: Some(s.into()),

@@ -10,12 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, sessions::TransitionInput};
+use crate::app::{App, sessions::TransitionInput, unit::Unit};
 use crate::domain::{
     Result,
     session::{Command, Requester},
 };
-use crate::store::{self, idempotency, sessions};
+use crate::store::{idempotency, sessions};
 
 /// The longest the sweeper sleeps, so a deadline armed by another replica is
 /// picked up within this (well inside the one-second promise).
@@ -31,8 +31,8 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
     let mut fired = 0;
     let mut failed = Vec::new();
     loop {
-        let mut tx = store::begin(&app.pool).await?;
-        let Some((id, kind)) = sessions::lock_due(&mut tx, &failed).await? else {
+        let mut unit = Unit::begin(app).await?;
+        let Some((id, kind)) = sessions::lock_due(unit.tx(), &failed).await? else {
             return Ok(fired);
         };
         let input = TransitionInput {
@@ -40,10 +40,10 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
             ..Default::default()
         };
         let outcome = match app
-            .transition(&mut tx, Requester::System, id, Command::Timeout, input)
+            .transition(&mut unit, Requester::System, id, Command::Timeout, input)
             .await
         {
-            Ok(_) => store::commit(tx).await,
+            Ok(_) => unit.commit().await,
             Err(err) => Err(err),
         };
         match outcome {

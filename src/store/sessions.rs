@@ -9,7 +9,6 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     model::{EventType, Session, SessionEvent},
-    session::SessionStatus,
 };
 
 #[derive(sqlx::FromRow)]
@@ -73,17 +72,56 @@ impl TryFrom<SessionRow> for Session {
 /// A system deadline: when, and which timeout fires then.
 pub type Deadline = Option<(DateTime<Utc>, &'static str)>;
 
-/// Inserts a new session; the composite foreign key ties it to its ACCEPTED booking.
-pub async fn insert(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Session, Error> {
+/// The event a session change appends: everything but the statuses and
+/// stages, which are read off the session before and after the change.
+#[derive(Debug, Clone)]
+pub struct EventInput<'a> {
+    pub event_type: EventType,
+    pub actor: &'a Actor,
+    pub reason: &'a str,
+    pub details: serde_json::Value,
+}
+
+fn event(s: &Session, before: Option<&Session>, e: EventInput<'_>, seq: i64, at: DateTime<Utc>) -> SessionEvent {
+    SessionEvent {
+        session_id: s.id,
+        seq,
+        event_type: e.event_type,
+        from_status: before.map(|b| b.status),
+        to_status: Some(s.status),
+        from_stage: before.and_then(|b| b.stage.clone()),
+        to_stage: s.stage.clone(),
+        actor: e.actor.clone(),
+        reason: e.reason.to_owned(),
+        details: e.details,
+        occurred_at: at,
+    }
+}
+
+/// Inserts a new session and its first event (seq 1), in one statement. The
+/// composite foreign key ties the session to its ACCEPTED booking. Only the
+/// unit of work calls this.
+pub(crate) async fn insert_with_event(
+    tx: &mut Tx,
+    s: &Session,
+    deadline: Deadline,
+    e: EventInput<'_>,
+) -> Result<(Session, SessionEvent), Error> {
     let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
-    sqlx::query_as!(
-        SessionRow,
-        r#"INSERT INTO sessions (id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time,
-                                 status, config, queued_at, started_at, active_since, deadline, deadline_kind)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-           RETURNING id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                     stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
-                     paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at"#,
+    let row = sqlx::query!(
+        r#"WITH inserted AS (
+               INSERT INTO sessions (id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time,
+                                     status, config, queued_at, started_at, active_since, deadline,
+                                     deadline_kind, last_seq)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)
+               RETURNING id, status, stage, created_at, updated_at
+           ), event AS (
+               INSERT INTO session_events (session_id, seq, type, to_status, to_stage, actor_kind, actor_id,
+                                           reason, details)
+               SELECT id, 1, $15, status, stage, $16, $17, $18, $19 FROM inserted
+               RETURNING occurred_at
+           )
+           SELECT inserted.created_at, inserted.updated_at, event.occurred_at FROM inserted, event"#,
         s.id,
         s.booking_id,
         s.listing_id,
@@ -97,11 +135,85 @@ pub async fn insert(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Sess
         s.started_at,
         s.active_since,
         deadline.map(|d| d.0),
-        deadline.map(|d| d.1)
+        deadline.map(|d| d.1),
+        e.event_type.as_str(),
+        e.actor.kind.as_str(),
+        e.actor.id,
+        e.reason,
+        e.details
     )
     .fetch_one(&mut **tx)
-    .await?
-    .try_into()
+    .await?;
+    let created = Session {
+        last_seq: 1,
+        version: 1,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        ..s.clone()
+    };
+    let event = event(&created, None, e, 1, row.occurred_at);
+    Ok((created, event))
+}
+
+/// Writes the lifecycle fields of a locked session, bumps its version and
+/// appends its next event (seq = last_seq + 1), in one statement. `before`
+/// is the session as it was locked. Only the unit of work calls this.
+pub(crate) async fn save_with_event(
+    tx: &mut Tx,
+    before: &Session,
+    s: &Session,
+    deadline: Deadline,
+    e: EventInput<'_>,
+) -> Result<(Session, SessionEvent), Error> {
+    let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
+    let row = sqlx::query!(
+        r#"WITH saved AS (
+               UPDATE sessions SET status = $2, stage = $3, config = $4, queued_at = $5, started_at = $6,
+                   ended_at = $7, active_banked_us = $8, active_since = $9, paused_at = $10, report = $11,
+                   failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15,
+                   last_seq = last_seq + 1, version = version + 1, updated_at = now()
+               WHERE id = $1
+               RETURNING id, status, stage, last_seq, version, updated_at
+           ), event AS (
+               INSERT INTO session_events (session_id, seq, type, from_status, to_status, from_stage,
+                                           to_stage, actor_kind, actor_id, reason, details)
+               SELECT id, last_seq, $16, $17, status, $18, stage, $19, $20, $21, $22 FROM saved
+               RETURNING occurred_at
+           )
+           SELECT saved.last_seq, saved.version, saved.updated_at, event.occurred_at FROM saved, event"#,
+        s.id,
+        s.status.as_str(),
+        s.stage,
+        config,
+        s.queued_at,
+        s.started_at,
+        s.ended_at,
+        s.active_banked_us,
+        s.active_since,
+        s.paused_at,
+        s.report,
+        s.failure,
+        s.cancel_reason,
+        deadline.map(|d| d.0),
+        deadline.map(|d| d.1),
+        e.event_type.as_str(),
+        before.status.as_str(),
+        before.stage,
+        e.actor.kind.as_str(),
+        e.actor.id,
+        e.reason,
+        e.details
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let saved = Session {
+        last_seq: row.last_seq,
+        version: row.version,
+        updated_at: row.updated_at,
+        ..s.clone()
+    };
+    let event = event(&saved, Some(before), e, row.last_seq, row.occurred_at);
+    Ok((saved, event))
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
@@ -134,81 +246,6 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
     .await?
     .map(TryInto::try_into)
     .transpose()
-}
-
-/// Writes the lifecycle fields of a locked session and bumps its version.
-pub async fn save(tx: &mut Tx, s: &Session, deadline: Deadline) -> Result<Session, Error> {
-    let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
-    sqlx::query_as!(
-        SessionRow,
-        r#"UPDATE sessions SET status = $2, stage = $3, config = $4, queued_at = $5, started_at = $6,
-               ended_at = $7, active_banked_us = $8, active_since = $9, paused_at = $10, report = $11,
-               failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15,
-               version = version + 1, updated_at = now()
-           WHERE id = $1
-           RETURNING id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                     stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
-                     paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at"#,
-        s.id,
-        s.status.as_str(),
-        s.stage,
-        config,
-        s.queued_at,
-        s.started_at,
-        s.ended_at,
-        s.active_banked_us,
-        s.active_since,
-        s.paused_at,
-        s.report,
-        s.failure,
-        s.cancel_reason,
-        deadline.map(|d| d.0),
-        deadline.map(|d| d.1)
-    )
-    .fetch_one(&mut **tx)
-    .await?
-    .try_into()
-}
-
-/// An event to append.
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    pub event_type: EventType,
-    pub from_status: Option<SessionStatus>,
-    pub to_status: Option<SessionStatus>,
-    pub from_stage: Option<&'a str>,
-    pub to_stage: Option<&'a str>,
-    pub actor: &'a Actor,
-    pub reason: &'a str,
-    pub details: serde_json::Value,
-}
-
-/// Appends the next event of a locked session (seq = last_seq + 1).
-pub async fn append_event(tx: &mut Tx, session_id: Uuid, e: NewEvent<'_>) -> Result<SessionEvent, Error> {
-    let row = sqlx::query_as!(
-        EventRow,
-        r#"WITH next AS (
-               UPDATE sessions SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq
-           )
-           INSERT INTO session_events (session_id, seq, type, from_status, to_status, from_stage,
-                                       to_stage, actor_kind, actor_id, reason, details)
-           SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM next
-           RETURNING session_id, seq, type, from_status, to_status, from_stage, to_stage,
-                     actor_kind, actor_id, reason, details, occurred_at"#,
-        session_id,
-        e.event_type.as_str(),
-        e.from_status.map(SessionStatus::as_str),
-        e.to_status.map(SessionStatus::as_str),
-        e.from_stage,
-        e.to_stage,
-        e.actor.kind.as_str(),
-        e.actor.id,
-        e.reason,
-        e.details
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    row.try_into()
 }
 
 #[derive(sqlx::FromRow)]

@@ -141,6 +141,29 @@ async fn a_watcher_on_one_replica_sees_every_change_made_through_the_other() {
     );
 }
 
+/// The unit of work hands committed events to the watchers of its own
+/// replica directly: with NOTIFY switched off and no backstop, a watcher on
+/// the replica that made the changes still sees every one of them.
+#[tokio::test]
+async fn committed_changes_reach_watchers_on_the_same_replica_without_notify() {
+    let app = spawn_with(1, notifications_only()).await;
+    sqlx::query("ALTER TABLE session_events DISABLE TRIGGER session_events_notify")
+        .execute(&app.pool)
+        .await
+        .expect("disable NOTIFY");
+    let w = world(&app).await;
+    let s = scheduled(&app, &w, monday_at(10)).await;
+    let mut stream = watch(&app, 0, &coordinator(), &s.id, Some(1)).await.expect("watch");
+    start(&app, 0, &s.id).await;
+    for i in 0..5 {
+        stage(&app, 0, &s.id, if i % 2 == 0 { "a" } else { "b" }).await;
+    }
+    complete(&app, 0, &s.id).await;
+    let events = drain(&mut stream).await;
+    assert_contiguous(&events, 2);
+    assert_eq!(events.len(), 7);
+}
+
 #[tokio::test]
 async fn watchers_get_every_event_once_when_the_listener_connection_is_killed() {
     let app = spawn_with(2, notifications_only()).await;

@@ -1,0 +1,77 @@
+//! The one write path: a unit of work.
+//!
+//! A mutation opens a [`Unit`], makes every change of its transaction
+//! through it, and commits it. Session rows change only here: each insert or
+//! save writes the row, re-arms its deadline and appends its event (with the
+//! next gapless seq) in one statement, and the unit keeps the event. After
+//! the commit, and only then, the unit hands the committed events on: today
+//! to this replica's watchers; the same list is where capacity (several
+//! sessions in one transaction) and outgoing deliveries will hang their work.
+
+use crate::domain::{
+    Result,
+    model::{Session, SessionEvent},
+    session::{self, Timeouts},
+};
+use crate::store::{
+    self, Tx,
+    sessions::{self as store_sessions, EventInput},
+};
+use crate::watch::{Hint, Hub};
+
+/// One transaction and every session change made in it.
+pub struct Unit {
+    tx: Tx,
+    timeouts: Timeouts,
+    hub: Hub,
+    events: Vec<SessionEvent>,
+}
+
+impl Unit {
+    /// Opens the transaction of a unit of work.
+    pub async fn begin(app: &super::App) -> Result<Unit> {
+        Ok(Unit {
+            tx: store::begin(&app.pool).await?,
+            timeouts: app.rules.timeouts,
+            hub: app.hub.clone(),
+            events: Vec::new(),
+        })
+    }
+
+    /// The transaction, for reads, row locks and the writes of other
+    /// aggregates (bookings, the directory, request ids).
+    pub fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
+    /// Inserts a new session with its first event (`CREATED`) and arms its deadline.
+    pub async fn insert_session(&mut self, s: &Session, event: EventInput<'_>) -> Result<Session> {
+        let deadline = session::deadline(s, &self.timeouts);
+        let (created, event) = store_sessions::insert_with_event(&mut self.tx, s, deadline, event).await?;
+        self.events.push(event);
+        Ok(created)
+    }
+
+    /// Writes `s`, a changed copy of the locked session `before`, with its
+    /// event; re-arms its deadline. The event's statuses and stages are read
+    /// off `before` and `s`.
+    pub async fn save_session(&mut self, before: &Session, s: &Session, event: EventInput<'_>) -> Result<Session> {
+        let deadline = session::deadline(s, &self.timeouts);
+        let (saved, event) = store_sessions::save_with_event(&mut self.tx, before, s, deadline, event).await?;
+        self.events.push(event);
+        Ok(saved)
+    }
+
+    /// Commits every change, then hands the committed events on to this
+    /// replica's watchers.
+    pub async fn commit(self) -> Result<()> {
+        store::commit(self.tx).await?;
+        for e in &self.events {
+            self.hub.publish(Hint::Event {
+                session_id: e.session_id,
+                seq: e.seq,
+            });
+        }
+        Ok(())
+    }
+}
