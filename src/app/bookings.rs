@@ -1,6 +1,6 @@
 //! Booking use cases (SPEC §3).
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use uuid::Uuid;
 
 use super::unit::Unit;
@@ -10,27 +10,13 @@ use crate::domain::{
     access::{Actor, Principal, Role},
     availability,
     booking::{self, BookingOrigin, BookingStatus},
+    command::{CloseBooking, NewBooking},
     model::{Booking, EventType, Session},
+    query::BookingQuery,
     session::{self, SessionStatus},
 };
 use crate::domain::{Reason, Resource};
-use crate::store::{
-    self, Tx,
-    bookings::{self as store_bookings, BookingFilter},
-    directory,
-    sessions::EventInput,
-};
-
-/// A CreateBooking request, parsed.
-#[derive(Debug, Clone)]
-pub struct NewBooking {
-    pub listing_id: Uuid,
-    /// None: the calling mentee itself.
-    pub mentee_id: Option<Uuid>,
-    pub start_time: DateTime<Utc>,
-    pub end_time: DateTime<Utc>,
-    pub notes: String,
-}
+use crate::store::{self, Tx, bookings as store_bookings, directory, sessions::EventInput};
 
 impl App {
     pub async fn create_booking(&self, unit: &mut Unit, who: &Principal, req: NewBooking) -> Result<Booking> {
@@ -121,22 +107,13 @@ impl App {
         Ok(booking)
     }
 
-    pub async fn list_bookings(
-        &self,
-        who: &Principal,
-        filter: BookingFilter,
-        page_size: i64,
-        page_token: &str,
-    ) -> Result<(Vec<Booking>, String)> {
-        who.require(
-            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
-            "ListBookings",
-        )?;
+    /// A page of the bookings the caller may see, newest first.
+    pub async fn list_bookings(&self, who: &Principal, q: BookingQuery) -> Result<(Vec<Booking>, String)> {
         let visibility = who.visibility();
-        let bound = (&filter, format!("{visibility:?}"));
-        let after = page::decode(&bound, page_token)?;
-        let rows = store_bookings::list(&self.pool, &filter, visibility, after, page_size + 1).await?;
-        page::finish(rows, page_size, &bound, |b| (b.created_at, b.id))
+        let bound = (&q.filter, format!("{visibility:?}"));
+        let after = page::decode(&bound, &q.page.token)?;
+        let rows = store_bookings::list(&self.pool, &q.filter, visibility, after, q.page.size + 1).await?;
+        page::finish(rows, q.page.size, &bound, |b| (b.created_at, b.id))
     }
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
@@ -165,49 +142,12 @@ impl App {
         Ok((accepted, session))
     }
 
-    pub async fn decline_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(unit.tx(), who, id, reason, BookingStatus::Declined)
-            .await
+    pub async fn decline_booking(&self, unit: &mut Unit, who: &Principal, c: CloseBooking) -> Result<Booking> {
+        close_booking(unit.tx(), who, c, BookingStatus::Declined).await
     }
 
-    pub async fn cancel_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid, reason: &str) -> Result<Booking> {
-        self.close_booking(unit.tx(), who, id, reason, BookingStatus::Cancelled)
-            .await
-    }
-
-    async fn close_booking(
-        &self,
-        tx: &mut Tx,
-        who: &Principal,
-        id: Uuid,
-        reason: &str,
-        to: BookingStatus,
-    ) -> Result<Booking> {
-        // Mentors decline; either participant may cancel; coordinators do both.
-        let (participants, act): (&[Role], &str) = match to {
-            BookingStatus::Declined => (&[Role::Mentor], "DeclineBooking"),
-            _ => (&[Role::Mentee, Role::Mentor], "CancelBooking"),
-        };
-        let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], participants, act).await?;
-        booking::decide(id, current.status, to).map_err(|e| {
-            if current.status == BookingStatus::Accepted && to == BookingStatus::Cancelled {
-                Error::precondition(
-                    Reason::BookingNotDraft,
-                    format!("bookings/{id}"),
-                    "an ACCEPTED booking cannot be cancelled; cancel its session instead",
-                )
-                .with_metadata("current_status", current.status.as_str())
-                .with_metadata(
-                    "session_id",
-                    current.session_id.map(|s| s.to_string()).unwrap_or_default(),
-                )
-            } else {
-                e
-            }
-        })?;
-        let closed = store_bookings::set_status(tx, id, to, reason).await?;
-        store_bookings::audit(tx, id, Some(current.status), to, &actor, reason).await?;
-        Ok(closed)
+    pub async fn cancel_booking(&self, unit: &mut Unit, who: &Principal, c: CloseBooking) -> Result<Booking> {
+        close_booking(unit.tx(), who, c, BookingStatus::Cancelled).await
     }
 
     /// Inserts the session of an ACCEPTED booking with its CREATED event.
@@ -260,6 +200,36 @@ impl App {
         };
         unit.insert_session(&new, event).await
     }
+}
+
+/// DRAFT → DECLINED or CANCELLED, with the reason.
+async fn close_booking(tx: &mut Tx, who: &Principal, c: CloseBooking, to: BookingStatus) -> Result<Booking> {
+    let CloseBooking { booking_id: id, reason } = c;
+    // Mentors decline; either participant may cancel; coordinators do both.
+    let (participants, act): (&[Role], &str) = match to {
+        BookingStatus::Declined => (&[Role::Mentor], "DeclineBooking"),
+        _ => (&[Role::Mentee, Role::Mentor], "CancelBooking"),
+    };
+    let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], participants, act).await?;
+    booking::decide(id, current.status, to).map_err(|e| {
+        if current.status == BookingStatus::Accepted && to == BookingStatus::Cancelled {
+            Error::precondition(
+                Reason::BookingNotDraft,
+                format!("bookings/{id}"),
+                "an ACCEPTED booking cannot be cancelled; cancel its session instead",
+            )
+            .with_metadata("current_status", current.status.as_str())
+            .with_metadata(
+                "session_id",
+                current.session_id.map(|s| s.to_string()).unwrap_or_default(),
+            )
+        } else {
+            e
+        }
+    })?;
+    let closed = store_bookings::set_status(tx, id, to, &reason).await?;
+    store_bookings::audit(tx, id, Some(current.status), to, &actor, &reason).await?;
+    Ok(closed)
 }
 
 /// Locks a booking and checks that `who` may act on it.

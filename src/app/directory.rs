@@ -4,34 +4,32 @@
 //! coordinators and services manage everything; a mentee may upsert and read
 //! itself; a mentor may upsert its own profile and its own listings; every
 //! known role may read mentors and listings, and mentors may read mentees.
+//! Which roles may call each RPC at all is `access::RPC_CALLERS`, checked
+//! before these run; what is left here is ownership.
 
 use uuid::Uuid;
 
 use super::unit::Unit;
 use super::{App, page};
-use crate::domain::Resource;
 use crate::domain::{
-    Error, Result,
+    Error, Resource, Result,
     access::{Principal, Role},
-    model::{Listing, Mentee, Mentor, MentorInput},
+    command::{ListingInput, MenteeInput, MentorInput},
+    model::{Listing, Mentee, Mentor},
+    query::{ListingQuery, MentorQuery},
 };
 use crate::store::directory;
 
-const ANY_ROLE: &[Role] = &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee];
+/// Roles that manage the whole directory.
 const MANAGERS: &[Role] = &[Role::Coordinator, Role::Service];
 
 impl App {
-    pub async fn upsert_mentee(
-        &self,
-        unit: &mut Unit,
-        who: &Principal,
-        id: Uuid,
-        display_name: &str,
-    ) -> Result<Mentee> {
-        if !(who.require(MANAGERS, "UpsertMentee").is_ok() || (who.has(Role::Mentee) && who.user_id == id)) {
+    pub async fn upsert_mentee(&self, unit: &mut Unit, who: &Principal, m: MenteeInput) -> Result<Mentee> {
+        let own = who.has(Role::Mentee) && who.user_id == m.id;
+        if !(own || who.require(MANAGERS, "UpsertMentee").is_ok()) {
             return Err(Error::denied("a mentee may only upsert itself"));
         }
-        directory::upsert_mentee(unit.tx(), id, display_name).await
+        directory::upsert_mentee(unit.tx(), m.id, &m.display_name).await
     }
 
     pub async fn get_mentee(&self, who: &Principal, id: Uuid) -> Result<Mentee> {
@@ -48,9 +46,8 @@ impl App {
     }
 
     pub async fn upsert_mentor(&self, unit: &mut Unit, who: &Principal, input: MentorInput) -> Result<Mentor> {
-        let managed = who.require(MANAGERS, "UpsertMentor").is_ok();
         let own = who.has(Role::Mentor) && who.mentor_id == Some(input.id) && who.user_id == input.user_id;
-        if !(managed || own) {
+        if !(own || who.require(MANAGERS, "UpsertMentor").is_ok()) {
             return Err(Error::denied("a mentor may only upsert its own profile"));
         }
         let tx = unit.tx();
@@ -60,37 +57,28 @@ impl App {
             .ok_or_else(|| Error::not_found(Resource::Mentor, input.id))
     }
 
-    pub async fn get_mentor(&self, who: &Principal, id: Uuid) -> Result<Mentor> {
-        who.require(ANY_ROLE, "GetMentor")?;
+    pub async fn get_mentor(&self, id: Uuid) -> Result<Mentor> {
         directory::get_mentor(&mut *self.connection().await?, id, self.rules.default_mentor_limit)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Mentor, id))
     }
 
-    pub async fn list_mentors(
-        &self,
-        who: &Principal,
-        skill_area: Option<&str>,
-        accepting_only: bool,
-        page_size: i64,
-        page_token: &str,
-    ) -> Result<(Vec<Mentor>, String)> {
-        who.require(ANY_ROLE, "ListMentors")?;
-        let filter = ("mentors", skill_area, accepting_only);
-        let after: Option<Uuid> = page::decode(&filter, page_token)?;
+    pub async fn list_mentors(&self, q: MentorQuery) -> Result<(Vec<Mentor>, String)> {
+        let filter = ("mentors", q.skill_area.as_deref(), q.accepting_only);
+        let after: Option<Uuid> = page::decode(&filter, &q.page.token)?;
         let rows = directory::list_mentors(
             &self.pool,
-            skill_area,
-            accepting_only,
+            q.skill_area.as_deref(),
+            q.accepting_only,
             after,
-            page_size + 1,
+            q.page.size + 1,
             self.rules.default_mentor_limit,
         )
         .await?;
-        page::finish(rows, page_size, &filter, |m| m.id)
+        page::finish(rows, q.page.size, &filter, |m| m.id)
     }
 
-    pub async fn upsert_listing(&self, unit: &mut Unit, who: &Principal, listing: Listing) -> Result<Listing> {
+    pub async fn upsert_listing(&self, unit: &mut Unit, who: &Principal, listing: ListingInput) -> Result<Listing> {
         let tx = unit.tx();
         if who.require(MANAGERS, "UpsertListing").is_err() {
             let own_mentor = who.has(Role::Mentor) && listing.mentor_id.is_some() && listing.mentor_id == who.mentor_id;
@@ -108,25 +96,17 @@ impl App {
         directory::upsert_listing(tx, &listing).await
     }
 
-    pub async fn get_listing(&self, who: &Principal, id: Uuid) -> Result<Listing> {
-        who.require(ANY_ROLE, "GetListing")?;
+    pub async fn get_listing(&self, id: Uuid) -> Result<Listing> {
         directory::get_listing(&self.pool, id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Listing, id))
     }
 
-    pub async fn list_listings(
-        &self,
-        who: &Principal,
-        mentor_id: Option<Uuid>,
-        skill_area: Option<&str>,
-        page_size: i64,
-        page_token: &str,
-    ) -> Result<(Vec<Listing>, String)> {
-        who.require(ANY_ROLE, "ListListings")?;
-        let filter = ("listings", mentor_id, skill_area);
-        let after: Option<Uuid> = page::decode(&filter, page_token)?;
-        let rows = directory::list_listings(&self.pool, mentor_id, skill_area, after, page_size + 1).await?;
-        page::finish(rows, page_size, &filter, |l| l.id)
+    pub async fn list_listings(&self, q: ListingQuery) -> Result<(Vec<Listing>, String)> {
+        let filter = ("listings", q.mentor_id, q.skill_area.as_deref());
+        let after: Option<Uuid> = page::decode(&filter, &q.page.token)?;
+        let rows =
+            directory::list_listings(&self.pool, q.mentor_id, q.skill_area.as_deref(), after, q.page.size + 1).await?;
+        page::finish(rows, q.page.size, &filter, |l| l.id)
     }
 }

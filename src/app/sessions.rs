@@ -6,30 +6,19 @@ use uuid::Uuid;
 use super::unit::Unit;
 use super::{App, page};
 use crate::domain::{
-    Error, Result,
+    Error, Reason, Resource, Result,
     access::{Principal, Role},
     booking::{BookingOrigin, BookingStatus},
-    config::{self, SessionConfig, Template},
-    model::{Booking, EventType, Session},
+    command::{ConfigUpdate, NewSession, StageChange, Transition},
+    config,
+    model::{Booking, EventType, Session, SessionEvent},
+    query::{EventQuery, SessionQuery, SortField},
     session::{self, Command, Requester, SessionStatus},
 };
-use crate::domain::{Reason, Resource};
 use crate::store::{
     bookings as store_bookings, directory,
-    sessions::{self as store_sessions, EventInput, SessionFilter, SortField},
+    sessions::{self as store_sessions, EventInput},
 };
-
-/// A CreateSession request, parsed.
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub mentee_id: Uuid,
-    pub listing_id: Uuid,
-    /// The preferred mentor; else the listing's.
-    pub mentor_id: Option<Uuid>,
-    pub template_id: Option<String>,
-    /// Overrides of the template: values and the mask naming them.
-    pub overrides: Option<(SessionConfig, Vec<String>)>,
-}
 
 /// Locks a session the requester may see and checks its etag.
 async fn lock_visible(unit: &mut Unit, who: Requester<'_>, id: Uuid, etag_expected: Option<&str>) -> Result<Session> {
@@ -59,15 +48,6 @@ pub fn etag(version: i64) -> String {
     version.to_string()
 }
 
-/// What a transition writes besides the status.
-#[derive(Debug, Default, Clone)]
-pub struct TransitionInput {
-    pub etag: Option<String>,
-    pub reason: String,
-    pub report: Option<serde_json::Value>,
-    pub failure: Option<serde_json::Value>,
-}
-
 impl App {
     pub async fn get_session(&self, who: &Principal, id: Uuid) -> Result<Session> {
         let session = store_sessions::get(&self.pool, id)
@@ -81,33 +61,23 @@ impl App {
         Ok(session)
     }
 
-    /// A page of sessions plus, when asked, the total matching the filter.
-    pub async fn list_sessions(
-        &self,
-        who: &Principal,
-        filter: SessionFilter,
-        page_size: i64,
-        page_token: &str,
-        with_total: bool,
-    ) -> Result<(Vec<Session>, String, Option<i64>)> {
-        who.require(
-            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
-            "ListSessions",
-        )?;
+    /// A page of the sessions the caller may see plus, when asked, the total
+    /// matching the filter.
+    pub async fn list_sessions(&self, who: &Principal, q: SessionQuery) -> Result<(Vec<Session>, String, Option<i64>)> {
         let visibility = who.visibility();
-        let bound = (&filter, format!("{visibility:?}"));
-        let after = page::decode(&bound, page_token)?;
-        let rows = store_sessions::list(&self.pool, &filter, visibility, after, page_size + 1).await?;
-        let sort = filter.sort;
-        let (rows, next) = page::finish(rows, page_size, &bound, |s: &Session| {
+        let bound = (&q.filter, format!("{visibility:?}"));
+        let after = page::decode(&bound, &q.page.token)?;
+        let rows = store_sessions::list(&self.pool, &q.filter, visibility, after, q.page.size + 1).await?;
+        let sort = q.filter.sort;
+        let (rows, next) = page::finish(rows, q.page.size, &bound, |s: &Session| {
             let value: DateTime<Utc> = match sort {
                 SortField::CreatedAt => s.created_at,
                 SortField::StartTime => s.start_time,
             };
             (value, s.id)
         })?;
-        let total = if with_total {
-            Some(store_sessions::count(&self.pool, &filter, visibility).await?)
+        let total = if q.with_total {
+            Some(store_sessions::count(&self.pool, &q.filter, visibility).await?)
         } else {
             None
         };
@@ -116,51 +86,39 @@ impl App {
 
     /// Applies one command of the state machine to a session, with its event,
     /// under the session's row lock, in the unit of work.
-    pub async fn transition(
-        &self,
-        unit: &mut Unit,
-        who: Requester<'_>,
-        id: Uuid,
-        command: Command,
-        input: TransitionInput,
-    ) -> Result<Session> {
-        let before = lock_visible(unit, who, id, input.etag.as_deref()).await?;
-        let decision = session::decide(id, before.status, command, who, before.participants())?;
+    pub async fn transition(&self, unit: &mut Unit, who: Requester<'_>, t: Transition) -> Result<Session> {
+        let id = t.session_id;
+        let before = lock_visible(unit, who, id, t.etag.as_deref()).await?;
+        let decision = session::decide(id, before.status, t.command, who, before.participants())?;
         if decision.no_op {
             return Ok(before);
         }
         let mut s = before.clone();
         session::enter(&mut s, decision.to, Utc::now());
-        if input.report.is_some() {
-            s.report = input.report;
+        if t.report.is_some() {
+            s.report = t.report;
         }
-        if input.failure.is_some() {
-            s.failure = input.failure;
+        if t.failure.is_some() {
+            s.failure = t.failure;
         }
         if decision.to == SessionStatus::Cancelled {
-            s.cancel_reason = input.reason.clone();
+            s.cancel_reason = t.reason.clone();
             // A cancelled session gives its booking's time back to mentor and mentee.
             store_bookings::release_slot(unit.tx(), s.booking_id).await?;
         }
         let event = EventInput {
             event_type: EventType::StatusChanged,
             actor: &decision.actor,
-            reason: &input.reason,
-            details: serde_json::json!({ "command": command.name() }),
+            reason: &t.reason,
+            details: serde_json::json!({ "command": t.command.name() }),
         };
         unit.save_session(&before, &s, event).await
     }
 
     /// Labels where an ACTIVE session is; the same stage again changes nothing.
-    pub async fn advance_stage(
-        &self,
-        unit: &mut Unit,
-        who: &Principal,
-        id: Uuid,
-        stage: String,
-        etag: Option<&str>,
-    ) -> Result<Session> {
-        let before = lock_visible(unit, Requester::Caller(who), id, etag).await?;
+    pub async fn advance_stage(&self, unit: &mut Unit, who: &Principal, c: StageChange) -> Result<Session> {
+        let id = c.session_id;
+        let before = lock_visible(unit, Requester::Caller(who), id, c.etag.as_deref()).await?;
         let decision = session::decide(
             id,
             before.status,
@@ -168,19 +126,22 @@ impl App {
             Requester::Caller(who),
             before.participants(),
         )?;
-        if !before.config.allowed_stages.is_empty() && !before.config.allowed_stages.contains(&stage) {
+        let allowed = &before.config.allowed_stages;
+        if !allowed.is_empty() && !allowed.contains(&c.stage) {
             return Err(Error::precondition(
                 Reason::StageNotAllowed,
                 format!("sessions/{id}"),
-                format!("stage {stage:?} is not one of the session's allowed stages"),
+                format!("stage {:?} is not one of the session's allowed stages", c.stage),
             )
-            .with_metadata("allowed_stages", before.config.allowed_stages.join(",")));
+            .with_metadata("allowed_stages", allowed.join(",")));
         }
-        if before.stage.as_deref() == Some(stage.as_str()) {
+        if before.stage.as_deref() == Some(c.stage.as_str()) {
             return Ok(before);
         }
-        let mut s = before.clone();
-        s.stage = Some(stage);
+        let s = Session {
+            stage: Some(c.stage),
+            ..before.clone()
+        };
         let event = EventInput {
             event_type: EventType::StageChanged,
             actor: &decision.actor,
@@ -191,7 +152,7 @@ impl App {
     }
 
     /// Starts a session on demand: the implicit ON_DEMAND booking (already
-    /// ACCEPTED) and the session, in the caller's transaction.
+    /// ACCEPTED) and the session, in the unit of work.
     pub async fn create_session(&self, unit: &mut Unit, who: &Principal, req: NewSession) -> Result<Session> {
         let actor = who.require(&[Role::Coordinator, Role::Service], "CreateSession")?;
         let mut config = match &req.template_id {
@@ -244,51 +205,31 @@ impl App {
             .await
     }
 
-    pub async fn get_session_config(&self, who: &Principal, id: Uuid) -> Result<SessionConfig> {
-        Ok(self.get_session(who, id).await?.config)
-    }
-
-    pub fn list_config_templates(&self, who: &Principal) -> Result<Vec<Template>> {
-        who.require(
-            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
-            "ListConfigTemplates",
-        )?;
-        Ok(self.rules.templates.clone())
-    }
-
     /// Changes the fields of a live session's config named by the mask.
     /// Allowed to coordinators, services and the session's mentor.
-    pub async fn update_session_config(
-        &self,
-        unit: &mut Unit,
-        who: &Principal,
-        id: Uuid,
-        patch: SessionConfig,
-        paths: Vec<String>,
-        etag: Option<&str>,
-    ) -> Result<Session> {
-        let before = lock_visible(unit, Requester::Caller(who), id, etag).await?;
-        let s = &before;
+    pub async fn update_session_config(&self, unit: &mut Unit, who: &Principal, u: ConfigUpdate) -> Result<Session> {
+        let id = u.session_id;
+        let before = lock_visible(unit, Requester::Caller(who), id, u.etag.as_deref()).await?;
         let actor = who.require_on(
             &[Role::Coordinator, Role::Service],
             &[Role::Mentor],
-            s.participants(),
+            before.participants(),
             "UpdateSessionConfig",
         )?;
-        if s.status.is_terminal() {
+        if before.status.is_terminal() {
             return Err(Error::precondition(
                 Reason::SessionTerminal,
                 format!("sessions/{id}"),
                 format!(
                     "the session is {} and its config can no longer change",
-                    s.status.as_str()
+                    before.status.as_str()
                 ),
             )
-            .with_metadata("current_status", s.status.as_str()));
+            .with_metadata("current_status", before.status.as_str()));
         }
-        let updated = s.config.apply_mask(&patch, &paths, "update_mask")?;
+        let updated = before.config.apply_mask(&u.patch, &u.paths, "update_mask")?;
         updated.validate(&self.rules.config_limits, "config")?;
-        let used = s.active_duration(Utc::now());
+        let used = before.active_duration(Utc::now());
         if chrono::Duration::seconds(updated.max_duration_secs) < used {
             return Err(Error::precondition(
                 Reason::MaxDurationBelowActiveTime,
@@ -299,7 +240,7 @@ impl App {
                 ),
             ));
         }
-        let changes: Vec<serde_json::Value> = s
+        let changes: Vec<serde_json::Value> = before
             .config
             .diff(&updated)
             .into_iter()
@@ -308,7 +249,7 @@ impl App {
         if changes.is_empty() {
             return Ok(before);
         }
-        let updated = Session {
+        let s = Session {
             config: updated,
             ..before.clone()
         };
@@ -318,21 +259,15 @@ impl App {
             reason: "",
             details: serde_json::json!({ "changes": changes }),
         };
-        unit.save_session(&before, &updated, event).await
+        unit.save_session(&before, &s, event).await
     }
 
     /// The audit log of a session, a page at a time (the key is the last seq).
-    pub async fn list_session_events(
-        &self,
-        who: &Principal,
-        id: Uuid,
-        page_size: i64,
-        page_token: &str,
-    ) -> Result<(Vec<crate::domain::model::SessionEvent>, String)> {
-        self.get_session(who, id).await?;
-        let bound = ("events", id);
-        let after: i64 = page::decode(&bound, page_token)?.unwrap_or(0);
-        let rows = store_sessions::events(&self.pool, id, after, page_size + 1).await?;
-        page::finish(rows, page_size, &bound, |e| e.seq)
+    pub async fn list_session_events(&self, who: &Principal, q: EventQuery) -> Result<(Vec<SessionEvent>, String)> {
+        self.get_session(who, q.session_id).await?;
+        let bound = ("events", q.session_id);
+        let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
+        let rows = store_sessions::events(&self.pool, q.session_id, after, q.page.size + 1).await?;
+        page::finish(rows, q.page.size, &bound, |e| e.seq)
     }
 }

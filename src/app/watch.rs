@@ -5,15 +5,15 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use super::App;
 use crate::domain::{
     Error, Result,
-    access::{Principal, Role},
+    access::Principal,
     model::{EventType, Session, SessionEvent},
+    query::{FeedPosition, FeedWatch, SessionWatch},
 };
-use crate::store::sessions::{self as store_sessions, FeedFilter, FeedPosition};
+use crate::store::sessions as store_sessions;
 use crate::watch;
 
 /// Items a stream holds before its producer waits for the client.
@@ -28,11 +28,11 @@ pub enum SessionItem {
     Event(SessionEvent),
 }
 
-/// An item of a WatchSessions stream: an event and the cursor after it.
+/// An item of a WatchSessions stream: an event and its position in the feed.
 #[derive(Debug, Clone)]
 pub struct FeedItem {
     pub event: SessionEvent,
-    pub cursor: String,
+    pub position: FeedPosition,
 }
 
 /// Sends unless the client left or the server is closing; false means stop.
@@ -73,12 +73,12 @@ impl App {
     pub async fn watch_session(
         &self,
         who: &Principal,
-        id: Uuid,
-        after_seq: Option<i64>,
+        watch: SessionWatch,
     ) -> Result<mpsc::Receiver<Result<SessionItem>>> {
-        if after_seq.is_some_and(|s| s < 0) {
-            return Err(Error::invalid("after_seq", "must not be negative"));
-        }
+        let SessionWatch {
+            session_id: id,
+            after_seq,
+        } = watch;
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
         let mut hints = self.hub.subscribe();
         let snapshot = self.get_session(who, id).await?;
@@ -144,20 +144,11 @@ impl App {
 
     /// Opens a WatchSessions feed of the events the caller may see, from
     /// `cursor` (exclusive) or from now.
-    pub async fn watch_sessions(
-        &self,
-        who: &Principal,
-        filter: FeedFilter,
-        cursor: Option<&str>,
-    ) -> Result<mpsc::Receiver<Result<FeedItem>>> {
-        who.require(
-            &[Role::Coordinator, Role::Service, Role::Mentor, Role::Mentee],
-            "WatchSessions",
-        )?;
-        let start = cursor.map(decode_cursor).transpose()?;
+    pub async fn watch_sessions(&self, who: &Principal, watch: FeedWatch) -> Result<mpsc::Receiver<Result<FeedItem>>> {
+        let FeedWatch { filter, cursor } = watch;
         let visibility = who.visibility();
         let mut hints = self.hub.subscribe();
-        let mut position = match start {
+        let mut position = match cursor {
             Some(p) => p,
             None => store_sessions::feed_horizon(&self.pool).await?,
         };
@@ -179,7 +170,7 @@ impl App {
                         if row.matches {
                             let item = FeedItem {
                                 event: row.event,
-                                cursor: encode_cursor(position),
+                                position,
                             };
                             if !deliver(&tx, &app.hub, Ok(item)).await {
                                 return;

@@ -69,6 +69,24 @@ fn parse_hhmm(field: &str, raw: &str, allow_24: bool) -> Result<u16> {
     Ok(minute)
 }
 
+/// Most weekly windows a mentor may have.
+pub const MAX_WINDOWS: usize = 100;
+
+/// Checks that no two windows of the same day overlap; `field` names the
+/// list (e.g. "mentor.availability") in violations.
+pub fn check_no_overlap(field: &str, windows: &[Window]) -> Result<()> {
+    let mut v = super::Violations::new();
+    for (i, a) in windows.iter().enumerate() {
+        let overlaps = windows[..i]
+            .iter()
+            .any(|b| a.day_of_week == b.day_of_week && a.start_minute < b.end_minute && b.start_minute < a.end_minute);
+        if overlaps {
+            v.add(format!("{field}[{i}]"), "overlaps another window of the same day");
+        }
+    }
+    v.finish()
+}
+
 /// Parses an IANA time zone name.
 pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
     raw.parse::<Tz>()
@@ -132,6 +150,18 @@ mod tests {
         assert!(Window::parse("w", 0, "09:00", "10:00").is_err());
         assert!(Window::parse("w", 1, "9:00", "10:00").is_err());
         assert!(Window::parse("w", 1, "09:60", "10:00").is_err());
+    }
+
+    #[test]
+    fn windows_of_one_day_must_not_overlap() {
+        let at = |day, start, end| Window {
+            day_of_week: day,
+            start_minute: start,
+            end_minute: end,
+        };
+        assert!(check_no_overlap("w", &[at(1, 540, 720), at(1, 720, 1020), at(2, 600, 700)]).is_ok());
+        let err = check_no_overlap("w", &[at(1, 540, 720), at(2, 540, 720), at(1, 700, 800)]).unwrap_err();
+        assert!(err.to_string().contains("w[2]"), "{err}");
     }
 
     #[test]

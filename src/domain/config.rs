@@ -156,13 +156,14 @@ impl SessionConfig {
                 field("notifications.recipients"),
                 format!("at most {MAX_RECIPIENTS} recipients"),
             );
-        }
-        for (i, r) in self.notifications.recipients.iter().enumerate() {
-            if !is_email(r) {
-                v.add(
-                    format!("{prefix}.notifications.recipients[{i}]"),
-                    "must be an e-mail address",
-                );
+        } else {
+            for (i, r) in self.notifications.recipients.iter().enumerate() {
+                if !is_email(r) {
+                    v.add(
+                        format!("{prefix}.notifications.recipients[{i}]"),
+                        "must be an e-mail address",
+                    );
+                }
             }
         }
         let encoded = serde_json::to_vec(&self.custom_settings)
@@ -176,9 +177,10 @@ impl SessionConfig {
         }
         if self.allowed_stages.len() > MAX_ALLOWED_STAGES {
             v.add(field("allowed_stages"), format!("at most {MAX_ALLOWED_STAGES} stages"));
-        }
-        for (i, s) in self.allowed_stages.iter().enumerate() {
-            v.check(input::label(&format!("{prefix}.allowed_stages[{i}]"), s));
+        } else {
+            for (i, s) in self.allowed_stages.iter().enumerate() {
+                v.check(input::label(&format!("{prefix}.allowed_stages[{i}]"), s));
+            }
         }
         v.finish()
     }

@@ -78,7 +78,35 @@ pub fn page_size(raw: i32) -> Result<i64> {
     }
 }
 
-fn truncate(raw: &str) -> String {
+/// A repeated field's length, checked before anything looks at its
+/// elements: the work spent on a request stays bounded by its limits, not
+/// by what a caller sends.
+pub fn at_most(field: &str, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::invalid(field, format!("at most {max} entries, got {len}")));
+    }
+    Ok(())
+}
+
+/// A JSON object (a `google.protobuf.Struct` on the wire) of at most
+/// `max_bytes` when encoded as JSON.
+pub fn json_object(
+    field: &str,
+    value: serde_json::Map<String, serde_json::Value>,
+    max_bytes: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let size = serde_json::to_vec(&value).map(|b| b.len()).unwrap_or(usize::MAX);
+    if size > max_bytes {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {} KiB encoded, got {size} bytes", max_bytes / 1024),
+        ));
+    }
+    Ok(value)
+}
+
+/// The first 64 characters of raw input, for error messages.
+pub fn truncate(raw: &str) -> String {
     raw.chars().take(64).collect()
 }
 
@@ -100,6 +128,21 @@ mod tests {
         assert!(required_text("x", "   ", 10).is_err());
         assert!(optional_text("x", &"a".repeat(11), 10).is_err());
         assert!(optional_text("x", "bad\u{0}", 10).is_err());
+    }
+
+    #[test]
+    fn lists_are_capped_by_length() {
+        assert!(at_most("xs", 50, 50).is_ok());
+        let err = at_most("xs", 500_000, 50).unwrap_err();
+        assert!(err.to_string().contains("at most 50 entries, got 500000"), "{err}");
+    }
+
+    #[test]
+    fn json_objects_are_capped_by_encoded_size() {
+        let mut map = serde_json::Map::new();
+        map.insert("k".into(), serde_json::Value::String("v".repeat(100)));
+        assert!(json_object("data", map.clone(), 1024).is_ok());
+        assert!(json_object("data", map, 64).is_err());
     }
 
     #[test]

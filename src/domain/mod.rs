@@ -4,10 +4,12 @@
 pub mod access;
 pub mod availability;
 pub mod booking;
+pub mod command;
 pub mod config;
 pub mod error;
 pub mod input;
 pub mod model;
+pub mod query;
 pub mod session;
 
 pub use error::{Error, FieldViolation, Reason, Resource, Result, Violations};

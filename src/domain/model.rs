@@ -33,19 +33,6 @@ pub struct Mentor {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What a caller supplies to create or replace a mentor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MentorInput {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub display_name: String,
-    pub skill_areas: Vec<String>,
-    pub max_concurrent_sessions: Option<i32>,
-    pub accepting_sessions: bool,
-    pub timezone: String,
-    pub availability: Vec<Window>,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listing {
     pub id: Uuid,

@@ -377,6 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn reports_score_from_0_to_100_and_bound_their_data() {
+        let none = serde_json::Map::new;
+        assert!(report("ok".into(), Some(0), none()).is_ok());
+        assert!(report("ok".into(), Some(100), none()).is_ok());
+        assert!(report("ok".into(), None, none()).is_ok());
+        for bad in [-1, 101, i32::MAX] {
+            let err = report("ok".into(), Some(bad), none()).unwrap_err();
+            assert!(err.to_string().contains("report.overall_score"), "{err}");
+        }
+        let mut big = none();
+        big.insert("blob".into(), serde_json::Value::String("x".repeat(MAX_DETAILS_BYTES)));
+        assert!(report("ok".into(), None, big.clone()).is_err());
+        assert!(failure("boom", big).is_err());
+        assert_eq!(
+            failure("boom", none()).unwrap(),
+            serde_json::json!({"error_message": "boom", "details": {}})
+        );
+    }
+
+    #[test]
     fn pausing_twice_is_a_no_op() {
         let (p, _, mentor, _) = setup();
         let d = decide(Uuid::nil(), Paused, Command::Pause, Requester::Caller(&mentor), p).unwrap();
@@ -384,6 +404,37 @@ mod tests {
         let d = decide(Uuid::nil(), Active, Command::Pause, Requester::Caller(&mentor), p).unwrap();
         assert!(!d.no_op);
     }
+}
+
+/// Largest encoded report data or failure details.
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+
+/// A completion report as stored: a summary, an optional overall score from 0
+/// to 100, and free-form data (at most 64 KiB encoded).
+pub fn report(
+    summary: String,
+    overall_score: Option<i32>,
+    data: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let mut v = super::Violations::new();
+    if let Some(score) = overall_score
+        && !(0..=100).contains(&score)
+    {
+        v.add("report.overall_score", "must be between 0 and 100");
+    }
+    let data = v.check(super::input::json_object("report.data", data, MAX_DETAILS_BYTES));
+    v.finish()?;
+    Ok(serde_json::json!({
+        "summary": summary,
+        "overall_score": overall_score,
+        "data": data.unwrap_or_default(),
+    }))
+}
+
+/// A failure as stored: the error message and details (at most 64 KiB encoded).
+pub fn failure(error_message: &str, details: serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value> {
+    let details = super::input::json_object("details", details, MAX_DETAILS_BYTES)?;
+    Ok(serde_json::json!({ "error_message": error_message, "details": details }))
 }
 
 /// Durations after which the system steps in.

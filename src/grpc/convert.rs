@@ -11,8 +11,9 @@ use crate::domain::{
     access::{Actor, ActorKind},
     availability::Window,
     booking::{BookingOrigin, BookingStatus},
-    config::{EscalationPolicy, SessionConfig},
-    model,
+    config::{EscalationPolicy, MAX_ALLOWED_STAGES, MAX_RECIPIENTS, SessionConfig, Template},
+    input, model,
+    query::Page,
     session::SessionStatus,
 };
 
@@ -108,8 +109,25 @@ pub fn session_status(s: SessionStatus) -> pb::SessionStatus {
     }
 }
 
+/// A page: size (0 means 20, at most 100) and token.
+pub fn page(size: i32, token: &str) -> Result<Page> {
+    Ok(Page {
+        size: input::page_size(size)?,
+        token: token.to_owned(),
+    })
+}
+
+/// An optional Struct as a JSON object (empty when absent).
+pub fn struct_to_map(s: Option<&Struct>) -> serde_json::Map<String, serde_json::Value> {
+    match s.map(struct_to_json) {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// A repeated SessionStatus filter field.
 pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
+    input::at_most(field, raw.len(), SessionStatus::ALL.len())?;
     raw.iter()
         .map(|&n| match pb::SessionStatus::try_from(n) {
             Ok(pb::SessionStatus::Unspecified) | Err(_) => {
@@ -128,6 +146,7 @@ pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
 
 /// A repeated BookingStatus filter field.
 pub fn booking_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
+    input::at_most(field, raw.len(), 4)?;
     raw.iter()
         .map(|&n| match pb::BookingStatus::try_from(n) {
             Ok(pb::BookingStatus::Unspecified) | Err(_) => {
@@ -360,12 +379,22 @@ pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Re
             EscalationPolicy::Progressive
         }
     };
-    let n = c.notifications.clone().unwrap_or_default();
-    let custom_settings = match c.custom_settings.as_ref().map(struct_to_json) {
-        Some(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
+    let n = c.notifications.as_ref();
+    let recipients = n.map(|n| n.recipients.as_slice()).unwrap_or_default();
+    // Lists are refused by their length before anything copies them.
+    v.check(input::at_most(
+        &format!("{prefix}.notifications.recipients"),
+        recipients.len(),
+        MAX_RECIPIENTS,
+    ));
+    v.check(input::at_most(
+        &format!("{prefix}.allowed_stages"),
+        c.allowed_stages.len(),
+        MAX_ALLOWED_STAGES,
+    ));
+    v.check(input::at_most("update_mask.paths", paths.len(), 64));
     v.finish()?;
+    let n = n.cloned().unwrap_or_default();
     Ok(SessionConfig {
         template_id: String::new(),
         max_duration_secs,
@@ -381,7 +410,17 @@ pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Re
             notify_on_completion: n.notify_on_completion,
             recipients: n.recipients,
         },
-        custom_settings,
+        custom_settings: struct_to_map(c.custom_settings.as_ref()),
         allowed_stages: c.allowed_stages.clone(),
     })
+}
+
+impl From<&Template> for pb::ConfigTemplate {
+    fn from(t: &Template) -> Self {
+        pb::ConfigTemplate {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            config: Some(session_config(&t.config)),
+        }
+    }
 }

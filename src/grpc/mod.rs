@@ -37,94 +37,106 @@ pub struct Api {
     app: Arc<App>,
 }
 
+/// A request parsed once, at the edge, into the value its use case takes
+/// (a `domain::command` or `domain::query`). Every field violation is
+/// reported at once, in one `BadRequest`, and nothing downstream sees raw input.
+pub trait Parse {
+    type Parsed;
+    fn parse(&self) -> Result<Self::Parsed, Error>;
+}
+
+/// A mutating request: it may carry a `request_id`.
+pub trait Mutating: prost::Message {
+    fn request_id(&self) -> &str;
+}
+
+/// Implements [`Mutating`] for requests with a `request_id` field.
+macro_rules! mutating {
+    ($($request:ty),* $(,)?) => {
+        $(impl crate::grpc::Mutating for $request {
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+        })*
+    };
+}
+pub(crate) use mutating;
+
 /// How a mutation begins: a replay of a remembered response, or a fresh
-/// transaction to make the change in.
+/// unit of work to make the change in.
 enum Begun<Resp> {
     Replay(Resp),
-    Fresh(Mutation),
-}
-
-/// The unit of work of one mutating call and the request id it claimed.
-struct Mutation {
-    unit: Unit,
-    key: Option<uuid::Uuid>,
-}
-
-impl Mutation {
-    /// Remembers the response under the claimed request id (in the same
-    /// transaction as the change) and commits.
-    async fn finish<Resp: prost::Message>(mut self, response: Resp) -> Result<Response<Resp>, Status> {
-        if let Some(key) = self.key {
-            idempotency::remember(self.unit.tx(), key, &response.encode_to_vec()).await?;
-        }
-        self.unit.commit().await?;
-        Ok(Response::new(response))
-    }
+    Fresh(Unit, Option<uuid::Uuid>),
 }
 
 impl Api {
-    /// Starts a mutation honouring `request_id`: a retry with the same id gets
-    /// the stored first response and changes nothing; the same id with a
-    /// different request is refused.
-    async fn begin<Req, Resp>(
+    /// A read: the caller (already authenticated and allowed by its roles),
+    /// the request parsed once, then the use case.
+    async fn read<Req: Parse, Resp>(
+        &self,
+        req: tonic::Request<Req>,
+        run: impl AsyncFnOnce(&App, Principal, Req::Parsed) -> Result<Resp, Error>,
+    ) -> Result<Response<Resp>, Status> {
+        let who = auth::principal(&req)?;
+        let parsed = req.get_ref().parse()?;
+        Ok(Response::new(run(&self.app, who, parsed).await?))
+    }
+
+    /// A mutation: the caller, the request parsed once, then a unit of work
+    /// that claims the `request_id` (a retry gets the first response and
+    /// changes nothing), runs the use case, and commits the change together
+    /// with the response it remembers.
+    async fn mutate<Req: Parse + Mutating, Resp: prost::Message + Default>(
+        &self,
+        req: tonic::Request<Req>,
+        run: impl AsyncFnOnce(&App, &mut Unit, &Principal, Req::Parsed) -> Result<Resp, Error>,
+    ) -> Result<Response<Resp>, Status> {
+        let who = auth::principal(&req)?;
+        let method = auth::method(&req)?;
+        let request = req.into_inner();
+        let parsed = request.parse()?;
+        let (mut unit, key) = match self.begin(&who, method, &request).await? {
+            Begun::Replay(response) => return Ok(Response::new(response)),
+            Begun::Fresh(unit, key) => (unit, key),
+        };
+        let response = run(&self.app, &mut unit, &who, parsed).await?;
+        if let Some(key) = key {
+            idempotency::remember(unit.tx(), key, &response.encode_to_vec()).await?;
+        }
+        unit.commit().await?;
+        Ok(Response::new(response))
+    }
+
+    /// Opens the unit of work of a mutation and claims its `request_id`.
+    async fn begin<Req: Mutating, Resp: prost::Message + Default>(
         &self,
         who: &Principal,
         method: &str,
-        request_id: &str,
         request: &Req,
-    ) -> Result<Begun<Resp>, Status>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        let key = input::optional_id("request_id", request_id)?;
-        if let Some(key) = key {
-            tracing::Span::current().record("request_id", tracing::field::display(key));
-        }
+    ) -> Result<Begun<Resp>, Error> {
+        let key = input::optional_id("request_id", request.request_id())?;
         let mut unit = Unit::begin(&self.app).await?;
-        if let Some(key) = key {
-            let mut hasher = Sha256::new();
-            hasher.update(method.as_bytes());
-            hasher.update(who.user_id.as_bytes());
-            hasher.update(request.encode_to_vec());
-            let fingerprint = hasher.finalize().to_vec();
-            if let Claim::Seen {
-                fingerprint: first,
-                response,
-            } = idempotency::claim(unit.tx(), key, &fingerprint).await?
-            {
-                if first != fingerprint {
-                    return Err(Error::invalid(
-                        "request_id",
-                        "was already used for a different request; use a new request_id",
-                    )
-                    .into());
-                }
-                let replay = Resp::decode(response.as_slice())
-                    .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response")))?;
-                return Ok(Begun::Replay(replay));
-            }
+        let Some(key) = key else {
+            return Ok(Begun::Fresh(unit, None));
+        };
+        tracing::Span::current().record("request_id", tracing::field::display(key));
+        // The same id is the same request only from the same caller, for the same RPC, with the same body.
+        let mut hasher = Sha256::new();
+        hasher.update(method.as_bytes());
+        hasher.update(who.user_id.as_bytes());
+        hasher.update(request.encode_to_vec());
+        let fingerprint = hasher.finalize().to_vec();
+        match idempotency::claim(unit.tx(), key, &fingerprint).await? {
+            Claim::Fresh => Ok(Begun::Fresh(unit, Some(key))),
+            Claim::Seen { fingerprint: first, .. } if first != fingerprint => Err(Error::invalid(
+                "request_id",
+                "was already used for a different request; use a new request_id",
+            )),
+            Claim::Seen { response, .. } => Resp::decode(response.as_slice())
+                .map(Begun::Replay)
+                .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response"))),
         }
-        Ok(Begun::Fresh(Mutation { unit, key }))
     }
-}
-
-/// Begins a mutation or returns the replayed response from the handler.
-macro_rules! begin_or_replay {
-    ($api:expr, $who:expr, $method:literal, $req:expr) => {
-        match $api.begin($who, $method, &$req.request_id, &$req).await? {
-            crate::grpc::Begun::Replay(response) => return Ok(tonic::Response::new(response)),
-            crate::grpc::Begun::Fresh(mutation) => mutation,
-        }
-    };
-}
-pub(crate) use begin_or_replay;
-
-/// A validation that passed but left a value unset: a bug, not bad input.
-fn incomplete() -> Status {
-    Status::from(crate::domain::Error::Internal(anyhow::anyhow!(
-        "request validation passed without producing every value"
-    )))
 }
 
 /// Fully qualified names of the served application services.

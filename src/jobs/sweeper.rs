@@ -10,9 +10,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, sessions::TransitionInput, unit::Unit};
+use crate::app::{App, unit::Unit};
 use crate::domain::{
     Result,
+    command::Transition,
     session::{Command, Requester},
 };
 use crate::store::{idempotency, sessions};
@@ -35,14 +36,11 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
         let Some((id, kind)) = sessions::lock_due(unit.tx(), &failed).await? else {
             return Ok(fired);
         };
-        let input = TransitionInput {
+        let timeout = Transition {
             reason: kind.clone(),
-            ..Default::default()
+            ..Transition::new(id, Command::Timeout)
         };
-        let outcome = match app
-            .transition(&mut unit, Requester::System, id, Command::Timeout, input)
-            .await
-        {
+        let outcome = match app.transition(&mut unit, Requester::System, timeout).await {
             Ok(_) => unit.commit().await,
             Err(err) => Err(err),
         };

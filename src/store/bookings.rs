@@ -10,6 +10,7 @@ use crate::domain::{
     access::{Actor, Visibility},
     booking::BookingStatus,
     model::Booking,
+    query::ParticipantFilter,
 };
 
 #[derive(sqlx::FromRow)]
@@ -180,13 +181,10 @@ pub async fn overlap(
     })
 }
 
-/// Filter of ListBookings.
-pub type BookingFilter = super::ParticipantFilter;
-
 /// Keyset page ordered by (created_at, id) descending.
 pub async fn list(
     pool: &PgPool,
-    filter: &BookingFilter,
+    filter: &ParticipantFilter,
     visibility: Visibility,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,

@@ -8,7 +8,8 @@ use super::{Tx, corrupt};
 use crate::domain::{
     Error,
     availability::Window,
-    model::{Listing, Mentee, Mentor, MentorInput},
+    command::{ListingInput, MentorInput},
+    model::{Listing, Mentee, Mentor},
 };
 
 pub async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<Mentee, Error> {
@@ -206,7 +207,7 @@ pub async fn list_mentors(
         .collect())
 }
 
-pub async fn upsert_listing(tx: &mut Tx, l: &Listing) -> Result<Listing, Error> {
+pub async fn upsert_listing(tx: &mut Tx, l: &ListingInput) -> Result<Listing, Error> {
     sqlx::query_as!(
         Listing,
         r#"INSERT INTO listings (id, mentor_id, title, skill_area) VALUES ($1, $2, $3, $4)

@@ -8,9 +8,8 @@ pub mod idempotency;
 pub mod sessions;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
-use uuid::Uuid;
 
-use crate::domain::{Error, access::Visibility, error::Reason};
+use crate::domain::{Error, access::Visibility, error::Reason, query::ParticipantFilter};
 
 /// A transaction on the service's database.
 pub type Tx = Transaction<'static, Postgres>;
@@ -73,17 +72,6 @@ pub async fn commit(tx: Tx) -> Result<(), Error> {
 /// Corrupt stored values (an unknown status, say) are internal errors.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("corrupt stored value: {what}"))
-}
-
-/// Who may see a row, and the participant, listing and status filters shared
-/// by ListBookings, ListSessions and WatchSessions.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ParticipantFilter {
-    pub mentor_id: Option<Uuid>,
-    pub mentee_id: Option<Uuid>,
-    pub listing_id: Option<Uuid>,
-    /// Status names of the table being filtered; empty means any.
-    pub statuses: Vec<&'static str>,
 }
 
 /// Appends `AND …` conditions for `filter` and `visibility` on the columns of

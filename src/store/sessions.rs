@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::{ParticipantFilter, Tx, corrupt, push_participant_filter};
+use super::{Tx, corrupt, push_participant_filter};
 use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     model::{EventType, Session, SessionEvent},
+    query::{FeedPosition, ParticipantFilter, SessionFilter, SortField},
 };
 
 #[derive(sqlx::FromRow)]
@@ -304,23 +305,6 @@ pub async fn events(pool: &PgPool, session_id: Uuid, after_seq: i64, limit: i64)
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
-/// Sort key of ListSessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SortField {
-    CreatedAt,
-    StartTime,
-}
-
-/// Filter and order of ListSessions.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionFilter {
-    pub participants: ParticipantFilter,
-    pub start_from: Option<DateTime<Utc>>,
-    pub start_to: Option<DateTime<Utc>>,
-    pub sort: SortField,
-    pub descending: bool,
-}
-
 fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &SessionFilter, visibility: Visibility) {
     push_participant_filter(q, "", &filter.participants, visibility);
     if let Some(from) = filter.start_from {
@@ -394,9 +378,6 @@ pub async fn lock_due(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<(Uuid, String
     Ok(row.map(|r| (r.id, r.kind)))
 }
 
-/// A position in the feed of all events: (transaction id, event id).
-pub type FeedPosition = (i64, i64);
-
 /// The feed's current start: the oldest transaction still running (or about
 /// to start). Everything before it has finished.
 pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
@@ -405,9 +386,6 @@ pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
         .await?;
     Ok((xmin, 0))
 }
-
-/// Filter of WatchSessions (statuses: the status each event left its session in).
-pub type FeedFilter = ParticipantFilter;
 
 /// One row of the feed: the event, its position, and whether it passes the filter.
 pub struct FeedRow {
@@ -431,7 +409,7 @@ struct FeedRowRaw {
 pub async fn feed_page(
     pool: &PgPool,
     after: FeedPosition,
-    filter: &FeedFilter,
+    filter: &ParticipantFilter,
     visibility: Visibility,
     limit: i64,
 ) -> Result<Vec<FeedRow>, Error> {

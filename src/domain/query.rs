@@ -1,0 +1,97 @@
+//! What each reading RPC asks, parsed once at the edge: filters, orders and
+//! pages. The store turns these into SQL; nothing here is raw input.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// One page of a list: its size (1..=100) and the opaque token of the
+/// previous page ("" for the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub size: i64,
+    pub token: String,
+}
+
+/// The participant, listing and status filters shared by ListBookings,
+/// ListSessions and WatchSessions. Who may see which rows is added by the
+/// use case (`access::Visibility`), never taken from the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ParticipantFilter {
+    pub mentor_id: Option<Uuid>,
+    pub mentee_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    /// Status names of the table being filtered; empty means any.
+    pub statuses: Vec<&'static str>,
+}
+
+/// Sort key of ListSessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SortField {
+    CreatedAt,
+    StartTime,
+}
+
+/// Filter and order of ListSessions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionFilter {
+    pub participants: ParticipantFilter,
+    pub start_from: Option<DateTime<Utc>>,
+    pub start_to: Option<DateTime<Utc>>,
+    pub sort: SortField,
+    pub descending: bool,
+}
+
+/// ListMentors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MentorQuery {
+    pub skill_area: Option<String>,
+    pub accepting_only: bool,
+    pub page: Page,
+}
+
+/// ListListings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingQuery {
+    pub mentor_id: Option<Uuid>,
+    pub skill_area: Option<String>,
+    pub page: Page,
+}
+
+/// ListBookings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingQuery {
+    pub filter: ParticipantFilter,
+    pub page: Page,
+}
+
+/// ListSessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionQuery {
+    pub filter: SessionFilter,
+    pub page: Page,
+    pub with_total: bool,
+}
+
+/// ListSessionEvents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    pub session_id: Uuid,
+    pub page: Page,
+}
+
+/// WatchSession: the session, and where to resume (after this seq) if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionWatch {
+    pub session_id: Uuid,
+    pub after_seq: Option<i64>,
+}
+
+/// A position in the feed of all events: (transaction id, event id).
+pub type FeedPosition = (i64, i64);
+
+/// WatchSessions: what to follow, from where (exclusive) or from now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedWatch {
+    pub filter: ParticipantFilter,
+    pub cursor: Option<FeedPosition>,
+}
