@@ -20,9 +20,18 @@ use anyhow::{Context, bail};
 pub struct DevDb {
     child: Option<Child>,
     port: u16,
+    /// The directory the caller named (`.mentorship` of a checkout).
     data_dir: PathBuf,
-    remove_on_drop: bool,
+    /// Where the cluster's files live: `data_dir`, or a directory the
+    /// cluster's user can reach (see [`cluster_dir`]).
+    cluster_dir: PathBuf,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+    durability: Durability,
 }
+
+/// Where clusters go when their user cannot reach the data directory.
+pub const RELOCATED_BASE: &str = "/var/lib/mentorship";
 
 /// How the cluster trades durability for speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +43,14 @@ pub enum Durability {
 }
 
 impl DevDb {
-    /// Starts (creating on first use) a cluster in `dir/pgdata` on a free loopback port.
+    /// Starts (creating on first use) a cluster for `dir` on a free loopback port.
     pub fn start(dir: &Path, durability: Durability) -> anyhow::Result<DevDb> {
         let bin = bin_dir()?;
         let run_as = postgres_user()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = fs::canonicalize(dir)?;
-        let pgdata = dir.join("pgdata");
-        if let Some((uid, gid)) = run_as {
-            chown(&dir, uid, gid)?;
-        }
+        let cluster_dir = cluster_dir(&dir, run_as)?;
+        let pgdata = cluster_dir.join("pgdata");
         if !pgdata.join("PG_VERSION").exists() {
             let mut initdb = Command::new(bin.join("initdb"));
             initdb.arg("-D").arg(&pgdata).args([
@@ -68,21 +75,35 @@ impl DevDb {
                 );
             }
         }
-        let port = free_port()?;
-        let log_path = dir.join("postgres.log");
+        let mut db = DevDb {
+            child: None,
+            port: free_port()?,
+            data_dir: dir,
+            cluster_dir,
+            bin,
+            run_as,
+            durability,
+        };
+        db.spawn()?;
+        Ok(db)
+    }
+
+    /// Starts the server on the cluster's port and waits until it accepts connections.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log_path = self.cluster_dir.join("postgres.log");
         let log = fs::File::create(&log_path).context("creating postgres.log")?;
-        if let Some((uid, gid)) = run_as {
+        if let Some((uid, gid)) = self.run_as {
             chown(&log_path, uid, gid)?;
         }
-        let mut postgres = Command::new(bin.join("postgres"));
+        let mut postgres = Command::new(self.bin.join("postgres"));
         postgres
             .arg("-D")
-            .arg(&pgdata)
-            .args(["-p", &port.to_string()])
+            .arg(self.cluster_dir.join("pgdata"))
+            .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "max_connections=300"]);
-        if durability == Durability::Throwaway {
+        if self.durability == Durability::Throwaway {
             postgres.args([
                 "-c",
                 "fsync=off",
@@ -92,7 +113,7 @@ impl DevDb {
                 "full_page_writes=off",
             ]);
         }
-        as_user(&mut postgres, run_as)
+        as_user(&mut postgres, self.run_as)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -106,15 +127,20 @@ impl DevDb {
                 Ok(())
             });
         }
-        let child = spawn_on_lasting_thread(postgres)?;
-        let mut db = DevDb {
-            child: Some(child),
-            port,
-            data_dir: dir.clone(),
-            remove_on_drop: durability == Durability::Throwaway,
-        };
-        db.wait_ready(&bin, &log_path)?;
-        Ok(db)
+        self.child = Some(spawn_on_lasting_thread(postgres)?);
+        self.wait_ready(&log_path)
+    }
+
+    /// Stops the server (fast shutdown) and starts it again on the same port,
+    /// as a PostgreSQL restart looks to its clients.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Where the cluster's files are (the data dir, or the relocated one).
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
     }
 
     /// Starts a throwaway cluster in a fresh directory under the system temp dir.
@@ -136,7 +162,7 @@ impl DevDb {
         self.port
     }
 
-    fn wait_ready(&mut self, bin: &Path, log: &Path) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, log: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(child) = self.child.as_mut()
@@ -149,7 +175,7 @@ impl DevDb {
                     fs::read_to_string(log).unwrap_or_default()
                 );
             }
-            let ready = Command::new(bin.join("pg_isready"))
+            let ready = Command::new(self.bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
                 .status()
                 .map(|s| s.success())
@@ -179,10 +205,58 @@ impl DevDb {
 impl Drop for DevDb {
     fn drop(&mut self) {
         self.stop();
-        if self.remove_on_drop {
+        if self.durability == Durability::Throwaway {
+            let _ = fs::remove_dir_all(&self.cluster_dir);
             let _ = fs::remove_dir_all(&self.data_dir);
         }
     }
+}
+
+/// Where the cluster's files live. Normally in `dir` itself. But when the
+/// cluster runs as another user (we are root, PostgreSQL runs as `postgres`)
+/// that cannot reach `dir` — a checkout under `/root`, mode 0700 — it goes
+/// under [`RELOCATED_BASE`], in a directory named by a hash of `dir`'s path,
+/// so each checkout keeps its own cluster across runs. A note in `dir` says
+/// where it went.
+fn cluster_dir(dir: &Path, run_as: Option<(u32, u32)>) -> anyhow::Result<PathBuf> {
+    let Some((uid, gid)) = run_as else {
+        return Ok(dir.to_owned());
+    };
+    chown(dir, uid, gid)?;
+    if can_reach(dir, uid, gid) {
+        return Ok(dir.to_owned());
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes())[..8]);
+    let base = Path::new(RELOCATED_BASE);
+    fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755))?;
+    let cluster = base.join(hash);
+    fs::create_dir_all(&cluster)?;
+    chown(&cluster, uid, gid)?;
+    fs::write(
+        dir.join("cluster-location"),
+        format!(
+            "The postgres user cannot reach this directory, so the private cluster lives in {}\n",
+            cluster.display()
+        ),
+    )?;
+    Ok(cluster)
+}
+
+/// Whether `uid`/`gid` can enter and write `dir` (every parent must be searchable).
+fn can_reach(dir: &Path, uid: u32, gid: u32) -> bool {
+    Command::new("test")
+        .arg("-w")
+        .arg(dir)
+        .arg("-a")
+        .arg("-x")
+        .arg(dir)
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Creates database `name` when it does not exist yet.

@@ -63,12 +63,34 @@ impl RunningServer {
     }
 }
 
+/// The background work a server runs besides the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Background {
+    /// The deadline sweeper (system timeouts) and the purge of old request
+    /// ids. Always on in production; tests that are not about time turn it
+    /// off and step `jobs::sweeper::sweep_once` themselves.
+    pub sweeper: bool,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background { sweeper: true }
+    }
+}
+
 /// Serves the API on `listener` until shut down.
-pub async fn start(app: App, verifier: Arc<Verifier>, listener: TcpListener) -> anyhow::Result<RunningServer> {
+pub async fn start(
+    app: App,
+    verifier: Arc<Verifier>,
+    listener: TcpListener,
+    background: Background,
+) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let pool = app.pool.clone();
-    tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
+    if background.sweeper {
+        tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
+    }
     tokio::spawn(watch::listen(app.pool.clone(), app.hub.clone(), shutdown.clone()));
     let hub = app.hub.clone();
     let (routes, reporter) = grpc::routes(Arc::new(app))?;

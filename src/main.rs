@@ -28,6 +28,8 @@ fn main() -> anyhow::Result<()> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
@@ -71,7 +73,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen_addr)
         .await
         .with_context(|| format!("binding {listen_addr}"))?;
-    let server = mentorship::start(App::new(pool, rules), Arc::new(verifier), listener).await?;
+    let server = mentorship::start(App::new(pool, rules), Arc::new(verifier), listener, Default::default()).await?;
     tracing::info!(addr = %server.addr, "serving mentorship.v1");
     let stop = server.trigger();
     let serving = server.wait();

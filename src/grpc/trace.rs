@@ -63,9 +63,9 @@ impl<B> OnResponse<B> for RpcFinished {
         span.record("code", tracing::field::debug(code));
         span.record("latency_ms", latency_ms);
         if code == tonic::Code::Ok {
-            tracing::debug!(parent: span, ?code, latency_ms, "rpc finished");
+            tracing::debug!(parent: span, "rpc finished");
         } else {
-            tracing::info!(parent: span, ?code, latency_ms, "rpc finished");
+            tracing::info!(parent: span, "rpc finished");
         }
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Caller {
+enum Who {
     OwnerMentee,
     OtherMentee,
     OwnerMentor,
@@ -23,9 +23,9 @@ enum Caller {
     UnknownRole,
 }
 
-use Caller::*;
+use Who::*;
 
-const CALLERS: [Caller; 10] = [
+const CALLERS: [Who; 10] = [
     OwnerMentee,
     OtherMentee,
     OwnerMentor,
@@ -38,7 +38,7 @@ const CALLERS: [Caller; 10] = [
     UnknownRole,
 ];
 
-fn token_for(c: Caller, w: &World) -> String {
+fn token_for(c: Who, w: &World) -> String {
     match c {
         OwnerMentee => w.mentee_token(),
         OtherMentee => token(&["mentee"], Uuid::new_v4(), None),
@@ -125,9 +125,9 @@ const RPCS: [Rpc; 28] = [
 ];
 
 /// The authenticated callers each RPC allows; other authenticated callers get PERMISSION_DENIED.
-fn allowed(rpc: Rpc) -> &'static [Caller] {
-    const EVERYONE: &[Caller] = &[OwnerMentee, OtherMentee, OwnerMentor, OtherMentor, Coordinator, Service];
-    const READERS: &[Caller] = &[OwnerMentee, OwnerMentor, Coordinator, Service];
+fn allowed(rpc: Rpc) -> &'static [Who] {
+    const EVERYONE: &[Who] = &[OwnerMentee, OtherMentee, OwnerMentor, OtherMentor, Coordinator, Service];
+    const READERS: &[Who] = &[OwnerMentee, OwnerMentor, Coordinator, Service];
     match rpc {
         Rpc::UpsertMentee => &[OwnerMentee, Coordinator, Service],
         Rpc::GetMentee => &[OwnerMentee, OwnerMentor, OtherMentor, Coordinator, Service],
@@ -151,7 +151,7 @@ fn allowed(rpc: Rpc) -> &'static [Caller] {
     }
 }
 
-fn expected(rpc: Rpc, caller: Caller) -> Code {
+fn expected(rpc: Rpc, caller: Who) -> Code {
     match caller {
         NoToken | Expired | WrongSignature => Code::Unauthenticated,
         UnknownRole => Code::PermissionDenied,
@@ -168,324 +168,102 @@ fn next_slot() -> chrono::DateTime<chrono::Utc> {
 }
 
 async fn call(app: &TestApp, w: &World, rpc: Rpc, tok: &str) -> Result<(), Status> {
-    let (mut d, mut b, mut s) = (app.directory(), app.bookings(), app.sessions());
+    let c = app.as_(tok);
+    let (mentee, mentor, listing) = (w.mentee.to_string(), w.mentor.to_string(), w.listing.to_string());
     match rpc {
-        Rpc::UpsertMentee => d
-            .upsert_mentee(authed(
-                tok,
-                pb::UpsertMenteeRequest {
-                    mentee: Some(pb::Mentee {
-                        id: w.mentee.to_string(),
-                        display_name: "Ada L.".into(),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                },
-            ))
+        Rpc::UpsertMentee => c
+            .upsert_mentee(pb::Mentee {
+                id: mentee,
+                display_name: "Ada L.".into(),
+                ..Default::default()
+            })
             .await
             .map(drop),
-        Rpc::GetMentee => d
-            .get_mentee(authed(
-                tok,
-                pb::GetMenteeRequest {
-                    mentee_id: w.mentee.to_string(),
-                },
-            ))
+        Rpc::GetMentee => c.get_mentee(&mentee).await.map(drop),
+        Rpc::UpsertMentor => c
+            .upsert_mentor(pb::Mentor {
+                id: mentor,
+                user_id: w.mentor_user.to_string(),
+                display_name: "Grace H.".into(),
+                timezone: "UTC".into(),
+                accepting_sessions: true,
+                ..Default::default()
+            })
             .await
             .map(drop),
-        Rpc::UpsertMentor => d
-            .upsert_mentor(authed(
-                tok,
-                pb::UpsertMentorRequest {
-                    mentor: Some(pb::Mentor {
-                        id: w.mentor.to_string(),
-                        user_id: w.mentor_user.to_string(),
-                        display_name: "Grace H.".into(),
-                        timezone: "UTC".into(),
-                        accepting_sessions: true,
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                },
-            ))
+        Rpc::GetMentor => c.get_mentor(&mentor).await.map(drop),
+        Rpc::ListMentors => c.list_mentors(Default::default()).await.map(drop),
+        Rpc::UpsertListing => c
+            .upsert_listing(pb::Listing {
+                id: listing,
+                mentor_id: mentor,
+                title: "Renamed".into(),
+                skill_area: "rust".into(),
+                ..Default::default()
+            })
             .await
             .map(drop),
-        Rpc::GetMentor => d
-            .get_mentor(authed(
-                tok,
-                pb::GetMentorRequest {
-                    mentor_id: w.mentor.to_string(),
-                },
-            ))
-            .await
-            .map(drop),
-        Rpc::ListMentors => d
-            .list_mentors(authed(tok, pb::ListMentorsRequest::default()))
-            .await
-            .map(drop),
-        Rpc::UpsertListing => d
-            .upsert_listing(authed(
-                tok,
-                pb::UpsertListingRequest {
-                    listing: Some(pb::Listing {
-                        id: w.listing.to_string(),
-                        mentor_id: w.mentor.to_string(),
-                        title: "Renamed".into(),
-                        skill_area: "rust".into(),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                },
-            ))
-            .await
-            .map(drop),
-        Rpc::GetListing => d
-            .get_listing(authed(
-                tok,
-                pb::GetListingRequest {
-                    listing_id: w.listing.to_string(),
-                },
-            ))
-            .await
-            .map(drop),
-        Rpc::ListListings => d
-            .list_listings(authed(tok, pb::ListListingsRequest::default()))
-            .await
-            .map(drop),
+        Rpc::GetListing => c.get_listing(&listing).await.map(drop),
+        Rpc::ListListings => c.list_listings(Default::default()).await.map(drop),
         Rpc::CreateBooking => {
             let t = next_slot();
-            b.create_booking(authed(
-                tok,
-                booking_request(w.listing, w.mentee, t, t + Duration::hours(1)),
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::GetBooking => {
-            let booking = draft(app, w, next_slot(), next_slot()).await;
-            b.get_booking(authed(tok, pb::GetBookingRequest { booking_id: booking.id }))
+            c.create_booking(booking_request(w.listing, w.mentee, t, t + Duration::hours(1)))
                 .await
                 .map(drop)
         }
-        Rpc::ListBookings => b
-            .list_bookings(authed(tok, pb::ListBookingsRequest::default()))
+        Rpc::GetBooking => c.get_booking(&fresh_draft(app, w).await).await.map(drop),
+        Rpc::ListBookings => c.list_bookings(Default::default()).await.map(drop),
+        Rpc::AcceptBooking => c.accept_booking(&fresh_draft(app, w).await).await.map(drop),
+        Rpc::DeclineBooking => c.decline_booking(&fresh_draft(app, w).await, "no").await.map(drop),
+        Rpc::CancelBooking => c.cancel_booking(&fresh_draft(app, w).await, "no").await.map(drop),
+        Rpc::GetSession => c.get_session(&scheduled(app, w, next_slot()).await.id).await.map(drop),
+        Rpc::ListSessions => c.list_sessions(Default::default()).await.map(drop),
+        Rpc::StartSession => c
+            .start_session(&scheduled(app, w, next_slot()).await.id)
             .await
             .map(drop),
-        Rpc::AcceptBooking => {
-            let t = next_slot();
-            let booking = draft(app, w, t, t + Duration::hours(1)).await;
-            b.accept_booking(authed(
-                tok,
-                pb::AcceptBookingRequest {
-                    booking_id: booking.id,
-                    request_id: String::new(),
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::DeclineBooking => {
-            let t = next_slot();
-            let booking = draft(app, w, t, t + Duration::hours(1)).await;
-            b.decline_booking(authed(
-                tok,
-                pb::DeclineBookingRequest {
-                    booking_id: booking.id,
-                    reason: "no".into(),
-                    request_id: String::new(),
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::CancelBooking => {
-            let t = next_slot();
-            let booking = draft(app, w, t, t + Duration::hours(1)).await;
-            b.cancel_booking(authed(
-                tok,
-                pb::CancelBookingRequest {
-                    booking_id: booking.id,
-                    reason: "no".into(),
-                    request_id: String::new(),
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::GetSession => {
-            let session = scheduled(app, w, next_slot()).await;
-            s.get_session(authed(tok, pb::GetSessionRequest { session_id: session.id }))
-                .await
-                .map(drop)
-        }
-        Rpc::ListSessions => s
-            .list_sessions(authed(tok, pb::ListSessionsRequest::default()))
+        Rpc::CompleteSession => c.complete_session(&active(app, w).await, None).await.map(drop),
+        Rpc::CreateSession => c
+            .create_session(pb::CreateSessionRequest {
+                mentee_id: mentee,
+                listing_id: listing,
+                ..Default::default()
+            })
             .await
             .map(drop),
-        Rpc::StartSession => {
-            let session = scheduled(app, w, next_slot()).await;
-            s.start_session(authed(
-                tok,
-                pb::StartSessionRequest {
-                    session_id: session.id,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::CompleteSession => {
-            let session = scheduled(app, w, next_slot()).await;
-            s.start_session(authed(
-                &coordinator(),
-                pb::StartSessionRequest {
-                    session_id: session.id.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("start");
-            s.complete_session(authed(
-                tok,
-                pb::CompleteSessionRequest {
-                    session_id: session.id,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::CreateSession => s
-            .create_session(authed(
-                tok,
-                pb::CreateSessionRequest {
-                    mentee_id: w.mentee.to_string(),
-                    listing_id: w.listing.to_string(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop),
-        Rpc::PauseSession => {
-            let session_id = active(app, w).await;
-            s.pause_session(authed(
-                tok,
-                pb::PauseSessionRequest {
-                    session_id,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::ResumeSession => {
-            let session_id = active(app, w).await;
-            s.resume_session(authed(
-                tok,
-                pb::ResumeSessionRequest {
-                    session_id,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::FailSession => {
-            let session_id = active(app, w).await;
-            s.fail_session(authed(
-                tok,
-                pb::FailSessionRequest {
-                    session_id,
-                    error_message: "x".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::CancelSession => {
-            let session_id = active(app, w).await;
-            s.cancel_session(authed(
-                tok,
-                pb::CancelSessionRequest {
-                    session_id,
-                    reason: "x".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::AdvanceStage => {
-            let session_id = active(app, w).await;
-            s.advance_stage(authed(
-                tok,
-                pb::AdvanceStageRequest {
-                    session_id,
-                    stage: "review".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
-        Rpc::GetSessionConfig => {
-            let session_id = active(app, w).await;
-            s.get_session_config(authed(tok, pb::GetSessionConfigRequest { session_id }))
-                .await
-                .map(drop)
-        }
+        Rpc::PauseSession => c.pause_session(&active(app, w).await, "").await.map(drop),
+        Rpc::ResumeSession => c.resume_session(&active(app, w).await).await.map(drop),
+        Rpc::FailSession => c.fail_session(&active(app, w).await, "x", None).await.map(drop),
+        Rpc::CancelSession => c.cancel_session(&active(app, w).await, "x").await.map(drop),
+        Rpc::AdvanceStage => c.advance_stage(&active(app, w).await, "review").await.map(drop),
+        Rpc::GetSessionConfig => c.get_session_config(&active(app, w).await).await.map(drop),
         Rpc::UpdateSessionConfig => {
-            let session_id = active(app, w).await;
-            s.update_session_config(authed(
-                tok,
-                pb::UpdateSessionConfigRequest {
-                    session_id,
-                    config: Some(pb::SessionConfig {
-                        check_in_interval: Some(seconds(900)),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["check_in_interval".into()],
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
+            let config = pb::SessionConfig {
+                check_in_interval: Some(seconds(900)),
+                ..Default::default()
+            };
+            c.update_session_config(&active(app, w).await, config, &["check_in_interval"])
+                .await
+                .map(drop)
         }
-        Rpc::ListConfigTemplates => s
-            .list_config_templates(authed(tok, pb::ListConfigTemplatesRequest {}))
+        Rpc::ListConfigTemplates => c.list_config_templates().await.map(drop),
+        Rpc::ListSessionEvents => c
+            .list_session_events(&scheduled(app, w, next_slot()).await.id, 0, "")
             .await
             .map(drop),
-        Rpc::ListSessionEvents => {
-            let session = scheduled(app, w, next_slot()).await;
-            s.list_session_events(authed(
-                tok,
-                pb::ListSessionEventsRequest {
-                    session_id: session.id,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .map(drop)
-        }
     }
 }
 
-/// A fresh ACTIVE session of the world.
+/// A fresh DRAFT booking of the world; returns its id.
+async fn fresh_draft(app: &TestApp, w: &World) -> String {
+    let t = next_slot();
+    draft(app, w, t, t + Duration::hours(1)).await.id
+}
+
+/// A fresh ACTIVE session of the world; returns its id.
 async fn active(app: &TestApp, w: &World) -> String {
     let session = scheduled(app, w, next_slot()).await;
-    app.sessions()
-        .start_session(authed(
-            &coordinator(),
-            pb::StartSessionRequest {
-                session_id: session.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("start");
+    app.coordinator().start_session(&session.id).await.expect("start");
     session.id
 }
 
@@ -523,16 +301,12 @@ async fn participants_only_list_their_own_bookings() {
     };
     draft(&app, &w, monday_at(9), monday_at(10)).await;
     draft(&app, &other, monday_at(11), monday_at(12)).await;
-    let list = |tok: String| {
-        let mut client = app.bookings();
-        async move {
-            client
-                .list_bookings(authed(&tok, pb::ListBookingsRequest::default()))
-                .await
-                .expect("list")
-                .into_inner()
-                .bookings
-        }
+    let list = async |tok: String| {
+        app.as_(&tok)
+            .list_bookings(Default::default())
+            .await
+            .expect("list")
+            .bookings
     };
     let mine = list(w.mentee_token()).await;
     assert_eq!(mine.len(), 1);

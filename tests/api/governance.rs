@@ -1,5 +1,6 @@
 //! Session governance: on-demand sessions, config, retries, etags, races and
-//! system timeouts, on one replica and on two.
+//! system timeouts, on one replica and on two. One test per kind of timeout
+//! runs in real time; the others step the sweeper (`TestApp::sweep`).
 
 use std::time::Duration as StdDuration;
 
@@ -9,11 +10,6 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::*;
-
-fn ts_of(t: &Option<prost_types::Timestamp>) -> chrono::DateTime<Utc> {
-    let t = t.as_ref().expect("timestamp");
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).expect("valid")
-}
 
 /// The one SYSTEM event of a timed-out session: (reason, occurred_at).
 async fn timeout_event(app: &TestApp, id: &str) -> (String, chrono::DateTime<Utc>) {
@@ -28,6 +24,14 @@ async fn timeout_event(app: &TestApp, id: &str) -> (String, chrono::DateTime<Utc
     (e.reason.clone(), ts_of(&e.occurred_at))
 }
 
+fn create(mentee: Uuid, listing: Uuid) -> pb::CreateSessionRequest {
+    pb::CreateSessionRequest {
+        mentee_id: mentee.to_string(),
+        listing_id: listing.to_string(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn on_demand_session_has_an_implicit_accepted_booking() {
     let app = spawn_app().await;
@@ -35,19 +39,7 @@ async fn on_demand_session_has_an_implicit_accepted_booking() {
     let s = on_demand(&app, &w, None).await.expect("create");
     assert_eq!(s.status(), SessionStatus::Active);
     assert_eq!(s.mentor_id, w.mentor.to_string(), "mentor from the listing");
-    let booking = app
-        .bookings()
-        .get_booking(authed(
-            &coordinator(),
-            pb::GetBookingRequest {
-                booking_id: s.booking_id.clone(),
-            },
-        ))
-        .await
-        .expect("booking")
-        .into_inner()
-        .booking
-        .expect("booking");
+    let booking = app.coordinator().get_booking(&s.booking_id).await.expect("booking");
     assert_eq!(booking.origin(), pb::BookingOrigin::OnDemand);
     assert_eq!(booking.status(), pb::BookingStatus::Accepted);
     assert_eq!(booking.session_id, s.id);
@@ -58,50 +50,25 @@ async fn on_demand_session_has_an_implicit_accepted_booking() {
 
     // Only coordinators and services create sessions on demand.
     let err = app
-        .sessions()
-        .create_session(authed(
-            &w.mentee_token(),
-            pb::CreateSessionRequest {
-                mentee_id: w.mentee.to_string(),
-                listing_id: w.listing.to_string(),
-                ..Default::default()
-            },
-        ))
+        .as_(&w.mentee_token())
+        .create_session(create(w.mentee, w.listing))
         .await;
     assert_status(err, Code::PermissionDenied, "PERMISSION_DENIED");
 
     // A story (no mentor) with no mentor in the request has no eligible mentor yet.
     let story = add_listing(&app, None).await;
-    let err = app
-        .sessions()
-        .create_session(authed(
-            &service(),
-            pb::CreateSessionRequest {
-                mentee_id: w.mentee.to_string(),
-                listing_id: story.to_string(),
-                ..Default::default()
-            },
-        ))
-        .await;
+    let service = app.as_(&service());
+    let err = service.create_session(create(w.mentee, story)).await;
     assert_status(err, Code::FailedPrecondition, "NO_ELIGIBLE_MENTOR");
     // …but naming one works.
-    let named = app
-        .sessions()
-        .create_session(authed(
-            &service(),
-            pb::CreateSessionRequest {
-                mentee_id: w.mentee.to_string(),
-                listing_id: story.to_string(),
-                mentor_id: w.mentor.to_string(),
-                template_id: "quick-fix".into(),
-                ..Default::default()
-            },
-        ))
+    let named = service
+        .create_session(pb::CreateSessionRequest {
+            mentor_id: w.mentor.to_string(),
+            template_id: "quick-fix".into(),
+            ..create(w.mentee, story)
+        })
         .await
-        .expect("create")
-        .into_inner()
-        .session
-        .expect("session");
+        .expect("create");
     let config = named.config.expect("config");
     assert_eq!(config.template_id, "quick-fix");
     assert_eq!(config.max_duration, Some(seconds(2 * 3600)));
@@ -135,15 +102,8 @@ async fn config_rules_hold_at_their_boundaries() {
         assert_eq!(r.is_ok(), ok, "max {max} check-in {check}: {r:?}");
         if let Ok(s) = r {
             // Free the mentee for the next case.
-            app.sessions()
-                .cancel_session(authed(
-                    &coordinator(),
-                    pb::CancelSessionRequest {
-                        session_id: s.id,
-                        reason: "next case".into(),
-                        ..Default::default()
-                    },
-                ))
+            app.coordinator()
+                .cancel_session(&s.id, "next case")
                 .await
                 .expect("cancel");
         } else {
@@ -181,12 +141,10 @@ async fn config_rules_hold_at_their_boundaries() {
         ]
     );
     let templates = app
-        .sessions()
-        .list_config_templates(authed(&w.mentee_token(), pb::ListConfigTemplatesRequest {}))
+        .as_(&w.mentee_token())
+        .list_config_templates()
         .await
-        .expect("templates")
-        .into_inner()
-        .templates;
+        .expect("templates");
     let ids: Vec<&str> = templates.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["quick-fix", "standard", "complex-feature"]);
 }
@@ -196,38 +154,21 @@ async fn update_session_config_follows_the_mask_and_the_live_session_rules() {
     let app = spawn_with(1, fast_rules()).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, None).await.expect("create");
-    let update = |config: pb::SessionConfig, paths: &[&str], etag: &str| {
-        let mut client = app.sessions();
-        let req = authed(
-            &w.mentor_token(),
-            pb::UpdateSessionConfigRequest {
-                session_id: s.id.clone(),
-                config: Some(config),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: paths.iter().map(|p| p.to_string()).collect(),
-                }),
-                etag: etag.into(),
-                request_id: String::new(),
+    let mentor = app.as_(&w.mentor_token());
+    let updated = mentor
+        .clone()
+        .with_etag(&s.etag)
+        .update_session_config(
+            &s.id,
+            pb::SessionConfig {
+                check_in_interval: Some(seconds(600)),
+                escalation_policy: pb::EscalationPolicy::Relaxed as i32,
+                ..Default::default()
             },
-        );
-        async move {
-            client
-                .update_session_config(req)
-                .await
-                .map(|r| r.into_inner().session.expect("session"))
-        }
-    };
-    let updated = update(
-        pb::SessionConfig {
-            check_in_interval: Some(seconds(600)),
-            escalation_policy: pb::EscalationPolicy::Relaxed as i32,
-            ..Default::default()
-        },
-        &["check_in_interval"],
-        &s.etag,
-    )
-    .await
-    .expect("update");
+            &["check_in_interval"],
+        )
+        .await
+        .expect("update");
     let config = updated.config.clone().expect("config");
     assert_eq!(config.check_in_interval, Some(seconds(600)));
     assert_eq!(
@@ -249,67 +190,54 @@ async fn update_session_config_follows_the_mask_and_the_live_session_rules() {
 
     // A stale etag, an unknown path, a max_duration below the active time used.
     assert_status(
-        update(pb::SessionConfig::default(), &["slack"], &s.etag).await,
+        mentor
+            .clone()
+            .with_etag(&s.etag)
+            .update_session_config(&s.id, pb::SessionConfig::default(), &["slack"])
+            .await,
         Code::Aborted,
         "ETAG_MISMATCH",
     );
     let status = assert_status(
-        update(pb::SessionConfig::default(), &["colour"], "").await,
+        mentor
+            .update_session_config(&s.id, pb::SessionConfig::default(), &["colour"])
+            .await,
         Code::InvalidArgument,
         "INVALID_ARGUMENT",
     );
     assert_eq!(violated_fields(&status), ["update_mask"]);
-    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    // Two seconds of active time used, without waiting for them.
+    sqlx::query("UPDATE sessions SET active_since = active_since - interval '2 seconds' WHERE id = $1::uuid")
+        .bind(&s.id)
+        .execute(&app.pool)
+        .await
+        .expect("age the session");
     assert_status(
-        update(
-            pb::SessionConfig {
-                max_duration: Some(seconds(1)),
-                check_in_interval: Some(seconds(1)),
-                ..Default::default()
-            },
-            &["max_duration", "check_in_interval"],
-            "",
-        )
-        .await,
+        mentor
+            .update_session_config(
+                &s.id,
+                pb::SessionConfig {
+                    max_duration: Some(seconds(1)),
+                    check_in_interval: Some(seconds(1)),
+                    ..Default::default()
+                },
+                &["max_duration", "check_in_interval"],
+            )
+            .await,
         Code::FailedPrecondition,
         "MAX_DURATION_BELOW_ACTIVE_TIME",
     );
-    let config_now = app
-        .sessions()
-        .get_session_config(authed(
-            &coordinator(),
-            pb::GetSessionConfigRequest {
-                session_id: s.id.clone(),
-            },
-        ))
-        .await
-        .expect("config")
-        .into_inner()
-        .config
-        .expect("config");
+    let config_now = app.coordinator().get_session_config(&s.id).await.expect("config");
     assert_eq!(config_now, config, "refused updates change nothing");
 
     // Terminal sessions keep their config.
-    app.sessions()
-        .complete_session(authed(
-            &coordinator(),
-            pb::CompleteSessionRequest {
-                session_id: s.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("complete");
+    app.coordinator().complete_session(&s.id, None).await.expect("complete");
+    let sixty = pb::SessionConfig {
+        check_in_interval: Some(seconds(60)),
+        ..Default::default()
+    };
     assert_status(
-        update(
-            pb::SessionConfig {
-                check_in_interval: Some(seconds(60)),
-                ..Default::default()
-            },
-            &["check_in_interval"],
-            "",
-        )
-        .await,
+        mentor.update_session_config(&s.id, sixty, &["check_in_interval"]).await,
         Code::FailedPrecondition,
         "SESSION_TERMINAL",
     );
@@ -326,28 +254,26 @@ async fn advance_stage_honours_the_allowed_list() {
     let s = on_demand(&app, &w, Some((config, vec!["allowed_stages"])))
         .await
         .expect("create");
-    let stage = |name: &str| {
-        let mut client = app.sessions();
-        let req = authed(
-            &w.mentor_token(),
-            pb::AdvanceStageRequest {
-                session_id: s.id.clone(),
-                stage: name.into(),
-                ..Default::default()
-            },
-        );
-        async move {
-            client
-                .advance_stage(req)
-                .await
-                .map(|r| r.into_inner().session.expect("session"))
-        }
-    };
-    assert_eq!(stage("design").await.expect("design").stage, "design");
-    assert_status(stage("deploy").await, Code::FailedPrecondition, "STAGE_NOT_ALLOWED");
-    let status = assert_status(stage("Bad Stage").await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let mentor = app.as_(&w.mentor_token());
+    assert_eq!(
+        mentor.advance_stage(&s.id, "design").await.expect("design").stage,
+        "design"
+    );
+    assert_status(
+        mentor.advance_stage(&s.id, "deploy").await,
+        Code::FailedPrecondition,
+        "STAGE_NOT_ALLOWED",
+    );
+    let status = assert_status(
+        mentor.advance_stage(&s.id, "Bad Stage").await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     assert_eq!(violated_fields(&status), ["stage"]);
-    assert_eq!(stage("review").await.expect("review").stage, "review");
+    assert_eq!(
+        mentor.advance_stage(&s.id, "review").await.expect("review").stage,
+        "review"
+    );
     let events = event_log(&app, &s.id).await;
     let stages: Vec<(String, String)> = events
         .iter()
@@ -369,21 +295,12 @@ async fn retries_with_a_request_id_return_the_first_response_and_change_nothing(
     // Retries come from one caller: the same id from another caller is a different request.
     let caller = coordinator();
     let create = |replica: usize, notes: &str| {
-        let mut client = app.replicas[replica].bookings.clone();
-        let req = authed(
-            &caller,
-            pb::CreateBookingRequest {
-                request_id: request_id.clone(),
-                notes: notes.into(),
-                ..booking_request(w.listing, w.mentee, t, t + Duration::hours(1))
-            },
-        );
-        tokio::spawn(async move {
-            client
-                .create_booking(req)
-                .await
-                .map(|r| r.into_inner().booking.expect("booking"))
-        })
+        let c = app.on(replica, &caller).with_request_id(&request_id);
+        let req = pb::CreateBookingRequest {
+            notes: notes.into(),
+            ..booking_request(w.listing, w.mentee, t, t + Duration::hours(1))
+        };
+        tokio::spawn(async move { c.create_booking(req).await })
     };
     // Eight copies in parallel, across two replicas: one booking, one response.
     let mut handles = Vec::new();
@@ -405,58 +322,18 @@ async fn retries_with_a_request_id_return_the_first_response_and_change_nothing(
     assert_eq!(violated_fields(&status), ["request_id"]);
 
     // Accept retried: one session, the same one.
-    let accept_id = Uuid::new_v4().to_string();
-    let accept = || {
-        let mut client = app.bookings();
-        let req = authed(
-            &w.mentor_token(),
-            pb::AcceptBookingRequest {
-                booking_id: ids[0].clone(),
-                request_id: accept_id.clone(),
-            },
-        );
-        async move { client.accept_booking(req).await.expect("accept").into_inner() }
-    };
-    let first = accept().await;
-    let second = accept().await;
+    let mentor = app.as_(&w.mentor_token()).with_request_id(&Uuid::new_v4().to_string());
+    let first = mentor.accept_booking(&ids[0]).await.expect("accept");
+    let second = mentor.accept_booking(&ids[0]).await.expect("accept again");
     assert_eq!(first, second);
     assert_eq!(app.count("sessions").await, 1);
 
     // A session transition retried after another change still answers the first response.
     let session = first.session.expect("session");
-    let start_id = Uuid::new_v4().to_string();
-    let start = || {
-        let mut client = app.sessions();
-        let req = authed(
-            &caller,
-            pb::StartSessionRequest {
-                session_id: session.id.clone(),
-                etag: String::new(),
-                request_id: start_id.clone(),
-            },
-        );
-        async move {
-            client
-                .start_session(req)
-                .await
-                .expect("start")
-                .into_inner()
-                .session
-                .expect("session")
-        }
-    };
-    let started = start().await;
-    app.sessions()
-        .pause_session(authed(
-            &coordinator(),
-            pb::PauseSessionRequest {
-                session_id: session.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("pause");
-    let replayed = start().await;
+    let starter = app.as_(&caller).with_request_id(&Uuid::new_v4().to_string());
+    let started = starter.start_session(&session.id).await.expect("start");
+    app.coordinator().pause_session(&session.id, "").await.expect("pause");
+    let replayed = starter.start_session(&session.id).await.expect("start again");
     assert_eq!(replayed, started);
     assert_eq!(replayed.status(), SessionStatus::Active);
     assert_eq!(get_session(&app, &session.id).await.status(), SessionStatus::Paused);
@@ -464,15 +341,9 @@ async fn retries_with_a_request_id_return_the_first_response_and_change_nothing(
 
     // A malformed request id is bad input.
     let err = app
-        .sessions()
-        .resume_session(authed(
-            &coordinator(),
-            pb::ResumeSessionRequest {
-                session_id: session.id.clone(),
-                etag: String::new(),
-                request_id: "r-1".into(),
-            },
-        ))
+        .coordinator()
+        .with_request_id("r-1")
+        .resume_session(&session.id)
         .await;
     let status = assert_status(err, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(violated_fields(&status), ["request_id"]);
@@ -484,32 +355,13 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
     let w = world(&app).await;
     let s = scheduled(&app, &w, monday_at(10)).await;
     let started = app
-        .sessions()
-        .start_session(authed(
-            &coordinator(),
-            pb::StartSessionRequest {
-                session_id: s.id.clone(),
-                etag: s.etag.clone(),
-                request_id: String::new(),
-            },
-        ))
+        .coordinator()
+        .with_etag(&s.etag)
+        .start_session(&s.id)
         .await
-        .expect("start with the current etag")
-        .into_inner()
-        .session
-        .expect("session");
+        .expect("start with the current etag");
     assert_ne!(started.etag, s.etag);
-    let err = app
-        .sessions()
-        .complete_session(authed(
-            &coordinator(),
-            pb::CompleteSessionRequest {
-                session_id: s.id.clone(),
-                etag: s.etag.clone(),
-                ..Default::default()
-            },
-        ))
-        .await;
+    let err = app.coordinator().with_etag(&s.etag).complete_session(&s.id, None).await;
     let status = assert_status(err, Code::Aborted, "ETAG_MISMATCH");
     use tonic_types::StatusExt;
     assert_eq!(
@@ -526,66 +378,22 @@ async fn a_stale_etag_is_aborted_and_changes_nothing() {
 
 async fn race_round(app: &TestApp, w: &World, round: i64) {
     let s = scheduled(app, w, monday_at(0) + Duration::days(round)).await;
-    let s = app
-        .sessions()
-        .start_session(authed(
-            &coordinator(),
-            pb::StartSessionRequest {
-                session_id: s.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("start")
-        .into_inner()
-        .session
-        .expect("session");
+    let s = app.coordinator().start_session(&s.id).await.expect("start");
     let n = app.replicas.len();
     let tok = coordinator();
-    let mut c = app.replicas[round as usize % n].sessions.clone();
-    let complete = authed(
-        &tok,
-        pb::CompleteSessionRequest {
-            session_id: s.id.clone(),
-            etag: s.etag.clone(),
-            ..Default::default()
-        },
-    );
-    let mut k = app.replicas[(round as usize + 1) % n].sessions.clone();
-    let cancel = authed(
-        &tok,
-        pb::CancelSessionRequest {
-            session_id: s.id.clone(),
-            reason: "race".into(),
-            etag: s.etag.clone(),
-            ..Default::default()
-        },
-    );
-    let mut p = app.replicas[(round as usize + 2) % n].sessions.clone();
-    let pause = authed(
-        &tok,
-        pb::PauseSessionRequest {
-            session_id: s.id.clone(),
-            etag: s.etag.clone(),
-            ..Default::default()
-        },
-    );
+    let on = |k: usize| app.on((round as usize + k) % n, &tok).with_etag(&s.etag);
+    let (complete, cancel, pause) = (on(0), on(1), on(2));
+    let id = s.id.clone();
     let (a, b, d) = tokio::join!(
-        tokio::spawn(async move {
-            c.complete_session(complete)
-                .await
-                .map(|r| r.into_inner().session.expect("s").status())
+        tokio::spawn({
+            let id = id.clone();
+            async move { complete.complete_session(&id, None).await.map(|s| s.status()) }
         }),
-        tokio::spawn(async move {
-            k.cancel_session(cancel)
-                .await
-                .map(|r| r.into_inner().session.expect("s").status())
+        tokio::spawn({
+            let id = id.clone();
+            async move { cancel.cancel_session(&id, "race").await.map(|s| s.status()) }
         }),
-        tokio::spawn(async move {
-            p.pause_session(pause)
-                .await
-                .map(|r| r.into_inner().session.expect("s").status())
-        }),
+        tokio::spawn(async move { pause.pause_session(&id, "").await.map(|s| s.status()) }),
     );
     let results = [a.expect("join"), b.expect("join"), d.expect("join")];
     let winners: Vec<SessionStatus> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
@@ -609,7 +417,7 @@ async fn race_round(app: &TestApp, w: &World, round: i64) {
 async fn conflicting_transitions_in_parallel_on_one_replica_exactly_one_wins() {
     let app = spawn_app().await;
     let w = world(&app).await;
-    for round in 0..12 {
+    for round in 0..scale(12, 200) as i64 {
         race_round(&app, &w, round).await;
     }
 }
@@ -618,7 +426,7 @@ async fn conflicting_transitions_in_parallel_on_one_replica_exactly_one_wins() {
 async fn conflicting_transitions_in_parallel_on_two_replicas_exactly_one_wins() {
     let app = spawn_replicas(2).await;
     let w = world(&app).await;
-    for round in 0..12 {
+    for round in 0..scale(12, 200) as i64 {
         race_round(&app, &w, round).await;
     }
 }
@@ -634,37 +442,16 @@ fn short_max_duration(secs: i64) -> Option<(pb::SessionConfig, Vec<&'static str>
     ))
 }
 
+/// Real time: TIMEOUT fires within a second of its deadline, and paused time does not count.
 #[tokio::test]
 async fn max_duration_counts_active_time_only_and_cancels_once() {
-    let app = spawn_with(1, fast_rules()).await;
+    let app = spawn_jobs(1, fast_rules(), Jobs::RealTime).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, short_max_duration(2)).await.expect("create");
     // Pause at once; the 2 s pause timeout is long enough to sit paused for 1.2 s.
-    app.sessions()
-        .pause_session(authed(
-            &coordinator(),
-            pb::PauseSessionRequest {
-                session_id: s.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("pause");
+    app.coordinator().pause_session(&s.id, "").await.expect("pause");
     tokio::time::sleep(StdDuration::from_millis(1200)).await;
-    let resumed = app
-        .sessions()
-        .resume_session(authed(
-            &coordinator(),
-            pb::ResumeSessionRequest {
-                session_id: s.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("resume")
-        .into_inner()
-        .session
-        .expect("session");
+    let resumed = app.coordinator().resume_session(&s.id).await.expect("resume");
     assert_eq!(resumed.status(), SessionStatus::Active, "paused time did not count");
     let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
     assert_eq!(done.status(), SessionStatus::Cancelled);
@@ -690,26 +477,17 @@ async fn max_duration_counts_active_time_only_and_cancels_once() {
     );
 }
 
+/// Real time: PAUSE_TIMEOUT.
 #[tokio::test]
 async fn a_session_paused_past_its_pause_timeout_is_cancelled() {
-    let app = spawn_with(1, fast_rules()).await;
+    let app = spawn_jobs(1, fast_rules(), Jobs::RealTime).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, None).await.expect("create");
     let paused = app
-        .sessions()
-        .pause_session(authed(
-            &w.mentor_token(),
-            pb::PauseSessionRequest {
-                session_id: s.id.clone(),
-                reason: "lunch".into(),
-                ..Default::default()
-            },
-        ))
+        .as_(&w.mentor_token())
+        .pause_session(&s.id, "lunch")
         .await
-        .expect("pause")
-        .into_inner()
-        .session
-        .expect("session");
+        .expect("pause");
     let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
     assert_eq!(done.cancel_reason, "PAUSE_TIMEOUT");
     let (reason, fired) = timeout_event(&app, &s.id).await;
@@ -722,9 +500,10 @@ async fn a_session_paused_past_its_pause_timeout_is_cancelled() {
     assert_eq!(paused.status(), SessionStatus::Paused);
 }
 
+/// Real time: NO_SHOW.
 #[tokio::test]
 async fn a_scheduled_session_not_started_is_a_no_show() {
-    let app = spawn_with(1, fast_rules()).await;
+    let app = spawn_jobs(1, fast_rules(), Jobs::RealTime).await;
     let w = world(&app).await;
     let start = Utc::now() + Duration::milliseconds(500);
     let b = draft(&app, &w, start, start + Duration::seconds(1)).await;
@@ -740,41 +519,51 @@ async fn a_scheduled_session_not_started_is_a_no_show() {
     );
 }
 
+/// The deadline is stored with the session: a replica started after it
+/// passed (with nothing running in between) still fires it, once.
 #[tokio::test]
 async fn a_deadline_armed_before_a_restart_fires_after_it() {
     let mut app = spawn_with(1, fast_rules()).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, short_max_duration(1)).await.expect("create");
     let replica = app.replicas.remove(0);
-    replica._server.shutdown().await.expect("shutdown");
-    // Down past the deadline; nothing fires while no replica runs.
-    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    replica.server.shutdown().await.expect("shutdown");
+    app.expire_deadline(&s.id).await;
     let stored: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1::uuid")
         .bind(&s.id)
         .fetch_one(&app.pool)
         .await
         .expect("status");
-    assert_eq!(stored, "ACTIVE");
-    app.replicas.push(start_replica(&app.database_url, fast_rules()).await);
-    let done = wait_for_status(&app, &s.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    assert_eq!(stored, "ACTIVE", "nothing fires while no replica runs");
+    app.replicas
+        .push(start_replica(&app.database_url, fast_rules(), Jobs::Stepped).await);
+    assert_eq!(app.sweep().await, 1);
+    assert_eq!(app.sweep().await, 0, "fired once");
+    let done = get_session(&app, &s.id).await;
+    assert_eq!(done.status(), SessionStatus::Cancelled);
     assert_eq!(done.cancel_reason, "TIMEOUT");
     timeout_event(&app, &s.id).await;
 }
 
+/// Two replicas' sweepers race over the same due sessions: each fires exactly once.
 #[tokio::test]
 async fn with_two_replicas_each_timeout_fires_exactly_once() {
     let app = spawn_with(2, fast_rules()).await;
     let mut ids = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..scale(6, 100) {
         let w = world(&app).await;
-        ids.push(on_demand(&app, &w, short_max_duration(1)).await.expect("create").id);
+        let s = on_demand(&app, &w, short_max_duration(3600)).await.expect("create");
+        app.expire_deadline(&s.id).await;
+        ids.push(s.id);
     }
-    for id in &ids {
-        let done = wait_for_status(&app, id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
-        assert_eq!(done.status(), SessionStatus::Cancelled);
-    }
-    // Let both sweepers run a few more rounds, then count.
-    tokio::time::sleep(StdDuration::from_millis(600)).await;
+    let sweep = |i: usize| {
+        let replica = app.replicas[i].app.clone();
+        tokio::spawn(async move { mentorship::jobs::sweeper::sweep_once(&replica).await.expect("sweep") })
+    };
+    let (a, b) = tokio::join!(sweep(0), sweep(1));
+    let fired = a.expect("join") + b.expect("join");
+    assert_eq!(fired, ids.len(), "every due timeout fired, none twice");
+    assert_eq!(app.sweep().await, 0);
     for id in &ids {
         let (reason, _) = timeout_event(&app, id).await;
         assert_eq!(reason, "TIMEOUT");
@@ -794,8 +583,10 @@ async fn a_timeout_that_cannot_fire_does_not_hold_back_the_others() {
         .execute(&app.pool)
         .await
         .expect("corrupt");
-    let healthy = on_demand(&app, &b, short_max_duration(1)).await.expect("create");
-    let done = wait_for_status(&app, &healthy.id, SessionStatus::Cancelled, StdDuration::from_secs(10)).await;
+    let healthy = on_demand(&app, &b, short_max_duration(3600)).await.expect("create");
+    app.expire_deadline(&healthy.id).await;
+    assert_eq!(app.sweep().await, 1, "the healthy one fires");
+    let done = get_session(&app, &healthy.id).await;
     assert_eq!(done.cancel_reason, "TIMEOUT");
     let still: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1::uuid")
         .bind(&broken.id)

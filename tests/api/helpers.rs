@@ -1,7 +1,12 @@
 //! `spawn_app()`: a fresh database on the suite's private PostgreSQL, the real
-//! server on a random loopback port, and real gRPC clients with tokens.
+//! server on a random loopback port, and real gRPC clients with tokens; one
+//! helper per RPC ([`Caller`]); the real binary for tests that signal or
+//! measure a process ([`spawn_binary`]); and the suite's scale.
 
-use std::sync::Arc;
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Duration, Utc};
 use mentorship::{
@@ -17,11 +22,22 @@ use mentorship::{
 };
 use sqlx::{Connection, PgPool, postgres::PgPoolOptions};
 use tokio::sync::OnceCell;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Request, Status, Streaming, transport::Channel};
 use uuid::Uuid;
 
 pub const SECRET: &[u8] = b"test-secret-0123456789abcdef";
 const TEMPLATE: &str = "mentorship_template";
+
+/// How heavy the heavy tests are: rounds of races, property-test cases, fault
+/// schedules. `MENTORSHIP_TEST_SCALE=full` runs the full counts the issues
+/// ask for; anything else (the default) runs the small counts that keep
+/// `cargo test` within a few minutes on two cores.
+pub fn scale(small: usize, full: usize) -> usize {
+    match std::env::var("MENTORSHIP_TEST_SCALE").as_deref() {
+        Ok("full") => full,
+        _ => small,
+    }
+}
 
 /// The suite's PostgreSQL, started once per test process.
 pub struct Cluster {
@@ -34,10 +50,7 @@ static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 pub async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            let db = tokio::task::spawn_blocking(DevDb::start_temporary)
-                .await
-                .expect("join")
-                .expect("start private PostgreSQL");
+            let db = own_cluster().await;
             mentorship::devdb::ensure_database(&db.url("postgres"), TEMPLATE)
                 .await
                 .expect("create template");
@@ -52,6 +65,15 @@ pub async fn cluster() -> &'static Cluster {
             Cluster { db }
         })
         .await
+}
+
+/// A private throwaway cluster, for a test that stops or restarts
+/// PostgreSQL (so it never disturbs the other tests' shared cluster).
+pub async fn own_cluster() -> DevDb {
+    tokio::task::spawn_blocking(DevDb::start_temporary)
+        .await
+        .expect("join")
+        .expect("start private PostgreSQL")
 }
 
 /// A fresh, migrated database; returns its URL.
@@ -77,8 +99,10 @@ pub struct Replica {
     pub bookings: BookingServiceClient<Channel>,
     pub sessions: SessionServiceClient<Channel>,
     pub channel: Channel,
+    /// The replica's use cases, for stepping its background jobs.
+    pub app: App,
     /// The running server (kept so tests can shut it down).
-    pub _server: mentorship::RunningServer,
+    pub server: mentorship::RunningServer,
 }
 
 /// A test application: one database, one or more replicas on it.
@@ -86,6 +110,14 @@ pub struct TestApp {
     pub pool: PgPool,
     pub database_url: String,
     pub replicas: Vec<Replica>,
+}
+
+/// Whether a test's replicas run their background jobs in real time, or the
+/// test steps them (`TestApp::sweep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    Stepped,
+    RealTime,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -97,6 +129,10 @@ pub async fn spawn_replicas(n: usize) -> TestApp {
 }
 
 pub async fn spawn_with(n: usize, rules: Rules) -> TestApp {
+    spawn_jobs(n, rules, Jobs::Stepped).await
+}
+
+pub async fn spawn_jobs(n: usize, rules: Rules, jobs: Jobs) -> TestApp {
     let database_url = fresh_database().await;
     let pool = PgPoolOptions::new()
         .max_connections(5)
@@ -105,7 +141,7 @@ pub async fn spawn_with(n: usize, rules: Rules) -> TestApp {
         .expect("connect test pool");
     let mut replicas = Vec::new();
     for _ in 0..n {
-        replicas.push(start_replica(&database_url, rules.clone()).await);
+        replicas.push(start_replica(&database_url, rules.clone(), jobs).await);
     }
     TestApp {
         pool,
@@ -114,31 +150,53 @@ pub async fn spawn_with(n: usize, rules: Rules) -> TestApp {
     }
 }
 
-pub async fn start_replica(database_url: &str, rules: Rules) -> Replica {
+pub async fn start_replica(database_url: &str, rules: Rules, jobs: Jobs) -> Replica {
     let pool = mentorship::connect(database_url, 10).await.expect("server pool");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = App::new(pool, rules);
+    let background = mentorship::Background {
+        sweeper: jobs == Jobs::RealTime,
+    };
     let server = mentorship::start(
-        App::new(pool, rules),
+        app.clone(),
         Arc::new(Verifier::hs256(SECRET, None, None)),
         listener,
+        background,
     )
     .await
     .expect("start server");
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect channel");
+    let channel = connect(&server.addr.to_string()).await;
     Replica {
         directory: DirectoryServiceClient::new(channel.clone()),
         bookings: BookingServiceClient::new(channel.clone()),
         sessions: SessionServiceClient::new(channel.clone()),
         channel,
-        _server: server,
+        app,
+        server,
     }
 }
 
+async fn connect(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect channel")
+}
+
 impl TestApp {
+    /// A caller with `token`, on the first replica.
+    pub fn as_(&self, token: &str) -> Caller {
+        self.on(0, token)
+    }
+
+    /// A caller with `token`, on replica `i`.
+    pub fn on(&self, i: usize, token: &str) -> Caller {
+        Caller::new(&self.replicas[i].channel, token)
+    }
+
+    /// The generated clients of the first replica, for requests the helpers
+    /// do not shape (malformed input, for one).
     pub fn directory(&self) -> DirectoryServiceClient<Channel> {
         self.replicas[0].directory.clone()
     }
@@ -149,6 +207,29 @@ impl TestApp {
         self.replicas[0].sessions.clone()
     }
 
+    /// A fresh coordinator, on the first replica.
+    pub fn coordinator(&self) -> Caller {
+        self.as_(&coordinator())
+    }
+
+    /// Runs one pass of the first replica's deadline sweeper; returns how many timeouts fired.
+    pub async fn sweep(&self) -> usize {
+        mentorship::jobs::sweeper::sweep_once(&self.replicas[0].app)
+            .await
+            .expect("sweep")
+    }
+
+    /// Makes a session's armed deadline due now, as if its time had passed.
+    pub async fn expire_deadline(&self, session_id: &str) {
+        let armed = sqlx::query("UPDATE sessions SET deadline = now() - interval '1 millisecond' WHERE id = $1::uuid AND deadline IS NOT NULL")
+            .bind(session_id)
+            .execute(&self.pool)
+            .await
+            .expect("expire deadline")
+            .rows_affected();
+        assert_eq!(armed, 1, "session {session_id} has an armed deadline");
+    }
+
     /// Number of rows in `table` (for "nothing stored" assertions).
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
@@ -156,6 +237,408 @@ impl TestApp {
             .await
             .expect("count")
     }
+}
+
+/// One helper per RPC, for one caller on one replica. Requests that carry an
+/// etag or request id take them from [`Caller::with_etag`] and
+/// [`Caller::with_request_id`]; responses come back unwrapped.
+#[derive(Clone)]
+pub struct Caller {
+    token: String,
+    etag: String,
+    request_id: String,
+    directory: DirectoryServiceClient<Channel>,
+    bookings: BookingServiceClient<Channel>,
+    sessions: SessionServiceClient<Channel>,
+}
+
+impl Caller {
+    pub fn new(channel: &Channel, token: &str) -> Caller {
+        Caller {
+            token: token.to_owned(),
+            etag: String::new(),
+            request_id: String::new(),
+            directory: DirectoryServiceClient::new(channel.clone()),
+            bookings: BookingServiceClient::new(channel.clone()),
+            sessions: SessionServiceClient::new(channel.clone()),
+        }
+    }
+
+    /// Sends this etag with session commands.
+    pub fn with_etag(mut self, etag: &str) -> Caller {
+        self.etag = etag.to_owned();
+        self
+    }
+
+    /// Sends this request id with mutations.
+    pub fn with_request_id(mut self, request_id: &str) -> Caller {
+        self.request_id = request_id.to_owned();
+        self
+    }
+
+    fn req<T>(&self, msg: T) -> Request<T> {
+        authed(&self.token, msg)
+    }
+
+    // DirectoryService.
+
+    pub async fn upsert_mentee(&self, mentee: pb::Mentee) -> Result<pb::Mentee, Status> {
+        let req = pb::UpsertMenteeRequest {
+            mentee: Some(mentee),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.directory.clone().upsert_mentee(self.req(req)).await?;
+        Ok(r.into_inner().mentee.expect("mentee"))
+    }
+
+    pub async fn get_mentee(&self, id: &str) -> Result<pb::Mentee, Status> {
+        let req = pb::GetMenteeRequest { mentee_id: id.into() };
+        let r = self.directory.clone().get_mentee(self.req(req)).await?;
+        Ok(r.into_inner().mentee.expect("mentee"))
+    }
+
+    pub async fn upsert_mentor(&self, mentor: pb::Mentor) -> Result<pb::Mentor, Status> {
+        let req = pb::UpsertMentorRequest {
+            mentor: Some(mentor),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.directory.clone().upsert_mentor(self.req(req)).await?;
+        Ok(r.into_inner().mentor.expect("mentor"))
+    }
+
+    pub async fn get_mentor(&self, id: &str) -> Result<pb::Mentor, Status> {
+        let req = pb::GetMentorRequest { mentor_id: id.into() };
+        let r = self.directory.clone().get_mentor(self.req(req)).await?;
+        Ok(r.into_inner().mentor.expect("mentor"))
+    }
+
+    pub async fn list_mentors(&self, req: pb::ListMentorsRequest) -> Result<pb::ListMentorsResponse, Status> {
+        Ok(self.directory.clone().list_mentors(self.req(req)).await?.into_inner())
+    }
+
+    pub async fn upsert_listing(&self, listing: pb::Listing) -> Result<pb::Listing, Status> {
+        let req = pb::UpsertListingRequest {
+            listing: Some(listing),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.directory.clone().upsert_listing(self.req(req)).await?;
+        Ok(r.into_inner().listing.expect("listing"))
+    }
+
+    pub async fn get_listing(&self, id: &str) -> Result<pb::Listing, Status> {
+        let req = pb::GetListingRequest { listing_id: id.into() };
+        let r = self.directory.clone().get_listing(self.req(req)).await?;
+        Ok(r.into_inner().listing.expect("listing"))
+    }
+
+    pub async fn list_listings(&self, req: pb::ListListingsRequest) -> Result<pb::ListListingsResponse, Status> {
+        Ok(self.directory.clone().list_listings(self.req(req)).await?.into_inner())
+    }
+
+    // BookingService.
+
+    pub async fn create_booking(&self, req: pb::CreateBookingRequest) -> Result<pb::Booking, Status> {
+        let req = pb::CreateBookingRequest {
+            request_id: self.request_id.clone(),
+            ..req
+        };
+        let r = self.bookings.clone().create_booking(self.req(req)).await?;
+        Ok(r.into_inner().booking.expect("booking"))
+    }
+
+    pub async fn get_booking(&self, id: &str) -> Result<pb::Booking, Status> {
+        let req = pb::GetBookingRequest { booking_id: id.into() };
+        let r = self.bookings.clone().get_booking(self.req(req)).await?;
+        Ok(r.into_inner().booking.expect("booking"))
+    }
+
+    pub async fn list_bookings(&self, req: pb::ListBookingsRequest) -> Result<pb::ListBookingsResponse, Status> {
+        Ok(self.bookings.clone().list_bookings(self.req(req)).await?.into_inner())
+    }
+
+    pub async fn accept_booking(&self, id: &str) -> Result<pb::AcceptBookingResponse, Status> {
+        let req = pb::AcceptBookingRequest {
+            booking_id: id.into(),
+            request_id: self.request_id.clone(),
+        };
+        Ok(self.bookings.clone().accept_booking(self.req(req)).await?.into_inner())
+    }
+
+    pub async fn decline_booking(&self, id: &str, reason: &str) -> Result<pb::Booking, Status> {
+        let req = pb::DeclineBookingRequest {
+            booking_id: id.into(),
+            reason: reason.into(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.bookings.clone().decline_booking(self.req(req)).await?;
+        Ok(r.into_inner().booking.expect("booking"))
+    }
+
+    pub async fn cancel_booking(&self, id: &str, reason: &str) -> Result<pb::Booking, Status> {
+        let req = pb::CancelBookingRequest {
+            booking_id: id.into(),
+            reason: reason.into(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.bookings.clone().cancel_booking(self.req(req)).await?;
+        Ok(r.into_inner().booking.expect("booking"))
+    }
+
+    // SessionService.
+
+    pub async fn create_session(&self, req: pb::CreateSessionRequest) -> Result<pb::Session, Status> {
+        let req = pb::CreateSessionRequest {
+            request_id: self.request_id.clone(),
+            ..req
+        };
+        let r = self.sessions.clone().create_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<pb::Session, Status> {
+        let req = pb::GetSessionRequest { session_id: id.into() };
+        let r = self.sessions.clone().get_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn list_sessions(&self, req: pb::ListSessionsRequest) -> Result<pb::ListSessionsResponse, Status> {
+        Ok(self.sessions.clone().list_sessions(self.req(req)).await?.into_inner())
+    }
+
+    pub async fn start_session(&self, id: &str) -> Result<pb::Session, Status> {
+        let req = pb::StartSessionRequest {
+            session_id: id.into(),
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().start_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn pause_session(&self, id: &str, reason: &str) -> Result<pb::Session, Status> {
+        let req = pb::PauseSessionRequest {
+            session_id: id.into(),
+            reason: reason.into(),
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().pause_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn resume_session(&self, id: &str) -> Result<pb::Session, Status> {
+        let req = pb::ResumeSessionRequest {
+            session_id: id.into(),
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().resume_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn complete_session(&self, id: &str, report: Option<pb::SessionReport>) -> Result<pb::Session, Status> {
+        let req = pb::CompleteSessionRequest {
+            session_id: id.into(),
+            report,
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().complete_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn fail_session(
+        &self,
+        id: &str,
+        error_message: &str,
+        details: Option<prost_types::Struct>,
+    ) -> Result<pb::Session, Status> {
+        let req = pb::FailSessionRequest {
+            session_id: id.into(),
+            error_message: error_message.into(),
+            details,
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().fail_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn cancel_session(&self, id: &str, reason: &str) -> Result<pb::Session, Status> {
+        let req = pb::CancelSessionRequest {
+            session_id: id.into(),
+            reason: reason.into(),
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().cancel_session(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn advance_stage(&self, id: &str, stage: &str) -> Result<pb::Session, Status> {
+        let req = pb::AdvanceStageRequest {
+            session_id: id.into(),
+            stage: stage.into(),
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().advance_stage(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn list_session_events(
+        &self,
+        id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListSessionEventsResponse, Status> {
+        let req = pb::ListSessionEventsRequest {
+            session_id: id.into(),
+            page_size,
+            page_token: page_token.into(),
+        };
+        Ok(self
+            .sessions
+            .clone()
+            .list_session_events(self.req(req))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_session_config(&self, id: &str) -> Result<pb::SessionConfig, Status> {
+        let req = pb::GetSessionConfigRequest { session_id: id.into() };
+        let r = self.sessions.clone().get_session_config(self.req(req)).await?;
+        Ok(r.into_inner().config.expect("config"))
+    }
+
+    pub async fn update_session_config(
+        &self,
+        id: &str,
+        config: pb::SessionConfig,
+        paths: &[&str],
+    ) -> Result<pb::Session, Status> {
+        let req = pb::UpdateSessionConfigRequest {
+            session_id: id.into(),
+            config: Some(config),
+            update_mask: Some(mask(paths)),
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let r = self.sessions.clone().update_session_config(self.req(req)).await?;
+        Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn list_config_templates(&self) -> Result<Vec<pb::ConfigTemplate>, Status> {
+        let req = pb::ListConfigTemplatesRequest {};
+        let r = self.sessions.clone().list_config_templates(self.req(req)).await?;
+        Ok(r.into_inner().templates)
+    }
+
+    pub async fn watch_session(
+        &self,
+        id: &str,
+        after_seq: Option<i64>,
+    ) -> Result<Streaming<pb::WatchSessionResponse>, Status> {
+        let req = pb::WatchSessionRequest {
+            session_id: id.into(),
+            after_seq,
+        };
+        Ok(self.sessions.clone().watch_session(self.req(req)).await?.into_inner())
+    }
+
+    pub async fn watch_sessions(
+        &self,
+        req: pb::WatchSessionsRequest,
+    ) -> Result<Streaming<pb::WatchSessionsResponse>, Status> {
+        Ok(self.sessions.clone().watch_sessions(self.req(req)).await?.into_inner())
+    }
+}
+
+/// A FieldMask of `paths`.
+pub fn mask(paths: &[&str]) -> prost_types::FieldMask {
+    prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// The real `mentorship` binary, serving on a free loopback port; killed on drop.
+pub struct BinaryServer {
+    pub child: Child,
+    pub addr: String,
+    pub channel: Channel,
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl BinaryServer {
+    /// A caller with `token`.
+    pub fn as_(&self, token: &str) -> Caller {
+        Caller::new(&self.channel, token)
+    }
+
+    /// The process's resident memory now, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+/// Starts the built binary on `database_url` with the test secret, plus
+/// `env`, with stderr (its log) written to `log` when given; waits until it
+/// answers health checks.
+pub async fn spawn_binary(database_url: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> BinaryServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mentorship"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("MENTORSHIP_LISTEN_ADDR", &addr)
+        .env("MENTORSHIP_JWT_SECRET", std::str::from_utf8(SECRET).expect("utf8"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::null(),
+        });
+    let child = command.spawn().expect("start the binary");
+    let mut server = BinaryServer {
+        child,
+        addr: addr.clone(),
+        channel: Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+    };
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    for _ in 0..300 {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            panic!("the binary exited before serving: {status}");
+        }
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            && HealthClient::new(channel.clone())
+                .check(HealthCheckRequest::default())
+                .await
+                .is_ok()
+        {
+            server.channel = channel;
+            return server;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the binary did not answer health checks within 15 s");
 }
 
 /// Token claims for a caller.
@@ -194,6 +677,12 @@ pub fn authed<T>(token: &str, msg: T) -> Request<T> {
 
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     mentorship::grpc::convert::timestamp(t)
+}
+
+/// A Timestamp field as a chrono time.
+pub fn ts_of(t: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
+    let t = t.as_ref().expect("timestamp");
+    DateTime::from_timestamp(t.seconds, t.nanos as u32).expect("valid")
 }
 
 /// Next Monday (UTC) at `hour`:00, at least a week ahead.
@@ -245,18 +734,12 @@ impl World {
 
 pub async fn add_mentee(app: &TestApp) -> Uuid {
     let id = Uuid::new_v4();
-    app.directory()
-        .upsert_mentee(authed(
-            &coordinator(),
-            pb::UpsertMenteeRequest {
-                mentee: Some(pb::Mentee {
-                    id: id.to_string(),
-                    display_name: "Ada".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
+    app.coordinator()
+        .upsert_mentee(pb::Mentee {
+            id: id.to_string(),
+            display_name: "Ada".into(),
+            ..Default::default()
+        })
         .await
         .expect("upsert mentee");
     id
@@ -265,50 +748,32 @@ pub async fn add_mentee(app: &TestApp) -> Uuid {
 pub async fn add_mentor(app: &TestApp, timezone: &str, availability: Vec<pb::AvailabilityWindow>) -> (Uuid, Uuid) {
     let user = Uuid::new_v4();
     let mentor = app
-        .directory()
-        .upsert_mentor(authed(
-            &coordinator(),
-            pb::UpsertMentorRequest {
-                mentor: Some(pb::Mentor {
-                    user_id: user.to_string(),
-                    display_name: "Grace".into(),
-                    skill_areas: vec!["rust".into()],
-                    accepting_sessions: true,
-                    timezone: timezone.into(),
-                    availability,
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
+        .coordinator()
+        .upsert_mentor(pb::Mentor {
+            user_id: user.to_string(),
+            display_name: "Grace".into(),
+            skill_areas: vec!["rust".into()],
+            accepting_sessions: true,
+            timezone: timezone.into(),
+            availability,
+            ..Default::default()
+        })
         .await
-        .expect("upsert mentor")
-        .into_inner()
-        .mentor
-        .expect("mentor");
+        .expect("upsert mentor");
     (mentor.id.parse().expect("uuid"), user)
 }
 
 pub async fn add_listing(app: &TestApp, mentor: Option<Uuid>) -> Uuid {
     let listing = app
-        .directory()
-        .upsert_listing(authed(
-            &coordinator(),
-            pb::UpsertListingRequest {
-                listing: Some(pb::Listing {
-                    mentor_id: mentor.map(|m| m.to_string()).unwrap_or_default(),
-                    title: "Code review".into(),
-                    skill_area: "rust".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
+        .coordinator()
+        .upsert_listing(pb::Listing {
+            mentor_id: mentor.map(|m| m.to_string()).unwrap_or_default(),
+            title: "Code review".into(),
+            skill_area: "rust".into(),
+            ..Default::default()
+        })
         .await
-        .expect("upsert listing")
-        .into_inner()
-        .listing
-        .expect("listing");
+        .expect("upsert listing");
     listing.id.parse().expect("uuid")
 }
 
@@ -343,27 +808,15 @@ pub fn booking_request(
 
 /// Creates a DRAFT booking as coordinator.
 pub async fn draft(app: &TestApp, w: &World, start: DateTime<Utc>, end: DateTime<Utc>) -> pb::Booking {
-    app.bookings()
-        .create_booking(authed(&coordinator(), booking_request(w.listing, w.mentee, start, end)))
+    app.coordinator()
+        .create_booking(booking_request(w.listing, w.mentee, start, end))
         .await
         .expect("create booking")
-        .into_inner()
-        .booking
-        .expect("booking")
 }
 
 /// Accepts a booking as coordinator.
 pub async fn accept(app: &TestApp, booking_id: &str) -> Result<pb::AcceptBookingResponse, Status> {
-    app.bookings()
-        .accept_booking(authed(
-            &coordinator(),
-            pb::AcceptBookingRequest {
-                booking_id: booking_id.into(),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
+    app.coordinator().accept_booking(booking_id).await
 }
 
 /// Creates and accepts a booking; returns the SCHEDULED session.
@@ -372,21 +825,13 @@ pub async fn scheduled(app: &TestApp, w: &World, start: DateTime<Utc>) -> pb::Se
     accept(app, &b.id).await.expect("accept").session.expect("session")
 }
 
-/// Statuses of a session's events, in seq order, checking seq is 1..n.
+/// A session's events in seq order, checking that seq is 1..n.
 pub async fn event_log(app: &TestApp, session_id: &str) -> Vec<pb::SessionEvent> {
     let events = app
-        .sessions()
-        .list_session_events(authed(
-            &coordinator(),
-            pb::ListSessionEventsRequest {
-                session_id: session_id.into(),
-                page_size: 100,
-                page_token: String::new(),
-            },
-        ))
+        .coordinator()
+        .list_session_events(session_id, 100, "")
         .await
         .expect("list events")
-        .into_inner()
         .events;
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as i64 + 1, "seq must be gapless");
@@ -396,16 +841,11 @@ pub async fn event_log(app: &TestApp, session_id: &str) -> Vec<pb::SessionEvent>
 
 /// Fetches a session as coordinator.
 pub async fn get_session(app: &TestApp, id: &str) -> pb::Session {
-    app.sessions()
-        .get_session(authed(&coordinator(), pb::GetSessionRequest { session_id: id.into() }))
-        .await
-        .expect("get session")
-        .into_inner()
-        .session
-        .expect("session")
+    app.coordinator().get_session(id).await.expect("get session")
 }
 
-/// Polls (bounded) until the session reaches `status`; returns it.
+/// Polls (bounded) until the session reaches `status`; returns it. Only for
+/// the tests about real time.
 pub async fn wait_for_status(
     app: &TestApp,
     id: &str,
@@ -429,27 +869,18 @@ pub async fn on_demand(
     config: Option<(pb::SessionConfig, Vec<&str>)>,
 ) -> Result<pb::Session, Status> {
     let (config, config_mask) = match config {
-        Some((c, paths)) => (
-            Some(c),
-            Some(prost_types::FieldMask {
-                paths: paths.into_iter().map(String::from).collect(),
-            }),
-        ),
+        Some((c, paths)) => (Some(c), Some(mask(&paths))),
         None => (None, None),
     };
-    app.sessions()
-        .create_session(authed(
-            &coordinator(),
-            pb::CreateSessionRequest {
-                mentee_id: w.mentee.to_string(),
-                listing_id: w.listing.to_string(),
-                config,
-                config_mask,
-                ..Default::default()
-            },
-        ))
+    app.coordinator()
+        .create_session(pb::CreateSessionRequest {
+            mentee_id: w.mentee.to_string(),
+            listing_id: w.listing.to_string(),
+            config,
+            config_mask,
+            ..Default::default()
+        })
         .await
-        .map(|r| r.into_inner().session.expect("session"))
 }
 
 pub fn seconds(n: i64) -> prost_types::Duration {

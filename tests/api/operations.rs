@@ -1,11 +1,7 @@
 //! Operating the service: the real binary driven by grpcurl, health, and
 //! errors that never leak internals.
 
-use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use mentorship::grpc::pb;
 use serde_json::Value;
@@ -13,15 +9,6 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::*;
-
-struct Binary(Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `grpcurl -plaintext [-H auth] <flags> <addr> <rest>`.
 fn grpcurl(addr: &str, token: Option<&str>, flags: &[&str], rest: &[&str]) -> (bool, String) {
@@ -67,41 +54,17 @@ fn call(addr: &str, token: &str, method: &str, body: Value) -> Value {
 #[tokio::test]
 async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
     let database_url = fresh_database().await;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let secret = "grpcurl-test-secret-0123456789";
+    let secret = std::str::from_utf8(SECRET).expect("utf8");
     let config = std::env::temp_dir().join(format!("mentorship-{}.yaml", uuid::Uuid::new_v4()));
     std::fs::write(
         &config,
         "session_management:\n  config_templates:\n    - {id: pairing, name: Pairing, max_duration_hours: 3, check_in_interval_minutes: 20, escalation_policy: relaxed}\n",
     )
     .expect("config file");
-    let _server = Binary(
-        Command::new(env!("CARGO_BIN_EXE_mentorship"))
-            .env("MENTORSHIP_CONFIG", &config)
-            .env("DATABASE_URL", &database_url)
-            .env("MENTORSHIP_LISTEN_ADDR", &addr)
-            .env("MENTORSHIP_JWT_SECRET", secret)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the binary"),
-    );
-    // Wait (bounded) until it answers health checks.
-    let mut up = false;
-    for _ in 0..200 {
-        let (ok, out) = grpcurl(&addr, None, &[], &["grpc.health.v1.Health/Check"]);
-        if ok && out.contains("SERVING") {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(up, "the binary did not become healthy");
+    let log = std::env::temp_dir().join(format!("mentorship-{}.log", uuid::Uuid::new_v4()));
+    let config_path = config.to_str().expect("utf8 path");
+    let server = spawn_binary(&database_url, &[("MENTORSHIP_CONFIG", config_path)], Some(&log)).await;
+    let addr = server.addr.clone();
 
     // The binary mints tokens with the same secret.
     let mint = |roles: &[&str], extra: &[&str]| {
@@ -256,6 +219,60 @@ async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
         &["mentorship.v1.SessionService/GetQueueStatus"],
     );
     assert!(!ok && out.contains("Unimplemented"), "{out}");
+
+    // Every call has a span with its method, caller, request id, code and latency.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (ok, out) = grpcurl(
+        &addr,
+        Some(&mentee_token),
+        &[
+            "-d",
+            &serde_json::json!({"sessionId": session_id, "requestId": request_id}).to_string(),
+        ],
+        &["mentorship.v1.SessionService/StartSession"],
+    );
+    assert!(!ok && out.contains("FailedPrecondition"), "{out}");
+    // An internal error is logged inside the span of its call.
+    sqlx::query("UPDATE sessions SET config = '{}' WHERE id = $1::uuid")
+        .bind(session_id.as_str().expect("id"))
+        .execute(&sqlx::PgPool::connect(&database_url).await.expect("connect"))
+        .await
+        .expect("corrupt");
+    let (ok, out) = grpcurl(
+        &addr,
+        Some(&coord),
+        &["-d", &serde_json::json!({"sessionId": session_id}).to_string()],
+        &["mentorship.v1.SessionService/GetSession"],
+    );
+    assert!(!ok && out.contains("Internal"), "{out}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&request_id))
+        .unwrap_or_else(|| panic!("no line with the request id in the log:\n{text}"));
+    for part in [
+        "method=/mentorship.v1.SessionService/StartSession",
+        &format!("sub={mentee}"),
+        "code=FailedPrecondition",
+        "latency_ms=",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from {line}");
+    }
+    let internal = text
+        .lines()
+        .find(|l| l.contains("internal error"))
+        .unwrap_or_else(|| panic!("no internal error in the log:\n{text}"));
+    assert!(
+        internal.contains("rpc{method=/mentorship.v1.SessionService/GetSession"),
+        "{internal}"
+    );
+    assert!(
+        !text.contains(&coord) && !text.contains(secret),
+        "no token or secret is logged"
+    );
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&config);
 }
 
 #[tokio::test]
@@ -288,67 +305,47 @@ async fn a_bad_config_file_is_refused_at_start_with_the_field_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Restarts PostgreSQL, so it runs on a cluster of its own, against the binary.
 #[tokio::test]
 async fn health_is_not_serving_while_the_database_is_unreachable() {
-    let app = spawn_app().await;
-    let mut health = HealthClient::new(app.replicas[0].channel.clone());
-    let status = |mut client: HealthClient<tonic::transport::Channel>| async move {
-        client
+    let mut db = own_cluster().await;
+    mentorship::devdb::ensure_database(&db.url("postgres"), "mentorship")
+        .await
+        .expect("database");
+    let server = spawn_binary(&db.url("mentorship"), &[], None).await;
+    let health = HealthClient::new(server.channel.clone());
+    let status = async |service: &str| {
+        health
+            .clone()
             .check(HealthCheckRequest {
-                service: "mentorship.v1.SessionService".into(),
+                service: service.into(),
             })
             .await
             .map(|r| r.into_inner().status())
     };
-    assert_eq!(status(health.clone()).await.expect("check"), ServingStatus::Serving);
-
-    let db_name = app.database_url.rsplit('/').next().expect("db name").to_owned();
-    let admin = sqlx::PgPool::connect(&cluster().await.db.url("postgres"))
-        .await
-        .expect("admin");
-    let block = |allow: bool| {
-        let admin = admin.clone();
-        let name = db_name.clone();
-        async move {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"
-            )))
-            .execute(&admin)
-            .await
-            .expect("alter");
-            if !allow {
-                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-                    .bind(&name)
-                    .execute(&admin)
-                    .await
-                    .expect("terminate");
+    let until = async |want: ServingStatus| {
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = Some(status("mentorship.v1.SessionService").await.expect("check"));
+            if seen == Some(want) {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        seen
     };
-    block(false).await;
-    let mut seen = None;
-    for _ in 0..100 {
-        seen = Some(status(health.clone()).await.expect("check"));
-        if seen == Some(ServingStatus::NotServing) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, Some(ServingStatus::NotServing));
-    block(true).await;
-    for _ in 0..100 {
-        seen = Some(status(health.clone()).await.expect("check"));
-        if seen == Some(ServingStatus::Serving) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen, Some(ServingStatus::Serving));
-    let overall = health
-        .check(HealthCheckRequest { service: String::new() })
+    assert_eq!(until(ServingStatus::Serving).await, Some(ServingStatus::Serving));
+    db.stop();
+    assert_eq!(until(ServingStatus::NotServing).await, Some(ServingStatus::NotServing));
+    db.restart().expect("restart PostgreSQL");
+    assert_eq!(until(ServingStatus::Serving).await, Some(ServingStatus::Serving));
+    assert_eq!(status("").await.expect("check"), ServingStatus::Serving);
+    // And it serves again.
+    server
+        .as_(&coordinator())
+        .list_config_templates()
         .await
-        .expect("check");
-    assert_eq!(overall.into_inner().status(), ServingStatus::Serving);
+        .expect("serves after the restart");
 }
 
 #[tokio::test]
@@ -381,139 +378,49 @@ async fn internal_errors_never_carry_sql_or_internals() {
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_cleanly_and_the_server_exits() {
-    use mentorship::grpc::pb::{
-        booking_service_client::BookingServiceClient, directory_service_client::DirectoryServiceClient,
-        session_service_client::SessionServiceClient,
-    };
-    let database_url = fresh_database().await;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = Binary(
-        Command::new(env!("CARGO_BIN_EXE_mentorship"))
-            .env("DATABASE_URL", &database_url)
-            .env("MENTORSHIP_LISTEN_ADDR", &addr)
-            .env("MENTORSHIP_JWT_SECRET", std::str::from_utf8(SECRET).expect("utf8"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the binary"),
-    );
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            let mut health = HealthClient::new(c.clone());
-            if health
-                .check(HealthCheckRequest { service: String::new() })
-                .await
-                .is_ok()
-            {
-                channel = Some(c);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let channel = channel.expect("the binary became healthy");
-    let (mut directory, mut sessions) = (
-        DirectoryServiceClient::new(channel.clone()),
-        SessionServiceClient::new(channel.clone()),
-    );
-    let _ = BookingServiceClient::new(channel.clone());
-    let c = coordinator();
+    let mut server = spawn_binary(&fresh_database().await, &[], None).await;
+    let c = server.as_(&coordinator());
     let mentee = uuid::Uuid::new_v4();
-    directory
-        .upsert_mentee(authed(
-            &c,
-            pb::UpsertMenteeRequest {
-                mentee: Some(pb::Mentee {
-                    id: mentee.to_string(),
-                    display_name: "Ada".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
+    c.upsert_mentee(pb::Mentee {
+        id: mentee.to_string(),
+        display_name: "Ada".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("mentee");
+    let mentor = c
+        .upsert_mentor(pb::Mentor {
+            user_id: uuid::Uuid::new_v4().to_string(),
+            display_name: "Grace".into(),
+            timezone: "UTC".into(),
+            ..Default::default()
+        })
         .await
-        .expect("mentee");
-    let mentor = directory
-        .upsert_mentor(authed(
-            &c,
-            pb::UpsertMentorRequest {
-                mentor: Some(pb::Mentor {
-                    user_id: uuid::Uuid::new_v4().to_string(),
-                    display_name: "Grace".into(),
-                    timezone: "UTC".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .expect("mentor")
-        .into_inner()
-        .mentor
         .expect("mentor");
-    let listing = directory
-        .upsert_listing(authed(
-            &c,
-            pb::UpsertListingRequest {
-                listing: Some(pb::Listing {
-                    mentor_id: mentor.id,
-                    title: "Review".into(),
-                    skill_area: "rust".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
+    let listing = c
+        .upsert_listing(pb::Listing {
+            mentor_id: mentor.id,
+            title: "Review".into(),
+            skill_area: "rust".into(),
+            ..Default::default()
+        })
         .await
-        .expect("listing")
-        .into_inner()
-        .listing
         .expect("listing");
-    let session = sessions
-        .create_session(authed(
-            &c,
-            pb::CreateSessionRequest {
-                mentee_id: mentee.to_string(),
-                listing_id: listing.id,
-                ..Default::default()
-            },
-        ))
+    let session = c
+        .create_session(pb::CreateSessionRequest {
+            mentee_id: mentee.to_string(),
+            listing_id: listing.id,
+            ..Default::default()
+        })
         .await
-        .expect("session")
-        .into_inner()
-        .session
         .expect("session");
-    let mut watch = sessions
-        .watch_session(authed(
-            &c,
-            pb::WatchSessionRequest {
-                session_id: session.id.clone(),
-                after_seq: None,
-            },
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = c.watch_session(&session.id, None).await.expect("watch");
     assert!(watch.message().await.expect("snapshot").is_some());
-    let mut feed = sessions
-        .watch_sessions(authed(&c, pb::WatchSessionsRequest::default()))
-        .await
-        .expect("feed")
-        .into_inner();
+    let mut feed = c.watch_sessions(Default::default()).await.expect("feed");
 
     // SAFETY: signalling our own child process.
     unsafe {
-        libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM);
     }
     let bound = Duration::from_secs(15);
     let ended = tokio::time::timeout(bound, watch.message())
@@ -526,7 +433,7 @@ async fn sigterm_ends_open_streams_cleanly_and_the_server_exits() {
     assert!(matches!(ended, Ok(None)), "clean end of the feed: {ended:?}");
     let mut status = None;
     for _ in 0..150 {
-        if let Some(s) = server.0.try_wait().expect("wait") {
+        if let Some(s) = server.child.try_wait().expect("wait") {
             status = Some(s);
             break;
         }
@@ -534,4 +441,117 @@ async fn sigterm_ends_open_streams_cleanly_and_the_server_exits() {
     }
     let status = status.expect("the server exited after SIGTERM");
     assert!(status.success(), "clean exit: {status:?}");
+}
+
+/// Tried as a new user would: an UpsertMentor with 500,000 skill areas (a
+/// 1.5 MB request) once built a 32 MB error and took the server from 18 MB
+/// to 481 MB. Its roles are checked before it is even decoded, and its list
+/// is refused by its length: a small error, and no growth.
+#[tokio::test]
+async fn a_huge_list_is_refused_by_its_length_with_a_small_error_and_no_memory_growth() {
+    let server = spawn_binary(&fresh_database().await, &[], None).await;
+    let huge = pb::Mentor {
+        user_id: uuid::Uuid::new_v4().to_string(),
+        display_name: "Grace".into(),
+        timezone: "UTC".into(),
+        skill_areas: vec!["x".to_owned(); 500_000],
+        ..Default::default()
+    };
+    assert!(prost::Message::encoded_len(&huge) > 1_400_000);
+    // A mentee may never upsert a mentor: refused first.
+    let mentee = server.as_(&token(&["mentee"], uuid::Uuid::new_v4(), None));
+    assert_status(
+        mentee.upsert_mentor(huge.clone()).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    let coordinator = server.as_(&coordinator());
+    // Eight at once, three times over: each is refused with one small
+    // violation, and the server holds no more than the decoding of the
+    // requests costs (prost builds 500,000 strings, about 28 MB, per request;
+    // glibc keeps some of it in its arenas). The old error alone was 32 MB,
+    // and one request took the server to 481 MB.
+    let idle = server.rss_kib();
+    for round in 0..3 {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, m) = (coordinator.clone(), huge.clone());
+                tokio::spawn(async move { c.upsert_mentor(m).await })
+            })
+            .collect();
+        for call in calls {
+            let status = assert_status(call.await.expect("join"), Code::InvalidArgument, "INVALID_ARGUMENT");
+            assert_eq!(violated_fields(&status), ["mentor.skill_areas"]);
+            let size = status.message().len() + status.details().len();
+            assert!(size < 16 * 1024, "the error is {size} bytes");
+        }
+        let now = server.rss_kib();
+        assert!(
+            now < idle + 160 * 1024,
+            "after burst {round} the server grew from {idle} KiB to {now} KiB"
+        );
+    }
+    assert_eq!(
+        coordinator
+            .list_mentors(Default::default())
+            .await
+            .expect("list")
+            .mentors
+            .len(),
+        0,
+        "nothing stored"
+    );
+}
+
+/// Tried as a new user would: as root, cloned into `/root/mentorship` (mode
+/// 0700), `cargo run` failed in initdb, which runs as `postgres` and could
+/// not reach the checkout. The cluster now lives where its user can reach
+/// it, one per checkout, and keeps its data across restarts.
+#[tokio::test]
+async fn the_private_cluster_starts_from_a_checkout_its_user_cannot_reach() {
+    use mentorship::devdb::{DevDb, Durability};
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::env::temp_dir().join(format!("mentorship-home-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&home).expect("home");
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let data_dir = home.join("mentorship").join(".mentorship");
+    let start = |dir: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || DevDb::start(&dir, Durability::Durable))
+            .await
+            .expect("join")
+            .expect("the private cluster starts")
+    };
+    let db = start(data_dir.clone()).await;
+    let first_location = db.cluster_dir().to_owned();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(
+            first_location.starts_with(mentorship::devdb::RELOCATED_BASE),
+            "{}",
+            first_location.display()
+        );
+        let note = std::fs::read_to_string(data_dir.join("cluster-location")).expect("a note says where");
+        assert!(note.contains(&first_location.display().to_string()), "{note}");
+    }
+    let url = db.url("postgres");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    sqlx::query("CREATE TABLE kept (x int)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    pool.close().await;
+    drop(db);
+
+    // The same checkout finds the same cluster, data included.
+    let db = start(data_dir.clone()).await;
+    assert_eq!(db.cluster_dir(), first_location);
+    let pool = sqlx::PgPool::connect(&db.url("postgres")).await.expect("connect");
+    sqlx::query("SELECT count(*) FROM kept")
+        .execute(&pool)
+        .await
+        .expect("the table survived");
+    pool.close().await;
+    drop(db);
+    let _ = std::fs::remove_dir_all(&first_location);
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -18,18 +18,7 @@ async fn watch(
     id: &str,
     after_seq: Option<i64>,
 ) -> Result<Streaming<pb::WatchSessionResponse>, tonic::Status> {
-    app.replicas[replica]
-        .sessions
-        .clone()
-        .watch_session(authed(
-            tok,
-            pb::WatchSessionRequest {
-                session_id: id.into(),
-                after_seq,
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
+    app.on(replica, tok).watch_session(id, after_seq).await
 }
 
 async fn next<T>(stream: &mut Streaming<T>) -> Option<T> {
@@ -56,47 +45,19 @@ async fn drain(stream: &mut Streaming<pb::WatchSessionResponse>) -> Vec<pb::Sess
 }
 
 async fn stage(app: &TestApp, replica: usize, id: &str, name: &str) {
-    app.replicas[replica]
-        .sessions
-        .clone()
-        .advance_stage(authed(
-            &coordinator(),
-            pb::AdvanceStageRequest {
-                session_id: id.into(),
-                stage: name.into(),
-                ..Default::default()
-            },
-        ))
+    app.on(replica, &coordinator())
+        .advance_stage(id, name)
         .await
         .expect("advance stage");
 }
 
 async fn start(app: &TestApp, replica: usize, id: &str) {
-    app.replicas[replica]
-        .sessions
-        .clone()
-        .start_session(authed(
-            &coordinator(),
-            pb::StartSessionRequest {
-                session_id: id.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("start");
+    app.on(replica, &coordinator()).start_session(id).await.expect("start");
 }
 
 async fn complete(app: &TestApp, replica: usize, id: &str) {
-    app.replicas[replica]
-        .sessions
-        .clone()
-        .complete_session(authed(
-            &coordinator(),
-            pb::CompleteSessionRequest {
-                session_id: id.into(),
-                ..Default::default()
-            },
-        ))
+    app.on(replica, &coordinator())
+        .complete_session(id, None)
         .await
         .expect("complete");
 }
@@ -239,20 +200,11 @@ async fn a_stalled_watcher_never_slows_writers_and_then_receives_everything() {
         Some(Item::Session(_))
     ));
     // The watcher reads nothing while a thousand events commit.
+    let writer = app.coordinator();
     let mut ok = 0;
     for i in 0..1000 {
         let name = if i % 2 == 0 { "a" } else { "b" };
-        let r = app
-            .sessions()
-            .advance_stage(authed(
-                &coordinator(),
-                pb::AdvanceStageRequest {
-                    session_id: s.id.clone(),
-                    stage: name.into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
+        let r = writer.advance_stage(&s.id, name).await;
         ok += usize::from(r.is_ok());
     }
     assert_eq!(ok, 1000, "every write completed normally");
@@ -300,12 +252,7 @@ async fn feed(
     tok: &str,
     req: pb::WatchSessionsRequest,
 ) -> Result<Streaming<pb::WatchSessionsResponse>, tonic::Status> {
-    app.replicas[replica]
-        .sessions
-        .clone()
-        .watch_sessions(authed(tok, req))
-        .await
-        .map(|r| r.into_inner())
+    app.on(replica, tok).watch_sessions(req).await
 }
 
 /// Reads feed items until `count` STAGE_CHANGED events arrived; returns those.
