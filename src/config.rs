@@ -56,7 +56,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
-    /// YAML service config file (see docs/CONFIGURATION.md).
+    /// YAML service config file (see the README's Configuration section).
     #[arg(long = "config", env = "MENTORSHIP_CONFIG", global = true)]
     pub config_file: Option<PathBuf>,
 

@@ -3,9 +3,11 @@
 //!
 //! Layers, outermost first: [`grpc`] (tonic handlers, auth, status mapping) →
 //! [`app`] (use cases) → [`domain`] (pure rules) and [`store`] (all SQL).
-//! [`devdb`] runs the private PostgreSQL of `cargo run` and the tests.
+//! [`devdb`] runs the private PostgreSQL of `cargo run` and the tests;
+//! [`cli`] holds the binary's commands.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod devdb;
 pub mod domain;

@@ -36,18 +36,13 @@ pub struct Rules {
 }
 
 impl Default for Rules {
-    /// The rules of an empty config file.
+    /// The rules of an empty config file. The defaults have one source: the
+    /// config file's sections (`config::SessionManagement::default()` and
+    /// friends); `config::tests` proves they are valid.
     fn default() -> Self {
-        Rules {
-            booking_bounds: DurationBounds::default(),
-            timeouts: Timeouts::default(),
-            default_mentor_limit: 3,
-            default_session_config: SessionConfig::default(),
-            config_limits: ConfigLimits::default(),
-            templates: Template::builtins(),
-            idempotency_retention_hours: 48,
-            watch_backstop: crate::watch::BACKSTOP,
-        }
+        crate::config::ServiceConfig::default()
+            .rules()
+            .expect("the built-in defaults are valid")
     }
 }
 

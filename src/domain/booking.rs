@@ -74,15 +74,6 @@ pub struct DurationBounds {
     pub max: Duration,
 }
 
-impl Default for DurationBounds {
-    fn default() -> Self {
-        DurationBounds {
-            min: Duration::minutes(15),
-            max: Duration::hours(8),
-        }
-    }
-}
-
 /// Checks a requested slot: start before end, length within bounds, start in the future.
 pub fn check_slot(start: DateTime<Utc>, end: DateTime<Utc>, bounds: DurationBounds, now: DateTime<Utc>) -> Result<()> {
     let mut v = Violations::new();
@@ -135,7 +126,10 @@ mod tests {
     #[test]
     fn slot_rules() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let b = DurationBounds::default();
+        let b = DurationBounds {
+            min: Duration::minutes(15),
+            max: Duration::hours(8),
+        };
         let h = |n| now + Duration::hours(n);
         assert!(check_slot(h(1), h(2), b, now).is_ok());
         assert!(check_slot(h(-1), h(1), b, now).is_err());

@@ -273,15 +273,6 @@ impl Violations {
         }
     }
 
-    /// Whether the list is full: callers may stop looking for more.
-    pub fn is_full(&self) -> bool {
-        self.listed.len() >= MAX_VIOLATIONS
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.listed.is_empty()
-    }
-
     /// `Ok(())` when nothing was recorded, else `InvalidArgument` with every violation.
     pub fn finish(mut self) -> Result<()> {
         if self.listed.is_empty() {

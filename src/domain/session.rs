@@ -446,16 +446,6 @@ pub struct Timeouts {
     pub queue_timeout: chrono::Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            no_show_grace: chrono::Duration::minutes(15),
-            pause_timeout: chrono::Duration::hours(24),
-            queue_timeout: chrono::Duration::hours(4),
-        }
-    }
-}
-
 /// The next system deadline of a session and the reason it fires with.
 /// Arithmetic is checked: values too large to represent mean no deadline
 /// rather than a panic (configs are validated, but stored data is not trusted).

@@ -110,14 +110,6 @@ pub async fn upsert_mentor(tx: &mut Tx, m: &MentorInput) -> Result<(), Error> {
     Ok(())
 }
 
-/// The mentor id that owns `user_id`, if any (to tell a replace from a takeover).
-pub async fn mentor_owner(tx: &mut Tx, id: Uuid) -> Result<Option<Uuid>, Error> {
-    sqlx::query_scalar!("SELECT user_id FROM mentors WHERE id = $1", id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(Error::from)
-}
-
 /// A mentor with its windows and active session count.
 pub async fn get_mentor(conn: &mut sqlx::PgConnection, id: Uuid, default_limit: i32) -> Result<Option<Mentor>, Error> {
     let row = sqlx::query_as!(

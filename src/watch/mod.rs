@@ -102,11 +102,6 @@ impl Hub {
     pub fn closing(&self) -> &CancellationToken {
         &self.closing
     }
-
-    /// Number of watchers currently subscribed on this replica.
-    pub fn watchers(&self) -> usize {
-        self.hints.receiver_count()
-    }
 }
 
 /// Waits for the next hint that `wanted` accepts, the hub's backstop, or the end.

@@ -1,0 +1,190 @@
+//! The commands of the `mentorship` binary: `serve` (the default),
+//! `migrate` and `token`. `main.rs` only parses the command line and
+//! dispatches here.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    app::App,
+    config::{ServeArgs, ServiceConfig, TokenArgs},
+    devdb::{self, DevDb, Durability},
+    grpc::auth::{Claims, Verifier, mint_hs256},
+};
+
+/// How long a shutdown waits for in-flight calls.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// File (in the data dir) holding the development HS256 secret of `cargo run`.
+const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+
+/// Runs a command that needs the async runtime, with logging to stderr.
+pub fn run(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    runtime()?.block_on(command)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// The database to use: `DATABASE_URL`, or the private cluster in the data dir.
+async fn database(args: &ServeArgs) -> anyhow::Result<(String, Option<DevDb>)> {
+    if let Some(url) = &args.database_url {
+        return Ok((url.clone(), None));
+    }
+    let dir = args.data_dir.clone();
+    let db = tokio::task::spawn_blocking(move || DevDb::start(&dir, Durability::Durable)).await??;
+    devdb::ensure_database(&db.url("postgres"), "mentorship").await?;
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        cluster = %db.cluster_dir().display(),
+        port = db.port(),
+        "private PostgreSQL started"
+    );
+    Ok((db.url("mentorship"), Some(db)))
+}
+
+/// `mentorship migrate`: applies the migrations and exits.
+pub async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let (url, _db) = database(&args).await?;
+    crate::connect(&url, 2).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// `mentorship serve` (the default): serves until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The config file is validated before anything starts.
+    let file = match &args.config_file {
+        Some(path) => ServiceConfig::load(path)?,
+        None => ServiceConfig::default(),
+    };
+    let rules = file.rules()?;
+    let listen_addr = args
+        .listen_addr
+        .or(file.server.listen_addr)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let (url, devdb) = database(&args).await?;
+    let verifier = verifier(&args, listen_addr, devdb.is_some())?;
+    let pool = crate::connect(&url, args.db_max_connections).await?;
+    let listener = tokio::net::TcpListener::bind(listen_addr)
+        .await
+        .with_context(|| format!("binding {listen_addr}"))?;
+    let server = crate::start(App::new(pool, rules), Arc::new(verifier), listener, Default::default()).await?;
+    tracing::info!(addr = %server.addr, "serving mentorship.v1");
+    let stop = server.trigger();
+    let serving = server.wait();
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        _ = wait_for_signal() => {}
+    }
+    // Health goes NOT_SERVING and open streams end; in-flight calls get a bounded grace.
+    tracing::info!("shutting down");
+    stop.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("shutdown grace elapsed with calls still open; exiting"),
+    }
+    drop(devdb);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The token verifier. Without a configured key the server refuses to start,
+/// except on the private development database, where it uses (and creates on
+/// first use) a development secret and explains how to mint tokens.
+fn verifier(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> anyhow::Result<Verifier> {
+    let auth = &args.auth;
+    let (iss, aud) = (auth.jwt_issuer.as_deref(), auth.jwt_audience.as_deref());
+    if let Some(path) = &auth.jwt_public_key_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return Verifier::public_key(&pem, iss, aud);
+    }
+    if let Some(secret) = &auth.jwt_secret {
+        if secret.len() < 16 {
+            bail!("MENTORSHIP_JWT_SECRET must be at least 16 bytes");
+        }
+        return Ok(Verifier::hs256(secret.as_bytes(), iss, aud));
+    }
+    if !development {
+        bail!(
+            "no token verification key: set MENTORSHIP_JWT_SECRET (HS256) or \
+             MENTORSHIP_JWT_PUBLIC_KEY_FILE (RS256/ES256)"
+        );
+    }
+    let secret = dev_secret(&args.data_dir, true)?;
+    eprintln!(
+        "\nDevelopment mode: tokens are signed with the key in {}/{DEV_SECRET_FILE}.\n\
+         Mint one with:\n    cargo run -- token --role coordinator\n\
+         and call with:\n    grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {} list\n",
+        args.data_dir.display(),
+        listen_addr
+    );
+    Ok(Verifier::hs256(&secret, iss, aud))
+}
+
+/// Reads (or, when `create`, makes) the development secret.
+fn dev_secret(dir: &Path, create: bool) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(DEV_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().as_bytes().to_vec()),
+        Err(_) if create => {
+            std::fs::create_dir_all(dir)?;
+            let secret = hex::encode(rand::random::<[u8; 32]>());
+            std::fs::write(&path, &secret)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "no MENTORSHIP_JWT_SECRET and no development key at {} (start the server once with `cargo run`)",
+                path.display()
+            )
+        }),
+    }
+}
+
+/// `mentorship token`: prints a development token.
+pub fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
+    for role in &t.roles {
+        if crate::domain::access::Role::parse(role).is_none() {
+            bail!("unknown role {role:?}: use mentee, mentor, coordinator or service");
+        }
+    }
+    if t.roles.iter().any(|r| r == "mentor") && t.mentor_id.is_none() {
+        bail!("the mentor role needs --mentor-id <mentor profile id>");
+    }
+    let secret = match &args.auth.jwt_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => dev_secret(&args.data_dir, false)?,
+    };
+    let claims = Claims {
+        sub: t.sub.unwrap_or_else(uuid::Uuid::new_v4).to_string(),
+        roles: t.roles.clone(),
+        mentor_id: t.mentor_id.map(|m| m.to_string()),
+        exp: chrono::Utc::now().timestamp() + t.ttl_seconds,
+        iss: args.auth.jwt_issuer.clone(),
+        aud: args.auth.jwt_audience.clone(),
+    };
+    println!("{}", mint_hs256(&secret, &claims)?);
+    Ok(())
+}
