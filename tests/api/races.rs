@@ -6,14 +6,17 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-const ROUNDS: i64 = 15;
+/// Rounds per race: small by default, the full count with MENTORSHIP_TEST_SCALE=full.
+fn rounds() -> i64 {
+    scale(15, 200) as i64
+}
 
 #[tokio::test]
 async fn overlapping_bookings_accepted_in_parallel_on_two_replicas_exactly_one_wins() {
     let app = spawn_replicas(2).await;
     let w = world(&app).await;
     let other = add_mentee(&app).await;
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let t = monday_at(6) + Duration::days(round);
         let a = draft(&app, &w, t, t + Duration::hours(1)).await;
         let b = app
@@ -53,14 +56,14 @@ async fn overlapping_bookings_accepted_in_parallel_on_two_replicas_exactly_one_w
     .fetch_one(&app.pool)
     .await
     .expect("counts");
-    assert_eq!((accepted, sessions, drafts), (ROUNDS, ROUNDS, ROUNDS));
+    assert_eq!((accepted, sessions, drafts), (rounds(), rounds(), rounds()));
 }
 
 #[tokio::test]
 async fn one_booking_accepted_twice_in_parallel_makes_one_session() {
     let app = spawn_replicas(2).await;
     let w = world(&app).await;
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let t = monday_at(6) + Duration::days(round);
         let b = draft(&app, &w, t, t + Duration::hours(1)).await;
         let accept = |replica: usize| {
