@@ -144,18 +144,21 @@ pub struct SessionManagement {
 }
 
 impl Default for SessionManagement {
+    /// SPEC §4.2-§4.3 and §8. The per-session defaults come from
+    /// `SessionConfig::default()`, the one place they are written.
     fn default() -> Self {
+        let session = SessionConfig::default();
         SessionManagement {
             max_concurrent_sessions_per_junior: 1,
             max_concurrent_sessions_per_mentor: 3,
             max_concurrent_sessions_system: 50,
             max_queue_size: 100,
-            max_session_duration_hours: 8.0,
+            max_session_duration_hours: session.max_duration_secs as f64 / 3600.0,
             pause_timeout_hours: 24.0,
             queue_timeout_hours: 4.0,
             no_show_grace_minutes: 15.0,
-            default_check_in_interval_minutes: 30.0,
-            default_escalation_policy: EscalationName::Progressive,
+            default_check_in_interval_minutes: session.check_in_interval_secs as f64 / 60.0,
+            default_escalation_policy: session.escalation_policy.into(),
             config_templates: Vec::new(),
             mentor_assignment: MentorAssignment::default(),
             audit: Audit::default(),
@@ -170,6 +173,16 @@ pub enum EscalationName {
     Progressive,
     Immediate,
     Relaxed,
+}
+
+impl From<EscalationPolicy> for EscalationName {
+    fn from(e: EscalationPolicy) -> Self {
+        match e {
+            EscalationPolicy::Progressive => EscalationName::Progressive,
+            EscalationPolicy::Immediate => EscalationName::Immediate,
+            EscalationPolicy::Relaxed => EscalationName::Relaxed,
+        }
+    }
 }
 
 impl From<EscalationName> for EscalationPolicy {

@@ -222,10 +222,17 @@ fn cluster_dir(dir: &Path, run_as: Option<(u32, u32)>) -> anyhow::Result<PathBuf
     let Some((uid, gid)) = run_as else {
         return Ok(dir.to_owned());
     };
+    let owner = fs::metadata(dir)?;
     chown(dir, uid, gid)?;
     if can_reach(dir, uid, gid) {
         return Ok(dir.to_owned());
     }
+    // Not reachable: the directory stays its owner's.
+    chown(
+        dir,
+        std::os::unix::fs::MetadataExt::uid(&owner),
+        std::os::unix::fs::MetadataExt::gid(&owner),
+    )?;
     use sha2::Digest;
     let hash = hex::encode(&sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes())[..8]);
     let base = Path::new(RELOCATED_BASE);

@@ -3,7 +3,6 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::unit::Unit;
 use super::{App, page};
 use crate::domain::{
     Error, Result,
@@ -16,11 +15,12 @@ use crate::domain::{
     session::{self, SessionStatus},
 };
 use crate::domain::{Reason, Resource};
+use crate::store::unit::Unit;
 use crate::store::{self, Tx, bookings as store_bookings, directory, sessions::EventInput};
 
 impl App {
     pub async fn create_booking(&self, unit: &mut Unit, who: &Principal, req: NewBooking) -> Result<Booking> {
-        let actor = who.require(&[Role::Coordinator, Role::Mentee], "CreateBooking")?;
+        let actor = who.actor_for("CreateBooking")?;
         let mentee_id = match (req.mentee_id, who.has(Role::Coordinator)) {
             (Some(id), true) => id,
             (None, true) if !who.has(Role::Mentee) => {
@@ -73,7 +73,7 @@ impl App {
             .with_metadata("conflict", who_overlaps));
         }
 
-        let now = Utc::now();
+        let now = super::now();
         let draft = Booking {
             id: Uuid::now_v7(),
             listing_id: listing.id,
@@ -119,7 +119,7 @@ impl App {
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
     pub async fn accept_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
         let tx = unit.tx();
-        let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], &[Role::Mentor], "AcceptBooking").await?;
+        let (current, actor) = lock_for(tx, who, id, "AcceptBooking").await?;
         booking::decide(id, current.status, BookingStatus::Accepted)?;
         if current.origin == BookingOrigin::Requested {
             if current.start_time <= Utc::now() {
@@ -159,7 +159,7 @@ impl App {
         config: crate::domain::config::SessionConfig,
         actor: &Actor,
     ) -> Result<Session> {
-        let now = Utc::now();
+        let now = super::now();
         let mut new = Session {
             id: Uuid::now_v7(),
             booking_id: booking.id,
@@ -205,12 +205,11 @@ impl App {
 /// DRAFT → DECLINED or CANCELLED, with the reason.
 async fn close_booking(tx: &mut Tx, who: &Principal, c: CloseBooking, to: BookingStatus) -> Result<Booking> {
     let CloseBooking { booking_id: id, reason } = c;
-    // Mentors decline; either participant may cancel; coordinators do both.
-    let (participants, act): (&[Role], &str) = match to {
-        BookingStatus::Declined => (&[Role::Mentor], "DeclineBooking"),
-        _ => (&[Role::Mentee, Role::Mentor], "CancelBooking"),
+    let method = match to {
+        BookingStatus::Declined => "DeclineBooking",
+        _ => "CancelBooking",
     };
-    let (current, actor) = lock_for(tx, who, id, &[Role::Coordinator], participants, act).await?;
+    let (current, actor) = lock_for(tx, who, id, method).await?;
     booking::decide(id, current.status, to).map_err(|e| {
         if current.status == BookingStatus::Accepted && to == BookingStatus::Cancelled {
             Error::precondition(
@@ -232,18 +231,11 @@ async fn close_booking(tx: &mut Tx, who: &Principal, c: CloseBooking, to: Bookin
     Ok(closed)
 }
 
-/// Locks a booking and checks that `who` may act on it.
-async fn lock_for(
-    tx: &mut Tx,
-    who: &Principal,
-    id: Uuid,
-    global: &[Role],
-    participants: &[Role],
-    act: &str,
-) -> Result<(Booking, Actor)> {
+/// Locks a booking and checks that `who` may call `method` on it.
+async fn lock_for(tx: &mut Tx, who: &Principal, id: Uuid, method: &str) -> Result<(Booking, Actor)> {
     let current = store_bookings::lock(tx, id)
         .await?
         .ok_or_else(|| Error::not_found(Resource::Booking, id))?;
-    let actor = who.require_on(global, participants, current.participants(), act)?;
+    let actor = who.act_on(method, current.participants())?;
     Ok((current, actor))
 }

@@ -9,7 +9,6 @@
 
 use uuid::Uuid;
 
-use super::unit::Unit;
 use super::{App, page};
 use crate::domain::{
     Error, Resource, Result,
@@ -19,14 +18,12 @@ use crate::domain::{
     query::{ListingQuery, MentorQuery},
 };
 use crate::store::directory;
-
-/// Roles that manage the whole directory.
-const MANAGERS: &[Role] = &[Role::Coordinator, Role::Service];
+use crate::store::unit::Unit;
 
 impl App {
     pub async fn upsert_mentee(&self, unit: &mut Unit, who: &Principal, m: MenteeInput) -> Result<Mentee> {
         let own = who.has(Role::Mentee) && who.user_id == m.id;
-        if !(own || who.require(MANAGERS, "UpsertMentee").is_ok()) {
+        if !(own || who.acts_globally("UpsertMentee")) {
             return Err(Error::denied("a mentee may only upsert itself"));
         }
         directory::upsert_mentee(unit.tx(), m.id, &m.display_name).await
@@ -47,7 +44,7 @@ impl App {
 
     pub async fn upsert_mentor(&self, unit: &mut Unit, who: &Principal, input: MentorInput) -> Result<Mentor> {
         let own = who.has(Role::Mentor) && who.mentor_id == Some(input.id) && who.user_id == input.user_id;
-        if !(own || who.require(MANAGERS, "UpsertMentor").is_ok()) {
+        if !(own || who.acts_globally("UpsertMentor")) {
             return Err(Error::denied("a mentor may only upsert its own profile"));
         }
         let tx = unit.tx();
@@ -80,7 +77,7 @@ impl App {
 
     pub async fn upsert_listing(&self, unit: &mut Unit, who: &Principal, listing: ListingInput) -> Result<Listing> {
         let tx = unit.tx();
-        if who.require(MANAGERS, "UpsertListing").is_err() {
+        if !who.acts_globally("UpsertListing") {
             let own_mentor = who.has(Role::Mentor) && listing.mentor_id.is_some() && listing.mentor_id == who.mentor_id;
             let existing = directory::get_listing(&mut **tx, listing.id).await?;
             let takes_over = existing.is_some_and(|e| e.mentor_id != who.mentor_id);

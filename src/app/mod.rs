@@ -5,7 +5,6 @@ pub mod bookings;
 pub mod directory;
 pub mod page;
 pub mod sessions;
-pub mod unit;
 pub mod watch;
 
 use sqlx::PgPool;
@@ -15,6 +14,13 @@ use crate::domain::{
     config::{ConfigLimits, SessionConfig, Template},
     session::Timeouts,
 };
+
+/// The current time at the database's precision (microseconds), so a
+/// session a use case returns is exactly the one stored.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
 
 /// The configurable rules the use cases apply.
 #[derive(Debug, Clone)]
@@ -59,6 +65,11 @@ impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
         let hub = crate::watch::Hub::new(rules.watch_backstop);
         App { pool, rules, hub }
+    }
+
+    /// Opens a unit of work: the transaction every change is made in.
+    pub async fn unit(&self) -> crate::domain::Result<crate::store::unit::Unit> {
+        crate::store::unit::Unit::begin(&self.pool, self.rules.timeouts, self.hub.clone()).await
     }
 
     /// One pooled connection, for reads that take several statements.

@@ -3,11 +3,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::unit::Unit;
 use super::{App, page};
 use crate::domain::{
     Error, Reason, Resource, Result,
-    access::{Principal, Role},
+    access::Principal,
     booking::{BookingOrigin, BookingStatus},
     command::{ConfigUpdate, NewSession, StageChange, Transition},
     config,
@@ -15,6 +14,7 @@ use crate::domain::{
     query::{EventQuery, SessionQuery, SortField},
     session::{self, Command, Requester, SessionStatus},
 };
+use crate::store::unit::Unit;
 use crate::store::{
     bookings as store_bookings, directory,
     sessions::{self as store_sessions, EventInput},
@@ -94,7 +94,7 @@ impl App {
             return Ok(before);
         }
         let mut s = before.clone();
-        session::enter(&mut s, decision.to, Utc::now());
+        session::enter(&mut s, decision.to, super::now());
         if t.report.is_some() {
             s.report = t.report;
         }
@@ -154,7 +154,7 @@ impl App {
     /// Starts a session on demand: the implicit ON_DEMAND booking (already
     /// ACCEPTED) and the session, in the unit of work.
     pub async fn create_session(&self, unit: &mut Unit, who: &Principal, req: NewSession) -> Result<Session> {
-        let actor = who.require(&[Role::Coordinator, Role::Service], "CreateSession")?;
+        let actor = who.actor_for("CreateSession")?;
         let mut config = match &req.template_id {
             Some(id) => config::template(&self.rules.templates, id, "template_id")?
                 .config
@@ -182,7 +182,7 @@ impl App {
         if !directory::mentor_exists(&mut **tx, mentor_id).await? {
             return Err(Error::not_found(Resource::Mentor, mentor_id));
         }
-        let now = Utc::now();
+        let now = super::now();
         let booking = Booking {
             id: Uuid::now_v7(),
             listing_id: listing.id,
@@ -210,12 +210,7 @@ impl App {
     pub async fn update_session_config(&self, unit: &mut Unit, who: &Principal, u: ConfigUpdate) -> Result<Session> {
         let id = u.session_id;
         let before = lock_visible(unit, Requester::Caller(who), id, u.etag.as_deref()).await?;
-        let actor = who.require_on(
-            &[Role::Coordinator, Role::Service],
-            &[Role::Mentor],
-            before.participants(),
-            "UpdateSessionConfig",
-        )?;
+        let actor = who.act_on("UpdateSessionConfig", before.participants())?;
         if before.status.is_terminal() {
             return Err(Error::precondition(
                 Reason::SessionTerminal,

@@ -135,7 +135,7 @@ impl App {
                 }
                 tokio::select! {
                     _ = tx.closed() => return,
-                    go_on = watch::wait(&app.hub, &mut hints, |h| h.concerns(id)) => if !go_on { return },
+                    go_on = watch::wait(&app.hub, &mut hints, |h| h.is_news_for(id, cursor)) => if !go_on { return },
                 }
             }
         });

@@ -274,6 +274,10 @@ pub fn rpc_callers(method: &str) -> Option<(&'static str, &'static [Role])> {
     RPC_CALLERS.iter().copied().find(|(name, _)| *name == method)
 }
 
+/// Roles that act on every booking and session; the others (mentor, mentee)
+/// act only on their own.
+const GLOBAL_ROLES: &[Role] = &[Coordinator, Service];
+
 impl Principal {
     /// The first check of every call: may any of the caller's roles ever call
     /// this RPC? Nothing about the request or the stored data is consulted.
@@ -286,6 +290,28 @@ impl Principal {
                 RoleList(roles)
             )))
         }
+    }
+
+    /// The actor to record for `method`: the strongest of the caller's roles
+    /// that `RPC_CALLERS` allows it.
+    pub fn actor_for(&self, method: &str) -> Result<Actor> {
+        let (_, roles) = rpc_callers(method).unwrap_or((method, &[]));
+        self.require(roles, method)
+    }
+
+    /// Whether the caller holds a role that `method` allows on any row.
+    pub fn acts_globally(&self, method: &str) -> bool {
+        rpc_callers(method)
+            .is_some_and(|(_, roles)| self.roles.iter().any(|r| roles.contains(r) && GLOBAL_ROLES.contains(r)))
+    }
+
+    /// Allows `method` on a row with these participants: the coordinators and
+    /// services that `RPC_CALLERS` lists act on any row, its mentors and
+    /// mentees on their own. Returns the actor to record.
+    pub fn act_on(&self, method: &str, p: Participants) -> Result<Actor> {
+        let (_, roles) = rpc_callers(method).unwrap_or((method, &[]));
+        let (global, participants): (Vec<Role>, Vec<Role>) = roles.iter().partition(|r| GLOBAL_ROLES.contains(r));
+        self.require_on(&global, &participants, p, method)
     }
 }
 
@@ -330,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn rpc_roles_are_checked_before_anything_else() {
+    fn the_rpc_table_allows_each_role_only_its_rpcs() {
         let mentee = Principal::new(Uuid::new_v4(), [Role::Mentee], None);
         let (method, roles) = rpc_callers("CompleteSession").expect("row");
         let err = mentee.may_call(method, roles).unwrap_err();
@@ -343,11 +369,40 @@ mod tests {
                 .may_call("StartSession", rpc_callers("StartSession").unwrap().1)
                 .is_ok()
         );
-        let nobody = Principal::new(Uuid::new_v4(), [], None);
-        for (method, roles) in RPC_CALLERS {
-            assert!(nobody.may_call(method, roles).is_err(), "{method} needs a known role");
-        }
+        let service = Principal::new(Uuid::new_v4(), [Role::Service], None);
+        assert!(
+            service
+                .may_call("StartSession", rpc_callers("StartSession").unwrap().1)
+                .is_err()
+        );
+        assert!(
+            service
+                .may_call("FailSession", rpc_callers("FailSession").unwrap().1)
+                .is_ok()
+        );
         assert!(rpc_callers("NoSuchRpc").is_none());
+    }
+
+    #[test]
+    fn ownership_follows_the_rpc_table() {
+        let mentee = Uuid::new_v4();
+        let mentor_id = Uuid::new_v4();
+        let p = Participants {
+            mentee_id: mentee,
+            mentor_id,
+        };
+        let own_mentee = Principal::new(mentee, [Role::Mentee], None);
+        let other_mentee = Principal::new(Uuid::new_v4(), [Role::Mentee], None);
+        let coordinator = Principal::new(Uuid::new_v4(), [Role::Coordinator], None);
+        assert_eq!(own_mentee.act_on("CancelBooking", p).unwrap().kind, ActorKind::Mentee);
+        assert!(other_mentee.act_on("CancelBooking", p).is_err());
+        assert!(own_mentee.act_on("DeclineBooking", p).is_err(), "mentees never decline");
+        assert_eq!(
+            coordinator.act_on("DeclineBooking", p).unwrap().kind,
+            ActorKind::Coordinator
+        );
+        assert!(coordinator.acts_globally("UpsertMentee"));
+        assert!(!own_mentee.acts_globally("UpsertMentee"));
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct MenteeInput {
     pub display_name: String,
 }
 
+/// Most skill areas a mentor may list.
+pub const MAX_SKILL_AREAS: usize = 50;
+
 /// UpsertMentor: the whole profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MentorInput {

@@ -97,6 +97,8 @@ pub const MAX_RECIPIENTS: usize = 20;
 pub const MAX_CUSTOM_SETTINGS_BYTES: usize = 16 * 1024;
 /// Most allowed stages.
 pub const MAX_ALLOWED_STAGES: usize = 100;
+/// Most paths a config mask may name (there are fewer fields than this).
+pub const MAX_MASK_PATHS: usize = 64;
 
 fn minutes(secs: i64) -> String {
     if secs % 3600 == 0 {

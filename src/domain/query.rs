@@ -4,6 +4,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// Most values a repeated filter field (statuses) may carry; repeats count once.
+pub const MAX_FILTER_VALUES: usize = 100;
+
 /// One page of a list: its size (1..=100) and the opaque token of the
 /// previous page ("" for the first).
 #[derive(Debug, Clone, PartialEq, Eq)]

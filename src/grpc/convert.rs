@@ -13,7 +13,7 @@ use crate::domain::{
     booking::{BookingOrigin, BookingStatus},
     config::{EscalationPolicy, MAX_ALLOWED_STAGES, MAX_RECIPIENTS, SessionConfig, Template},
     input, model,
-    query::Page,
+    query::{MAX_FILTER_VALUES, Page},
     session::SessionStatus,
 };
 
@@ -125,9 +125,20 @@ pub fn struct_to_map(s: Option<&Struct>) -> serde_json::Map<String, serde_json::
     }
 }
 
+/// Status names of a filter, each once, in the order first given.
+fn distinct(names: Vec<&'static str>) -> Vec<&'static str> {
+    let mut seen = Vec::with_capacity(names.len());
+    for name in names {
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen
+}
+
 /// A repeated SessionStatus filter field.
 pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
-    input::at_most(field, raw.len(), SessionStatus::ALL.len())?;
+    input::at_most(field, raw.len(), MAX_FILTER_VALUES)?;
     raw.iter()
         .map(|&n| match pb::SessionStatus::try_from(n) {
             Ok(pb::SessionStatus::Unspecified) | Err(_) => {
@@ -141,12 +152,13 @@ pub fn session_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
             Ok(pb::SessionStatus::Failed) => Ok("FAILED"),
             Ok(pb::SessionStatus::Cancelled) => Ok("CANCELLED"),
         })
-        .collect()
+        .collect::<Result<_>>()
+        .map(distinct)
 }
 
 /// A repeated BookingStatus filter field.
 pub fn booking_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
-    input::at_most(field, raw.len(), 4)?;
+    input::at_most(field, raw.len(), MAX_FILTER_VALUES)?;
     raw.iter()
         .map(|&n| match pb::BookingStatus::try_from(n) {
             Ok(pb::BookingStatus::Unspecified) | Err(_) => {
@@ -157,7 +169,8 @@ pub fn booking_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
             Ok(pb::BookingStatus::Declined) => Ok("DECLINED"),
             Ok(pb::BookingStatus::Cancelled) => Ok("CANCELLED"),
         })
-        .collect()
+        .collect::<Result<_>>()
+        .map(distinct)
 }
 
 fn booking_status(s: BookingStatus) -> pb::BookingStatus {
@@ -345,7 +358,8 @@ impl From<model::SessionEvent> for pb::SessionEvent {
 }
 
 /// A SessionConfig from the wire, for the fields named by `paths` (others are
-/// taken as given but ignored by the mask). Durations are whole seconds.
+/// taken as given but ignored by the mask). Durations are whole seconds. The
+/// caller bounds `paths` (`config::MAX_MASK_PATHS`).
 pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Result<SessionConfig> {
     let mut v = crate::domain::Violations::new();
     let named = |p: &str| paths.iter().any(|x| x == p);
@@ -392,7 +406,6 @@ pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Re
         c.allowed_stages.len(),
         MAX_ALLOWED_STAGES,
     ));
-    v.check(input::at_most("update_mask.paths", paths.len(), 64));
     v.finish()?;
     let n = n.cloned().unwrap_or_default();
     Ok(SessionConfig {

@@ -7,13 +7,10 @@ use super::{Api, Parse, convert, mutating, pb};
 use crate::domain::{
     Result, Violations,
     availability::{self, MAX_WINDOWS, Window},
-    command::{ListingInput, MenteeInput, MentorInput},
+    command::{ListingInput, MAX_SKILL_AREAS, MenteeInput, MentorInput},
     input::{self, MAX_NAME_LEN},
     query::{ListingQuery, MentorQuery},
 };
-
-/// Most skill areas a mentor may list.
-const MAX_SKILL_AREAS: usize = 50;
 
 mutating!(
     pb::UpsertMenteeRequest,
@@ -201,7 +198,7 @@ impl Parse for pb::UpsertMentorRequest {
         let availability = v
             .check(input::at_most("mentor.availability", m.availability.len(), MAX_WINDOWS))
             .and_then(|()| {
-                let windows: Vec<_> = m
+                let windows: Vec<Option<Window>> = m
                     .availability
                     .iter()
                     .enumerate()
@@ -215,11 +212,10 @@ impl Parse for pb::UpsertMentorRequest {
                         ))
                     })
                     .collect();
+                // Overlaps are looked for among the windows that parsed, as before.
+                let parsed: Vec<Window> = windows.iter().flatten().copied().collect();
+                v.check(availability::check_no_overlap("mentor.availability", &parsed))?;
                 windows.into_iter().collect::<Option<Vec<Window>>>()
-            })
-            .and_then(|windows| {
-                v.check(availability::check_no_overlap("mentor.availability", &windows))
-                    .map(|()| windows)
             });
         let input = (|| {
             Some(MentorInput {

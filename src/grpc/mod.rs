@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
-use crate::app::unit::Unit;
 use crate::domain::{Error, access::Principal, input};
 use crate::store::idempotency::{self, Claim};
+use crate::store::unit::Unit;
 use tonic::service::Routes;
 
 use crate::app::App;
@@ -115,7 +115,7 @@ impl Api {
         request: &Req,
     ) -> Result<Begun<Resp>, Error> {
         let key = input::optional_id("request_id", request.request_id())?;
-        let mut unit = Unit::begin(&self.app).await?;
+        let mut unit = self.app.unit().await?;
         let Some(key) = key else {
             return Ok(Begun::Fresh(unit, None));
         };

@@ -10,6 +10,7 @@ use crate::app::watch::{SessionItem, decode_cursor, encode_cursor};
 use crate::domain::{
     Error, Result, Violations,
     command::{ConfigUpdate, NewSession, StageChange, Transition},
+    config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
     query::{EventQuery, FeedWatch, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch, SortField},
     session::{self, Command, Requester},
@@ -242,11 +243,14 @@ impl Parse for pb::CreateSessionRequest {
         let overrides = match &self.config_mask {
             None => Some(None),
             Some(mask) => v
-                .check(convert::config_patch(
-                    self.config.as_ref().unwrap_or(&pb::SessionConfig::default()),
-                    &mask.paths,
-                    "config",
-                ))
+                .check(input::at_most("config_mask", mask.paths.len(), MAX_MASK_PATHS))
+                .and_then(|()| {
+                    v.check(convert::config_patch(
+                        self.config.as_ref().unwrap_or(&pb::SessionConfig::default()),
+                        &mask.paths,
+                        "config",
+                    ))
+                })
                 .map(|patch| Some((patch, mask.paths.clone()))),
         };
         let new = (|| {
@@ -363,11 +367,14 @@ impl Parse for pb::CompleteSessionRequest {
         let report = match &self.report {
             None => Some(None),
             Some(r) => {
+                // The summary and the rest are checked apart, so every problem is reported.
                 let summary = v.check(input::optional_text("report.summary", &r.summary, MAX_TEXT_LEN));
-                let data = convert::struct_to_map(r.data.as_ref());
-                summary
-                    .and_then(|summary| v.check(session::report(summary, r.overall_score, data)))
-                    .map(Some)
+                let report = v.check(session::report(
+                    summary.clone().unwrap_or_default(),
+                    r.overall_score,
+                    convert::struct_to_map(r.data.as_ref()),
+                ));
+                summary.and(report).map(Some)
             }
         };
         v.into_result((|| Some(Transition { report: report?, ..t? }))())
@@ -380,9 +387,10 @@ impl Parse for pb::FailSessionRequest {
         let mut v = Violations::new();
         let t = transition(&self.session_id, Command::Fail, &self.etag, &mut v);
         let message = v.check(input::required_text("error_message", &self.error_message, MAX_TEXT_LEN));
-        let failure = message
-            .as_deref()
-            .and_then(|m| v.check(session::failure(m, convert::struct_to_map(self.details.as_ref()))));
+        let failure = v.check(session::failure(
+            message.as_deref().unwrap_or_default(),
+            convert::struct_to_map(self.details.as_ref()),
+        ));
         v.into_result((|| {
             Some(Transition {
                 failure: Some(failure?),
@@ -449,11 +457,15 @@ impl Parse for pb::UpdateSessionConfigRequest {
         if paths.is_empty() {
             v.add("update_mask", "must name at least one field");
         }
-        let patch = v.check(convert::config_patch(
-            self.config.as_ref().unwrap_or(&pb::SessionConfig::default()),
-            paths,
-            "config",
-        ));
+        let patch = v
+            .check(input::at_most("update_mask", paths.len(), MAX_MASK_PATHS))
+            .and_then(|()| {
+                v.check(convert::config_patch(
+                    self.config.as_ref().unwrap_or(&pb::SessionConfig::default()),
+                    paths,
+                    "config",
+                ))
+            });
         let update = (|| {
             Some(ConfigUpdate {
                 session_id: session_id?,

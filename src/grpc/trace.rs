@@ -1,10 +1,10 @@
 //! One tracing span per call (tower-http's `TraceLayer`, classified for gRPC):
 //! `rpc{method, sub, request_id, code, latency_ms}`. The auth layer records
 //! `sub`, the mutation helper records `request_id`, and everything the call
-//! logs (the "internal error" line included) happens inside the span. When
-//! the response starts, the layer records the gRPC status and latency and
-//! emits one event: DEBUG for OK, INFO otherwise. A stream that fails after
-//! its headers records its final code too.
+//! logs (the "internal error" line included) happens inside the span. Each
+//! call ends with one "rpc finished" event: at DEBUG when its response starts
+//! OK, at INFO when it fails, whether the failure is in the response headers
+//! (a unary error) or at the end of a stream.
 
 use std::time::Duration;
 
@@ -58,27 +58,35 @@ impl<B> OnResponse<B> for RpcFinished {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
-        let code = tonic::Code::from_i32(code);
-        let latency_ms = latency.as_secs_f64() * 1000.0;
-        span.record("code", tracing::field::debug(code));
-        span.record("latency_ms", latency_ms);
-        if code == tonic::Code::Ok {
+        // A failure is logged by `RpcFailed`, which the classifier calls next.
+        if code == 0 {
+            record(span, tonic::Code::Ok, latency);
             tracing::debug!(parent: span, "rpc finished");
-        } else {
-            tracing::info!(parent: span, "rpc finished");
         }
     }
 }
 
-/// Records the final code of a call that failed, including a stream that
-/// failed after its headers.
+fn record(span: &Span, code: tonic::Code, latency: Duration) {
+    span.record("code", tracing::field::debug(code));
+    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+}
+
+/// Logs a call that failed: an error response, or a stream that failed after
+/// its headers.
 #[derive(Debug, Clone, Copy)]
 pub struct RpcFailed;
 
 impl OnFailure<GrpcFailureClass> for RpcFailed {
-    fn on_failure(&mut self, failure: GrpcFailureClass, _latency: Duration, span: &Span) {
-        if let GrpcFailureClass::Code(code) = failure {
-            span.record("code", tracing::field::debug(tonic::Code::from_i32(code.get())));
+    fn on_failure(&mut self, failure: GrpcFailureClass, latency: Duration, span: &Span) {
+        match failure {
+            GrpcFailureClass::Code(code) => {
+                record(span, tonic::Code::from_i32(code.get()), latency);
+                tracing::info!(parent: span, "rpc finished");
+            }
+            GrpcFailureClass::Error(error) => {
+                record(span, tonic::Code::Unknown, latency);
+                tracing::info!(parent: span, %error, "rpc finished");
+            }
         }
     }
 }

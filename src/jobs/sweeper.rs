@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, unit::Unit};
+use crate::app::App;
 use crate::domain::{
     Result,
     command::Transition,
@@ -32,7 +32,7 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
     let mut fired = 0;
     let mut failed = Vec::new();
     loop {
-        let mut unit = Unit::begin(app).await?;
+        let mut unit = app.unit().await?;
         let Some((id, kind)) = sessions::lock_due(unit.tx(), &failed).await? else {
             return Ok(fired);
         };

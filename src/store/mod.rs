@@ -6,6 +6,7 @@ pub mod bookings;
 pub mod directory;
 pub mod idempotency;
 pub mod sessions;
+pub mod unit;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 

@@ -101,8 +101,8 @@ fn event(s: &Session, before: Option<&Session>, e: EventInput<'_>, seq: i64, at:
 
 /// Inserts a new session and its first event (seq 1), in one statement. The
 /// composite foreign key ties the session to its ACCEPTED booking. Only the
-/// unit of work calls this.
-pub(crate) async fn insert_with_event(
+/// unit of work (`store::unit`) calls this.
+pub(super) async fn insert_with_event(
     tx: &mut Tx,
     s: &Session,
     deadline: Deadline,
@@ -159,7 +159,7 @@ pub(crate) async fn insert_with_event(
 /// Writes the lifecycle fields of a locked session, bumps its version and
 /// appends its next event (seq = last_seq + 1), in one statement. `before`
 /// is the session as it was locked. Only the unit of work calls this.
-pub(crate) async fn save_with_event(
+pub(super) async fn save_with_event(
     tx: &mut Tx,
     before: &Session,
     s: &Session,

@@ -38,10 +38,12 @@ pub enum Hint {
 }
 
 impl Hint {
-    /// Whether a watcher of `session_id` should re-read.
-    pub fn concerns(&self, session_id: Uuid) -> bool {
+    /// Whether a watcher of `session_id` that has read up to `seq` should
+    /// re-read. An event it already has is no news: the replica that made a
+    /// change hears of it twice (its own unit of work, then NOTIFY).
+    pub fn is_news_for(&self, session_id: Uuid, seq: i64) -> bool {
         match self {
-            Hint::Event { session_id: s, .. } => *s == session_id,
+            Hint::Event { session_id: s, seq: n } => *s == session_id && *n > seq,
             Hint::Resync => true,
         }
     }
@@ -177,13 +179,18 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(Hint::parse(&format!("{id}:7")), Hint::Event { session_id: id, seq: 7 });
         assert_eq!(Hint::parse("garbage"), Hint::Resync);
-        assert!(Hint::Resync.concerns(id));
+        assert!(Hint::Resync.is_news_for(id, 7));
+        assert!(Hint::Event { session_id: id, seq: 8 }.is_news_for(id, 7));
+        assert!(
+            !Hint::Event { session_id: id, seq: 7 }.is_news_for(id, 7),
+            "already read"
+        );
         assert!(
             !Hint::Event {
                 session_id: Uuid::new_v4(),
-                seq: 1
+                seq: 9
             }
-            .concerns(id)
+            .is_news_for(id, 7)
         );
     }
 }

@@ -349,6 +349,35 @@ async fn retries_with_a_request_id_return_the_first_response_and_change_nothing(
     assert_eq!(violated_fields(&status), ["request_id"]);
 }
 
+/// What a mutation answers is what is stored: the same session a GetSession
+/// (or a watcher) sees afterwards, timestamps to the microsecond.
+#[tokio::test]
+async fn a_mutations_response_is_the_stored_session() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let c = app.coordinator();
+    let same = |answered: &pb::Session, stored: pb::Session| {
+        let strip = |s: &pb::Session| pb::Session {
+            active_duration: None,
+            ..s.clone()
+        };
+        assert_eq!(strip(answered), strip(&stored));
+    };
+    let s = scheduled(&app, &w, monday_at(10)).await;
+    same(&s, get_session(&app, &s.id).await);
+    let started = c.start_session(&s.id).await.expect("start");
+    same(&started, get_session(&app, &s.id).await);
+    let paused = c.pause_session(&s.id, "break").await.expect("pause");
+    same(&paused, get_session(&app, &s.id).await);
+    let staged = c.resume_session(&s.id).await.expect("resume");
+    same(&staged, get_session(&app, &s.id).await);
+    let done = c.complete_session(&s.id, None).await.expect("complete");
+    same(&done, get_session(&app, &s.id).await);
+    let other = world(&app).await;
+    let created = on_demand(&app, &other, None).await.expect("create");
+    same(&created, get_session(&app, &created.id).await);
+}
+
 #[tokio::test]
 async fn a_stale_etag_is_aborted_and_changes_nothing() {
     let app = spawn_app().await;
@@ -519,10 +548,11 @@ async fn a_scheduled_session_not_started_is_a_no_show() {
     );
 }
 
-/// The deadline is stored with the session: a replica started after it
-/// passed (with nothing running in between) still fires it, once.
+/// The deadline lives in the database, not in the replica that armed it:
+/// after that replica stopped, and the deadline passed with no replica
+/// running, a replica started later fires it, once.
 #[tokio::test]
-async fn a_deadline_armed_before_a_restart_fires_after_it() {
+async fn a_deadline_armed_by_a_stopped_replica_fires_on_a_later_one() {
     let mut app = spawn_with(1, fast_rules()).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, short_max_duration(1)).await.expect("create");

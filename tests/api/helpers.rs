@@ -561,17 +561,20 @@ pub fn mask(paths: &[&str]) -> prost_types::FieldMask {
     }
 }
 
-/// The real `mentorship` binary, serving on a free loopback port; killed on drop.
+/// The real `mentorship` binary, serving on a loopback port it chose; killed on drop.
 pub struct BinaryServer {
     pub child: Child,
     pub addr: String,
     pub channel: Channel,
+    /// Its log (stderr).
+    pub log: std::path::PathBuf,
 }
 
 impl Drop for BinaryServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -590,55 +593,60 @@ impl BinaryServer {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
     }
+
+    /// Everything it has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
-/// Starts the built binary on `database_url` with the test secret, plus
-/// `env`, with stderr (its log) written to `log` when given; waits until it
-/// answers health checks.
-pub async fn spawn_binary(database_url: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> BinaryServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mentorship"));
-    command
+/// Starts the built binary on `database_url` with the test secret and `env`,
+/// listening on port 0 (so no other process can take its port first);
+/// learns the address from its log and waits until it answers health checks.
+pub async fn spawn_binary(database_url: &str, env: &[(&str, &str)]) -> BinaryServer {
+    let log = std::env::temp_dir().join(format!("mentorship-{}.log", Uuid::new_v4().simple()));
+    let child = Command::new(env!("CARGO_BIN_EXE_mentorship"))
         .env("DATABASE_URL", database_url)
-        .env("MENTORSHIP_LISTEN_ADDR", &addr)
+        .env("MENTORSHIP_LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info,sqlx=warn")
         .env("MENTORSHIP_JWT_SECRET", std::str::from_utf8(SECRET).expect("utf8"))
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
-            None => Stdio::null(),
-        });
-    let child = command.spawn().expect("start the binary");
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+        .spawn()
+        .expect("start the binary");
     let mut server = BinaryServer {
         child,
-        addr: addr.clone(),
+        addr: String::new(),
         channel: Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+        log,
     };
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     for _ in 0..300 {
         if let Some(status) = server.child.try_wait().expect("wait") {
-            panic!("the binary exited before serving: {status}");
+            panic!("the binary exited before serving ({status}):\n{}", server.log_text());
         }
-        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
+        let serving = server.log_text().lines().find_map(|l| {
+            let rest = l.split_once("serving mentorship.v1")?.1;
+            Some(rest.split_once("addr=")?.1.split_whitespace().next()?.to_owned())
+        });
+        if let Some(addr) = serving
+            && let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
             && HealthClient::new(channel.clone())
                 .check(HealthCheckRequest::default())
                 .await
                 .is_ok()
         {
+            server.addr = addr;
             server.channel = channel;
             return server;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("the binary did not answer health checks within 15 s");
+    panic!("the binary did not serve within 15 s:\n{}", server.log_text());
 }
 
 /// Token claims for a caller.

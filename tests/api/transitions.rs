@@ -331,4 +331,21 @@ async fn a_role_that_may_never_call_an_rpc_is_refused_before_parsing_or_reading(
     // Mentee: pause, resume, complete, fail, stage; mentor: fail; service: start, cancel.
     assert_eq!(checked, 8 * 3);
     assert_eq!(event_log(&app, &real.id).await.len(), 2, "nothing changed");
+
+    // Not even a lock is taken: with the session's row held by another
+    // transaction, the refusal still comes at once.
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
+        .bind(&real.id)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the row");
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        apply(&app, &w.mentee_token(), &real.id, Op::Complete),
+    )
+    .await
+    .expect("answered without waiting for the row lock");
+    assert_status(refused, Code::PermissionDenied, "PERMISSION_DENIED");
+    holder.rollback().await.expect("rollback");
 }

@@ -1,21 +1,24 @@
 //! The one write path: a unit of work.
 //!
-//! A mutation opens a [`Unit`], makes every change of its transaction
-//! through it, and commits it. Session rows change only here: each insert or
+//! A mutation opens a [`Unit`] (`App::unit`), makes every change of its
+//! transaction through it, and commits it. Session rows change only here
+//! (the statements that write them are private to the store): each insert or
 //! save writes the row, re-arms its deadline and appends its event (with the
 //! next gapless seq) in one statement, and the unit keeps the event. After
 //! the commit, and only then, the unit hands the committed events on: today
 //! to this replica's watchers; the same list is where capacity (several
 //! sessions in one transaction) and outgoing deliveries will hang their work.
 
+use sqlx::PgPool;
+
+use super::{
+    Tx,
+    sessions::{self as store_sessions, EventInput},
+};
 use crate::domain::{
     Result,
     model::{Session, SessionEvent},
     session::{self, Timeouts},
-};
-use crate::store::{
-    self, Tx,
-    sessions::{self as store_sessions, EventInput},
 };
 use crate::watch::{Hint, Hub};
 
@@ -28,12 +31,13 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Opens the transaction of a unit of work.
-    pub async fn begin(app: &super::App) -> Result<Unit> {
+    /// Opens the transaction of a unit of work whose sessions arm their
+    /// deadlines with `timeouts` and whose committed events go to `hub`.
+    pub async fn begin(pool: &PgPool, timeouts: Timeouts, hub: Hub) -> Result<Unit> {
         Ok(Unit {
-            tx: store::begin(&app.pool).await?,
-            timeouts: app.rules.timeouts,
-            hub: app.hub.clone(),
+            tx: super::begin(pool).await?,
+            timeouts,
+            hub,
             events: Vec::new(),
         })
     }
@@ -65,7 +69,7 @@ impl Unit {
     /// Commits every change, then hands the committed events on to this
     /// replica's watchers.
     pub async fn commit(self) -> Result<()> {
-        store::commit(self.tx).await?;
+        super::commit(self.tx).await?;
         for e in &self.events {
             self.hub.publish(Hint::Event {
                 session_id: e.session_id,
