@@ -1,5 +1,7 @@
 //! Compiles `proto/mentorship/v1` with protox (no system protoc), writes the
-//! descriptor set for gRPC reflection, and generates the tonic services.
+//! descriptor set for gRPC reflection, generates the tonic services, and
+//! generates one `pb::Rpc` impl per unary method (request type → response
+//! type and path), so any RPC can be called by its request alone.
 
 use std::{env, path::PathBuf};
 
@@ -22,9 +24,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
+    std::fs::write(out.join("mentorship_rpcs.rs"), rpc_impls(&fds))?;
+
     tonic_prost_build::configure()
         // Services not built yet answer UNIMPLEMENTED instead of needing a hand-written stub.
         .generate_default_stubs(true)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// `impl Rpc for <Request> { type Response = …; const PATH: &str = …; }` for
+/// every unary method of `mentorship.v1`.
+fn rpc_impls(fds: &prost_types::FileDescriptorSet) -> String {
+    let mut out = String::new();
+    for file in &fds.file {
+        let package = file.package();
+        for service in &file.service {
+            for method in &service.method {
+                if method.client_streaming() || method.server_streaming() {
+                    continue;
+                }
+                let rust_type = |full: &str| full.rsplit('.').next().unwrap_or(full).to_owned();
+                out.push_str(&format!(
+                    "impl Rpc for {} {{ type Response = {}; const PATH: &'static str = \"/{}.{}/{}\"; }}\n",
+                    rust_type(method.input_type()),
+                    rust_type(method.output_type()),
+                    package,
+                    service.name(),
+                    method.name(),
+                ));
+            }
+        }
+    }
+    out
 }

@@ -319,3 +319,38 @@ async fn participants_only_list_their_own_bookings() {
             .is_empty()
     );
 }
+
+/// RPCs whose issue has not landed answer UNIMPLEMENTED, but only to a role
+/// that may call them: the role table is checked first for every RPC.
+#[tokio::test]
+async fn rpcs_not_built_yet_check_roles_before_answering_unimplemented() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let session = scheduled(&app, &w, monday_at(10)).await.id;
+    let mentee = app.as_(&w.mentee_token());
+    let coordinator = app.coordinator();
+    let reassign = || pb::ReassignMentorRequest {
+        session_id: session.clone(),
+        ..Default::default()
+    };
+    assert_status(
+        mentee.call(reassign()).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    assert_eq!(
+        coordinator.call(reassign()).await.expect_err("not built").code(),
+        Code::Unimplemented
+    );
+    let status = pb::GetQueueStatusRequest::default();
+    let guest = app.as_(&token(&["guest"], Uuid::new_v4(), None));
+    assert_status(
+        guest.call(status.clone()).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    assert_eq!(
+        coordinator.call(status).await.expect_err("not built").code(),
+        Code::Unimplemented
+    );
+}
