@@ -345,7 +345,7 @@ async fn rpcs_not_built_yet_check_roles_before_answering_unimplemented() {
     let status = pb::GetQueueStatusRequest::default();
     let guest = app.as_(&token(&["guest"], Uuid::new_v4(), None));
     assert_status(
-        guest.call(status.clone()).await,
+        guest.call(status).await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
