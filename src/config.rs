@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::app::Rules;
 use crate::domain::{
     booking::DurationBounds,
+    capacity::Limits,
     config::{ConfigLimits, EscalationPolicy, SessionConfig, Template},
     session::Timeouts,
 };
@@ -300,6 +301,10 @@ impl ServiceConfig {
         let sm = &self.session_management;
         let hour = 3600.0;
         let minute = 60.0;
+        ensure!(
+            sm.max_concurrent_sessions_system <= 100_000,
+            "session_management.max_concurrent_sessions_system must be at most 100000"
+        );
         for (value, field) in [
             (
                 sm.max_concurrent_sessions_per_junior,
@@ -395,6 +400,11 @@ impl ServiceConfig {
             },
             default_mentor_limit: i32::try_from(sm.max_concurrent_sessions_per_mentor)
                 .context("max_concurrent_sessions_per_mentor is too large")?,
+            limits: Limits {
+                per_mentee: i64::from(sm.max_concurrent_sessions_per_junior),
+                system: i64::from(sm.max_concurrent_sessions_system),
+                queue: i64::from(sm.max_queue_size),
+            },
             default_session_config: default_config,
             config_limits: limits,
             templates,

@@ -90,6 +90,9 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let pool = app.pool.clone();
+    store::capacity::ensure_system_slots(&pool, app.rules.limits.system)
+        .await
+        .context("sizing the pool of system concurrency slots")?;
     if background.sweeper {
         tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
     }

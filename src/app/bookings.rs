@@ -135,9 +135,7 @@ impl App {
         let mut accepted = store_bookings::set_status(tx, id, BookingStatus::Accepted, "").await?;
         store_bookings::audit(tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
         let config = self.rules.default_session_config.clone();
-        let session = self
-            .create_session_for(unit, &accepted, SessionStatus::Scheduled, config, &actor)
-            .await?;
+        let session = self.create_session_for(unit, &accepted, config, &actor).await?;
         accepted.session_id = Some(session.id);
         Ok((accepted, session))
     }
@@ -150,12 +148,13 @@ impl App {
         close_booking(unit.tx(), who, c, BookingStatus::Cancelled).await
     }
 
-    /// Inserts the session of an ACCEPTED booking with its CREATED event.
+    /// Inserts the session of an ACCEPTED booking with its CREATED event:
+    /// SCHEDULED for a requested booking; for an on-demand one, what
+    /// admission decides (ACTIVE or QUEUED).
     pub(crate) async fn create_session_for(
         &self,
         unit: &mut Unit,
         booking: &Booking,
-        status: SessionStatus,
         config: crate::domain::config::SessionConfig,
         actor: &Actor,
     ) -> Result<Session> {
@@ -184,8 +183,10 @@ impl App {
             version: 1,
             created_at: now,
             updated_at: now,
+            queue: None,
         };
-        if status != SessionStatus::Scheduled {
+        if booking.origin == BookingOrigin::OnDemand {
+            let status = self.admit(unit, &new).await?;
             session::enter(&mut new, status, now);
         }
         let event = EventInput {
@@ -198,7 +199,8 @@ impl App {
                 "mentor_id": booking.mentor_id,
             }),
         };
-        unit.insert_session(&new, event).await
+        let created = unit.insert_session(&new, event).await?;
+        self.with_queue_info(unit.tx(), created).await
     }
 }
 

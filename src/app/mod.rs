@@ -2,6 +2,7 @@
 //! Nothing here knows about tonic; handlers call these with parsed values.
 
 pub mod bookings;
+pub mod capacity;
 pub mod directory;
 pub mod page;
 pub mod sessions;
@@ -27,8 +28,10 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
 pub struct Rules {
     pub booking_bounds: DurationBounds,
     pub timeouts: Timeouts,
-    /// Concurrent sessions of a mentor whose profile sets no limit.
+    /// Concurrency slots of a mentor whose profile sets no limit.
     pub default_mentor_limit: i32,
+    /// Concurrency slots per mentee and system-wide, and the queue's length.
+    pub limits: crate::domain::capacity::Limits,
     /// Config of sessions created without a template.
     pub default_session_config: SessionConfig,
     /// Bounds of per-session config values.

@@ -58,7 +58,7 @@ impl App {
                 "only the session's participants, coordinators and services may read it",
             ));
         }
-        Ok(session)
+        self.with_queue_info(&mut *self.connection().await?, session).await
     }
 
     /// A page of the sessions the caller may see plus, when asked, the total
@@ -76,6 +76,15 @@ impl App {
             };
             (value, s.id)
         })?;
+        let mut rows = rows;
+        if rows.iter().any(|s| s.status == SessionStatus::Queued) {
+            let mut conn = self.connection().await?;
+            let mut filled = Vec::with_capacity(rows.len());
+            for s in rows {
+                filled.push(self.with_queue_info(&mut conn, s).await?);
+            }
+            rows = filled;
+        }
         let total = if q.with_total {
             Some(store_sessions::count(&self.pool, &q.filter, visibility).await?)
         } else {
@@ -91,10 +100,15 @@ impl App {
         let before = lock_visible(unit, who, id, t.etag.as_deref()).await?;
         let decision = session::decide(id, before.status, t.command, who, before.participants())?;
         if decision.no_op {
-            return Ok(before);
+            return self.with_queue_info(unit.tx(), before).await;
         }
+        // Starting takes a concurrency slot: admission decides ACTIVE or QUEUED.
+        let to = match t.command {
+            Command::Start => self.admit(unit, &before).await?,
+            _ => decision.to,
+        };
         let mut s = before.clone();
-        session::enter(&mut s, decision.to, super::now());
+        session::enter(&mut s, to, super::now());
         if t.report.is_some() {
             s.report = t.report;
         }
@@ -112,7 +126,11 @@ impl App {
             reason: &t.reason,
             details: serde_json::json!({ "command": t.command.name() }),
         };
-        unit.save_session(&before, &s, event).await
+        let saved = unit.save_session(&before, &s, event).await?;
+        if before.status.holds_concurrency_slot() && !saved.status.holds_concurrency_slot() {
+            self.release(unit, saved.id).await?;
+        }
+        self.with_queue_info(unit.tx(), saved).await
     }
 
     /// Labels where an ACTIVE session is; the same stage again changes nothing.
@@ -201,8 +219,7 @@ impl App {
         };
         let booking = store_bookings::insert(tx, &booking).await?;
         store_bookings::audit(tx, booking.id, None, BookingStatus::Accepted, &actor, "on demand").await?;
-        self.create_session_for(unit, &booking, SessionStatus::Active, config, &actor)
-            .await
+        self.create_session_for(unit, &booking, config, &actor).await
     }
 
     /// Changes the fields of a live session's config named by the mask.

@@ -46,12 +46,13 @@ pub enum Reason {
     SessionExists,
     MentorUserTaken,
     EtagMismatch,
+    QueueFull,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -73,6 +74,7 @@ impl Reason {
         Reason::SessionExists,
         Reason::MentorUserTaken,
         Reason::EtagMismatch,
+        Reason::QueueFull,
         Reason::Internal,
     ];
 
@@ -100,6 +102,7 @@ impl Reason {
             Reason::SessionExists => "SESSION_EXISTS",
             Reason::MentorUserTaken => "MENTOR_USER_TAKEN",
             Reason::EtagMismatch => "ETAG_MISMATCH",
+            Reason::QueueFull => "QUEUE_FULL",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -168,6 +171,15 @@ pub enum Error {
     /// The caller's etag is stale.
     #[error("etag mismatch: the {kind} changed since it was read (current etag {current})")]
     EtagMismatch { kind: &'static str, current: String },
+
+    /// A limit is reached (the queue is full).
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: Reason,
+        message: String,
+        /// The limit, its current value and its maximum, for `ErrorInfo.metadata`.
+        metadata: Vec<(&'static str, String)>,
+    },
 
     /// No valid credentials.
     #[error("unauthenticated: {0}")]

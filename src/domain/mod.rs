@@ -4,6 +4,7 @@
 pub mod access;
 pub mod availability;
 pub mod booking;
+pub mod capacity;
 pub mod command;
 pub mod config;
 pub mod error;

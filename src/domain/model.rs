@@ -97,6 +97,8 @@ pub struct Session {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Where a QUEUED session stands, computed on read; never stored.
+    pub queue: Option<super::capacity::QueueInfo>,
 }
 
 impl Session {

@@ -39,8 +39,8 @@ impl SessionStatus {
         matches!(self, Completed | Failed | Cancelled)
     }
 
-    /// ACTIVE and PAUSED sessions hold a capacity slot.
-    pub fn holds_slot(self) -> bool {
+    /// ACTIVE and PAUSED sessions hold a concurrency slot (what the capacity limits count).
+    pub fn holds_concurrency_slot(self) -> bool {
         matches!(self, Active | Paused)
     }
 }

@@ -62,6 +62,14 @@ impl From<Error> for Status {
                 );
                 Code::Aborted
             }
+            Error::ResourceExhausted { reason, metadata, .. } => {
+                info(
+                    &mut details,
+                    reason,
+                    metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                );
+                Code::ResourceExhausted
+            }
             Error::Unauthenticated(_) => {
                 info(&mut details, Reason::Unauthenticated, HashMap::new());
                 Code::Unauthenticated

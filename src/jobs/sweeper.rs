@@ -68,6 +68,11 @@ pub async fn run(app: App, shutdown: CancellationToken) {
             Ok(Err(err)) => tracing::warn!(error = %err, "sweep failed; retrying"),
             Err(err) => tracing::error!(error = %err, "sweep panicked; retrying"),
         }
+        // The backstop of promotion: a release that raced with a session
+        // joining the queue leaves it waiting no longer than one pass.
+        if let Err(err) = app.promote_waiting().await {
+            tracing::warn!(error = %err, "promotion pass failed; retrying");
+        }
         if last_purge.elapsed() > PURGE_EVERY {
             last_purge = tokio::time::Instant::now();
             if let Err(err) = idempotency::purge(&app.pool, app.rules.idempotency_retention_hours).await {

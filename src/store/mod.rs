@@ -3,6 +3,7 @@
 //! event always commit together.
 
 pub mod bookings;
+pub mod capacity;
 pub mod directory;
 pub mod idempotency;
 pub mod sessions;

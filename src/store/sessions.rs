@@ -62,6 +62,7 @@ impl TryFrom<SessionRow> for Session {
             report: r.report,
             failure: r.failure,
             cancel_reason: r.cancel_reason,
+            queue: None,
             last_seq: r.last_seq,
             version: r.version,
             created_at: r.created_at,
@@ -208,6 +209,7 @@ pub(super) async fn save_with_event(
     .fetch_one(&mut **tx)
     .await?;
     let saved = Session {
+        queue: None,
         last_seq: row.last_seq,
         version: row.version,
         updated_at: row.updated_at,
@@ -241,6 +243,23 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
                   stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
                   paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
            FROM sessions WHERE id = $1 FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// [`lock`] a QUEUED session unless another transaction holds it (promotion
+/// then moves on to the next one).
+pub async fn lock_queued_unless_busy(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
+                  stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
+                  paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
+           FROM sessions WHERE id = $1 AND status = 'QUEUED' FOR UPDATE SKIP LOCKED"#,
         id
     )
     .fetch_optional(&mut **tx)

@@ -269,7 +269,7 @@ async fn active(app: &TestApp, w: &World) -> String {
 
 #[tokio::test]
 async fn every_built_rpc_answers_every_kind_of_caller_as_specified() {
-    let app = spawn_app().await;
+    let app = spawn_with(1, roomy_rules()).await;
     let w = world(&app).await;
     let mut mismatches = Vec::new();
     for rpc in RPCS {
@@ -344,11 +344,7 @@ async fn rpcs_not_built_yet_check_roles_before_answering_unimplemented() {
     );
     let status = pb::GetQueueStatusRequest::default();
     let guest = app.as_(&token(&["guest"], Uuid::new_v4(), None));
-    assert_status(
-        guest.call(status).await,
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
-    );
+    assert_status(guest.call(status).await, Code::PermissionDenied, "PERMISSION_DENIED");
     assert_eq!(
         coordinator.call(status).await.expect_err("not built").code(),
         Code::Unimplemented

@@ -444,7 +444,7 @@ async fn race_round(app: &TestApp, w: &World, round: i64) {
 
 #[tokio::test]
 async fn conflicting_transitions_in_parallel_on_one_replica_exactly_one_wins() {
-    let app = spawn_app().await;
+    let app = spawn_with(1, roomy_rules()).await;
     let w = world(&app).await;
     for round in 0..scale(12, 200) as i64 {
         race_round(&app, &w, round).await;
@@ -453,7 +453,7 @@ async fn conflicting_transitions_in_parallel_on_one_replica_exactly_one_wins() {
 
 #[tokio::test]
 async fn conflicting_transitions_in_parallel_on_two_replicas_exactly_one_wins() {
-    let app = spawn_replicas(2).await;
+    let app = spawn_with(2, roomy_rules()).await;
     let w = world(&app).await;
     for round in 0..scale(12, 200) as i64 {
         race_round(&app, &w, round).await;

@@ -907,6 +907,22 @@ pub fn seconds(n: i64) -> prost_types::Duration {
     prost_types::Duration { seconds: n, nanos: 0 }
 }
 
+/// Rules whose capacity limits never bind: for tests about the state
+/// machine, access or races between commands, which start many sessions of
+/// one mentee and one mentor.
+pub fn roomy_rules() -> Rules {
+    use mentorship::domain::capacity::Limits;
+    Rules {
+        default_mentor_limit: 10_000,
+        limits: Limits {
+            per_mentee: 10_000,
+            system: 10_000,
+            queue: 100,
+        },
+        ..Rules::default()
+    }
+}
+
 /// Rules with limits and timeouts short enough for tests to watch them fire.
 pub fn fast_rules() -> Rules {
     use mentorship::domain::{booking::DurationBounds, config::ConfigLimits, session::Timeouts};

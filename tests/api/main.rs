@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod booking_rules;
+mod capacity;
 mod directory;
 mod flow;
 mod governance;

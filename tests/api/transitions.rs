@@ -180,7 +180,7 @@ async fn session_in(app: &TestApp, w: &World, status: SessionStatus) -> pb::Sess
 
 #[tokio::test]
 async fn every_status_rpc_and_role_gets_the_outcome_of_the_spec_table() {
-    let app = spawn_app().await;
+    let app = spawn_with(1, roomy_rules()).await;
     let w = world(&app).await;
     let mut mismatches = Vec::new();
     for status in STATUSES {
@@ -246,7 +246,7 @@ fn model(status: SessionStatus, op: Op) -> Option<SessionStatus> {
 fn random_operation_sequences_agree_with_the_reference_model() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (app, w) = runtime.block_on(async {
-        let app = spawn_app().await;
+        let app = spawn_with(1, roomy_rules()).await;
         let w = world(&app).await;
         (app, w)
     });
@@ -309,7 +309,7 @@ fn random_operation_sequences_agree_with_the_reference_model() {
 /// answer the same PERMISSION_DENIED as a real one.
 #[tokio::test]
 async fn a_role_that_may_never_call_an_rpc_is_refused_before_parsing_or_reading() {
-    let app = spawn_app().await;
+    let app = spawn_with(1, roomy_rules()).await;
     let w = world(&app).await;
     let real = session_in(&app, &w, Active).await;
     let unknown = Uuid::new_v4().to_string();

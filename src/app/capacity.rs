@@ -1,0 +1,148 @@
+//! Capacity use cases (SPEC §4.3): admission, promotion, and where a queued
+//! session stands. The rules are `domain::capacity`; the locks and counts
+//! that keep them exact across replicas are `store::capacity`.
+
+use uuid::Uuid;
+
+use super::App;
+use crate::domain::{
+    Result,
+    access::Actor,
+    capacity::{self, Admission, Ahead, Usage},
+    model::{EventType, Session},
+    session::{self, Command, Requester, SessionStatus},
+};
+use crate::store::{
+    capacity as store_capacity,
+    sessions::{self as store_sessions, EventInput},
+    unit::Unit,
+};
+
+/// Queued sessions a promotion pass looks at, oldest first.
+const PROMOTION_WINDOW: i64 = 50;
+
+impl App {
+    /// Admission of a session about to become ACTIVE (StartSession,
+    /// CreateSession): ACTIVE when every limit allows it (its system
+    /// concurrency slot is then taken), QUEUED while the queue has room,
+    /// RESOURCE_EXHAUSTED (QUEUE_FULL) otherwise.
+    pub(crate) async fn admit(&self, unit: &mut Unit, s: &Session) -> Result<SessionStatus> {
+        let tx = unit.tx();
+        store_capacity::lock_participants(tx, s.mentor_id, s.mentee_id).await?;
+        let holding = store_capacity::holding(tx, s.mentor_id, s.mentee_id).await?;
+        let mut usage = Usage {
+            mentee_holding: holding.mentee,
+            mentor_holding: holding.mentor,
+            mentor_limit: i64::from(holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit)),
+            system_free: true,
+        };
+        let limits = self.rules.limits;
+        if capacity::admit(usage, limits) == Admission::Admit {
+            usage.system_free = store_capacity::claim_system_slot(tx, s.id, limits.system).await?;
+        }
+        match capacity::admit(usage, limits) {
+            Admission::Admit => Ok(SessionStatus::Active),
+            Admission::Wait(_) => {
+                let queued = store_capacity::lock_queue(tx).await?;
+                if queued >= limits.queue {
+                    return Err(capacity::queue_full(queued, limits));
+                }
+                Ok(SessionStatus::Queued)
+            }
+        }
+    }
+
+    /// A session left ACTIVE/PAUSED: its system concurrency slot goes back
+    /// to the pool, and the queue moves up in the same transaction.
+    pub(crate) async fn release(&self, unit: &mut Unit, session_id: Uuid) -> Result<()> {
+        store_capacity::release_system_slot(unit.tx(), session_id).await?;
+        self.promote(unit).await?;
+        Ok(())
+    }
+
+    /// Promotes, oldest first, every queued session that can be admitted now
+    /// (a session whose mentor is still full does not hold back one behind it
+    /// that can go). Sessions another transaction is working on are skipped:
+    /// that transaction promotes them or the sweeper's pass does. Returns how
+    /// many were promoted.
+    pub(crate) async fn promote(&self, unit: &mut Unit) -> Result<usize> {
+        let limits = self.rules.limits;
+        let mut promoted = 0;
+        for q in store_capacity::queue_head(unit.tx(), PROMOTION_WINDOW).await? {
+            let tx = unit.tx();
+            if !store_capacity::try_lock_participants(tx, q.mentor_id, q.mentee_id).await? {
+                continue;
+            }
+            let holding = store_capacity::holding(tx, q.mentor_id, q.mentee_id).await?;
+            let usage = Usage {
+                mentee_holding: holding.mentee,
+                mentor_holding: holding.mentor,
+                mentor_limit: i64::from(holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit)),
+                system_free: true,
+            };
+            if capacity::admit(usage, limits) != Admission::Admit {
+                continue;
+            }
+            let Some(before) = store_sessions::lock_queued_unless_busy(tx, q.id).await? else {
+                continue;
+            };
+            if !store_capacity::claim_system_slot(tx, q.id, limits.system).await? {
+                // No system slot is free: nobody behind can go either.
+                break;
+            }
+            let decision = session::decide(
+                q.id,
+                before.status,
+                Command::Promote,
+                Requester::System,
+                before.participants(),
+            )?;
+            let mut s = before.clone();
+            session::enter(&mut s, decision.to, super::now());
+            let event = EventInput {
+                event_type: EventType::StatusChanged,
+                actor: &Actor::system(),
+                reason: "",
+                details: serde_json::json!({ "command": Command::Promote.name() }),
+            };
+            unit.save_session(&before, &s, event).await?;
+            promoted += 1;
+        }
+        Ok(promoted)
+    }
+
+    /// A promotion pass in a transaction of its own: the backstop for a
+    /// release that raced with a session joining the queue.
+    pub async fn promote_waiting(&self) -> Result<usize> {
+        let mut unit = self.unit().await?;
+        let promoted = self.promote(&mut unit).await?;
+        unit.commit().await?;
+        Ok(promoted)
+    }
+
+    /// Fills in where a QUEUED session stands (computed on read, never stored).
+    pub(crate) async fn with_queue_info(&self, db: &mut sqlx::PgConnection, mut s: Session) -> Result<Session> {
+        let (SessionStatus::Queued, Some(queued_at)) = (s.status, s.queued_at) else {
+            return Ok(s);
+        };
+        let limits = self.rules.limits;
+        let view =
+            store_capacity::queue_view(&mut *db, s.id, s.mentor_id, s.mentee_id, queued_at, limits.system).await?;
+        let typical = store_capacity::typical_active_time(&mut *db)
+            .await?
+            .unwrap_or_else(|| chrono::Duration::seconds(s.config.max_duration_secs));
+        let usage = Usage {
+            mentee_holding: view.holding.mentee,
+            mentor_holding: view.holding.mentor,
+            mentor_limit: i64::from(view.holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit)),
+            system_free: view.system_free,
+        };
+        let ahead = Ahead {
+            mentor: view.ahead_mentor,
+            mentee: view.ahead_mentee,
+            all: view.ahead_all,
+        };
+        s.queue = Some(capacity::standing(usage, ahead, limits, typical));
+        Ok(s)
+    }
+}

@@ -1,0 +1,240 @@
+//! Capacity (SPEC §4.3): who holds concurrency slots, the system's pool of
+//! them, the queue, and the locks that keep every limit exact on any number
+//! of replicas.
+//!
+//! - Per mentor and per mentee, admissions serialize on transaction advisory
+//!   locks (mentor first, then mentee) and count the slot holders after
+//!   taking them, so two admissions never both take a mentor's last slot.
+//! - System-wide, a session takes a row of `system_slots` with
+//!   `FOR UPDATE SKIP LOCKED`: concurrent admissions take different rows,
+//!   with no hot row and no global lock.
+//! - Joining the queue takes one global advisory lock, so its length limit
+//!   is exact; only admissions that cannot be admitted take it.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Tx;
+use crate::domain::Error;
+
+/// Advisory lock namespaces (the first key of `pg_advisory_xact_lock(int, int)`).
+const MENTOR_CAPACITY: i32 = 3;
+const MENTEE_CAPACITY: i32 = 4;
+const GLOBAL: i32 = 5;
+/// Second keys under [`GLOBAL`].
+const SLOT_POOL: i32 = 0;
+const QUEUE: i32 = 1;
+
+/// Makes the pool hold slots 1..=`size`, and gives a slot to every session
+/// that holds a concurrency slot without one (sessions from before the pool).
+pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, SLOT_POOL)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO system_slots (slot) SELECT generate_series(1, $1::bigint)::int ON CONFLICT DO NOTHING",
+        size
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        r#"WITH holders AS (
+               SELECT s.id, row_number() OVER (ORDER BY s.started_at, s.id) AS n FROM sessions s
+               WHERE s.status IN ('ACTIVE', 'PAUSED')
+                 AND NOT EXISTS (SELECT 1 FROM system_slots t WHERE t.session_id = s.id)
+           ), free AS (
+               SELECT slot, row_number() OVER (ORDER BY slot) AS n FROM system_slots
+               WHERE session_id IS NULL
+           )
+           UPDATE system_slots t SET session_id = holders.id
+           FROM holders JOIN free ON free.n = holders.n WHERE t.slot = free.slot"#
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Serializes admissions for this mentor and this mentee until the
+/// transaction ends (mentor first, always, so two admissions cannot deadlock).
+pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        r#"SELECT pg_advisory_xact_lock($1, hashtext($3::uuid::text)) AS "mentor!: ()",
+                  pg_advisory_xact_lock($2, hashtext($4::uuid::text)) AS "mentee!: ()""#,
+        MENTOR_CAPACITY,
+        MENTEE_CAPACITY,
+        mentor_id,
+        mentee_id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// [`lock_participants`] without waiting: false when another transaction
+/// holds either lock (a promotion then moves on to the next session).
+pub async fn try_lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<bool, Error> {
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1, hashtext($3::uuid::text))
+                  AND pg_try_advisory_xact_lock($2, hashtext($4::uuid::text)) AS "locked!""#,
+        MENTOR_CAPACITY,
+        MENTEE_CAPACITY,
+        mentor_id,
+        mentee_id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(locked)
+}
+
+/// Concurrency slots held now by a mentee and by a mentor, and the mentor's
+/// own limit (None: the configured default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub mentee: i64,
+    pub mentor: i64,
+    pub mentor_limit: Option<i32>,
+}
+
+pub async fn holding(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<Holding, Error> {
+    let row = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM sessions WHERE mentee_id = $2 AND status IN ('ACTIVE', 'PAUSED')) AS "mentee!",
+                  (SELECT count(*) FROM sessions WHERE mentor_id = $1 AND status IN ('ACTIVE', 'PAUSED')) AS "mentor!",
+                  (SELECT max_concurrent_sessions FROM mentors WHERE id = $1) AS mentor_limit"#,
+        mentor_id,
+        mentee_id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Holding {
+        mentee: row.mentee,
+        mentor: row.mentor,
+        mentor_limit: row.mentor_limit,
+    })
+}
+
+/// Takes a free system concurrency slot for `session_id`, skipping slots
+/// other transactions are taking; false when none is free.
+pub async fn claim_system_slot(tx: &mut Tx, session_id: Uuid, size: i64) -> Result<bool, Error> {
+    let slot = sqlx::query_scalar!(
+        r#"UPDATE system_slots SET session_id = $1
+           WHERE slot = (SELECT slot FROM system_slots WHERE session_id IS NULL AND slot <= $2
+                         ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING slot"#,
+        session_id,
+        size as i32
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(slot.is_some())
+}
+
+/// Gives back the system concurrency slot of a session leaving ACTIVE/PAUSED.
+pub async fn release_system_slot(tx: &mut Tx, session_id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE system_slots SET session_id = NULL WHERE session_id = $1",
+        session_id
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes the queue's lock until the transaction ends and counts the queue.
+pub async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
+    sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, QUEUE)
+        .execute(&mut **tx)
+        .await?;
+    let queued = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM sessions WHERE status = 'QUEUED'"#)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(queued)
+}
+
+/// A queued session, as promotion sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    pub id: Uuid,
+    pub mentor_id: Uuid,
+    pub mentee_id: Uuid,
+}
+
+/// The first `limit` queued sessions, oldest first.
+pub async fn queue_head(tx: &mut Tx, limit: i64) -> Result<Vec<Queued>, Error> {
+    let rows = sqlx::query_as!(
+        Queued,
+        r#"SELECT id, mentor_id, mentee_id FROM sessions WHERE status = 'QUEUED'
+           ORDER BY queued_at, id LIMIT $1"#,
+        limit
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows)
+}
+
+/// What a queued session's position and wait are computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueView {
+    pub holding: Holding,
+    pub system_free: bool,
+    /// Queued sessions ahead of it: of its mentor, of its mentee, in all.
+    pub ahead_mentor: i64,
+    pub ahead_mentee: i64,
+    pub ahead_all: i64,
+}
+
+pub async fn queue_view(
+    db: impl sqlx::PgExecutor<'_>,
+    session_id: Uuid,
+    mentor_id: Uuid,
+    mentee_id: Uuid,
+    queued_at: DateTime<Utc>,
+    size: i64,
+) -> Result<QueueView, Error> {
+    let row = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM sessions WHERE mentee_id = $3 AND status IN ('ACTIVE', 'PAUSED')) AS "mentee!",
+                  (SELECT count(*) FROM sessions WHERE mentor_id = $2 AND status IN ('ACTIVE', 'PAUSED')) AS "mentor!",
+                  (SELECT max_concurrent_sessions FROM mentors WHERE id = $2) AS mentor_limit,
+                  EXISTS (SELECT 1 FROM system_slots WHERE session_id IS NULL AND slot <= $5) AS "system_free!",
+                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentor_id = $2
+                     AND (queued_at, id) < ($4, $1)) AS "ahead_mentor!",
+                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentee_id = $3
+                     AND (queued_at, id) < ($4, $1)) AS "ahead_mentee!",
+                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED'
+                     AND (queued_at, id) < ($4, $1)) AS "ahead_all!""#,
+        session_id,
+        mentor_id,
+        mentee_id,
+        queued_at,
+        size as i32
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(QueueView {
+        holding: Holding {
+            mentee: row.mentee,
+            mentor: row.mentor,
+            mentor_limit: row.mentor_limit,
+        },
+        system_free: row.system_free,
+        ahead_mentor: row.ahead_mentor,
+        ahead_mentee: row.ahead_mentee,
+        ahead_all: row.ahead_all,
+    })
+}
+
+/// The mean ACTIVE time of up to the 200 sessions that ended most recently
+/// (within 7 days) after running; None when there are none.
+pub async fn typical_active_time(db: impl sqlx::PgExecutor<'_>) -> Result<Option<chrono::Duration>, Error> {
+    let us = sqlx::query_scalar!(
+        r#"SELECT avg(active_banked_us)::bigint FROM (
+               SELECT active_banked_us FROM sessions
+               WHERE ended_at > now() - interval '7 days' AND started_at IS NOT NULL
+               ORDER BY ended_at DESC LIMIT 200) recent"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(us.map(chrono::Duration::microseconds))
+}
