@@ -17,3 +17,5 @@ CREATE TABLE system_slots (
 CREATE INDEX sessions_queue_idx ON sessions (queued_at, id) WHERE status = 'QUEUED';
 -- Observed durations for queue estimates: recently ended sessions.
 CREATE INDEX sessions_ended_idx ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+-- The p95 queue wait of GetQueueStatus: sessions queued recently.
+CREATE INDEX sessions_queued_at_idx ON sessions (queued_at) WHERE queued_at IS NOT NULL;

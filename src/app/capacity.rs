@@ -18,6 +18,16 @@ use crate::store::{
     unit::Unit,
 };
 
+/// What GetQueueStatus reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStatusView {
+    pub total_queued: i64,
+    pub active_session_count: i64,
+    pub max_concurrent_sessions: i64,
+    pub estimated_wait: chrono::Duration,
+    pub p95_queue_wait: Option<chrono::Duration>,
+}
+
 /// Queued sessions a promotion pass looks at, oldest first.
 const PROMOTION_WINDOW: i64 = 50;
 
@@ -118,6 +128,31 @@ impl App {
         let promoted = self.promote(&mut unit).await?;
         unit.commit().await?;
         Ok(promoted)
+    }
+
+    /// GetQueueStatus: the queue's length, the slots held and their limit,
+    /// the wait of a session joining the back of the whole queue now, and
+    /// the p95 queue wait over the last 24 hours.
+    pub async fn queue_status(&self) -> Result<QueueStatusView> {
+        let status = store_capacity::queue_status(&self.pool).await?;
+        let typical = store_capacity::typical_active_time(&self.pool)
+            .await?
+            .unwrap_or_else(|| chrono::Duration::seconds(self.rules.default_session_config.max_duration_secs));
+        let limits = self.rules.limits;
+        let estimated_wait = if status.holding < limits.system && status.queued == 0 {
+            chrono::Duration::zero()
+        } else {
+            capacity::estimated_wait(status.queued + 1, limits.system, typical)
+        };
+        Ok(QueueStatusView {
+            total_queued: status.queued,
+            active_session_count: status.holding,
+            max_concurrent_sessions: limits.system,
+            estimated_wait,
+            p95_queue_wait: status
+                .p95_wait_secs
+                .map(|s| chrono::Duration::milliseconds((s * 1000.0).round() as i64)),
+        })
     }
 
     /// Fills in where a QUEUED session stands (computed on read, never stored).

@@ -264,7 +264,7 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
     ("ListConfigTemplates", ANYONE),
     ("ReassignMentor", &[Coordinator, Service]),
     ("ListMentorAssignments", ANYONE),
-    ("GetQueueStatus", ANYONE),
+    ("GetQueueStatus", &[Coordinator, Service]),
     ("WatchSession", ANYONE),
     ("WatchSessions", ANYONE),
 ];

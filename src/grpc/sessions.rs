@@ -191,6 +191,24 @@ impl pb::session_service_server::SessionService for Api {
         .await
     }
 
+    async fn get_queue_status(
+        &self,
+        req: Request<pb::GetQueueStatusRequest>,
+    ) -> Result<Response<pb::GetQueueStatusResponse>, Status> {
+        self.read(req, async |app, _, ()| {
+            let q = app.queue_status().await?;
+            let count = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+            Ok(pb::GetQueueStatusResponse {
+                total_queued: count(q.total_queued),
+                active_session_count: count(q.active_session_count),
+                max_concurrent_sessions: count(q.max_concurrent_sessions),
+                estimated_wait: Some(convert::duration(q.estimated_wait)),
+                p95_queue_wait: q.p95_queue_wait.map(convert::duration),
+            })
+        })
+        .await
+    }
+
     async fn watch_session(
         &self,
         req: Request<pb::WatchSessionRequest>,
@@ -277,6 +295,13 @@ impl Parse for pb::GetSessionConfigRequest {
     type Parsed = uuid::Uuid;
     fn parse(&self) -> Result<uuid::Uuid> {
         input::id("session_id", &self.session_id)
+    }
+}
+
+impl Parse for pb::GetQueueStatusRequest {
+    type Parsed = ();
+    fn parse(&self) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -238,3 +238,29 @@ pub async fn typical_active_time(db: impl sqlx::PgExecutor<'_>) -> Result<Option
     .await?;
     Ok(us.map(chrono::Duration::microseconds))
 }
+
+/// The queue and the pool at a glance (GetQueueStatus).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStatus {
+    pub queued: i64,
+    pub holding: i64,
+    /// Seconds; None when no session queued in the last 24 hours has started.
+    pub p95_wait_secs: Option<f64>,
+}
+
+pub async fn queue_status(pool: &PgPool) -> Result<QueueStatus, Error> {
+    let row = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM sessions WHERE status = 'QUEUED') AS "queued!",
+                  (SELECT count(*) FROM system_slots WHERE session_id IS NOT NULL) AS "holding!",
+                  (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - queued_at))
+                     FROM sessions WHERE queued_at > now() - interval '24 hours'
+                      AND started_at >= queued_at) AS p95"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(QueueStatus {
+        queued: row.queued,
+        holding: row.holding,
+        p95_wait_secs: row.p95,
+    })
+}

@@ -342,11 +342,17 @@ async fn rpcs_not_built_yet_check_roles_before_answering_unimplemented() {
         coordinator.call(reassign()).await.expect_err("not built").code(),
         Code::Unimplemented
     );
-    let status = pb::GetQueueStatusRequest::default();
+    let timeline = || pb::GetSessionTimelineRequest {
+        session_id: session.clone(),
+    };
     let guest = app.as_(&token(&["guest"], Uuid::new_v4(), None));
-    assert_status(guest.call(status).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_status(
+        guest.call(timeline()).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
     assert_eq!(
-        coordinator.call(status).await.expect_err("not built").code(),
+        coordinator.call(timeline()).await.expect_err("not built").code(),
         Code::Unimplemented
     );
 }

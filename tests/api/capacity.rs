@@ -117,6 +117,23 @@ async fn admission_queues_past_each_limit_and_refuses_when_the_queue_is_full() {
         "a refused admission leaves no row and no event"
     );
 
+    // The queue at a glance, for coordinators and services only.
+    let status = c.call(pb::GetQueueStatusRequest {}).await.expect("queue status");
+    assert_eq!(
+        (
+            status.total_queued,
+            status.active_session_count,
+            status.max_concurrent_sessions
+        ),
+        (2, 1, 50)
+    );
+    assert!(status.estimated_wait.is_some_and(|w| w.seconds > 0));
+    assert_status(
+        app.as_(&w.mentee_token()).call(pb::GetQueueStatusRequest {}).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+
     // A mentee may leave the queue.
     let left = app
         .as_(&w.mentee_token())
@@ -181,6 +198,10 @@ async fn a_freed_slot_promotes_the_oldest_admissible_session_in_the_same_transac
         get_session(&app, &blocked_by_mentor.id).await.status(),
         SessionStatus::Active
     );
+    // Both promoted sessions waited; the p95 is one of their waits.
+    let status = c.call(pb::GetQueueStatusRequest {}).await.expect("queue status");
+    assert_eq!((status.total_queued, status.active_session_count), (0, 2));
+    assert!(status.p95_queue_wait.is_some());
     let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM system_slots WHERE session_id IS NOT NULL")
         .fetch_one(&app.pool)
         .await

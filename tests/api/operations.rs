@@ -215,7 +215,7 @@ async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
         &addr,
         Some(&coord),
         &["-d", "{}"],
-        &["mentorship.v1.SessionService/GetQueueStatus"],
+        &["mentorship.v1.SessionService/CompareSessions"],
     );
     assert!(!ok && out.contains("Unimplemented"), "{out}");
 
