@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::app::Rules;
 use crate::domain::{
+    assignment::{self, Assignment},
     booking::DurationBounds,
     capacity::Limits,
     config::{ConfigLimits, EscalationPolicy, SessionConfig, Template},
@@ -319,6 +320,10 @@ impl ServiceConfig {
             ensure!(value > 0, "session_management.{field} must be at least 1");
         }
         ensure!(
+            sm.audit.log_all_state_changes,
+            "session_management.audit.log_all_state_changes cannot be false: every change is audited"
+        );
+        ensure!(
             sm.audit.retention_days > 0,
             "session_management.audit.retention_days must be at least 1"
         );
@@ -400,6 +405,14 @@ impl ServiceConfig {
             },
             default_mentor_limit: i32::try_from(sm.max_concurrent_sessions_per_mentor)
                 .context("max_concurrent_sessions_per_mentor is too large")?,
+            assignment: Assignment {
+                strategy: match sm.mentor_assignment.strategy {
+                    Strategy::WorkloadBalanced => assignment::Strategy::WorkloadBalanced,
+                    Strategy::SkillMatched => assignment::Strategy::SkillMatched,
+                    Strategy::RoundRobin => assignment::Strategy::RoundRobin,
+                },
+                fallback_to_auto: sm.mentor_assignment.fallback_to_auto,
+            },
             limits: Limits {
                 per_mentee: i64::from(sm.max_concurrent_sessions_per_junior),
                 system: i64::from(sm.max_concurrent_sessions_system),
@@ -456,6 +469,10 @@ mod tests {
             ("session_management: {max_session_duration_hours: 100}", "max_duration"),
             ("session_management: {default_escalation_policy: loud}", "loud"),
             ("session_management: {mentor_assignment: {strategy: random}}", "random"),
+            (
+                "session_management: {audit: {log_all_state_changes: false}}",
+                "log_all_state_changes",
+            ),
             (
                 "session_management: {config_templates: [{id: x, name: X, max_duration_hours: 1, check_in_interval_minutes: 1, escalation_policy: relaxed}]}",
                 "check_in_interval",

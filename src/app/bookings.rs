@@ -16,7 +16,12 @@ use crate::domain::{
 };
 use crate::domain::{Reason, Resource};
 use crate::store::unit::Unit;
-use crate::store::{self, Tx, bookings as store_bookings, directory, sessions::EventInput};
+use crate::store::{
+    self, Tx,
+    assignments::{self as store_assignments, NewAssignment},
+    bookings as store_bookings, directory,
+    sessions::EventInput,
+};
 
 impl App {
     pub async fn create_booking(&self, unit: &mut Unit, who: &Principal, req: NewBooking) -> Result<Booking> {
@@ -49,6 +54,13 @@ impl App {
         let mentor = directory::get_mentor(tx, mentor_id, self.rules.default_mentor_limit)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
+        if !mentor.accepting_sessions {
+            return Err(Error::precondition(
+                Reason::MentorNotAccepting,
+                format!("mentors/{mentor_id}"),
+                "this mentor does not accept new bookings",
+            ));
+        }
         let tz = availability::parse_timezone("timezone", &mentor.timezone)
             .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
         if !availability::fits(&mentor.availability, tz, req.start_time, req.end_time) {
@@ -135,7 +147,9 @@ impl App {
         let mut accepted = store_bookings::set_status(tx, id, BookingStatus::Accepted, "").await?;
         store_bookings::audit(tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
         let config = self.rules.default_session_config.clone();
-        let session = self.create_session_for(unit, &accepted, config, &actor).await?;
+        let session = self
+            .create_session_for(unit, &accepted, config, &actor, "booking")
+            .await?;
         accepted.session_id = Some(session.id);
         Ok((accepted, session))
     }
@@ -157,6 +171,7 @@ impl App {
         booking: &Booking,
         config: crate::domain::config::SessionConfig,
         actor: &Actor,
+        strategy: &str,
     ) -> Result<Session> {
         let now = super::now();
         let mut new = Session {
@@ -197,9 +212,22 @@ impl App {
                 "booking_id": booking.id,
                 "origin": booking.origin.as_str(),
                 "mentor_id": booking.mentor_id,
+                "assignment": { "mentor_id": booking.mentor_id, "strategy": strategy },
             }),
         };
         let created = unit.insert_session(&new, event).await?;
+        store_assignments::record(
+            unit.tx(),
+            NewAssignment {
+                session_id: created.id,
+                mentor_id: created.mentor_id,
+                previous_mentor_id: None,
+                strategy,
+                reason: "",
+                actor,
+            },
+        )
+        .await?;
         self.with_queue_info(unit.tx(), created).await
     }
 }

@@ -1,6 +1,7 @@
 //! Use cases: authorize → load → decide (domain) → persist (store).
 //! Nothing here knows about tonic; handlers call these with parsed values.
 
+pub mod assignment;
 pub mod bookings;
 pub mod capacity;
 pub mod directory;
@@ -32,6 +33,8 @@ pub struct Rules {
     pub default_mentor_limit: i32,
     /// Concurrency slots per mentee and system-wide, and the queue's length.
     pub limits: crate::domain::capacity::Limits,
+    /// How mentors are assigned to sessions started on demand.
+    pub assignment: crate::domain::assignment::Assignment,
     /// Config of sessions created without a template.
     pub default_session_config: SessionConfig,
     /// Bounds of per-session config values.

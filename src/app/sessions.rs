@@ -20,8 +20,19 @@ use crate::store::{
     sessions::{self as store_sessions, EventInput},
 };
 
+/// The session as it stands now in the unit's transaction (after changes
+/// the unit made to it beyond `s`, such as a promotion).
+pub(crate) async fn reload(unit: &mut Unit, s: Session) -> Result<Session> {
+    Ok(store_sessions::lock(unit.tx(), s.id).await?.unwrap_or(s))
+}
+
 /// Locks a session the requester may see and checks its etag.
-async fn lock_visible(unit: &mut Unit, who: Requester<'_>, id: Uuid, etag_expected: Option<&str>) -> Result<Session> {
+pub(crate) async fn lock_visible(
+    unit: &mut Unit,
+    who: Requester<'_>,
+    id: Uuid,
+    etag_expected: Option<&str>,
+) -> Result<Session> {
     let s = store_sessions::lock(unit.tx(), id)
         .await?
         .ok_or_else(|| Error::not_found(Resource::Session, id))?;
@@ -190,16 +201,9 @@ impl App {
         if directory::get_mentee(&mut **tx, req.mentee_id).await?.is_none() {
             return Err(Error::not_found(Resource::Mentee, req.mentee_id));
         }
-        let mentor_id = req.mentor_id.or(listing.mentor_id).ok_or_else(|| {
-            Error::precondition(
-                Reason::NoEligibleMentor,
-                format!("listings/{}", listing.id),
-                "neither the request nor the listing names a mentor",
-            )
-        })?;
-        if !directory::mentor_exists(&mut **tx, mentor_id).await? {
-            return Err(Error::not_found(Resource::Mentor, mentor_id));
-        }
+        let chosen = self.choose_mentor(unit, req.mentor_id, req.mentee_id, &listing).await?;
+        let mentor_id = chosen.mentor_id;
+        let tx = unit.tx();
         let now = super::now();
         let booking = Booking {
             id: Uuid::now_v7(),
@@ -219,7 +223,8 @@ impl App {
         };
         let booking = store_bookings::insert(tx, &booking).await?;
         store_bookings::audit(tx, booking.id, None, BookingStatus::Accepted, &actor, "on demand").await?;
-        self.create_session_for(unit, &booking, config, &actor).await
+        self.create_session_for(unit, &booking, config, &actor, chosen.strategy)
+            .await
     }
 
     /// Changes the fields of a live session's config named by the mask.

@@ -120,3 +120,12 @@ pub struct ConfigUpdate {
     pub paths: Vec<String>,
     pub etag: Option<String>,
 }
+
+/// ReassignMentor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub session_id: Uuid,
+    pub mentor_id: Uuid,
+    pub reason: String,
+    pub etag: Option<String>,
+}

@@ -47,12 +47,14 @@ pub enum Reason {
     MentorUserTaken,
     EtagMismatch,
     QueueFull,
+    MentorNotAccepting,
+    MentorFull,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -75,6 +77,8 @@ impl Reason {
         Reason::MentorUserTaken,
         Reason::EtagMismatch,
         Reason::QueueFull,
+        Reason::MentorNotAccepting,
+        Reason::MentorFull,
         Reason::Internal,
     ];
 
@@ -103,6 +107,8 @@ impl Reason {
             Reason::MentorUserTaken => "MENTOR_USER_TAKEN",
             Reason::EtagMismatch => "ETAG_MISMATCH",
             Reason::QueueFull => "QUEUE_FULL",
+            Reason::MentorNotAccepting => "MENTOR_NOT_ACCEPTING",
+            Reason::MentorFull => "MENTOR_FULL",
             Reason::Internal => "INTERNAL",
         }
     }

@@ -2,6 +2,7 @@
 //! functions already-parsed values; the store persists what they decide.
 
 pub mod access;
+pub mod assignment;
 pub mod availability;
 pub mod booking;
 pub mod capacity;

@@ -167,3 +167,17 @@ pub struct SessionEvent {
     pub details: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
 }
+
+/// One assignment of a mentor to a session (SPEC §4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MentorAssignment {
+    pub id: i64,
+    pub session_id: Uuid,
+    pub mentor_id: Uuid,
+    pub previous_mentor_id: Option<Uuid>,
+    /// booking, request, listing, workload_balanced, skill_matched, round_robin or reassigned.
+    pub strategy: String,
+    pub reason: String,
+    pub actor: Actor,
+    pub assigned_at: DateTime<Utc>,
+}

@@ -428,6 +428,20 @@ pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Re
     })
 }
 
+impl From<model::MentorAssignment> for pb::MentorAssignment {
+    fn from(a: model::MentorAssignment) -> Self {
+        pb::MentorAssignment {
+            session_id: a.session_id.to_string(),
+            mentor_id: a.mentor_id.to_string(),
+            previous_mentor_id: a.previous_mentor_id.map(|m| m.to_string()).unwrap_or_default(),
+            strategy: a.strategy,
+            reason: a.reason,
+            actor: Some(actor(&a.actor)),
+            assigned_at: Some(timestamp(a.assigned_at)),
+        }
+    }
+}
+
 impl From<&Template> for pb::ConfigTemplate {
     fn from(t: &Template) -> Self {
         pb::ConfigTemplate {

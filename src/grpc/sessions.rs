@@ -9,7 +9,7 @@ use super::{Api, Parse, convert, mutating, pb};
 use crate::app::watch::{SessionItem, decode_cursor, encode_cursor};
 use crate::domain::{
     Error, Result, Violations,
-    command::{ConfigUpdate, NewSession, StageChange, Transition},
+    command::{ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
     config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
     query::{EventQuery, FeedWatch, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch, SortField},
@@ -26,6 +26,7 @@ mutating!(
     pb::CancelSessionRequest,
     pb::AdvanceStageRequest,
     pb::UpdateSessionConfigRequest,
+    pb::ReassignMentorRequest,
 );
 
 /// The response of every session command: `{ Session session = 1; }`.
@@ -191,6 +192,33 @@ impl pb::session_service_server::SessionService for Api {
         .await
     }
 
+    async fn reassign_mentor(
+        &self,
+        req: Request<pb::ReassignMentorRequest>,
+    ) -> Result<Response<pb::ReassignMentorResponse>, Status> {
+        self.mutate(req, async |app, unit, who, r| {
+            let session = app.reassign_mentor(unit, who, r).await?;
+            Ok(pb::ReassignMentorResponse {
+                session: Some(session.into()),
+            })
+        })
+        .await
+    }
+
+    async fn list_mentor_assignments(
+        &self,
+        req: Request<pb::ListMentorAssignmentsRequest>,
+    ) -> Result<Response<pb::ListMentorAssignmentsResponse>, Status> {
+        self.read(req, async |app, who, query| {
+            let (assignments, next) = app.list_mentor_assignments(&who, query).await?;
+            Ok(pb::ListMentorAssignmentsResponse {
+                assignments: assignments.into_iter().map(Into::into).collect(),
+                next_page_token: next,
+            })
+        })
+        .await
+    }
+
     async fn get_queue_status(
         &self,
         req: Request<pb::GetQueueStatusRequest>,
@@ -295,6 +323,41 @@ impl Parse for pb::GetSessionConfigRequest {
     type Parsed = uuid::Uuid;
     fn parse(&self) -> Result<uuid::Uuid> {
         input::id("session_id", &self.session_id)
+    }
+}
+
+impl Parse for pb::ReassignMentorRequest {
+    type Parsed = Reassignment;
+    fn parse(&self) -> Result<Reassignment> {
+        let mut v = Violations::new();
+        let session_id = v.check(input::id("session_id", &self.session_id));
+        let mentor_id = v.check(input::id("mentor_id", &self.mentor_id));
+        let reason = v.check(input::required_text("reason", &self.reason, MAX_TEXT_LEN));
+        let r = (|| {
+            Some(Reassignment {
+                session_id: session_id?,
+                mentor_id: mentor_id?,
+                reason: reason?,
+                etag: etag(&self.etag),
+            })
+        })();
+        v.into_result(r)
+    }
+}
+
+impl Parse for pb::ListMentorAssignmentsRequest {
+    type Parsed = EventQuery;
+    fn parse(&self) -> Result<EventQuery> {
+        let mut v = Violations::new();
+        let session_id = v.check(input::id("session_id", &self.session_id));
+        let page = v.check(convert::page(self.page_size, &self.page_token));
+        let query = (|| {
+            Some(EventQuery {
+                session_id: session_id?,
+                page: page?,
+            })
+        })();
+        v.into_result(query)
     }
 }
 

@@ -234,3 +234,16 @@ pub async fn release_slot(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
     .await?;
     Ok(())
 }
+
+/// Moves a booking to another mentor (its session was reassigned while
+/// SCHEDULED); the exclusion constraint checks the new mentor's time.
+pub async fn set_mentor(tx: &mut Tx, id: Uuid, mentor_id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE bookings SET mentor_id = $2, version = version + 1, updated_at = now() WHERE id = $1",
+        id,
+        mentor_id
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -237,6 +237,15 @@ pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Er
     .map_err(Error::from)
 }
 
+/// Whether a mentor accepts new bookings and assignments; None when unknown.
+pub async fn mentor_accepting(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<bool>, Error> {
+    Ok(
+        sqlx::query_scalar!("SELECT accepting_sessions FROM mentors WHERE id = $1", id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
 /// Keyset page of listings ordered by id.
 pub async fn list_listings(
     pool: &PgPool,

@@ -2,6 +2,7 @@
 //! that change state take the caller's transaction so a change and its audit
 //! event always commit together.
 
+pub mod assignments;
 pub mod bookings;
 pub mod capacity;
 pub mod directory;

@@ -157,7 +157,7 @@ pub(super) async fn insert_with_event(
     Ok((created, event))
 }
 
-/// Writes the lifecycle fields of a locked session, bumps its version and
+/// Writes the lifecycle fields (and the mentor) of a locked session, bumps its version and
 /// appends its next event (seq = last_seq + 1), in one statement. `before`
 /// is the session as it was locked. Only the unit of work calls this.
 pub(super) async fn save_with_event(
@@ -172,7 +172,7 @@ pub(super) async fn save_with_event(
         r#"WITH saved AS (
                UPDATE sessions SET status = $2, stage = $3, config = $4, queued_at = $5, started_at = $6,
                    ended_at = $7, active_banked_us = $8, active_since = $9, paused_at = $10, report = $11,
-                   failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15,
+                   failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15, mentor_id = $23,
                    last_seq = last_seq + 1, version = version + 1, updated_at = now()
                WHERE id = $1
                RETURNING id, status, stage, last_seq, version, updated_at
@@ -204,7 +204,8 @@ pub(super) async fn save_with_event(
         e.actor.kind.as_str(),
         e.actor.id,
         e.reason,
-        e.details
+        e.details,
+        s.mentor_id
     )
     .fetch_one(&mut **tx)
     .await?;

@@ -55,12 +55,27 @@ async fn on_demand_session_has_an_implicit_accepted_booking() {
         .await;
     assert_status(err, Code::PermissionDenied, "PERMISSION_DENIED");
 
-    // A story (no mentor) with no mentor in the request has no eligible mentor yet.
+    // A story (no mentor) gets a mentor assigned: the one with its skill area.
     let story = add_listing(&app, None).await;
     let service = app.as_(&service());
-    let err = service.create_session(create(w.mentee, story)).await;
+    let other = add_mentee(&app).await;
+    let assigned = service.create_session(create(other, story)).await.expect("assigned");
+    assert_eq!(assigned.mentor_id, w.mentor.to_string());
+    // A story in a skill area nobody has: no eligible mentor.
+    let kernel = app
+        .coordinator()
+        .upsert_listing(pb::Listing {
+            title: "Scheduler bug".into(),
+            skill_area: "kernel".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listing");
+    let err = service
+        .create_session(create(other, kernel.id.parse().expect("uuid")))
+        .await;
     assert_status(err, Code::FailedPrecondition, "NO_ELIGIBLE_MENTOR");
-    // …but naming one works.
+    // Naming a mentor works, with a template.
     let named = service
         .create_session(pb::CreateSessionRequest {
             mentor_id: w.mentor.to_string(),

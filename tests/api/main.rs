@@ -2,6 +2,7 @@
 //! PostgreSQL. One binary, one private cluster, a fresh database per test.
 
 mod access;
+mod assignment;
 mod bad_input;
 mod booking_rules;
 mod capacity;

@@ -390,6 +390,7 @@ async fn sigterm_ends_open_streams_cleanly_and_the_server_exits() {
             user_id: uuid::Uuid::new_v4().to_string(),
             display_name: "Grace".into(),
             timezone: "UTC".into(),
+            accepting_sessions: true,
             ..Default::default()
         })
         .await

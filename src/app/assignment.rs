@@ -1,0 +1,206 @@
+//! Mentor assignment use cases (SPEC §4.3): who mentors a session started
+//! on demand, ReassignMentor, and the assignment history.
+
+use uuid::Uuid;
+
+use super::{App, page};
+use crate::domain::{
+    Error, Reason, Resource, Result,
+    access::Principal,
+    assignment,
+    command::Reassignment,
+    model::{EventType, Listing, MentorAssignment, Session},
+    query::EventQuery,
+    session::{Requester, SessionStatus},
+};
+use crate::store::{
+    assignments::{self as store_assignments, NewAssignment},
+    bookings as store_bookings, capacity as store_capacity, directory,
+    sessions::EventInput,
+    unit::Unit,
+};
+
+/// The mentor of a new on-demand session and how it was chosen.
+pub(crate) struct Chosen {
+    pub mentor_id: Uuid,
+    /// request, listing, or the strategy's name.
+    pub strategy: &'static str,
+}
+
+fn not_accepting(mentor_id: Uuid) -> Error {
+    Error::precondition(
+        Reason::MentorNotAccepting,
+        format!("mentors/{mentor_id}"),
+        "this mentor does not accept new sessions",
+    )
+}
+
+impl App {
+    /// Who mentors a session started on demand: the mentor the request
+    /// prefers, else the listing's, else the configured strategy among the
+    /// mentors who accept sessions and have the listing's skill area. A
+    /// preferred mentor without a free concurrency slot falls back to the
+    /// strategy when `fallback_to_auto` is set (and nobody free is found: it
+    /// stays, and admission queues the session for it).
+    pub(crate) async fn choose_mentor(
+        &self,
+        unit: &mut Unit,
+        preferred: Option<Uuid>,
+        mentee_id: Uuid,
+        listing: &Listing,
+    ) -> Result<Chosen> {
+        let settings = self.rules.assignment;
+        let tx = unit.tx();
+        let mut keep = None;
+        if let Some(mentor_id) = preferred {
+            let accepting = directory::mentor_accepting(&mut **tx, mentor_id)
+                .await?
+                .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
+            let chosen = Chosen {
+                mentor_id,
+                strategy: "request",
+            };
+            match (accepting, settings.fallback_to_auto) {
+                (false, false) => return Err(not_accepting(mentor_id)),
+                (false, true) => {}
+                (true, false) => return Ok(chosen),
+                (true, true) => {
+                    let holding = store_capacity::holding(tx, mentor_id, mentee_id).await?;
+                    let limit = holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit);
+                    if holding.mentor < i64::from(limit) {
+                        return Ok(chosen);
+                    }
+                    keep = Some(chosen);
+                }
+            }
+        } else if let Some(mentor_id) = listing.mentor_id {
+            return match directory::mentor_accepting(&mut **tx, mentor_id).await? {
+                Some(true) => Ok(Chosen {
+                    mentor_id,
+                    strategy: "listing",
+                }),
+                Some(false) => Err(not_accepting(mentor_id)),
+                None => Err(Error::not_found(Resource::Mentor, mentor_id)),
+            };
+        }
+        let candidates =
+            store_assignments::candidates(tx, &listing.skill_area, self.rules.default_mentor_limit).await?;
+        let picked = assignment::choose(&candidates, settings.strategy)
+            .and_then(|id| candidates.iter().find(|c| c.mentor_id == id));
+        match (picked, keep) {
+            // A preferred mentor that is full stays unless the strategy finds a free one.
+            (Some(c), Some(keep)) if !c.has_free_slot() => Ok(keep),
+            (None, Some(keep)) => Ok(keep),
+            (Some(c), _) => Ok(Chosen {
+                mentor_id: c.mentor_id,
+                strategy: settings.strategy.as_str(),
+            }),
+            (None, None) => Err(Error::precondition(
+                Reason::NoEligibleMentor,
+                format!("listings/{}", listing.id),
+                format!(
+                    "no mentor accepts sessions in the listing's skill area {:?}",
+                    listing.skill_area
+                ),
+            )),
+        }
+    }
+
+    /// ReassignMentor (SPEC §4.3): any live session, with a reason. A session
+    /// holding a concurrency slot needs one free with the new mentor (the old
+    /// mentor's slot then promotes its queue); a SCHEDULED session's booking
+    /// moves too, and must not overlap the new mentor's accepted bookings.
+    pub async fn reassign_mentor(&self, unit: &mut Unit, who: &Principal, r: Reassignment) -> Result<Session> {
+        let actor = who.actor_for("ReassignMentor")?;
+        let before =
+            super::sessions::lock_visible(unit, Requester::Caller(who), r.session_id, r.etag.as_deref()).await?;
+        if before.status.is_terminal() {
+            return Err(Error::precondition(
+                Reason::SessionTerminal,
+                format!("sessions/{}", before.id),
+                format!(
+                    "the session is {}; its mentor can no longer change",
+                    before.status.as_str()
+                ),
+            )
+            .with_metadata("current_status", before.status.as_str()));
+        }
+        if before.mentor_id == r.mentor_id {
+            return self.with_queue_info(unit.tx(), before).await;
+        }
+        let tx = unit.tx();
+        match directory::mentor_accepting(&mut **tx, r.mentor_id).await? {
+            None => return Err(Error::not_found(Resource::Mentor, r.mentor_id)),
+            Some(false) => return Err(not_accepting(r.mentor_id)),
+            Some(true) => {}
+        }
+        if before.status.holds_concurrency_slot() {
+            store_capacity::lock_participants(tx, r.mentor_id, before.mentee_id).await?;
+            let holding = store_capacity::holding(tx, r.mentor_id, before.mentee_id).await?;
+            let limit = i64::from(holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit));
+            if holding.mentor >= limit {
+                return Err(Error::precondition(
+                    Reason::MentorFull,
+                    format!("mentors/{}", r.mentor_id),
+                    "the new mentor has no free concurrency slot for this session",
+                )
+                .with_metadata("limit", "mentor")
+                .with_metadata("current", holding.mentor.to_string())
+                .with_metadata("maximum", limit.to_string()));
+            }
+        }
+        if before.status == SessionStatus::Scheduled {
+            // The booking's time slot moves with it: serialize with other
+            // slot-taking transactions of the new mentor, then let the
+            // exclusion constraint judge.
+            store_bookings::lock_participants(tx, r.mentor_id, before.mentee_id).await?;
+            store_bookings::set_mentor(tx, before.booking_id, r.mentor_id).await?;
+        }
+        let s = Session {
+            mentor_id: r.mentor_id,
+            ..before.clone()
+        };
+        let event = EventInput {
+            event_type: EventType::MentorAssigned,
+            actor: &actor,
+            reason: &r.reason,
+            details: serde_json::json!({
+                "from_mentor_id": before.mentor_id,
+                "to_mentor_id": r.mentor_id,
+                "strategy": "reassigned",
+            }),
+        };
+        let saved = unit.save_session(&before, &s, event).await?;
+        store_assignments::record(
+            unit.tx(),
+            NewAssignment {
+                session_id: saved.id,
+                mentor_id: r.mentor_id,
+                previous_mentor_id: Some(before.mentor_id),
+                strategy: "reassigned",
+                reason: &r.reason,
+                actor: &actor,
+            },
+        )
+        .await?;
+        // The old mentor's freed slot, or the queued session's new mentor, may admit someone.
+        if before.status.holds_concurrency_slot() || before.status == SessionStatus::Queued {
+            self.promote(unit).await?;
+        }
+        let now = super::sessions::reload(unit, saved).await?;
+        self.with_queue_info(unit.tx(), now).await
+    }
+
+    /// A session's assignment history, oldest first, a page at a time.
+    pub async fn list_mentor_assignments(
+        &self,
+        who: &Principal,
+        q: EventQuery,
+    ) -> Result<(Vec<MentorAssignment>, String)> {
+        self.get_session(who, q.session_id).await?;
+        let bound = ("assignments", q.session_id);
+        let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
+        let rows = store_assignments::list(&self.pool, q.session_id, after, q.page.size + 1).await?;
+        page::finish(rows, q.page.size, &bound, |a| a.id)
+    }
+}

@@ -1,0 +1,375 @@
+//! Mentor assignment (SPEC §4.3): strategies, preferred mentors, mentors who
+//! do not accept sessions, ReassignMentor and the assignment history.
+
+use chrono::Duration;
+use mentorship::{
+    app::Rules,
+    domain::{
+        assignment::{Assignment, Strategy},
+        capacity::Limits,
+    },
+    grpc::pb::{self, SessionEventType, SessionStatus},
+};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn rules(strategy: Strategy, fallback_to_auto: bool) -> Rules {
+    Rules {
+        assignment: Assignment {
+            strategy,
+            fallback_to_auto,
+        },
+        limits: Limits {
+            per_mentee: 1,
+            system: 1000,
+            queue: 100,
+        },
+        ..Rules::default()
+    }
+}
+
+/// A mentor in `skills` with its own limit; returns its id.
+async fn mentor(app: &TestApp, skills: &[&str], limit: i32, accepting: bool) -> Uuid {
+    app.coordinator()
+        .upsert_mentor(pb::Mentor {
+            user_id: Uuid::new_v4().to_string(),
+            display_name: "Grace".into(),
+            skill_areas: skills.iter().map(|s| s.to_string()).collect(),
+            max_concurrent_sessions: limit,
+            accepting_sessions: accepting,
+            timezone: "UTC".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("mentor")
+        .id
+        .parse()
+        .expect("uuid")
+}
+
+async fn story(app: &TestApp, skill: &str) -> Uuid {
+    app.coordinator()
+        .upsert_listing(pb::Listing {
+            title: "An open work item".into(),
+            skill_area: skill.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listing")
+        .id
+        .parse()
+        .expect("uuid")
+}
+
+async fn create(app: &TestApp, listing: Uuid, preferred: Option<Uuid>) -> Result<pb::Session, tonic::Status> {
+    let mentee = add_mentee(app).await;
+    app.coordinator()
+        .create_session(pb::CreateSessionRequest {
+            mentee_id: mentee.to_string(),
+            listing_id: listing.to_string(),
+            mentor_id: preferred.map(|m| m.to_string()).unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+}
+
+async fn history(app: &TestApp, session_id: &str) -> Vec<pb::MentorAssignment> {
+    app.coordinator()
+        .call(pb::ListMentorAssignmentsRequest {
+            session_id: session_id.into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("assignments")
+        .assignments
+}
+
+#[tokio::test]
+async fn workload_balanced_assignment_picks_the_least_busy_mentor_who_accepts_sessions() {
+    let app = spawn_with(1, rules(Strategy::WorkloadBalanced, true)).await;
+    let busy = mentor(&app, &["go"], 3, true).await;
+    let idle = mentor(&app, &["rust", "go"], 3, true).await;
+    let _closed = mentor(&app, &["go"], 3, false).await;
+    let _other_skill = mentor(&app, &["kernel"], 3, true).await;
+    let listing = story(&app, "go").await;
+    // The busy mentor has one session already.
+    create(&app, listing, Some(busy)).await.expect("preferred");
+
+    let s = create(&app, listing, None).await.expect("assigned");
+    assert_eq!(s.mentor_id, idle.to_string(), "fewest sessions");
+    // Now both hold one: the least recently assigned goes next.
+    let s2 = create(&app, listing, None).await.expect("assigned");
+    assert_eq!(s2.mentor_id, busy.to_string(), "ties go to the least recently assigned");
+
+    // The first assignment is in the history and in the CREATED event.
+    let rows = history(&app, &s.id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].mentor_id.as_str(),
+            rows[0].strategy.as_str(),
+            rows[0].previous_mentor_id.as_str()
+        ),
+        (idle.to_string().as_str(), "workload_balanced", "")
+    );
+    let created = &event_log(&app, &s.id).await[0];
+    let details = mentorship::grpc::convert::struct_to_json(created.details.as_ref().expect("details"));
+    assert_eq!(details["assignment"]["strategy"], "workload_balanced");
+    assert_eq!(details["assignment"]["mentor_id"], idle.to_string());
+}
+
+#[tokio::test]
+async fn round_robin_and_skill_matched_follow_their_rules() {
+    let app = spawn_with(1, rules(Strategy::SkillMatched, true)).await;
+    let generalist = mentor(&app, &["rust", "kernel", "go"], 3, true).await;
+    let specialist = mentor(&app, &["go"], 3, true).await;
+    let listing = story(&app, "go").await;
+    create(&app, listing, Some(specialist)).await.expect("busy specialist");
+    let s = create(&app, listing, None).await.expect("assigned");
+    assert_eq!(
+        s.mentor_id,
+        specialist.to_string(),
+        "the specialist despite its workload"
+    );
+    let _ = generalist;
+
+    let app = spawn_with(1, rules(Strategy::RoundRobin, true)).await;
+    let first = mentor(&app, &["go"], 3, true).await;
+    let second = mentor(&app, &["go"], 3, true).await;
+    let listing = story(&app, "go").await;
+    let a = create(&app, listing, None).await.expect("a");
+    let b = create(&app, listing, None).await.expect("b");
+    let c = create(&app, listing, None).await.expect("c");
+    assert_ne!(a.mentor_id, b.mentor_id, "each in turn");
+    assert_eq!(a.mentor_id, c.mentor_id, "and round again");
+    assert!([first.to_string(), second.to_string()].contains(&a.mentor_id));
+}
+
+#[tokio::test]
+async fn a_full_preferred_mentor_falls_back_only_with_fallback_to_auto() {
+    for fallback in [true, false] {
+        let app = spawn_with(1, rules(Strategy::WorkloadBalanced, fallback)).await;
+        let preferred = mentor(&app, &["go"], 1, true).await;
+        let free = mentor(&app, &["go"], 3, true).await;
+        let listing = story(&app, "go").await;
+        create(&app, listing, Some(preferred))
+            .await
+            .expect("fills the preferred mentor");
+        let s = create(&app, listing, Some(preferred)).await.expect("second");
+        if fallback {
+            assert_eq!(
+                (s.mentor_id.clone(), s.status()),
+                (free.to_string(), SessionStatus::Active)
+            );
+            assert_eq!(history(&app, &s.id).await[0].strategy, "workload_balanced");
+        } else {
+            assert_eq!(
+                (s.mentor_id.clone(), s.status()),
+                (preferred.to_string(), SessionStatus::Queued),
+                "queues for the preferred mentor"
+            );
+            assert_eq!(history(&app, &s.id).await[0].strategy, "request");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_mentor_who_does_not_accept_sessions_gets_no_bookings_and_no_assignments() {
+    let app = spawn_with(1, rules(Strategy::WorkloadBalanced, false)).await;
+    let closed = mentor(&app, &["go"], 3, false).await;
+    let listing = add_listing(&app, Some(closed)).await;
+    let mentee = add_mentee(&app).await;
+    let t = monday_at(10);
+    let booking = app
+        .coordinator()
+        .create_booking(booking_request(listing, mentee, t, t + Duration::hours(1)))
+        .await;
+    assert_status(booking, Code::FailedPrecondition, "MENTOR_NOT_ACCEPTING");
+    assert_status(
+        create(&app, listing, None).await,
+        Code::FailedPrecondition,
+        "MENTOR_NOT_ACCEPTING",
+    );
+    let go = story(&app, "go").await;
+    assert_status(
+        create(&app, go, None).await,
+        Code::FailedPrecondition,
+        "NO_ELIGIBLE_MENTOR",
+    );
+    assert_status(
+        create(&app, go, Some(closed)).await,
+        Code::FailedPrecondition,
+        "MENTOR_NOT_ACCEPTING",
+    );
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[tokio::test]
+async fn reassignment_moves_slots_bookings_and_history() {
+    let app = spawn_with(1, rules(Strategy::WorkloadBalanced, false)).await;
+    let c = app.coordinator();
+    let m = mentor(&app, &["go"], 1, true).await;
+    let n = mentor(&app, &["go"], 1, true).await;
+    let listing = add_listing(&app, Some(m)).await;
+    let active = create(&app, listing, None).await.expect("active on M");
+    let waiting = create(&app, listing, None).await.expect("queued for M");
+    assert_eq!(waiting.status(), SessionStatus::Queued);
+
+    // ACTIVE moves to N, which has a free slot; M's slot goes to its queue.
+    let moved = c
+        .call(pb::ReassignMentorRequest {
+            session_id: active.id.clone(),
+            mentor_id: n.to_string(),
+            reason: "M is on leave".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("reassign")
+        .session
+        .expect("session");
+    assert_eq!(
+        (moved.mentor_id.clone(), moved.status()),
+        (n.to_string(), SessionStatus::Active)
+    );
+    assert_eq!(get_session(&app, &waiting.id).await.status(), SessionStatus::Active);
+    let events = event_log(&app, &active.id).await;
+    let last = events.last().expect("event");
+    assert_eq!(last.r#type(), SessionEventType::MentorAssigned);
+    assert_eq!(last.reason, "M is on leave");
+    let rows = history(&app, &active.id).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[1].previous_mentor_id.as_str(),
+            rows[1].mentor_id.as_str(),
+            rows[1].strategy.as_str()
+        ),
+        (m.to_string().as_str(), n.to_string().as_str(), "reassigned")
+    );
+
+    // Back to M, now full again: refused, nothing changes.
+    let full = c
+        .call(pb::ReassignMentorRequest {
+            session_id: active.id.clone(),
+            mentor_id: m.to_string(),
+            reason: "back".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(full, Code::FailedPrecondition, "MENTOR_FULL");
+    assert_eq!(history(&app, &active.id).await.len(), 2);
+
+    // A SCHEDULED session's booking moves too; the new mentor's time must be free.
+    let mentee = add_mentee(&app).await;
+    let other = add_mentee(&app).await;
+    let n_listing = add_listing(&app, Some(n)).await;
+    let t = monday_at(10);
+    let on_n = c
+        .create_booking(booking_request(n_listing, other, t, t + Duration::hours(1)))
+        .await
+        .expect("booking on N");
+    accept(&app, &on_n.id).await.expect("accept on N");
+    let on_m = c
+        .create_booking(booking_request(listing, mentee, t, t + Duration::hours(1)))
+        .await
+        .expect("booking on M");
+    let scheduled = accept(&app, &on_m.id).await.expect("accept").session.expect("session");
+    let clash = c
+        .call(pb::ReassignMentorRequest {
+            session_id: scheduled.id.clone(),
+            mentor_id: n.to_string(),
+            reason: "swap".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(clash, Code::FailedPrecondition, "BOOKING_OVERLAP");
+    let later = monday_at(14);
+    let on_m_later = c
+        .create_booking(booking_request(listing, mentee, later, later + Duration::hours(1)))
+        .await
+        .expect("later booking");
+    let later_session = accept(&app, &on_m_later.id)
+        .await
+        .expect("accept")
+        .session
+        .expect("session");
+    c.call(pb::ReassignMentorRequest {
+        session_id: later_session.id.clone(),
+        mentor_id: n.to_string(),
+        reason: "swap".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("reassign a scheduled session");
+    assert_eq!(
+        c.get_booking(&on_m_later.id).await.expect("booking").mentor_id,
+        n.to_string()
+    );
+
+    // Terminal sessions keep their mentor; only coordinators and services reassign.
+    c.cancel_session(&later_session.id, "done").await.expect("cancel");
+    let terminal = c
+        .call(pb::ReassignMentorRequest {
+            session_id: later_session.id.clone(),
+            mentor_id: m.to_string(),
+            reason: "late".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(terminal, Code::FailedPrecondition, "SESSION_TERMINAL");
+    let by_mentor = app
+        .as_(&token(&["mentor"], Uuid::new_v4(), Some(m)))
+        .call(pb::ReassignMentorRequest::default())
+        .await;
+    assert_status(by_mentor, Code::PermissionDenied, "PERMISSION_DENIED");
+}
+
+/// Two replicas assign at once: no mentor ever goes over its limit.
+#[tokio::test]
+async fn two_replicas_assigning_at_once_never_put_a_mentor_over_its_limit() {
+    let app = spawn_with(2, rules(Strategy::WorkloadBalanced, true)).await;
+    let mentors = [
+        mentor(&app, &["go"], 1, true).await,
+        mentor(&app, &["go"], 1, true).await,
+        mentor(&app, &["go"], 1, true).await,
+    ];
+    let listing = story(&app, "go").await;
+    let mut mentees = Vec::new();
+    for _ in 0..scale(9, 40) {
+        mentees.push(add_mentee(&app).await);
+    }
+    let tok = coordinator();
+    let handles: Vec<_> = mentees
+        .iter()
+        .enumerate()
+        .map(|(i, mentee)| {
+            let c = app.on(i % 2, &tok);
+            let req = pb::CreateSessionRequest {
+                mentee_id: mentee.to_string(),
+                listing_id: listing.to_string(),
+                ..Default::default()
+            };
+            tokio::spawn(async move { c.create_session(req).await })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("join").expect("assigned, active or queued");
+    }
+    for m in mentors {
+        let holding: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sessions WHERE mentor_id = $1 AND status IN ('ACTIVE', 'PAUSED')")
+                .bind(m)
+                .fetch_one(&app.pool)
+                .await
+                .expect("count");
+        assert!(holding <= 1, "mentor {m} holds {holding}");
+    }
+    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE status = 'ACTIVE'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert!((1..=3).contains(&active), "{active}");
+}
