@@ -1,6 +1,12 @@
-//! Load generator for `mentorship`: drives the session lifecycle and the
-//! booking flow against a running server from N concurrent workers for a
-//! fixed time, then prints per-RPC throughput and latency percentiles.
+//! Load generator for `mentorship`: drives a scenario against one or more
+//! running replicas from N concurrent workers for a fixed time, then prints
+//! per-RPC throughput and latency percentiles.
+//!
+//! Scenarios:
+//! - `lifecycle` (default): the booking flow and the on-demand session lifecycle;
+//! - `capacity-busy`: every worker books and starts sessions with one shared
+//!   mentor whose limit is 3 (admission contends on that mentor);
+//! - `capacity-idle`: the same with a mentor per worker (limit 3, never full).
 //!
 //! ```sh
 //! MENTORSHIP_JWT_SECRET=… cargo run --release --bin loadgen -- --addr http://127.0.0.1:50051 --workers 16 --seconds 20
@@ -26,9 +32,12 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for the mentorship service")]
 struct Args {
-    /// Server URL.
+    /// Server URL; repeat it to spread the workers over several replicas.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
-    addr: String,
+    addr: Vec<String>,
+    /// What the workers do.
+    #[arg(long, value_enum, default_value_t = Scenario::Lifecycle)]
+    scenario: Scenario,
     /// HS256 secret the server verifies with.
     #[arg(long, env = "MENTORSHIP_JWT_SECRET", hide_env_values = true)]
     secret: String,
@@ -38,6 +47,13 @@ struct Args {
     /// How long to run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Lifecycle,
+    CapacityBusy,
+    CapacityIdle,
 }
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
@@ -62,15 +78,12 @@ async fn timed<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
     Ok(out)
 }
 
-/// One worker: its own mentee, mentor and listing; loops until `until`.
-async fn worker(channel: Channel, token: String, until: Instant, index: usize) -> anyhow::Result<Samples> {
-    let mut directory = DirectoryServiceClient::new(channel.clone());
-    let mut bookings = BookingServiceClient::new(channel.clone());
-    let mut sessions = SessionServiceClient::new(channel);
+/// A mentee of its own.
+async fn add_mentee(channel: &Channel, token: &str, index: usize) -> anyhow::Result<Uuid> {
     let mentee = Uuid::new_v4();
-    directory
+    DirectoryServiceClient::new(channel.clone())
         .upsert_mentee(authed(
-            &token,
+            token,
             pb::UpsertMenteeRequest {
                 mentee: Some(pb::Mentee {
                     id: mentee.to_string(),
@@ -81,15 +94,23 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
             },
         ))
         .await?;
+    Ok(mentee)
+}
+
+/// A mentor (accepting sessions, the configured default limit) and a
+/// listing of it; returns the listing's id.
+async fn add_listing(channel: &Channel, token: &str, index: usize) -> anyhow::Result<String> {
+    let mut directory = DirectoryServiceClient::new(channel.clone());
     let mentor = directory
         .upsert_mentor(authed(
-            &token,
+            token,
             pb::UpsertMentorRequest {
                 mentor: Some(pb::Mentor {
                     user_id: Uuid::new_v4().to_string(),
                     display_name: format!("mentor {index}"),
                     timezone: "UTC".into(),
                     accepting_sessions: true,
+                    max_concurrent_sessions: 3,
                     ..Default::default()
                 }),
                 request_id: String::new(),
@@ -101,7 +122,7 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
         .context("mentor")?;
     let listing = directory
         .upsert_listing(authed(
-            &token,
+            token,
             pb::UpsertListingRequest {
                 listing: Some(pb::Listing {
                     mentor_id: mentor.id,
@@ -116,7 +137,116 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
         .into_inner()
         .listing
         .context("listing")?;
+    Ok(listing.id)
+}
 
+/// Capacity: book a session (not timed), start it (admission), then
+/// complete it when it was admitted or cancel it when it queued. With a
+/// shared listing, `workers` workers take turns on the mentor's calendar.
+async fn capacity_worker(
+    channel: Channel,
+    token: String,
+    until: Instant,
+    index: usize,
+    workers: usize,
+    shared: Option<String>,
+) -> anyhow::Result<Samples> {
+    let mut bookings = BookingServiceClient::new(channel.clone());
+    let mut sessions = SessionServiceClient::new(channel.clone());
+    let mentee = add_mentee(&channel, &token, index).await?;
+    let listing = match shared {
+        Some(listing) => listing,
+        None => add_listing(&channel, &token, index).await?,
+    };
+    let mut samples = Samples::new();
+    let base = chrono::Utc::now() + chrono::Duration::days(1);
+    let mut turn = 0i64;
+    while Instant::now() < until {
+        // Each (worker, turn) has its own quarter hour on the mentor's calendar.
+        let start = base + chrono::Duration::minutes(15 * (turn * workers as i64 + index as i64));
+        turn += 1;
+        let booking = bookings
+            .create_booking(authed(
+                &token,
+                pb::CreateBookingRequest {
+                    listing_id: listing.clone(),
+                    mentee_id: mentee.to_string(),
+                    start_time: Some(mentorship::grpc::convert::timestamp(start)),
+                    end_time: Some(mentorship::grpc::convert::timestamp(
+                        start + chrono::Duration::minutes(15),
+                    )),
+                    ..Default::default()
+                },
+            ))
+            .await?
+            .into_inner()
+            .booking
+            .context("booking")?;
+        let session = bookings
+            .accept_booking(authed(
+                &token,
+                pb::AcceptBookingRequest {
+                    booking_id: booking.id,
+                    request_id: String::new(),
+                },
+            ))
+            .await?
+            .into_inner()
+            .session
+            .context("session")?;
+        let started = timed(
+            &mut samples,
+            "StartSession",
+            sessions.start_session(authed(
+                &token,
+                pb::StartSessionRequest {
+                    session_id: session.id.clone(),
+                    ..Default::default()
+                },
+            )),
+        )
+        .await?
+        .into_inner()
+        .session
+        .context("session")?;
+        if started.status() == pb::SessionStatus::Active {
+            timed(
+                &mut samples,
+                "CompleteSession",
+                sessions.complete_session(authed(
+                    &token,
+                    pb::CompleteSessionRequest {
+                        session_id: session.id,
+                        ..Default::default()
+                    },
+                )),
+            )
+            .await?;
+        } else {
+            timed(
+                &mut samples,
+                "CancelSession (queued)",
+                sessions.cancel_session(authed(
+                    &token,
+                    pb::CancelSessionRequest {
+                        session_id: session.id,
+                        reason: "load".into(),
+                        ..Default::default()
+                    },
+                )),
+            )
+            .await?;
+        }
+    }
+    Ok(samples)
+}
+
+/// One worker: its own mentee, mentor and listing; loops until `until`.
+async fn worker(channel: Channel, token: String, until: Instant, index: usize) -> anyhow::Result<Samples> {
+    let mut bookings = BookingServiceClient::new(channel.clone());
+    let mut sessions = SessionServiceClient::new(channel.clone());
+    let mentee = add_mentee(&channel, &token, index).await?;
+    let listing = add_listing(&channel, &token, index).await?;
     let mut samples = Samples::new();
     // Bookings walk forward in time so they never overlap.
     let mut slot = chrono::Utc::now() + chrono::Duration::days(1);
@@ -130,7 +260,7 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
             bookings.create_booking(authed(
                 &token,
                 pb::CreateBookingRequest {
-                    listing_id: listing.id.clone(),
+                    listing_id: listing.clone(),
                     mentee_id: mentee.to_string(),
                     start_time: Some(mentorship::grpc::convert::timestamp(start)),
                     end_time: Some(mentorship::grpc::convert::timestamp(
@@ -166,7 +296,7 @@ async fn worker(channel: Channel, token: String, until: Instant, index: usize) -
                 &token,
                 pb::CreateSessionRequest {
                     mentee_id: mentee.to_string(),
-                    listing_id: listing.id.clone(),
+                    listing_id: listing.clone(),
                     ..Default::default()
                 },
             )),
@@ -301,15 +431,30 @@ async fn main() -> anyhow::Result<()> {
             aud: None,
         },
     )?;
-    let channel = Channel::from_shared(args.addr.clone())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+    let mut channels = Vec::new();
+    for addr in &args.addr {
+        channels.push(Channel::from_shared(addr.clone())?.tcp_nodelay(true).connect().await?);
+    }
+    let shared = match args.scenario {
+        Scenario::CapacityBusy => Some(add_listing(&channels[0], &token, usize::MAX).await?),
+        _ => None,
+    };
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let mut handles = Vec::new();
     for i in 0..args.workers {
-        handles.push(tokio::spawn(worker(channel.clone(), token.clone(), until, i)));
+        let channel = channels[i % channels.len()].clone();
+        handles.push(match args.scenario {
+            Scenario::Lifecycle => tokio::spawn(worker(channel, token.clone(), until, i)),
+            Scenario::CapacityBusy | Scenario::CapacityIdle => tokio::spawn(capacity_worker(
+                channel,
+                token.clone(),
+                until,
+                i,
+                args.workers,
+                shared.clone(),
+            )),
+        });
     }
     let mut all = Samples::new();
     for h in handles {
@@ -318,7 +463,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("workers={} seconds={:.1}", args.workers, elapsed);
+    println!(
+        "scenario={:?} replicas={} workers={} seconds={:.1}",
+        args.scenario,
+        args.addr.len(),
+        args.workers,
+        elapsed
+    );
     println!("| rpc | calls | calls/s | p50 ms | p95 ms | p99 ms | max ms |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut total = 0;
