@@ -13,6 +13,9 @@ CREATE TABLE system_slots (
                REFERENCES sessions (id) ON DELETE SET NULL DEFERRABLE INITIALLY DEFERRED
 );
 
+-- Free slots, so taking one reads no occupied rows however large the pool.
+CREATE INDEX system_slots_free_idx ON system_slots (slot) WHERE session_id IS NULL;
+
 -- The queue, in order.
 CREATE INDEX sessions_queue_idx ON sessions (queued_at, id) WHERE status = 'QUEUED';
 -- Observed durations for queue estimates: recently ended sessions.
