@@ -150,6 +150,7 @@ async fn capacity_worker(
     index: usize,
     workers: usize,
     shared: Option<String>,
+    base: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Samples> {
     let mut bookings = BookingServiceClient::new(channel.clone());
     let mut sessions = SessionServiceClient::new(channel.clone());
@@ -159,7 +160,6 @@ async fn capacity_worker(
         None => add_listing(&channel, &token, index).await?,
     };
     let mut samples = Samples::new();
-    let base = chrono::Utc::now() + chrono::Duration::days(1);
     let mut turn = 0i64;
     while Instant::now() < until {
         // Each (worker, turn) has its own quarter hour on the mentor's calendar.
@@ -439,6 +439,11 @@ async fn main() -> anyhow::Result<()> {
         Scenario::CapacityBusy => Some(add_listing(&channels[0], &token, usize::MAX).await?),
         _ => None,
     };
+    // One calendar for every worker: each (worker, turn) has its own quarter hour.
+    let base = chrono::DurationRound::duration_trunc(
+        chrono::Utc::now() + chrono::Duration::days(1),
+        chrono::Duration::minutes(15),
+    )?;
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let mut handles = Vec::new();
@@ -453,6 +458,7 @@ async fn main() -> anyhow::Result<()> {
                 i,
                 args.workers,
                 shared.clone(),
+                base,
             )),
         });
     }
