@@ -171,6 +171,11 @@ async fn a_freed_slot_promotes_the_oldest_admissible_session_in_the_same_transac
     );
     assert_eq!((m_queued.queue_position, p_queued.queue_position), (1, 2));
 
+    let mut watcher = c
+        .watch_session(&blocked_by_system.id, Some(2))
+        .await
+        .expect("watch the queued session");
+
     // N's session completes: one system slot frees. M is still full, so the
     // oldest queued session waits and the one behind it goes, at once.
     let done = c.complete_session(&on_n.id, None).await.expect("complete");
@@ -187,6 +192,18 @@ async fn a_freed_slot_promotes_the_oldest_admissible_session_in_the_same_transac
         (SessionStatus::Queued, SessionStatus::Active)
     );
     assert_eq!(last.actor.as_ref().expect("actor").kind(), ActorKind::System);
+    // Its watcher sees the promotion.
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), watcher.message())
+        .await
+        .expect("delivered")
+        .expect("stream")
+        .expect("an item");
+    match seen.item {
+        Some(pb::watch_session_response::Item::Event(e)) => {
+            assert_eq!((e.seq, e.to_status()), (3, SessionStatus::Active))
+        }
+        other => panic!("expected the promotion event, got {other:?}"),
+    }
     // The promotion committed in the transaction of the completion.
     let completed_in = *event_txids(&app, &done.id).await.last().expect("txid");
     let promoted_in = *event_txids(&app, &blocked_by_system.id).await.last().expect("txid");
