@@ -185,7 +185,7 @@ impl App {
         .await?;
         // The old mentor's freed slot, or the queued session's new mentor, may admit someone.
         if before.status.holds_concurrency_slot() || before.status == SessionStatus::Queued {
-            self.promote(unit).await?;
+            self.release(unit, None).await?;
         }
         let now = super::sessions::reload(unit, saved).await?;
         self.with_queue_info(unit.tx(), now).await

@@ -2,18 +2,20 @@
 //! session stands. The rules are `domain::capacity`; the locks and counts
 //! that keep them exact across replicas are `store::capacity`.
 
+use std::collections::HashSet;
+
 use uuid::Uuid;
 
 use super::App;
 use crate::domain::{
     Result,
     access::Actor,
-    capacity::{self, Admission, Ahead, Usage},
+    capacity::{self, Admission, Ahead, Limit, Usage},
     model::{EventType, Session},
     session::{self, Command, Requester, SessionStatus},
 };
 use crate::store::{
-    capacity as store_capacity,
+    Tx, capacity as store_capacity,
     sessions::{self as store_sessions, EventInput},
     unit::Unit,
 };
@@ -28,18 +30,37 @@ pub struct QueueStatusView {
     pub p95_queue_wait: Option<chrono::Duration>,
 }
 
-/// Queued sessions a promotion pass looks at, oldest first.
-const PROMOTION_WINDOW: i64 = 50;
-
 impl App {
     /// Admission of a session about to become ACTIVE (StartSession,
     /// CreateSession): ACTIVE when every limit allows it (its system
     /// concurrency slot is then taken), QUEUED while the queue has room,
     /// RESOURCE_EXHAUSTED (QUEUE_FULL) otherwise.
+    ///
+    /// A session that must wait takes the queue's lock, which waits for every
+    /// release in flight (releases hold it shared), and then decides again:
+    /// either it sees what they freed, or they see it in the queue. So a
+    /// release and a session joining the queue never miss each other.
     pub(crate) async fn admit(&self, unit: &mut Unit, s: &Session) -> Result<SessionStatus> {
         let tx = unit.tx();
         store_capacity::lock_participants(tx, s.mentor_id, s.mentee_id).await?;
-        let holding = store_capacity::holding(tx, s.mentor_id, s.mentee_id).await?;
+        if self.take_slot(tx, s.id, s.mentor_id, s.mentee_id).await? == Admission::Admit {
+            return Ok(SessionStatus::Active);
+        }
+        let queued = store_capacity::lock_queue(tx).await?;
+        if self.take_slot(tx, s.id, s.mentor_id, s.mentee_id).await? == Admission::Admit {
+            return Ok(SessionStatus::Active);
+        }
+        if queued >= self.rules.limits.queue {
+            return Err(capacity::queue_full(queued, self.rules.limits));
+        }
+        Ok(SessionStatus::Queued)
+    }
+
+    /// Counts what the mentee and the mentor hold and, when they allow it,
+    /// takes a system concurrency slot for the session. The caller holds the
+    /// mentor's and the mentee's locks.
+    async fn take_slot(&self, tx: &mut Tx, session_id: Uuid, mentor_id: Uuid, mentee_id: Uuid) -> Result<Admission> {
+        let holding = store_capacity::holding(tx, mentor_id, mentee_id).await?;
         let mut usage = Usage {
             mentee_holding: holding.mentee,
             mentor_holding: holding.mentor,
@@ -48,60 +69,66 @@ impl App {
         };
         let limits = self.rules.limits;
         if capacity::admit(usage, limits) == Admission::Admit {
-            usage.system_free = store_capacity::claim_system_slot(tx, s.id, limits.system).await?;
+            usage.system_free = store_capacity::claim_system_slot(tx, session_id, limits.system).await?;
         }
-        match capacity::admit(usage, limits) {
-            Admission::Admit => Ok(SessionStatus::Active),
-            Admission::Wait(_) => {
-                let queued = store_capacity::lock_queue(tx).await?;
-                if queued >= limits.queue {
-                    return Err(capacity::queue_full(queued, limits));
-                }
-                Ok(SessionStatus::Queued)
-            }
-        }
+        Ok(capacity::admit(usage, limits))
     }
 
-    /// A session left ACTIVE/PAUSED: its system concurrency slot goes back
-    /// to the pool, and the queue moves up in the same transaction.
-    pub(crate) async fn release(&self, unit: &mut Unit, session_id: Uuid) -> Result<()> {
-        store_capacity::release_system_slot(unit.tx(), session_id).await?;
+    /// A concurrency slot was given up (a session left ACTIVE/PAUSED, or
+    /// moved to another mentor): the system slot of `freed`, if any, goes
+    /// back to the pool, and the queue moves up in the same transaction.
+    pub(crate) async fn release(&self, unit: &mut Unit, freed: Option<Uuid>) -> Result<()> {
+        let tx = unit.tx();
+        store_capacity::lock_queue_shared(tx).await?;
+        if let Some(session_id) = freed {
+            store_capacity::release_system_slot(tx, session_id).await?;
+        }
         self.promote(unit).await?;
         Ok(())
     }
 
-    /// Promotes, oldest first, every queued session that can be admitted now
-    /// (a session whose mentor is still full does not hold back one behind it
-    /// that can go). Sessions another transaction is working on are skipped:
-    /// that transaction promotes them or the sweeper's pass does. Returns how
-    /// many were promoted.
+    /// Promotes, oldest first, every queued session that can be admitted now:
+    /// one whose mentor or mentee is still full does not hold back one behind
+    /// it that can go. The whole queue is looked at (its length is bounded),
+    /// skipping the mentors and mentees found full. Sessions another
+    /// transaction is working on are skipped without waiting, so promotion
+    /// never deadlocks: that transaction (an admission under the mentor's
+    /// lock decides again after the queue lock) or the sweeper's pass takes
+    /// them. Returns how many were promoted. It is the last thing a
+    /// transaction does: it leaves locks on the sessions it looked at.
     pub(crate) async fn promote(&self, unit: &mut Unit) -> Result<usize> {
-        let limits = self.rules.limits;
+        let (mut full_mentors, mut full_mentees) = (HashSet::new(), HashSet::new());
         let mut promoted = 0;
-        for q in store_capacity::queue_head(unit.tx(), PROMOTION_WINDOW).await? {
+        for q in store_capacity::queue_head(unit.tx(), i64::MAX).await? {
+            if full_mentors.contains(&q.mentor_id) || full_mentees.contains(&q.mentee_id) {
+                continue;
+            }
             let tx = unit.tx();
-            if !store_capacity::try_lock_participants(tx, q.mentor_id, q.mentee_id).await? {
-                continue;
-            }
-            let holding = store_capacity::holding(tx, q.mentor_id, q.mentee_id).await?;
-            let usage = Usage {
-                mentee_holding: holding.mentee,
-                mentor_holding: holding.mentor,
-                mentor_limit: i64::from(holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit)),
-                system_free: true,
-            };
-            if capacity::admit(usage, limits) != Admission::Admit {
-                continue;
-            }
+            // The locked row is what counts: a reassignment may have moved it since the queue was read.
             let Some(before) = store_sessions::lock_queued_unless_busy(tx, q.id).await? else {
                 continue;
             };
-            if !store_capacity::claim_system_slot(tx, q.id, limits.system).await? {
+            if !store_capacity::try_lock_participants(tx, before.mentor_id, before.mentee_id).await? {
+                continue;
+            }
+            match self
+                .take_slot(tx, before.id, before.mentor_id, before.mentee_id)
+                .await?
+            {
+                Admission::Admit => {}
+                Admission::Wait(Limit::Mentor) => {
+                    full_mentors.insert(before.mentor_id);
+                    continue;
+                }
+                Admission::Wait(Limit::Mentee) => {
+                    full_mentees.insert(before.mentee_id);
+                    continue;
+                }
                 // No system slot is free: nobody behind can go either.
-                break;
+                Admission::Wait(_) => break,
             }
             let decision = session::decide(
-                q.id,
+                before.id,
                 before.status,
                 Command::Promote,
                 Requester::System,
@@ -125,6 +152,7 @@ impl App {
     /// release that raced with a session joining the queue.
     pub async fn promote_waiting(&self) -> Result<usize> {
         let mut unit = self.unit().await?;
+        store_capacity::lock_queue_shared(unit.tx()).await?;
         let promoted = self.promote(&mut unit).await?;
         unit.commit().await?;
         Ok(promoted)

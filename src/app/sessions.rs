@@ -139,7 +139,7 @@ impl App {
         };
         let saved = unit.save_session(&before, &s, event).await?;
         if before.status.holds_concurrency_slot() && !saved.status.holds_concurrency_slot() {
-            self.release(unit, saved.id).await?;
+            self.release(unit, Some(saved.id)).await?;
         }
         self.with_queue_info(unit.tx(), saved).await
     }

@@ -26,8 +26,10 @@ const GLOBAL: i32 = 5;
 const SLOT_POOL: i32 = 0;
 const QUEUE: i32 = 1;
 
-/// Makes the pool hold slots 1..=`size`, and gives a slot to every session
-/// that holds a concurrency slot without one (sessions from before the pool).
+/// Makes the pool hold slots 1..=`size`, gives back slots of sessions that
+/// no longer hold one, and gives a slot to every session that holds a
+/// concurrency slot without one (sessions from before the pool). A slot taken
+/// meanwhile by a live admission is never overwritten.
 pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, SLOT_POOL)
@@ -39,6 +41,14 @@ pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> 
     )
     .execute(&mut *tx)
     .await?;
+    // Slots kept by sessions that no longer hold one (a holder from before
+    // the pool that ended while another replica started) go back.
+    sqlx::query!(
+        r#"UPDATE system_slots t SET session_id = NULL FROM sessions s
+           WHERE s.id = t.session_id AND s.status NOT IN ('ACTIVE', 'PAUSED')"#
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query!(
         r#"WITH holders AS (
                SELECT s.id, row_number() OVER (ORDER BY s.started_at, s.id) AS n FROM sessions s
@@ -46,10 +56,12 @@ pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> 
                  AND NOT EXISTS (SELECT 1 FROM system_slots t WHERE t.session_id = s.id)
            ), free AS (
                SELECT slot, row_number() OVER (ORDER BY slot) AS n FROM system_slots
-               WHERE session_id IS NULL
+               WHERE session_id IS NULL AND slot <= $1
            )
            UPDATE system_slots t SET session_id = holders.id
-           FROM holders JOIN free ON free.n = holders.n WHERE t.slot = free.slot"#
+           FROM holders JOIN free ON free.n = holders.n
+           WHERE t.slot = free.slot AND t.session_id IS NULL"#,
+        size as i32
     )
     .execute(&mut *tx)
     .await?;
@@ -151,6 +163,16 @@ pub async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
         .fetch_one(&mut **tx)
         .await?;
     Ok(queued)
+}
+
+/// Takes the queue's lock shared until the transaction ends: releases hold
+/// it so that a session joining the queue (which takes it exclusively)
+/// decides after they commit, and they see a session that joined before.
+pub async fn lock_queue_shared(tx: &mut Tx) -> Result<(), Error> {
+    sqlx::query!("SELECT pg_advisory_xact_lock_shared($1, $2)", GLOBAL, QUEUE)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// A queued session, as promotion sees it.

@@ -273,9 +273,15 @@ async fn start_twenty_in_parallel(app: &TestApp, sessions: &[pb::Session], admit
     let want: Vec<i32> = (1..=(sessions.len() - admitted) as i32).collect();
     assert_eq!(positions, want, "round {round}: positions 1..n, no gaps");
     // Clear the round: the queue first, so nothing is promoted on the way out.
-    for s in sessions.iter().rev() {
+    let mut clear = Vec::new();
+    for s in sessions {
+        let now = get_session(app, &s.id).await;
+        clear.push((now.status() == SessionStatus::Active, s.id.clone()));
+    }
+    clear.sort();
+    for (_, id) in clear {
         app.coordinator()
-            .cancel_session(&s.id, "next round")
+            .cancel_session(&id, "next round")
             .await
             .expect("cancel");
     }
@@ -343,4 +349,78 @@ async fn one_mentee_created_on_many_mentors_at_once_holds_one_slot() {
             .await
             .expect("count");
     assert_eq!(holding, 1);
+}
+
+/// Promotion looks past any number of queued sessions that cannot go: a
+/// freed system slot reaches the first session that can use it.
+#[tokio::test]
+async fn a_long_blocked_queue_does_not_hide_a_session_that_can_go() {
+    let app = spawn_with(1, limits(1, 2, 100)).await;
+    let c = app.coordinator();
+    let (_, m_listing) = mentor_with_limit(&app, 100).await;
+    let (_, n_listing) = mentor_with_limit(&app, 3).await;
+    let (_, p_listing) = mentor_with_limit(&app, 3).await;
+    let on_demand_for = async |mentee: Uuid, listing: Uuid| {
+        c.create_session(pb::CreateSessionRequest {
+            mentee_id: mentee.to_string(),
+            listing_id: listing.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+    };
+    // One mentee holds its one slot and queues 60 more sessions behind it.
+    let busy = add_mentee(&app).await;
+    assert_eq!(on_demand_for(busy, m_listing).await.status(), SessionStatus::Active);
+    for _ in 0..60 {
+        assert_eq!(on_demand_for(busy, m_listing).await.status(), SessionStatus::Queued);
+    }
+    // Another takes the system's second slot; a third waits for the system only.
+    let second = on_demand_for(add_mentee(&app).await, n_listing).await;
+    assert_eq!(second.status(), SessionStatus::Active);
+    let last = on_demand_for(add_mentee(&app).await, p_listing).await;
+    assert_eq!((last.status(), last.queue_position), (SessionStatus::Queued, 61));
+    c.complete_session(&second.id, None).await.expect("complete");
+    assert_eq!(get_session(&app, &last.id).await.status(), SessionStatus::Active);
+}
+
+/// A session that must wait joins the queue only after every release in
+/// flight has committed, and then decides again: a slot freed at that very
+/// moment is not missed.
+#[tokio::test]
+async fn a_start_racing_a_release_sees_the_freed_slot() {
+    let app = spawn_with(1, limits(1, 50, 10)).await;
+    let (_, listing) = mentor_with_limit(&app, 1).await;
+    let holder = scheduled_for(&app, listing, add_mentee(&app).await, 0).await;
+    let waiting = scheduled_for(&app, listing, add_mentee(&app).await, 1).await;
+    app.coordinator().start_session(&holder.id).await.expect("start");
+
+    // A release in flight: the mentor's slot is given up, not yet committed.
+    let mut release = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(5, 1)")
+        .execute(&mut *release)
+        .await
+        .expect("queue lock, shared");
+    sqlx::query(
+        "UPDATE sessions SET status = 'COMPLETED', active_since = NULL, ended_at = now(),
+                deadline = NULL, deadline_kind = NULL WHERE id = $1::uuid",
+    )
+    .bind(&holder.id)
+    .execute(&mut *release)
+    .await
+    .expect("complete");
+    sqlx::query("UPDATE system_slots SET session_id = NULL WHERE session_id = $1::uuid")
+        .bind(&holder.id)
+        .execute(&mut *release)
+        .await
+        .expect("free the system slot");
+
+    let c = app.coordinator();
+    let id = waiting.id.clone();
+    let start = tokio::spawn(async move { c.start_session(&id).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!start.is_finished(), "the start waits for the release to commit");
+    release.commit().await.expect("commit the release");
+    let started = start.await.expect("join").expect("start");
+    assert_eq!(started.status(), SessionStatus::Active, "the freed slot was not missed");
 }
