@@ -10,7 +10,7 @@ use crate::domain::{
     assignment,
     command::Reassignment,
     model::{EventType, Listing, MentorAssignment, Session},
-    query::EventQuery,
+    query::LogQuery,
     session::{Requester, SessionStatus},
 };
 use crate::store::{
@@ -195,12 +195,12 @@ impl App {
     pub async fn list_mentor_assignments(
         &self,
         who: &Principal,
-        q: EventQuery,
+        q: LogQuery,
     ) -> Result<(Vec<MentorAssignment>, String)> {
-        self.get_session(who, q.session_id).await?;
-        let bound = ("assignments", q.session_id);
+        self.get_session(who, q.of).await?;
+        let bound = ("assignments", q.of);
         let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_assignments::list(&self.pool, q.session_id, after, q.page.size + 1).await?;
+        let rows = store_assignments::list(&self.pool, q.of, after, q.page.size + 1).await?;
         page::finish(rows, q.page.size, &bound, |a| a.id)
     }
 }

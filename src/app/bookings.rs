@@ -10,8 +10,8 @@ use crate::domain::{
     availability,
     booking::{self, BookingOrigin, BookingStatus},
     command::{CloseBooking, NewBooking},
-    model::{Booking, EventType, Session},
-    query::BookingQuery,
+    model::{Booking, BookingEvent, EventType, Session},
+    query::{BookingQuery, LogQuery},
     session::{self, SessionStatus},
 };
 use crate::domain::{Reason, Resource};
@@ -126,6 +126,15 @@ impl App {
         let after = page::decode(&bound, &q.page.token)?;
         let rows = store_bookings::list(&self.pool, &q.filter, visibility, after, q.page.size + 1).await?;
         page::finish(rows, q.page.size, &bound, |b| (b.created_at, b.id))
+    }
+
+    /// A booking's audit log, a page at a time (the key is the last seq).
+    pub async fn list_booking_events(&self, who: &Principal, q: LogQuery) -> Result<(Vec<BookingEvent>, String)> {
+        self.get_booking(who, q.of).await?;
+        let bound = ("booking_events", q.of);
+        let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
+        let rows = store_bookings::events(&self.pool, q.of, after, q.page.size + 1).await?;
+        page::finish(rows, q.page.size, &bound, |e| e.seq)
     }
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.

@@ -5,6 +5,7 @@ pub mod assignment;
 pub mod bookings;
 pub mod capacity;
 pub mod directory;
+pub mod history;
 pub mod page;
 pub mod sessions;
 pub mod watch;

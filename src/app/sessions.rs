@@ -11,7 +11,7 @@ use crate::domain::{
     command::{ConfigUpdate, NewSession, StageChange, Transition},
     config,
     model::{Booking, EventType, Session, SessionEvent},
-    query::{EventQuery, SessionQuery, SortField},
+    query::{LogQuery, SessionQuery, SortField},
     session::{self, Command, Requester, SessionStatus},
 };
 use crate::store::unit::Unit;
@@ -280,11 +280,11 @@ impl App {
     }
 
     /// The audit log of a session, a page at a time (the key is the last seq).
-    pub async fn list_session_events(&self, who: &Principal, q: EventQuery) -> Result<(Vec<SessionEvent>, String)> {
-        self.get_session(who, q.session_id).await?;
-        let bound = ("events", q.session_id);
+    pub async fn list_session_events(&self, who: &Principal, q: LogQuery) -> Result<(Vec<SessionEvent>, String)> {
+        self.get_session(who, q.of).await?;
+        let bound = ("events", q.of);
         let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_sessions::events(&self.pool, q.session_id, after, q.page.size + 1).await?;
+        let rows = store_sessions::events(&self.pool, q.of, after, q.page.size + 1).await?;
         page::finish(rows, q.page.size, &bound, |e| e.seq)
     }
 }

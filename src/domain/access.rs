@@ -244,6 +244,7 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
     ("AcceptBooking", &[Coordinator, Mentor]),
     ("DeclineBooking", &[Coordinator, Mentor]),
     ("CancelBooking", &[Coordinator, Mentor, Mentee]),
+    ("ListBookingEvents", ANYONE),
     // SessionService (SPEC §4); transitions as in `session::TRANSITIONS`.
     ("CreateSession", &[Coordinator, Service]),
     ("GetSession", ANYONE),

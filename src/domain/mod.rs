@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod input;
 pub mod model;
 pub mod query;

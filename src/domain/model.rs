@@ -70,6 +70,19 @@ impl Booking {
     }
 }
 
+/// One entry of a booking's audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingEvent {
+    pub booking_id: Uuid,
+    /// 1, 2, 3 … in the order the changes were made.
+    pub seq: i64,
+    pub from_status: Option<BookingStatus>,
+    pub to_status: BookingStatus,
+    pub actor: Actor,
+    pub reason: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub id: Uuid,

@@ -75,10 +75,12 @@ pub struct SessionQuery {
     pub with_total: bool,
 }
 
-/// ListSessionEvents.
+/// A page of one resource's log: a session's events or mentor assignments,
+/// a booking's events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventQuery {
-    pub session_id: Uuid,
+pub struct LogQuery {
+    /// The session or booking whose log is read.
+    pub of: Uuid,
     pub page: Page,
 }
 

@@ -8,7 +8,7 @@ use crate::domain::{
     Result, Violations,
     command::{CloseBooking, NewBooking},
     input::{self, MAX_TEXT_LEN},
-    query::{BookingQuery, ParticipantFilter},
+    query::{BookingQuery, LogQuery, ParticipantFilter},
 };
 
 mutating!(
@@ -41,6 +41,20 @@ impl pb::booking_service_server::BookingService for Api {
             let booking = app.get_booking(&who, id).await?;
             Ok(pb::GetBookingResponse {
                 booking: Some(booking.into()),
+            })
+        })
+        .await
+    }
+
+    async fn list_booking_events(
+        &self,
+        req: Request<pb::ListBookingEventsRequest>,
+    ) -> Result<Response<pb::ListBookingEventsResponse>, Status> {
+        self.read(req, async |app, who, query| {
+            let (events, next) = app.list_booking_events(&who, query).await?;
+            Ok(pb::ListBookingEventsResponse {
+                events: events.into_iter().map(Into::into).collect(),
+                next_page_token: next,
             })
         })
         .await
@@ -127,6 +141,13 @@ impl Parse for pb::GetBookingRequest {
     type Parsed = Uuid;
     fn parse(&self) -> Result<Uuid> {
         input::id("booking_id", &self.booking_id)
+    }
+}
+
+impl Parse for pb::ListBookingEventsRequest {
+    type Parsed = LogQuery;
+    fn parse(&self) -> Result<LogQuery> {
+        convert::log_query("booking_id", &self.booking_id, self.page_size, &self.page_token)
     }
 }
 

@@ -12,8 +12,8 @@ use crate::domain::{
     availability::Window,
     booking::{BookingOrigin, BookingStatus},
     config::{EscalationPolicy, MAX_ALLOWED_STAGES, MAX_RECIPIENTS, SessionConfig, Template},
-    input, model,
-    query::{MAX_FILTER_VALUES, Page},
+    history, input, model,
+    query::{LogQuery, MAX_FILTER_VALUES, Page},
     session::SessionStatus,
 };
 
@@ -117,6 +117,15 @@ pub fn page(size: i32, token: &str) -> Result<Page> {
     })
 }
 
+/// A page of the log of the resource named by `field` (ListSessionEvents,
+/// ListMentorAssignments, ListBookingEvents).
+pub fn log_query(field: &str, id: &str, size: i32, token: &str) -> Result<LogQuery> {
+    let mut v = crate::domain::Violations::new();
+    let of = v.check(input::id(field, id));
+    let page = v.check(page(size, token));
+    v.into_result(of.zip(page).map(|(of, page)| LogQuery { of, page }))
+}
+
 /// An optional Struct as a JSON object (empty when absent).
 pub fn struct_to_map(s: Option<&Struct>) -> serde_json::Map<String, serde_json::Value> {
     match s.map(struct_to_json) {
@@ -179,6 +188,20 @@ fn booking_status(s: BookingStatus) -> pb::BookingStatus {
         BookingStatus::Accepted => pb::BookingStatus::Accepted,
         BookingStatus::Declined => pb::BookingStatus::Declined,
         BookingStatus::Cancelled => pb::BookingStatus::Cancelled,
+    }
+}
+
+impl From<model::BookingEvent> for pb::BookingEvent {
+    fn from(e: model::BookingEvent) -> Self {
+        pb::BookingEvent {
+            booking_id: e.booking_id.to_string(),
+            seq: e.seq,
+            from_status: e.from_status.map_or(0, |s| booking_status(s) as i32),
+            to_status: booking_status(e.to_status) as i32,
+            actor: Some(actor(&e.actor)),
+            reason: e.reason,
+            occurred_at: Some(timestamp(e.occurred_at)),
+        }
     }
 }
 
@@ -298,15 +321,7 @@ pub fn session_config(c: &SessionConfig) -> pb::SessionConfig {
 impl From<model::Session> for pb::Session {
     fn from(s: model::Session) -> Self {
         let now = Utc::now();
-        let report = s.report.as_ref().map(|r| pb::SessionReport {
-            summary: r["summary"].as_str().unwrap_or_default().to_owned(),
-            overall_score: r["overall_score"].as_i64().and_then(|n| i32::try_from(n).ok()),
-            data: json_to_struct(&r["data"]),
-        });
-        let failure = s.failure.as_ref().map(|f| pb::SessionFailure {
-            error_message: f["error_message"].as_str().unwrap_or_default().to_owned(),
-            details: json_to_struct(&f["details"]),
-        });
+        let (report, failure) = (report(&s), failure(&s));
         pb::Session {
             id: s.id.to_string(),
             booking_id: s.booking_id.to_string(),
@@ -329,6 +344,86 @@ impl From<model::Session> for pb::Session {
             created_at: Some(timestamp(s.created_at)),
             updated_at: Some(timestamp(s.updated_at)),
             etag: etag(s.version),
+        }
+    }
+}
+
+fn report(s: &model::Session) -> Option<pb::SessionReport> {
+    s.report.as_ref().map(|r| pb::SessionReport {
+        summary: r["summary"].as_str().unwrap_or_default().to_owned(),
+        overall_score: r["overall_score"].as_i64().and_then(|n| i32::try_from(n).ok()),
+        data: json_to_struct(&r["data"]),
+    })
+}
+
+fn failure(s: &model::Session) -> Option<pb::SessionFailure> {
+    s.failure.as_ref().map(|f| pb::SessionFailure {
+        error_message: f["error_message"].as_str().unwrap_or_default().to_owned(),
+        details: json_to_struct(&f["details"]),
+    })
+}
+
+fn status_durations(t: &history::Timeline) -> Vec<pb::StatusDuration> {
+    t.per_status
+        .iter()
+        .map(|(s, d)| pb::StatusDuration {
+            status: session_status(*s) as i32,
+            duration: Some(duration(*d)),
+        })
+        .collect()
+}
+
+fn stage_durations(t: &history::Timeline) -> Vec<pb::StageDuration> {
+    t.per_stage
+        .iter()
+        .map(|(s, d)| pb::StageDuration {
+            stage: s.clone(),
+            duration: Some(duration(*d)),
+        })
+        .collect()
+}
+
+impl From<(model::Session, history::Timeline)> for pb::GetSessionTimelineResponse {
+    fn from((s, t): (model::Session, history::Timeline)) -> Self {
+        pb::GetSessionTimelineResponse {
+            session_id: s.id.to_string(),
+            time_per_status: status_durations(&t),
+            time_per_stage: stage_durations(&t),
+            total_duration: Some(duration(t.total)),
+            entries: t
+                .entries
+                .into_iter()
+                .map(|(e, d)| pb::TimelineEntry {
+                    event: Some(e.into()),
+                    time_in_state: Some(duration(d)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<history::Summary> for pb::SessionSummary {
+    fn from(sum: history::Summary) -> Self {
+        let t = &sum.timeline;
+        pb::SessionSummary {
+            session_id: sum.session.id.to_string(),
+            status: session_status(sum.session.status) as i32,
+            time_per_status: status_durations(t),
+            time_per_stage: stage_durations(t),
+            event_count: i32::try_from(t.entries.len()).unwrap_or(i32::MAX),
+            total_duration: Some(duration(t.total)),
+            report: report(&sum.session),
+            failure: failure(&sum.session),
+        }
+    }
+}
+
+impl From<history::ConfigDifference> for pb::ConfigDifference {
+    fn from(d: history::ConfigDifference) -> Self {
+        pb::ConfigDifference {
+            field: d.field,
+            first: Some(json_to_value(&d.first)),
+            second: Some(json_to_value(&d.second)),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::{
     command::{ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
     config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
-    query::{EventQuery, FeedWatch, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch, SortField},
+    query::{FeedWatch, LogQuery, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch, SortField},
     session::{self, Command, Requester},
 };
 
@@ -149,6 +149,31 @@ impl pb::session_service_server::SessionService for Api {
             Ok(pb::ListSessionEventsResponse {
                 events: events.into_iter().map(Into::into).collect(),
                 next_page_token: next,
+            })
+        })
+        .await
+    }
+
+    async fn get_session_timeline(
+        &self,
+        req: Request<pb::GetSessionTimelineRequest>,
+    ) -> Result<Response<pb::GetSessionTimelineResponse>, Status> {
+        self.read(req, async |app, who, id| {
+            Ok(app.session_timeline(&who, id).await?.into())
+        })
+        .await
+    }
+
+    async fn compare_sessions(
+        &self,
+        req: Request<pb::CompareSessionsRequest>,
+    ) -> Result<Response<pb::CompareSessionsResponse>, Status> {
+        self.read(req, async |app, who, ids| {
+            let (first, second, differences) = app.compare_sessions(&who, ids).await?;
+            Ok(pb::CompareSessionsResponse {
+                first: Some(first.into()),
+                second: Some(second.into()),
+                config_differences: differences.into_iter().map(Into::into).collect(),
             })
         })
         .await
@@ -319,6 +344,23 @@ impl Parse for pb::GetSessionRequest {
     }
 }
 
+impl Parse for pb::GetSessionTimelineRequest {
+    type Parsed = uuid::Uuid;
+    fn parse(&self) -> Result<uuid::Uuid> {
+        input::id("session_id", &self.session_id)
+    }
+}
+
+impl Parse for pb::CompareSessionsRequest {
+    type Parsed = (uuid::Uuid, uuid::Uuid);
+    fn parse(&self) -> Result<(uuid::Uuid, uuid::Uuid)> {
+        let mut v = Violations::new();
+        let first = v.check(input::id("first_session_id", &self.first_session_id));
+        let second = v.check(input::id("second_session_id", &self.second_session_id));
+        v.into_result(first.zip(second))
+    }
+}
+
 impl Parse for pb::GetSessionConfigRequest {
     type Parsed = uuid::Uuid;
     fn parse(&self) -> Result<uuid::Uuid> {
@@ -346,18 +388,9 @@ impl Parse for pb::ReassignMentorRequest {
 }
 
 impl Parse for pb::ListMentorAssignmentsRequest {
-    type Parsed = EventQuery;
-    fn parse(&self) -> Result<EventQuery> {
-        let mut v = Violations::new();
-        let session_id = v.check(input::id("session_id", &self.session_id));
-        let page = v.check(convert::page(self.page_size, &self.page_token));
-        let query = (|| {
-            Some(EventQuery {
-                session_id: session_id?,
-                page: page?,
-            })
-        })();
-        v.into_result(query)
+    type Parsed = LogQuery;
+    fn parse(&self) -> Result<LogQuery> {
+        convert::log_query("session_id", &self.session_id, self.page_size, &self.page_token)
     }
 }
 
@@ -517,18 +550,9 @@ impl Parse for pb::AdvanceStageRequest {
 }
 
 impl Parse for pb::ListSessionEventsRequest {
-    type Parsed = EventQuery;
-    fn parse(&self) -> Result<EventQuery> {
-        let mut v = Violations::new();
-        let session_id = v.check(input::id("session_id", &self.session_id));
-        let page = v.check(convert::page(self.page_size, &self.page_token));
-        let query = (|| {
-            Some(EventQuery {
-                session_id: session_id?,
-                page: page?,
-            })
-        })();
-        v.into_result(query)
+    type Parsed = LogQuery;
+    fn parse(&self) -> Result<LogQuery> {
+        convert::log_query("session_id", &self.session_id, self.page_size, &self.page_token)
     }
 }
 

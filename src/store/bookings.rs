@@ -7,9 +7,9 @@ use uuid::Uuid;
 use super::{Tx, corrupt};
 use crate::domain::{
     Error,
-    access::{Actor, Visibility},
+    access::{Actor, ActorKind, Visibility},
     booking::BookingStatus,
-    model::Booking,
+    model::{Booking, BookingEvent},
     query::ParticipantFilter,
 };
 
@@ -149,6 +149,37 @@ pub async fn audit(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A booking's audit log after `after_seq`, in order. The seq is the
+/// entry's rank among the booking's entries (they are few).
+pub async fn events(pool: &PgPool, booking_id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<BookingEvent>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT seq AS "seq!", from_status, to_status, actor_kind, actor_id, reason, occurred_at
+           FROM (SELECT row_number() OVER (ORDER BY id) AS seq, * FROM booking_events WHERE booking_id = $1) e
+           WHERE seq > $2 ORDER BY seq LIMIT $3"#,
+        booking_id,
+        after_seq,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(BookingEvent {
+                booking_id,
+                seq: r.seq,
+                from_status: r.from_status.map(|s| s.parse().map_err(corrupt)).transpose()?,
+                to_status: r.to_status.parse().map_err(corrupt)?,
+                actor: Actor {
+                    kind: ActorKind::parse(&r.actor_kind).ok_or_else(|| corrupt(&r.actor_kind))?,
+                    id: r.actor_id,
+                },
+                reason: r.reason,
+                occurred_at: r.occurred_at,
+            })
+        })
+        .collect()
 }
 
 /// Which participant already has an accepted booking overlapping `[start, end)`.

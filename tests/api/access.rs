@@ -91,9 +91,12 @@ enum Rpc {
     GetSessionConfig,
     UpdateSessionConfig,
     ListConfigTemplates,
+    GetSessionTimeline,
+    CompareSessions,
+    ListBookingEvents,
 }
 
-const RPCS: [Rpc; 28] = [
+const RPCS: [Rpc; 31] = [
     Rpc::UpsertMentee,
     Rpc::GetMentee,
     Rpc::UpsertMentor,
@@ -122,6 +125,9 @@ const RPCS: [Rpc; 28] = [
     Rpc::GetSessionConfig,
     Rpc::UpdateSessionConfig,
     Rpc::ListConfigTemplates,
+    Rpc::GetSessionTimeline,
+    Rpc::CompareSessions,
+    Rpc::ListBookingEvents,
 ];
 
 /// The authenticated callers each RPC allows; other authenticated callers get PERMISSION_DENIED.
@@ -135,7 +141,8 @@ fn allowed(rpc: Rpc) -> &'static [Who] {
         Rpc::GetMentor | Rpc::ListMentors | Rpc::GetListing | Rpc::ListListings => EVERYONE,
         Rpc::ListBookings | Rpc::ListSessions => EVERYONE,
         Rpc::CreateBooking => &[OwnerMentee, Coordinator],
-        Rpc::GetBooking | Rpc::GetSession | Rpc::ListSessionEvents => READERS,
+        Rpc::GetBooking | Rpc::GetSession | Rpc::ListSessionEvents | Rpc::ListBookingEvents => READERS,
+        Rpc::GetSessionTimeline | Rpc::CompareSessions => READERS,
         Rpc::AcceptBooking | Rpc::DeclineBooking => &[OwnerMentor, Coordinator],
         Rpc::CancelBooking => &[OwnerMentee, OwnerMentor, Coordinator],
         Rpc::StartSession => &[OwnerMentee, OwnerMentor, Coordinator],
@@ -251,6 +258,28 @@ async fn call(app: &TestApp, w: &World, rpc: Rpc, tok: &str) -> Result<(), Statu
             .list_session_events(&scheduled(app, w, next_slot()).await.id, 0, "")
             .await
             .map(drop),
+        Rpc::GetSessionTimeline => c
+            .call(pb::GetSessionTimelineRequest {
+                session_id: scheduled(app, w, next_slot()).await.id,
+            })
+            .await
+            .map(drop),
+        Rpc::CompareSessions => {
+            let (a, b) = (active(app, w).await, active(app, w).await);
+            c.call(pb::CompareSessionsRequest {
+                first_session_id: a,
+                second_session_id: b,
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::ListBookingEvents => c
+            .call(pb::ListBookingEventsRequest {
+                booking_id: fresh_draft(app, w).await,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
     }
 }
 
@@ -326,19 +355,15 @@ async fn participants_only_list_their_own_bookings() {
 async fn rpcs_not_built_yet_check_roles_before_answering_unimplemented() {
     let app = spawn_app().await;
     let w = world(&app).await;
-    let session = scheduled(&app, &w, monday_at(10)).await.id;
-    let mentee = app.as_(&w.mentee_token());
-    let timeline = || pb::GetSessionTimelineRequest {
-        session_id: session.clone(),
+    let export = |tok: &str| {
+        let mut client = app.sessions();
+        let req = authed(tok, pb::ExportSessionsRequest::default());
+        async move { client.export_sessions(req).await.map(drop) }
     };
-    let guest = app.as_(&token(&["guest"], Uuid::new_v4(), None));
-    assert_status(
-        guest.call(timeline()).await,
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
-    );
+    let guest = token(&["guest"], Uuid::new_v4(), None);
+    assert_status(export(&guest).await, Code::PermissionDenied, "PERMISSION_DENIED");
     assert_eq!(
-        mentee.call(timeline()).await.expect_err("not built").code(),
+        export(&w.mentee_token()).await.expect_err("not built").code(),
         Code::Unimplemented
     );
 }

@@ -5,7 +5,10 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
-use mentorship::grpc::pb::{self, ActorKind, SessionEventType, SessionStatus};
+use mentorship::{
+    app::Rules,
+    grpc::pb::{self, ActorKind, SessionEventType, SessionStatus},
+};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -593,7 +596,13 @@ async fn a_deadline_armed_by_a_stopped_replica_fires_on_a_later_one() {
 /// Two replicas' sweepers race over the same due sessions: each fires exactly once.
 #[tokio::test]
 async fn with_two_replicas_each_timeout_fires_exactly_once() {
-    let app = spawn_with(2, fast_rules()).await;
+    // Room for every session at once (full scale makes 100), so each one is
+    // ACTIVE and its max_duration is what fires.
+    let rules = Rules {
+        limits: roomy_rules().limits,
+        ..fast_rules()
+    };
+    let app = spawn_with(2, rules).await;
     let mut ids = Vec::new();
     for _ in 0..scale(6, 100) {
         let w = world(&app).await;

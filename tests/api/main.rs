@@ -10,6 +10,7 @@ mod directory;
 mod flow;
 mod governance;
 mod helpers;
+mod history;
 mod operations;
 mod races;
 mod transitions;
