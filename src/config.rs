@@ -7,12 +7,13 @@ use clap::{Args, Parser, Subcommand};
 use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 
-use crate::app::Rules;
+use crate::app::{History, Rules};
 use crate::domain::{
     assignment::{self, Assignment},
     booking::DurationBounds,
     capacity::Limits,
     config::{ConfigLimits, EscalationPolicy, SessionConfig, Template},
+    query,
     session::Timeouts,
 };
 
@@ -239,6 +240,8 @@ pub struct Audit {
     pub log_all_state_changes: bool,
     pub retention_days: u32,
     pub export_format: ExportFormat,
+    /// Not in the spec's example: concurrent ExportSessions streams per caller and replica.
+    pub max_concurrent_exports_per_caller: u32,
 }
 
 impl Default for Audit {
@@ -247,6 +250,7 @@ impl Default for Audit {
             log_all_state_changes: true,
             retention_days: 365,
             export_format: ExportFormat::Json,
+            max_concurrent_exports_per_caller: 2,
         }
     }
 }
@@ -324,8 +328,12 @@ impl ServiceConfig {
             "session_management.audit.log_all_state_changes cannot be false: every change is audited"
         );
         ensure!(
-            sm.audit.retention_days > 0,
-            "session_management.audit.retention_days must be at least 1"
+            (1..=36_500).contains(&sm.audit.retention_days),
+            "session_management.audit.retention_days must be between 1 and 36500"
+        );
+        ensure!(
+            sm.audit.max_concurrent_exports_per_caller > 0,
+            "session_management.audit.max_concurrent_exports_per_caller must be at least 1"
         );
         let limits = ConfigLimits::default();
         let default_config = SessionConfig {
@@ -423,6 +431,15 @@ impl ServiceConfig {
             templates,
             idempotency_retention_hours: 48,
             watch_backstop: crate::watch::BACKSTOP,
+            history: History {
+                retention: chrono::Duration::days(i64::from(sm.audit.retention_days)),
+                export_format: match sm.audit.export_format {
+                    ExportFormat::Json => query::ExportFormat::JsonLines,
+                    ExportFormat::Csv => query::ExportFormat::Csv,
+                },
+                exports_per_caller: usize::try_from(sm.audit.max_concurrent_exports_per_caller)
+                    .context("max_concurrent_exports_per_caller is too large")?,
+            },
         })
     }
 }

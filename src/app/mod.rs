@@ -5,6 +5,7 @@ pub mod assignment;
 pub mod bookings;
 pub mod capacity;
 pub mod directory;
+pub mod export;
 pub mod history;
 pub mod page;
 pub mod sessions;
@@ -46,6 +47,19 @@ pub struct Rules {
     pub idempotency_retention_hours: i32,
     /// Watchers re-read at least this often, covering lost notifications.
     pub watch_backstop: std::time::Duration,
+    /// Export and retention of history (SPEC §4.4).
+    pub history: History,
+}
+
+/// How history is exported and how long it is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct History {
+    /// Terminal sessions (and bookings that never got one) older than this are purged.
+    pub retention: chrono::Duration,
+    /// ExportSessions' format when the request names none.
+    pub export_format: crate::domain::query::ExportFormat,
+    /// Concurrent ExportSessions streams per caller (`sub`) on one replica.
+    pub exports_per_caller: usize,
 }
 
 impl Default for Rules {
@@ -66,12 +80,20 @@ pub struct App {
     pub rules: Rules,
     /// This replica's fan-out of change hints to watchers.
     pub hub: crate::watch::Hub,
+    /// ExportSessions streams running on this replica, per caller.
+    pub exports: export::Exports,
 }
 
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
         let hub = crate::watch::Hub::new(rules.watch_backstop);
-        App { pool, rules, hub }
+        let exports = export::Exports::new(rules.history.exports_per_caller);
+        App {
+            pool,
+            rules,
+            hub,
+            exports,
+        }
     }
 
     /// Opens a unit of work: the transaction every change is made in.

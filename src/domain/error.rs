@@ -49,12 +49,13 @@ pub enum Reason {
     QueueFull,
     MentorNotAccepting,
     MentorFull,
+    TooManyExports,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -79,6 +80,7 @@ impl Reason {
         Reason::QueueFull,
         Reason::MentorNotAccepting,
         Reason::MentorFull,
+        Reason::TooManyExports,
         Reason::Internal,
     ];
 
@@ -109,6 +111,7 @@ impl Reason {
             Reason::QueueFull => "QUEUE_FULL",
             Reason::MentorNotAccepting => "MENTOR_NOT_ACCEPTING",
             Reason::MentorFull => "MENTOR_FULL",
+            Reason::TooManyExports => "TOO_MANY_EXPORTS",
             Reason::Internal => "INTERNAL",
         }
     }

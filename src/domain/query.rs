@@ -100,3 +100,20 @@ pub struct FeedWatch {
     pub filter: ParticipantFilter,
     pub cursor: Option<FeedPosition>,
 }
+
+/// Output of ExportSessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// RFC 4180, a header row, the columns of `app::export::CSV_COLUMNS`.
+    Csv,
+    /// One JSON object per session, with its events.
+    JsonLines,
+}
+
+/// ExportSessions: the ListSessions filter, always oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub filter: SessionFilter,
+    /// None: the configured format (`audit.export_format`).
+    pub format: Option<ExportFormat>,
+}

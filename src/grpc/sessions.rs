@@ -1,6 +1,5 @@
 //! SessionService: handlers of a few lines each, and the parser of each
-//! request. RPCs not listed here answer UNIMPLEMENTED (generated default
-//! stubs) until their issue lands.
+//! request.
 
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, codegen::BoxStream};
@@ -12,7 +11,10 @@ use crate::domain::{
     command::{ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
     config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
-    query::{FeedWatch, LogQuery, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch, SortField},
+    query::{
+        ExportFormat, ExportQuery, FeedWatch, LogQuery, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch,
+        SortField,
+    },
     session::{self, Command, Requester},
 };
 
@@ -175,6 +177,18 @@ impl pb::session_service_server::SessionService for Api {
                 second: Some(second.into()),
                 config_differences: differences.into_iter().map(Into::into).collect(),
             })
+        })
+        .await
+    }
+
+    async fn export_sessions(
+        &self,
+        req: Request<pb::ExportSessionsRequest>,
+    ) -> Result<Response<BoxStream<pb::ExportSessionsResponse>>, Status> {
+        self.read(req, async |app, who, query| {
+            let chunks = app.export_sessions(&who, query).await?;
+            let stream = ReceiverStream::new(chunks).map(|chunk| Ok(pb::ExportSessionsResponse { chunk: chunk? }));
+            Ok(Box::pin(stream) as BoxStream<_>)
         })
         .await
     }
@@ -408,35 +422,93 @@ impl Parse for pb::ListConfigTemplatesRequest {
     }
 }
 
+/// The filter fields ListSessions and ExportSessions share.
+struct SessionFilterFields<'a> {
+    mentee_id: &'a str,
+    mentor_id: &'a str,
+    listing_id: &'a str,
+    statuses: &'a [i32],
+    start_time_from: Option<&'a prost_types::Timestamp>,
+    start_time_to: Option<&'a prost_types::Timestamp>,
+}
+
+impl SessionFilterFields<'_> {
+    /// The filter in `sort` order; every problem is added to `v`.
+    fn parse(&self, order: Option<(SortField, bool)>, v: &mut Violations) -> Option<SessionFilter> {
+        let mentee_id = v.check(input::optional_id("mentee_id", self.mentee_id));
+        let mentor_id = v.check(input::optional_id("mentor_id", self.mentor_id));
+        let listing_id = v.check(input::optional_id("listing_id", self.listing_id));
+        let statuses = v.check(convert::session_statuses("statuses", self.statuses));
+        let start_from = v.check(convert::opt_time("start_time_from", self.start_time_from));
+        let start_to = v.check(convert::opt_time("start_time_to", self.start_time_to));
+        let (sort, descending) = order?;
+        Some(SessionFilter {
+            participants: ParticipantFilter {
+                mentee_id: mentee_id?,
+                mentor_id: mentor_id?,
+                listing_id: listing_id?,
+                statuses: statuses?,
+            },
+            start_from: start_from?,
+            start_to: start_to?,
+            sort,
+            descending,
+        })
+    }
+}
+
 impl Parse for pb::ListSessionsRequest {
     type Parsed = SessionQuery;
     fn parse(&self) -> Result<SessionQuery> {
         let mut v = Violations::new();
         let page = v.check(convert::page(self.page_size, &self.page_token));
-        let mentee_id = v.check(input::optional_id("mentee_id", &self.mentee_id));
-        let mentor_id = v.check(input::optional_id("mentor_id", &self.mentor_id));
-        let listing_id = v.check(input::optional_id("listing_id", &self.listing_id));
-        let statuses = v.check(convert::session_statuses("statuses", &self.statuses));
-        let start_from = v.check(convert::opt_time("start_time_from", self.start_time_from.as_ref()));
-        let start_to = v.check(convert::opt_time("start_time_to", self.start_time_to.as_ref()));
         let order = v.check(parse_order_by(&self.order_by));
+        let filter = SessionFilterFields {
+            mentee_id: &self.mentee_id,
+            mentor_id: &self.mentor_id,
+            listing_id: &self.listing_id,
+            statuses: &self.statuses,
+            start_time_from: self.start_time_from.as_ref(),
+            start_time_to: self.start_time_to.as_ref(),
+        }
+        .parse(order, &mut v);
         let query = (|| {
-            let (sort, descending) = order?;
             Some(SessionQuery {
-                filter: SessionFilter {
-                    participants: ParticipantFilter {
-                        mentee_id: mentee_id?,
-                        mentor_id: mentor_id?,
-                        listing_id: listing_id?,
-                        statuses: statuses?,
-                    },
-                    start_from: start_from?,
-                    start_to: start_to?,
-                    sort,
-                    descending,
-                },
+                filter: filter?,
                 page: page?,
                 with_total: self.include_total_size,
+            })
+        })();
+        v.into_result(query)
+    }
+}
+
+impl Parse for pb::ExportSessionsRequest {
+    type Parsed = ExportQuery;
+    fn parse(&self) -> Result<ExportQuery> {
+        let mut v = Violations::new();
+        let filter = SessionFilterFields {
+            mentee_id: &self.mentee_id,
+            mentor_id: &self.mentor_id,
+            listing_id: &self.listing_id,
+            statuses: &self.statuses,
+            start_time_from: self.start_time_from.as_ref(),
+            start_time_to: self.start_time_to.as_ref(),
+        }
+        .parse(Some((SortField::CreatedAt, false)), &mut v);
+        let format = match pb::ExportFormat::try_from(self.format) {
+            Ok(pb::ExportFormat::Unspecified) => Some(None),
+            Ok(pb::ExportFormat::Csv) => Some(Some(ExportFormat::Csv)),
+            Ok(pb::ExportFormat::JsonLines) => Some(Some(ExportFormat::JsonLines)),
+            Err(_) => {
+                v.add("format", format!("{} is not an export format", self.format));
+                None
+            }
+        };
+        let query = (|| {
+            Some(ExportQuery {
+                filter: filter?,
+                format: format?,
             })
         })();
         v.into_result(query)

@@ -325,6 +325,20 @@ pub async fn events(pool: &PgPool, session_id: Uuid, after_seq: i64, limit: i64)
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+/// Every event of the given sessions, by session id then seq (an export page).
+pub async fn events_of(pool: &PgPool, session_ids: &[Uuid]) -> Result<Vec<SessionEvent>, Error> {
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT session_id, seq, type, from_status, to_status, from_stage, to_stage,
+                  actor_kind, actor_id, reason, details, occurred_at
+           FROM session_events WHERE session_id = ANY($1) ORDER BY session_id, seq"#,
+        session_ids
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
 fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &SessionFilter, visibility: Visibility) {
     push_participant_filter(q, "", &filter.participants, visibility);
     if let Some(from) = filter.start_from {

@@ -7,6 +7,7 @@ mod bad_input;
 mod booking_rules;
 mod capacity;
 mod directory;
+mod export;
 mod flow;
 mod governance;
 mod helpers;

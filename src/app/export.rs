@@ -1,0 +1,331 @@
+//! ExportSessions (SPEC §4.4): the sessions matching a ListSessions filter,
+//! streamed as CSV or JSON lines in constant memory.
+//!
+//! A producer task reads keyset pages of `PAGE` sessions, oldest first, each
+//! page one autocommit statement (plus one for its events in JSON lines), so
+//! no connection is held, let alone left idle in a transaction, while the
+//! client reads. Each page becomes one chunk on a channel of `BUFFERED`
+//! chunks: when the client reads slowly the producer waits (backpressure),
+//! and when the client goes away the channel closes and the producer stops.
+//!
+//! Both formats write the same fields under the same names, in this order:
+//! `CSV_COLUMNS`. Times are RFC 3339 UTC with microseconds, statuses the
+//! short names (`ACTIVE`), `active_duration_us` whole microseconds as of the
+//! export, `config` the session config as JSON. CSV flattens the report and
+//! failure into their last three columns; JSON lines carry `report` and
+//! `failure` objects and the session's `events` instead. Queue position and
+//! estimated wait are left out: they are computed per read, not stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{App, now, sessions::etag};
+use crate::domain::{
+    Error, Reason, Result,
+    access::{Principal, Visibility},
+    model::{Session, SessionEvent},
+    query::{ExportFormat, ExportQuery, SortField},
+};
+use crate::store::sessions as store_sessions;
+
+/// Sessions per page (and per chunk).
+const PAGE: i64 = 500;
+/// Chunks waiting for the client before the producer waits.
+const BUFFERED: usize = 2;
+
+/// The CSV header, in order. The first 21 are written by both formats.
+pub const CSV_COLUMNS: [&str; 24] = [
+    "id",
+    "booking_id",
+    "listing_id",
+    "mentor_id",
+    "mentee_id",
+    "status",
+    "stage",
+    "start_time",
+    "end_time",
+    "template_id",
+    "queued_at",
+    "started_at",
+    "ended_at",
+    "active_duration_us",
+    "cancel_reason",
+    "created_at",
+    "updated_at",
+    "etag",
+    "last_seq",
+    "version",
+    "config",
+    "report_summary",
+    "report_overall_score",
+    "failure_error_message",
+];
+
+fn time(t: DateTime<Utc>) -> Value {
+    Value::String(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, time)
+}
+
+/// The fields both formats write, in `CSV_COLUMNS` order.
+fn common_fields(s: &Session, at: DateTime<Utc>) -> Vec<(&'static str, Value)> {
+    let values = [
+        s.id.to_string().into(),
+        s.booking_id.to_string().into(),
+        s.listing_id.to_string().into(),
+        s.mentor_id.to_string().into(),
+        s.mentee_id.to_string().into(),
+        s.status.as_str().into(),
+        s.stage.clone().map_or(Value::Null, Value::String),
+        time(s.start_time),
+        time(s.end_time),
+        s.config.template_id.clone().into(),
+        opt_time(s.queued_at),
+        opt_time(s.started_at),
+        opt_time(s.ended_at),
+        s.active_duration(at).num_microseconds().unwrap_or(i64::MAX).into(),
+        s.cancel_reason.clone().into(),
+        time(s.created_at),
+        time(s.updated_at),
+        etag(s.version).into(),
+        s.last_seq.into(),
+        s.version.into(),
+        serde_json::to_value(&s.config).unwrap_or(Value::Null),
+    ];
+    CSV_COLUMNS.into_iter().zip(values).collect()
+}
+
+/// A CSV cell: empty for null, JSON text for objects, the plain text otherwise.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One CSV chunk: the rows of `sessions` (and the header first, when asked).
+fn csv_chunk(sessions: &[Session], header: bool, at: DateTime<Utc>) -> Result<Vec<u8>> {
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let failed = |e: csv::Error| Error::Internal(anyhow::Error::new(e).context("writing CSV"));
+    if header {
+        out.write_record(CSV_COLUMNS).map_err(failed)?;
+    }
+    for s in sessions {
+        let mut row: Vec<String> = common_fields(s, at).iter().map(|(_, v)| cell(v)).collect();
+        let report = s.report.as_ref();
+        row.push(report.map(|r| cell(&r["summary"])).unwrap_or_default());
+        row.push(report.map(|r| cell(&r["overall_score"])).unwrap_or_default());
+        row.push(
+            s.failure
+                .as_ref()
+                .map(|f| cell(&f["error_message"]))
+                .unwrap_or_default(),
+        );
+        out.write_record(&row).map_err(failed)?;
+    }
+    out.into_inner()
+        .map_err(|e| Error::Internal(anyhow::anyhow!("writing CSV: {e}")))
+}
+
+fn event_json(e: &SessionEvent) -> Value {
+    json!({
+        "seq": e.seq,
+        "type": e.event_type.as_str(),
+        "from_status": e.from_status.map(|s| s.as_str()),
+        "to_status": e.to_status.map(|s| s.as_str()),
+        "from_stage": e.from_stage,
+        "to_stage": e.to_stage,
+        "actor": { "kind": e.actor.kind.as_str(), "id": e.actor.id },
+        "reason": e.reason,
+        "details": e.details,
+        "occurred_at": time(e.occurred_at),
+    })
+}
+
+/// One JSON-lines chunk: each session with its events (`events` is sorted by
+/// session, then seq).
+fn json_chunk(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for s in sessions {
+        let mut object: serde_json::Map<String, Value> = common_fields(s, at)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        object.insert("report".into(), s.report.clone().unwrap_or(Value::Null));
+        object.insert("failure".into(), s.failure.clone().unwrap_or(Value::Null));
+        let from = events.partition_point(|e| e.session_id < s.id);
+        let to = events.partition_point(|e| e.session_id <= s.id);
+        object.insert(
+            "events".into(),
+            Value::Array(events[from..to].iter().map(event_json).collect()),
+        );
+        serde_json::to_writer(&mut out, &Value::Object(object)).map_err(|e| Error::Internal(e.into()))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The exports running on this replica, per caller. A permit is held by the
+/// producer task and given back when it ends, however it ends.
+#[derive(Debug, Clone)]
+pub struct Exports {
+    per_caller: usize,
+    running: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One running export of one caller.
+#[derive(Debug)]
+pub struct ExportPermit {
+    caller: String,
+    running: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Exports {
+    pub fn new(per_caller: usize) -> Self {
+        Exports {
+            per_caller,
+            running: Arc::default(),
+        }
+    }
+
+    /// A permit for `caller`, or RESOURCE_EXHAUSTED (TOO_MANY_EXPORTS).
+    pub fn acquire(&self, caller: &str) -> Result<ExportPermit> {
+        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = running.get(caller).copied().unwrap_or(0);
+        if current >= self.per_caller {
+            return Err(Error::ResourceExhausted {
+                reason: Reason::TooManyExports,
+                message: format!(
+                    "this caller already runs {current} exports on this replica, the most it may; \
+                     finish or cancel one first"
+                ),
+                metadata: vec![
+                    ("limit", "exports_per_caller".to_owned()),
+                    ("current", current.to_string()),
+                    ("maximum", self.per_caller.to_string()),
+                ],
+            });
+        }
+        running.insert(caller.to_owned(), current + 1);
+        Ok(ExportPermit {
+            caller: caller.to_owned(),
+            running: self.running.clone(),
+        })
+    }
+}
+
+impl Drop for ExportPermit {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = running.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// The stream of an export: chunks of whole lines, or the error that ended it.
+pub type ExportStream = mpsc::Receiver<Result<Vec<u8>>>;
+
+impl App {
+    /// Starts an export of the sessions the caller may see that match the
+    /// filter; the chunks arrive on the returned channel.
+    pub async fn export_sessions(&self, who: &Principal, q: ExportQuery) -> Result<ExportStream> {
+        let permit = self.exports.acquire(&who.user_id.to_string())?;
+        let (tx, rx) = mpsc::channel(BUFFERED);
+        let app = self.clone();
+        let visibility = who.visibility();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = app.export_pages(q, visibility, &tx).await {
+                if let Error::Internal(cause) = &e {
+                    tracing::error!(error = %format!("{cause:#}"), "export failed");
+                }
+                // The client may be gone already; nothing else to do then.
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Sends every page in turn; returns early, without error, when the client is gone.
+    async fn export_pages(
+        &self,
+        q: ExportQuery,
+        visibility: Visibility,
+        tx: &mpsc::Sender<Result<Vec<u8>>>,
+    ) -> Result<()> {
+        let format = q.format.unwrap_or(self.rules.history.export_format);
+        let filter = crate::domain::query::SessionFilter {
+            sort: SortField::CreatedAt,
+            descending: false,
+            ..q.filter
+        };
+        let mut after: Option<(DateTime<Utc>, Uuid)> = None;
+        loop {
+            let page = store_sessions::list(&self.pool, &filter, visibility, after, PAGE).await?;
+            let at = now();
+            let chunk = match format {
+                ExportFormat::Csv => csv_chunk(&page, after.is_none(), at)?,
+                ExportFormat::JsonLines => {
+                    let ids: Vec<Uuid> = page.iter().map(|s| s.id).collect();
+                    let events = store_sessions::events_of(&self.pool, &ids).await?;
+                    json_chunk(&page, &events, at)?
+                }
+            };
+            if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                return Ok(());
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after = Some((last.created_at, last.id)),
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_are_capped_per_caller_and_given_back_on_drop() {
+        let exports = Exports::new(2);
+        let a = exports.acquire("alice").expect("first");
+        let _b = exports.acquire("alice").expect("second");
+        let err = exports.acquire("alice").expect_err("third");
+        assert!(matches!(
+            err,
+            Error::ResourceExhausted {
+                reason: Reason::TooManyExports,
+                ..
+            }
+        ));
+        let _other = exports.acquire("bob").expect("another caller has its own");
+        drop(a);
+        assert!(exports.acquire("alice").is_ok());
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let chunk = csv_chunk(&[], true, Utc::now()).expect("header");
+        assert_eq!(
+            String::from_utf8(chunk).expect("utf-8"),
+            format!("{}\r\n", CSV_COLUMNS.join(","))
+        );
+        assert_eq!(cell(&Value::Null), "");
+        assert_eq!(cell(&json!({"a": 1})), r#"{"a":1}"#);
+    }
+}
