@@ -1,5 +1,5 @@
 //! The commands of the `mentorship` binary: `serve` (the default),
-//! `migrate` and `token`. `main.rs` only parses the command line and
+//! `migrate`, `token` and `purge`. `main.rs` only parses the command line and
 //! dispatches here.
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::{
     app::App,
-    config::{ServeArgs, ServiceConfig, TokenArgs},
+    config::{PurgeArgs, ServeArgs, ServiceConfig, TokenArgs},
     devdb::{self, DevDb, Durability},
     grpc::auth::{Claims, Verifier, mint_hs256},
 };
@@ -60,13 +60,36 @@ pub async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The config file, validated (defaults without one).
+fn config_file(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
+    match &args.config_file {
+        Some(path) => ServiceConfig::load(path),
+        None => Ok(ServiceConfig::default()),
+    }
+}
+
+/// `mentorship purge [--dry-run]`: purges (or reports) expired history once and exits.
+pub async fn purge(args: ServeArgs, purge: PurgeArgs) -> anyhow::Result<()> {
+    let rules = config_file(&args)?.rules()?;
+    let (url, _db) = database(&args).await?;
+    let app = App::new(crate::connect(&url, 2).await?, rules);
+    let days = app.rules.history.retention.num_days();
+    if purge.dry_run {
+        let plan = crate::jobs::retention::plan(&app).await?;
+        println!("would purge (older than {days} days): {plan}");
+        return Ok(());
+    }
+    match crate::jobs::retention::purge_once(&app).await? {
+        Some(done) => println!("purged (older than {days} days): {done}"),
+        None => bail!("another replica is purging right now; try again later"),
+    }
+    Ok(())
+}
+
 /// `mentorship serve` (the default): serves until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The config file is validated before anything starts.
-    let file = match &args.config_file {
-        Some(path) => ServiceConfig::load(path)?,
-        None => ServiceConfig::default(),
-    };
+    let file = config_file(&args)?;
     let rules = file.rules()?;
     let listen_addr = args
         .listen_addr

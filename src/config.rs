@@ -39,6 +39,16 @@ pub enum Command {
     Migrate,
     /// Mint a development token signed with the configured (or development) HS256 secret.
     Token(TokenArgs),
+    /// Purge history older than audit.retention_days now (the replicas also do it hourly).
+    Purge(PurgeArgs),
+}
+
+/// `mentorship purge`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    /// Report what would be purged, and purge nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the data lives and how the server listens.
@@ -439,6 +449,7 @@ impl ServiceConfig {
                 },
                 exports_per_caller: usize::try_from(sm.audit.max_concurrent_exports_per_caller)
                     .context("max_concurrent_exports_per_caller is too large")?,
+                purge_batch: 1000,
             },
         })
     }

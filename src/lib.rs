@@ -68,8 +68,8 @@ impl RunningServer {
 /// The background work a server runs besides the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Background {
-    /// The deadline sweeper (system timeouts) and the purge of old request
-    /// ids. Always on in production; tests that are not about time turn it
+    /// The deadline sweeper (system timeouts), the purge of old request
+    /// ids and the retention purge. Always on in production; tests that are not about time turn it
     /// off and step `jobs::sweeper::sweep_once` themselves.
     pub sweeper: bool,
 }
@@ -95,6 +95,7 @@ pub async fn start(
         .context("sizing the pool of system concurrency slots")?;
     if background.sweeper {
         tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
+        tokio::spawn(jobs::retention::run(app.clone(), shutdown.clone()));
     }
     tokio::spawn(watch::listen(app.pool.clone(), app.hub.clone(), shutdown.clone()));
     let hub = app.hub.clone();

@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Token(token)) => cli::token(&args.serve, &token),
         Some(Command::Migrate) => cli::run(cli::migrate(args.serve)),
+        Some(Command::Purge(purge)) => cli::run(cli::purge(args.serve, purge)),
         Some(Command::Serve) | None => cli::run(cli::serve(args.serve)),
     }
 }

@@ -60,6 +60,8 @@ pub struct History {
     pub export_format: crate::domain::query::ExportFormat,
     /// Concurrent ExportSessions streams per caller (`sub`) on one replica.
     pub exports_per_caller: usize,
+    /// Sessions (and sessionless bookings) per purge transaction.
+    pub purge_batch: i64,
 }
 
 impl Default for Rules {

@@ -21,8 +21,8 @@ use crate::domain::Error;
 /// Advisory lock namespaces (the first key of `pg_advisory_xact_lock(int, int)`).
 const MENTOR_CAPACITY: i32 = 3;
 const MENTEE_CAPACITY: i32 = 4;
-const GLOBAL: i32 = 5;
-/// Second keys under [`GLOBAL`].
+pub(super) const GLOBAL: i32 = 5;
+/// Second keys under [`GLOBAL`] (`store::retention` holds key 2).
 const SLOT_POOL: i32 = 0;
 const QUEUE: i32 = 1;
 

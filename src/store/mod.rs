@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod capacity;
 pub mod directory;
 pub mod idempotency;
+pub mod retention;
 pub mod seed;
 pub mod sessions;
 pub mod unit;

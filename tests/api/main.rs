@@ -14,5 +14,6 @@ mod helpers;
 mod history;
 mod operations;
 mod races;
+mod retention;
 mod transitions;
 mod watching;
