@@ -88,27 +88,34 @@ pub async fn purge_batch(conn: &mut PgConnection, cutoff: DateTime<Utc>, limit: 
         .fetch_all(&mut *tx)
         .await?,
     );
-    let mut purged = Purged::default();
-    purged.session_events = sqlx::query!("DELETE FROM session_events WHERE session_id = ANY($1)", &sessions)
+    let session_events = sqlx::query!("DELETE FROM session_events WHERE session_id = ANY($1)", &sessions)
         .execute(&mut *tx)
         .await?
-        .rows_affected() as i64;
-    purged.assignments = sqlx::query!("DELETE FROM mentor_assignments WHERE session_id = ANY($1)", &sessions)
+        .rows_affected();
+    let assignments = sqlx::query!("DELETE FROM mentor_assignments WHERE session_id = ANY($1)", &sessions)
         .execute(&mut *tx)
         .await?
-        .rows_affected() as i64;
-    purged.sessions = sqlx::query!("DELETE FROM sessions WHERE id = ANY($1)", &sessions)
+        .rows_affected();
+    let sessions = sqlx::query!("DELETE FROM sessions WHERE id = ANY($1)", &sessions)
         .execute(&mut *tx)
         .await?
-        .rows_affected() as i64;
-    purged.booking_events = sqlx::query!("DELETE FROM booking_events WHERE booking_id = ANY($1)", &bookings)
+        .rows_affected();
+    let booking_events = sqlx::query!("DELETE FROM booking_events WHERE booking_id = ANY($1)", &bookings)
         .execute(&mut *tx)
         .await?
-        .rows_affected() as i64;
-    purged.bookings = sqlx::query!("DELETE FROM bookings WHERE id = ANY($1)", &bookings)
+        .rows_affected();
+    let bookings = sqlx::query!("DELETE FROM bookings WHERE id = ANY($1)", &bookings)
         .execute(&mut *tx)
         .await?
-        .rows_affected() as i64;
+        .rows_affected();
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let purged = Purged {
+        sessions: count(sessions),
+        session_events: count(session_events),
+        assignments: count(assignments),
+        bookings: count(bookings),
+        booking_events: count(booking_events),
+    };
     tx.commit().await?;
     Ok(purged)
 }
