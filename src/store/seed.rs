@@ -23,6 +23,9 @@ pub struct Seed {
     pub batch: i64,
 }
 
+/// How many seeded sessions are QUEUED (the first ones).
+const QUEUED: i64 = 100;
+
 /// Seeds `seed.sessions` sessions; returns the run's tag. Idempotent per
 /// tag is not a goal: call it on a database meant for it.
 pub async fn seed(pool: &PgPool, seed: Seed, now: DateTime<Utc>) -> Result<String, Error> {
@@ -81,7 +84,9 @@ async fn seed_batch(
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     // A temporary table of this batch's sessions, so each table below is one INSERT … SELECT.
-    // Session n gets the status of n % 20: 65% COMPLETED, 10% CANCELLED, 5% each of the others.
+    // Statuses are drawn by a hash of n (so every mentor and mentee has a mix):
+    // 75% COMPLETED, 10% CANCELLED, 5% FAILED, 5% SCHEDULED, 3% ACTIVE,
+    // 2% PAUSED; the first `QUEUED` sessions are QUEUED, as a real queue is short.
     sqlx::query(
         "CREATE TEMPORARY TABLE seed_batch ON COMMIT DROP AS
          SELECT n,
@@ -92,10 +97,15 @@ async fn seed_batch(
                 md5($1 || 'mentee' || (n % $3))::uuid AS mentee_id,
                 $4::timestamptz - ($6 - n) * interval '1 second' - interval '1 hour' AS created_at,
                 $4::timestamptz + (n - $6 / 2) * interval '30 minutes' AS start_time,
-                coalesce(special.status, 'COMPLETED') AS status
-         FROM generate_series($5::bigint, $7::bigint - 1) n
-         LEFT JOIN (VALUES (0, 'SCHEDULED'), (1, 'QUEUED'), (2, 'ACTIVE'), (3, 'PAUSED'), (4, 'FAILED'),
-                           (5, 'CANCELLED'), (6, 'CANCELLED')) AS special(k, status) ON special.k = n % 20",
+                CASE WHEN n < $8 THEN 'QUEUED'
+                     WHEN bucket < 50 THEN 'SCHEDULED'
+                     WHEN bucket < 80 THEN 'ACTIVE'
+                     WHEN bucket < 100 THEN 'PAUSED'
+                     WHEN bucket < 150 THEN 'FAILED'
+                     WHEN bucket < 250 THEN 'CANCELLED'
+                     ELSE 'COMPLETED' END AS status
+         FROM generate_series($5::bigint, $7::bigint - 1) n,
+              LATERAL (SELECT (hashint8(n)::bigint + 2147483648) % 1000 AS bucket) h",
     )
     .bind(tag)
     .bind(seed.mentors)
@@ -104,6 +114,7 @@ async fn seed_batch(
     .bind(from)
     .bind(seed.sessions)
     .bind(to)
+    .bind(QUEUED)
     .execute(&mut *tx)
     .await?;
     sqlx::query(

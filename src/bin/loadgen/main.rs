@@ -6,7 +6,12 @@
 //! - `lifecycle` (default): the booking flow and the on-demand session lifecycle;
 //! - `capacity-busy`: every worker books and starts sessions with one shared
 //!   mentor whose limit is 3 (admission contends on that mentor);
-//! - `capacity-idle`: the same with a mentor per worker (limit 3, never full).
+//! - `capacity-idle`: the same with a mentor per worker (limit 3, never full);
+//! - `seed`: fills `--database-url` with `--sessions` sessions in every status
+//!   and their events (over `--mentors` and `--mentees`), for the history ones:
+//! - `lists`: ListSessions pages per query shape, p50/p99, with pgbench scripts
+//!   of the same SQL (`--pgbench-dir`) and the plans;
+//! - `export`: one ExportSessions stream of everything (`--format`).
 //!
 //! ```sh
 //! MENTORSHIP_JWT_SECRET=… cargo run --release --bin loadgen -- --addr http://127.0.0.1:50051 --workers 16 --seconds 20
@@ -16,6 +21,8 @@ use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
+
+mod history;
 
 use anyhow::Context;
 use clap::Parser;
@@ -47,6 +54,33 @@ struct Args {
     /// How long to run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// PostgreSQL URL, for `seed` (where to write) and `lists` (picking values, plans).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// `seed`: sessions to add.
+    #[arg(long, default_value_t = 1_000_000)]
+    sessions: i64,
+    /// `seed`: mentors they spread over.
+    #[arg(long, default_value_t = 10_000)]
+    mentors: i64,
+    /// `seed`: mentees they spread over.
+    #[arg(long, default_value_t = 100_000)]
+    mentees: i64,
+    /// `lists`: calls per query shape.
+    #[arg(long, default_value_t = 500)]
+    iterations: usize,
+    /// `lists`: where to write the pgbench script of each shape.
+    #[arg(long, default_value = "target/pgbench-lists")]
+    pgbench_dir: std::path::PathBuf,
+    /// `export`: csv or json-lines.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Csv,
+    JsonLines,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +88,9 @@ enum Scenario {
     Lifecycle,
     CapacityBusy,
     CapacityIdle,
+    Seed,
+    Lists,
+    Export,
 }
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
@@ -420,6 +457,14 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let pool = match &args.database_url {
+        Some(url) => Some(mentorship::connect(url, 4).await?),
+        None => None,
+    };
+    let need_pool = || pool.as_ref().context("this scenario needs --database-url");
+    if args.scenario == Scenario::Seed {
+        return history::seed(need_pool()?, args.sessions, args.mentors, args.mentees).await;
+    }
     let token = mint_hs256(
         args.secret.as_bytes(),
         &Claims {
@@ -434,6 +479,26 @@ async fn main() -> anyhow::Result<()> {
     let mut channels = Vec::new();
     for addr in &args.addr {
         channels.push(Channel::from_shared(addr.clone())?.tcp_nodelay(true).connect().await?);
+    }
+    match args.scenario {
+        Scenario::Lists => {
+            return history::lists(
+                channels[0].clone(),
+                &token,
+                need_pool()?,
+                args.iterations,
+                &args.pgbench_dir,
+            )
+            .await;
+        }
+        Scenario::Export => {
+            let format = match args.format {
+                Format::Csv => pb::ExportFormat::Csv,
+                Format::JsonLines => pb::ExportFormat::JsonLines,
+            };
+            return history::export(channels[0].clone(), &token, format).await;
+        }
+        _ => {}
     }
     let shared = match args.scenario {
         Scenario::CapacityBusy => Some(add_listing(&channels[0], &token, usize::MAX).await?),
@@ -451,7 +516,8 @@ async fn main() -> anyhow::Result<()> {
         let channel = channels[i % channels.len()].clone();
         handles.push(match args.scenario {
             Scenario::Lifecycle => tokio::spawn(worker(channel, token.clone(), until, i)),
-            Scenario::CapacityBusy | Scenario::CapacityIdle => tokio::spawn(capacity_worker(
+            // The capacity scenarios (the history ones returned above).
+            _ => tokio::spawn(capacity_worker(
                 channel,
                 token.clone(),
                 until,
