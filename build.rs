@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }
+    // `sqlx::migrate!` embeds migrations/ when the crate compiles: a new
+    // migration alone must recompile it (as sqlx's docs advise).
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(files, ["proto"])?;
 
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -85,6 +85,15 @@ fn shapes(mentee: Uuid, mentor: Uuid, around: DateTime<Utc>) -> Vec<Shape> {
             "created_at",
         ),
         (
+            "status PAUSED",
+            pb::ListSessionsRequest {
+                statuses: vec![pb::SessionStatus::Paused as i32],
+                ..Default::default()
+            },
+            "status = ANY('{PAUSED}')".to_owned(),
+            "created_at",
+        ),
+        (
             "start time in one week",
             pb::ListSessionsRequest {
                 start_time_from: Some(mentorship::grpc::convert::timestamp(from)),
