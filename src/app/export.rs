@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -66,40 +67,70 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "failure_error_message",
 ];
 
-fn time(t: DateTime<Utc>) -> Value {
-    Value::String(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+/// A time as exported: RFC 3339, UTC, microseconds.
+struct Time(DateTime<Utc>);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(self.0))
+    }
 }
 
-fn opt_time(t: Option<DateTime<Utc>>) -> Value {
-    t.map_or(Value::Null, time)
+fn opt_time(t: Option<DateTime<Utc>>) -> Option<Time> {
+    t.map(Time)
 }
 
-/// The fields both formats write, in `CSV_COLUMNS` order.
-fn common_fields(s: &Session, at: DateTime<Utc>) -> Vec<(&'static str, Value)> {
-    let values = [
-        s.id.to_string().into(),
-        s.booking_id.to_string().into(),
-        s.listing_id.to_string().into(),
-        s.mentor_id.to_string().into(),
-        s.mentee_id.to_string().into(),
-        s.status.as_str().into(),
-        s.stage.clone().map_or(Value::Null, Value::String),
-        time(s.start_time),
-        time(s.end_time),
-        s.config.template_id.clone().into(),
-        opt_time(s.queued_at),
-        opt_time(s.started_at),
-        opt_time(s.ended_at),
-        s.active_duration(at).num_microseconds().unwrap_or(i64::MAX).into(),
-        s.cancel_reason.clone().into(),
-        time(s.created_at),
-        time(s.updated_at),
-        etag(s.version).into(),
-        s.last_seq.into(),
-        s.version.into(),
-        serde_json::to_value(&s.config).unwrap_or(Value::Null),
-    ];
-    CSV_COLUMNS.into_iter().zip(values).collect()
+/// The fields both formats write, in `CSV_COLUMNS` order, serialized
+/// straight from the session (no intermediate JSON values).
+#[derive(Serialize)]
+struct Common<'a> {
+    id: Uuid,
+    booking_id: Uuid,
+    listing_id: Uuid,
+    mentor_id: Uuid,
+    mentee_id: Uuid,
+    status: &'static str,
+    stage: Option<&'a str>,
+    start_time: Time,
+    end_time: Time,
+    template_id: &'a str,
+    queued_at: Option<Time>,
+    started_at: Option<Time>,
+    ended_at: Option<Time>,
+    active_duration_us: i64,
+    cancel_reason: &'a str,
+    created_at: Time,
+    updated_at: Time,
+    etag: String,
+    last_seq: i64,
+    version: i64,
+    config: &'a crate::domain::config::SessionConfig,
+}
+
+fn common(s: &Session, at: DateTime<Utc>) -> Common<'_> {
+    Common {
+        id: s.id,
+        booking_id: s.booking_id,
+        listing_id: s.listing_id,
+        mentor_id: s.mentor_id,
+        mentee_id: s.mentee_id,
+        status: s.status.as_str(),
+        stage: s.stage.as_deref(),
+        start_time: Time(s.start_time),
+        end_time: Time(s.end_time),
+        template_id: &s.config.template_id,
+        queued_at: opt_time(s.queued_at),
+        started_at: opt_time(s.started_at),
+        ended_at: opt_time(s.ended_at),
+        active_duration_us: s.active_duration(at).num_microseconds().unwrap_or(i64::MAX),
+        cancel_reason: &s.cancel_reason,
+        created_at: Time(s.created_at),
+        updated_at: Time(s.updated_at),
+        etag: etag(s.version),
+        last_seq: s.last_seq,
+        version: s.version,
+        config: &s.config,
+    }
 }
 
 /// A CSV cell: empty for null, JSON text for objects, the plain text otherwise.
@@ -111,65 +142,130 @@ fn cell(v: &Value) -> String {
     }
 }
 
+fn opt_cell<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn time_cell(t: Option<DateTime<Utc>>) -> String {
+    t.map(rfc3339).unwrap_or_default()
+}
+
 /// One CSV chunk: the rows of `sessions` (and the header first, when asked).
 fn csv_chunk(sessions: &[Session], header: bool, at: DateTime<Utc>) -> Result<Vec<u8>> {
     let mut out = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
+        .from_writer(Vec::with_capacity(sessions.len() * 800));
     let failed = |e: csv::Error| Error::Internal(anyhow::Error::new(e).context("writing CSV"));
     if header {
         out.write_record(CSV_COLUMNS).map_err(failed)?;
     }
     for s in sessions {
-        let mut row: Vec<String> = common_fields(s, at).iter().map(|(_, v)| cell(v)).collect();
+        let c = common(s, at);
+        let config = serde_json::to_string(c.config).map_err(|e| Error::Internal(e.into()))?;
         let report = s.report.as_ref();
-        row.push(report.map(|r| cell(&r["summary"])).unwrap_or_default());
-        row.push(report.map(|r| cell(&r["overall_score"])).unwrap_or_default());
-        row.push(
+        let row: [String; 24] = [
+            c.id.to_string(),
+            c.booking_id.to_string(),
+            c.listing_id.to_string(),
+            c.mentor_id.to_string(),
+            c.mentee_id.to_string(),
+            c.status.to_owned(),
+            opt_cell(c.stage),
+            time_cell(Some(s.start_time)),
+            time_cell(Some(s.end_time)),
+            c.template_id.to_owned(),
+            time_cell(s.queued_at),
+            time_cell(s.started_at),
+            time_cell(s.ended_at),
+            c.active_duration_us.to_string(),
+            c.cancel_reason.to_owned(),
+            time_cell(Some(s.created_at)),
+            time_cell(Some(s.updated_at)),
+            c.etag,
+            c.last_seq.to_string(),
+            c.version.to_string(),
+            config,
+            report.map(|r| cell(&r["summary"])).unwrap_or_default(),
+            report.map(|r| cell(&r["overall_score"])).unwrap_or_default(),
             s.failure
                 .as_ref()
                 .map(|f| cell(&f["error_message"]))
                 .unwrap_or_default(),
-        );
+        ];
         out.write_record(&row).map_err(failed)?;
     }
     out.into_inner()
         .map_err(|e| Error::Internal(anyhow::anyhow!("writing CSV: {e}")))
 }
 
-fn event_json(e: &SessionEvent) -> Value {
-    json!({
-        "seq": e.seq,
-        "type": e.event_type.as_str(),
-        "from_status": e.from_status.map(|s| s.as_str()),
-        "to_status": e.to_status.map(|s| s.as_str()),
-        "from_stage": e.from_stage,
-        "to_stage": e.to_stage,
-        "actor": { "kind": e.actor.kind.as_str(), "id": e.actor.id },
-        "reason": e.reason,
-        "details": e.details,
-        "occurred_at": time(e.occurred_at),
-    })
+/// One event as exported.
+#[derive(Serialize)]
+struct Event<'a> {
+    seq: i64,
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    from_status: Option<&'static str>,
+    to_status: Option<&'static str>,
+    from_stage: Option<&'a str>,
+    to_stage: Option<&'a str>,
+    actor: Actor<'a>,
+    reason: &'a str,
+    details: &'a Value,
+    occurred_at: Time,
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    kind: &'static str,
+    id: &'a str,
+}
+
+fn event(e: &SessionEvent) -> Event<'_> {
+    Event {
+        seq: e.seq,
+        event_type: e.event_type.as_str(),
+        from_status: e.from_status.map(|s| s.as_str()),
+        to_status: e.to_status.map(|s| s.as_str()),
+        from_stage: e.from_stage.as_deref(),
+        to_stage: e.to_stage.as_deref(),
+        actor: Actor {
+            kind: e.actor.kind.as_str(),
+            id: &e.actor.id,
+        },
+        reason: &e.reason,
+        details: &e.details,
+        occurred_at: Time(e.occurred_at),
+    }
+}
+
+/// One JSON line: the common fields, then report, failure and events.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    report: &'a Option<Value>,
+    failure: &'a Option<Value>,
+    events: Vec<Event<'a>>,
 }
 
 /// One JSON-lines chunk: each session with its events (`events` is sorted by
 /// session, then seq).
 fn json_chunk(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(sessions.len() * 1800);
     for s in sessions {
-        let mut object: serde_json::Map<String, Value> = common_fields(s, at)
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        object.insert("report".into(), s.report.clone().unwrap_or(Value::Null));
-        object.insert("failure".into(), s.failure.clone().unwrap_or(Value::Null));
         let from = events.partition_point(|e| e.session_id < s.id);
         let to = events.partition_point(|e| e.session_id <= s.id);
-        object.insert(
-            "events".into(),
-            Value::Array(events[from..to].iter().map(event_json).collect()),
-        );
-        serde_json::to_writer(&mut out, &Value::Object(object)).map_err(|e| Error::Internal(e.into()))?;
+        let line = Line {
+            common: common(s, at),
+            report: &s.report,
+            failure: &s.failure,
+            events: events[from..to].iter().map(event).collect(),
+        };
+        serde_json::to_writer(&mut out, &line).map_err(|e| Error::Internal(e.into()))?;
         out.push(b'\n');
     }
     Ok(out)
@@ -326,6 +422,6 @@ mod tests {
             format!("{}\r\n", CSV_COLUMNS.join(","))
         );
         assert_eq!(cell(&Value::Null), "");
-        assert_eq!(cell(&json!({"a": 1})), r#"{"a":1}"#);
+        assert_eq!(cell(&serde_json::json!({"a": 1})), r#"{"a":1}"#);
     }
 }

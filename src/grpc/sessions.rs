@@ -433,15 +433,20 @@ struct SessionFilterFields<'a> {
 }
 
 impl SessionFilterFields<'_> {
-    /// The filter in `sort` order; every problem is added to `v`.
-    fn parse(&self, order: Option<(SortField, bool)>, v: &mut Violations) -> Option<SessionFilter> {
+    /// The filter in the order `order` parses (after the fields, so
+    /// violations are listed in field order); every problem is added to `v`.
+    fn parse(
+        &self,
+        order: impl FnOnce(&mut Violations) -> Option<(SortField, bool)>,
+        v: &mut Violations,
+    ) -> Option<SessionFilter> {
         let mentee_id = v.check(input::optional_id("mentee_id", self.mentee_id));
         let mentor_id = v.check(input::optional_id("mentor_id", self.mentor_id));
         let listing_id = v.check(input::optional_id("listing_id", self.listing_id));
         let statuses = v.check(convert::session_statuses("statuses", self.statuses));
         let start_from = v.check(convert::opt_time("start_time_from", self.start_time_from));
         let start_to = v.check(convert::opt_time("start_time_to", self.start_time_to));
-        let (sort, descending) = order?;
+        let (sort, descending) = order(v)?;
         Some(SessionFilter {
             participants: ParticipantFilter {
                 mentee_id: mentee_id?,
@@ -462,7 +467,6 @@ impl Parse for pb::ListSessionsRequest {
     fn parse(&self) -> Result<SessionQuery> {
         let mut v = Violations::new();
         let page = v.check(convert::page(self.page_size, &self.page_token));
-        let order = v.check(parse_order_by(&self.order_by));
         let filter = SessionFilterFields {
             mentee_id: &self.mentee_id,
             mentor_id: &self.mentor_id,
@@ -471,7 +475,7 @@ impl Parse for pb::ListSessionsRequest {
             start_time_from: self.start_time_from.as_ref(),
             start_time_to: self.start_time_to.as_ref(),
         }
-        .parse(order, &mut v);
+        .parse(|v| v.check(parse_order_by(&self.order_by)), &mut v);
         let query = (|| {
             Some(SessionQuery {
                 filter: filter?,
@@ -495,7 +499,7 @@ impl Parse for pb::ExportSessionsRequest {
             start_time_from: self.start_time_from.as_ref(),
             start_time_to: self.start_time_to.as_ref(),
         }
-        .parse(Some((SortField::CreatedAt, false)), &mut v);
+        .parse(|_| Some((SortField::CreatedAt, false)), &mut v);
         let format = match pb::ExportFormat::try_from(self.format) {
             Ok(pb::ExportFormat::Unspecified) => Some(None),
             Ok(pb::ExportFormat::Csv) => Some(Some(ExportFormat::Csv)),

@@ -8,6 +8,7 @@ use super::{Tx, corrupt, push_participant_filter};
 use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
+    config::SessionConfig,
     model::{EventType, Session, SessionEvent},
     query::{FeedPosition, ParticipantFilter, SessionFilter, SortField},
 };
@@ -23,7 +24,8 @@ struct SessionRow {
     end_time: DateTime<Utc>,
     status: String,
     stage: Option<String>,
-    config: serde_json::Value,
+    /// Decoded straight from the jsonb bytes (no intermediate JSON value).
+    config: sqlx::types::Json<SessionConfig>,
     queued_at: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -52,7 +54,7 @@ impl TryFrom<SessionRow> for Session {
             end_time: r.end_time,
             status: r.status.parse().map_err(corrupt)?,
             stage: r.stage,
-            config: serde_json::from_value(r.config).map_err(corrupt)?,
+            config: r.config.0,
             queued_at: r.queued_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
@@ -224,8 +226,9 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
     sqlx::query_as!(
         SessionRow,
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
-                  paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
+                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
+                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
+                  created_at, updated_at
            FROM sessions WHERE id = $1"#,
         id
     )
@@ -241,8 +244,9 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
     sqlx::query_as!(
         SessionRow,
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
-                  paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
+                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
+                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
+                  created_at, updated_at
            FROM sessions WHERE id = $1 FOR UPDATE"#,
         id
     )
@@ -258,8 +262,9 @@ pub async fn lock_queued_unless_busy(tx: &mut Tx, id: Uuid) -> Result<Option<Ses
     sqlx::query_as!(
         SessionRow,
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config, queued_at, started_at, ended_at, active_banked_us, active_since,
-                  paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at
+                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
+                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
+                  created_at, updated_at
            FROM sessions WHERE id = $1 AND status = 'QUEUED' FOR UPDATE SKIP LOCKED"#,
         id
     )

@@ -210,14 +210,52 @@ async fn the_real_binary_serves_the_booking_to_session_flow_to_grpcurl() {
         !ok && out.contains("InvalidArgument") && out.contains("google.rpc.BadRequest"),
         "{out}"
     );
-    // Not built yet: UNIMPLEMENTED.
+    // History: the timeline of the finished session, and a streamed CSV
+    // export (grpcurl prints each message; the chunk is base64 in JSON).
+    let timeline = call(
+        &addr,
+        &coord,
+        "mentorship.v1.SessionService/GetSessionTimeline",
+        serde_json::json!({"sessionId": session_id}),
+    );
+    let statuses: Vec<&str> = timeline["timePerStatus"]
+        .as_array()
+        .expect("per status")
+        .iter()
+        .map(|d| d["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "SESSION_STATUS_SCHEDULED",
+            "SESSION_STATUS_ACTIVE",
+            "SESSION_STATUS_COMPLETED"
+        ]
+    );
     let (ok, out) = grpcurl(
         &addr,
         Some(&coord),
-        &["-d", "{}"],
-        &["mentorship.v1.SessionService/CompareSessions"],
+        &["-d", r#"{"format":"EXPORT_FORMAT_CSV"}"#],
+        &["mentorship.v1.SessionService/ExportSessions"],
     );
-    assert!(!ok && out.contains("Unimplemented"), "{out}");
+    assert!(ok, "{out}");
+    let chunk: Value = serde_json::Deserializer::from_str(&out)
+        .into_iter::<Value>()
+        .next()
+        .expect("one message")
+        .expect("JSON");
+    use base64::Engine;
+    let csv = base64::engine::general_purpose::STANDARD
+        .decode(chunk["chunk"].as_str().expect("chunk"))
+        .expect("base64");
+    let csv = String::from_utf8(csv).expect("utf-8");
+    let mut lines = csv.lines();
+    assert!(lines.next().is_some_and(|h| h.starts_with("id,booking_id,")));
+    let row = lines.next().expect("the session");
+    assert!(
+        row.starts_with(session_id.as_str().expect("id")) && row.contains(",COMPLETED,"),
+        "{row}"
+    );
 
     // Every call has a span with its method, caller, request id, code and latency.
     let request_id = uuid::Uuid::new_v4().to_string();
