@@ -38,6 +38,10 @@ use crate::store::sessions as store_sessions;
 const PAGE: i64 = 500;
 /// Chunks waiting for the client before the producer waits.
 const BUFFERED: usize = 2;
+/// A chunk is cut after the line that reaches this size, so messages stay
+/// far below the 4 MiB that gRPC clients accept by default (a single line
+/// larger than this is sent whole).
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// The CSV header, in order. The first 21 are written by both formats.
 pub const CSV_COLUMNS: [&str; 24] = [
@@ -154,12 +158,21 @@ fn time_cell(t: Option<DateTime<Utc>>) -> String {
     t.map(rfc3339).unwrap_or_default()
 }
 
-/// One CSV chunk: the rows of `sessions` (and the header first, when asked).
-fn csv_chunk(sessions: &[Session], header: bool, at: DateTime<Utc>) -> Result<Vec<u8>> {
-    let mut out = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::with_capacity(sessions.len() * 800));
+/// The CSV of `sessions` (with the header first, when asked), as chunks of
+/// whole records of about [`CHUNK_BYTES`] each.
+fn csv_chunks(sessions: &[Session], header: bool, at: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
     let failed = |e: csv::Error| Error::Internal(anyhow::Error::new(e).context("writing CSV"));
+    let writer = || {
+        csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4))
+    };
+    let finish = |w: csv::Writer<Vec<u8>>| {
+        w.into_inner()
+            .map_err(|e| Error::Internal(anyhow::anyhow!("writing CSV: {e}")))
+    };
+    let mut chunks = Vec::new();
+    let mut out = writer();
     if header {
         out.write_record(CSV_COLUMNS).map_err(failed)?;
     }
@@ -197,9 +210,16 @@ fn csv_chunk(sessions: &[Session], header: bool, at: DateTime<Utc>) -> Result<Ve
                 .unwrap_or_default(),
         ];
         out.write_record(&row).map_err(failed)?;
+        out.flush().map_err(|e| Error::Internal(e.into()))?;
+        if out.get_ref().len() >= CHUNK_BYTES {
+            chunks.push(finish(std::mem::replace(&mut out, writer()))?);
+        }
     }
-    out.into_inner()
-        .map_err(|e| Error::Internal(anyhow::anyhow!("writing CSV: {e}")))
+    let last = finish(out)?;
+    if !last.is_empty() {
+        chunks.push(last);
+    }
+    Ok(chunks)
 }
 
 /// One event as exported.
@@ -252,10 +272,11 @@ struct Line<'a> {
     events: Vec<Event<'a>>,
 }
 
-/// One JSON-lines chunk: each session with its events (`events` is sorted by
-/// session, then seq).
-fn json_chunk(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(sessions.len() * 1800);
+/// The JSON lines of `sessions`, each with its events (`events` is sorted by
+/// session, then seq), as chunks of whole lines of about [`CHUNK_BYTES`] each.
+fn json_chunks(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
+    let mut chunks = Vec::new();
+    let mut out = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
     for s in sessions {
         let from = events.partition_point(|e| e.session_id < s.id);
         let to = events.partition_point(|e| e.session_id <= s.id);
@@ -267,8 +288,17 @@ fn json_chunk(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>) 
         };
         serde_json::to_writer(&mut out, &line).map_err(|e| Error::Internal(e.into()))?;
         out.push(b'\n');
+        if out.len() >= CHUNK_BYTES {
+            chunks.push(std::mem::replace(
+                &mut out,
+                Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4),
+            ));
+        }
     }
-    Ok(out)
+    if !out.is_empty() {
+        chunks.push(out);
+    }
+    Ok(chunks)
 }
 
 /// The exports running on this replica, per caller. A permit is held by the
@@ -332,20 +362,56 @@ impl Drop for ExportPermit {
     }
 }
 
-/// The stream of an export: chunks of whole lines, or the error that ended it.
-pub type ExportStream = mpsc::Receiver<Result<Vec<u8>>>;
+/// The stream of an export: chunks of whole lines, or the error that ended
+/// it. When the server shuts down it ends at once with UNAVAILABLE, whether
+/// or not the client is reading, so shutdown never waits on an export and a
+/// cut-off export never looks complete.
+pub struct ExportStream {
+    chunks: mpsc::Receiver<Result<Vec<u8>>>,
+    closing: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    ended: bool,
+}
+
+fn shutting_down() -> Error {
+    Error::Unavailable("the server is shutting down; export again".into())
+}
+
+impl tokio_stream::Stream for ExportStream {
+    type Item = Result<Vec<u8>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::{future::Future, task::Poll};
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.closing.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(Some(Err(shutting_down())));
+        }
+        self.chunks.poll_recv(cx)
+    }
+}
 
 impl App {
     /// Starts an export of the sessions the caller may see that match the
-    /// filter; the chunks arrive on the returned channel.
+    /// filter; the chunks arrive on the returned stream.
     pub async fn export_sessions(&self, who: &Principal, q: ExportQuery) -> Result<ExportStream> {
         let permit = self.exports.acquire(&who.user_id.to_string())?;
         let (tx, rx) = mpsc::channel(BUFFERED);
         let app = self.clone();
         let visibility = who.visibility();
+        let closing = self.hub.closing().clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = app.export_pages(q, visibility, &tx).await {
+            let outcome = tokio::select! {
+                outcome = app.export_pages(q, visibility, &tx) => outcome,
+                // The stream reports the shutdown; the producer just stops.
+                _ = closing.cancelled() => Ok(()),
+            };
+            if let Err(e) = outcome {
                 if let Error::Internal(cause) = &e {
                     tracing::error!(error = %format!("{cause:#}"), "export failed");
                 }
@@ -353,7 +419,11 @@ impl App {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(rx)
+        Ok(ExportStream {
+            chunks: rx,
+            closing: Box::pin(self.hub.closing().clone().cancelled_owned()),
+            ended: false,
+        })
     }
 
     /// Sends every page in turn; returns early, without error, when the client is gone.
@@ -373,16 +443,18 @@ impl App {
         loop {
             let page = store_sessions::list(&self.pool, &filter, visibility, after, PAGE).await?;
             let at = now();
-            let chunk = match format {
-                ExportFormat::Csv => csv_chunk(&page, after.is_none(), at)?,
+            let chunks = match format {
+                ExportFormat::Csv => csv_chunks(&page, after.is_none(), at)?,
                 ExportFormat::JsonLines => {
                     let ids: Vec<Uuid> = page.iter().map(|s| s.id).collect();
                     let events = store_sessions::events_of(&self.pool, &ids).await?;
-                    json_chunk(&page, &events, at)?
+                    json_chunks(&page, &events, at)?
                 }
             };
-            if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
-                return Ok(());
+            for chunk in chunks {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
             }
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => after = Some((last.created_at, last.id)),
@@ -415,10 +487,11 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_what_needs_quoting() {
-        let chunk = csv_chunk(&[], true, Utc::now()).expect("header");
+    fn an_empty_csv_export_is_its_header() {
+        let chunks = csv_chunks(&[], true, Utc::now()).expect("header");
+        assert_eq!(chunks.len(), 1);
         assert_eq!(
-            String::from_utf8(chunk).expect("utf-8"),
+            String::from_utf8(chunks[0].clone()).expect("utf-8"),
             format!("{}\r\n", CSV_COLUMNS.join(","))
         );
         assert_eq!(cell(&Value::Null), "");

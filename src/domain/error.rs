@@ -50,12 +50,13 @@ pub enum Reason {
     MentorNotAccepting,
     MentorFull,
     TooManyExports,
+    Unavailable,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -81,6 +82,7 @@ impl Reason {
         Reason::MentorNotAccepting,
         Reason::MentorFull,
         Reason::TooManyExports,
+        Reason::Unavailable,
         Reason::Internal,
     ];
 
@@ -112,6 +114,7 @@ impl Reason {
             Reason::MentorNotAccepting => "MENTOR_NOT_ACCEPTING",
             Reason::MentorFull => "MENTOR_FULL",
             Reason::TooManyExports => "TOO_MANY_EXPORTS",
+            Reason::Unavailable => "UNAVAILABLE",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -197,6 +200,10 @@ pub enum Error {
     /// Valid credentials, but they do not allow this.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+
+    /// The server cannot finish this now (it is shutting down); retrying is safe.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 
     /// Anything unexpected; logged in full, reported without details.
     #[error(transparent)]

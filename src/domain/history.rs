@@ -35,6 +35,13 @@ fn add<K: PartialEq>(sums: &mut Vec<(K, Duration)>, key: K, d: Duration) {
 }
 
 /// The timeline of a session from its events in seq order, as of `now`.
+///
+/// `occurred_at` is its transaction's start, so an event can carry an
+/// earlier time than the one before it (a transaction that began first but
+/// locked the session second). Time is therefore read on a clock that never
+/// goes back: each state starts at the later of its event's time and the end
+/// of the state before, so no interval is negative or counted twice and the
+/// total is exactly the span the clock covered.
 pub fn timeline(events: Vec<SessionEvent>, now: DateTime<Utc>) -> Timeline {
     let ends: Vec<Option<DateTime<Utc>>> = events
         .iter()
@@ -46,14 +53,18 @@ pub fn timeline(events: Vec<SessionEvent>, now: DateTime<Utc>) -> Timeline {
     let mut per_stage = Vec::new();
     let mut total = Duration::zero();
     let mut entries = Vec::with_capacity(events.len());
+    let mut clock: Option<DateTime<Utc>> = None;
     for (event, end) in events.into_iter().zip(ends) {
         let status = event.to_status;
+        let start = clock.map_or(event.occurred_at, |c| c.max(event.occurred_at));
         let end = match end {
             Some(next) => next,
-            None if status.is_some_and(SessionStatus::is_terminal) => event.occurred_at,
+            None if status.is_some_and(SessionStatus::is_terminal) => start,
             None => now,
-        };
-        let spent = (end - event.occurred_at).max(Duration::zero());
+        }
+        .max(start);
+        clock = Some(end);
+        let spent = end - start;
         total += spent;
         if let Some(status) = status {
             add(&mut per_status, status, spent);
@@ -231,6 +242,24 @@ mod tests {
         // A clock behind the last event never gives a negative time.
         let t = timeline(vec![ev(1, 0, Active, None)], at(-5));
         assert_eq!(t.total, Duration::zero());
+    }
+
+    #[test]
+    fn an_event_stamped_before_the_one_ahead_of_it_counts_nothing_twice() {
+        // seq 3's transaction began (and was stamped) before seq 2's.
+        let t = timeline(
+            vec![
+                ev(1, 0, Active, None),
+                ev(2, 100, Paused, None),
+                ev(3, 90, Active, None),
+                ev(4, 150, Completed, None),
+            ],
+            at(1_000),
+        );
+        let spent: Vec<i64> = t.entries.iter().map(|(_, d)| secs(*d)).collect();
+        assert_eq!(spent, [100, 0, 50, 0]);
+        assert_eq!(secs(t.total), 150, "the span from the first event to the last");
+        assert_eq!(t.per_status.iter().map(|(_, d)| *d).sum::<Duration>(), t.total);
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl pb::session_service_server::SessionService for Api {
     ) -> Result<Response<BoxStream<pb::ExportSessionsResponse>>, Status> {
         self.read(req, async |app, who, query| {
             let chunks = app.export_sessions(&who, query).await?;
-            let stream = ReceiverStream::new(chunks).map(|chunk| Ok(pb::ExportSessionsResponse { chunk: chunk? }));
+            let stream = chunks.map(|chunk| Ok(pb::ExportSessionsResponse { chunk: chunk? }));
             Ok(Box::pin(stream) as BoxStream<_>)
         })
         .await

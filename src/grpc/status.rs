@@ -78,6 +78,10 @@ impl From<Error> for Status {
                 info(&mut details, Reason::PermissionDenied, HashMap::new());
                 Code::PermissionDenied
             }
+            Error::Unavailable(_) => {
+                info(&mut details, Reason::Unavailable, HashMap::new());
+                Code::Unavailable
+            }
             Error::Internal(err) => {
                 // The full chain goes to the log (inside the call's span); the client learns nothing internal.
                 tracing::error!(error = ?err, "internal error");

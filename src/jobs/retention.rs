@@ -1,5 +1,5 @@
 //! The retention job (SPEC §4.4): purges expired history in batches, on one
-//! replica at a time (a session-level advisory lock on its own connection).
+//! replica at a time (a transaction advisory lock per batch).
 //! `purge_once` is one run; the loop runs it every [`EVERY`].
 
 use std::time::Duration;
@@ -16,27 +16,29 @@ const EVERY: Duration = Duration::from_secs(3600);
 const FIRST_AFTER: Duration = Duration::from_secs(60);
 
 /// Purges everything that expired, a batch per transaction; `None` when
-/// another replica is purging right now.
+/// another replica's purge holds the lock. Each batch takes the purge lock
+/// for its transaction, so one replica purges at a time and a replica that
+/// fails or dies mid-purge leaves no lock behind.
 pub async fn purge_once(app: &App) -> Result<Option<Purged>> {
     let cutoff = now() - app.rules.history.retention;
-    let mut conn = app.pool.acquire().await?;
-    if !retention::try_lock(&mut conn).await? {
-        return Ok(None);
-    }
-    let mut total = Purged::default();
-    let outcome = loop {
-        match retention::purge_batch(&mut conn, cutoff, app.rules.history.purge_batch).await {
-            Ok(batch) if batch == Purged::default() => break Ok(()),
-            Ok(batch) => total += batch,
-            Err(e) => break Err(e),
+    let mut total: Option<Purged> = None;
+    loop {
+        match retention::purge_batch(&app.pool, cutoff, app.rules.history.purge_batch).await? {
+            // Another replica holds the lock: it carries on from here.
+            None => break,
+            Some(batch) => {
+                let done = batch == Purged::default();
+                *total.get_or_insert_with(Purged::default) += batch;
+                if done {
+                    break;
+                }
+            }
         }
-    };
-    retention::unlock(&mut conn).await?;
-    outcome?;
-    if total != Purged::default() {
-        tracing::info!(purged = %total, "retention purge");
     }
-    Ok(Some(total))
+    if let Some(purged) = total.filter(|t| *t != Purged::default()) {
+        tracing::info!(purged = %purged, "retention purge");
+    }
+    Ok(total)
 }
 
 /// What `purge_once` would remove now.

@@ -103,8 +103,15 @@ pub(crate) fn push_participant_filter(
     if let Some(id) = filter.listing_id {
         q.push(format!(" AND {t}listing_id = ")).push_bind(id);
     }
-    if !filter.statuses.is_empty() {
-        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
-        q.push(format!(" AND {t}status = ANY(")).push_bind(statuses).push(")");
+    match filter.statuses.as_slice() {
+        [] => {}
+        // An equality, so a status index also gives the order of the page.
+        [one] => {
+            q.push(format!(" AND {t}status = ")).push_bind(*one);
+        }
+        many => {
+            let statuses: Vec<String> = many.iter().map(|s| s.to_string()).collect();
+            q.push(format!(" AND {t}status = ANY(")).push_bind(statuses).push(")");
+        }
     }
 }

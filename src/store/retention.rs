@@ -5,13 +5,13 @@
 //! the only way rows leave, and a non-terminal session has no `ended_at`.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::capacity::GLOBAL;
 use crate::domain::Error;
 
-/// Second key of the purge's session-level advisory lock under [`GLOBAL`].
+/// Second key of the purge's transaction advisory lock under [`GLOBAL`].
 const RETENTION: i32 = 2;
 
 /// What a purge removed, or would remove.
@@ -44,28 +44,23 @@ impl std::fmt::Display for Purged {
     }
 }
 
-/// Takes the purge lock on this connection unless another one holds it.
-/// The lock lasts until [`unlock`] or until the connection ends, so a
-/// replica that dies mid-purge never blocks the next one.
-pub async fn try_lock(conn: &mut PgConnection) -> Result<bool, Error> {
-    let locked = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1, $2) AS "locked!""#, GLOBAL, RETENTION)
-        .fetch_one(conn)
-        .await?;
-    Ok(locked)
-}
-
-pub async fn unlock(conn: &mut PgConnection) -> Result<(), Error> {
-    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1, $2) AS "unlocked!""#, GLOBAL, RETENTION)
-        .fetch_one(conn)
-        .await?;
-    Ok(())
-}
-
 /// One batch, in its own transaction: up to `limit` expired sessions (their
 /// rows locked, skipping any another transaction holds) and up to `limit`
-/// expired sessionless bookings.
-pub async fn purge_batch(conn: &mut PgConnection, cutoff: DateTime<Utc>, limit: i64) -> Result<Purged, Error> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
+/// expired sessionless bookings. `None` when another replica's batch holds
+/// the purge lock (a transaction lock: it ends with the batch, however the
+/// batch ends, so no replica can keep it by failing).
+pub async fn purge_batch(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> Result<Option<Purged>, Error> {
+    let mut tx = pool.begin().await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1, $2) AS "locked!""#,
+        GLOBAL,
+        RETENTION
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !locked {
+        return Ok(None);
+    }
     let doomed = sqlx::query!(
         r#"SELECT id, booking_id FROM sessions
            WHERE ended_at < $1 AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
@@ -117,7 +112,7 @@ pub async fn purge_batch(conn: &mut PgConnection, cutoff: DateTime<Utc>, limit: 
         booking_events: count(booking_events),
     };
     tx.commit().await?;
-    Ok(purged)
+    Ok(Some(purged))
 }
 
 /// What a purge with this cutoff would remove now (`mentorship purge --dry-run`).

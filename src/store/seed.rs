@@ -71,8 +71,9 @@ pub async fn seed(pool: &PgPool, seed: Seed, now: DateTime<Utc>) -> Result<Strin
 }
 
 /// Sessions `from..to`. Session n: mentor n % mentors, mentee n % mentees,
-/// start_time 30 minutes after session n - 1's (no two overlap), created one
-/// second after n - 1, the last one an hour before `now`.
+/// start_time 30 minutes after session n - 1's (no two overlap), created in
+/// threes (three sessions share each `created_at`, one second apart, so
+/// keyset pages meet ties), the last ones an hour before `now`.
 async fn seed_batch(
     pool: &PgPool,
     tag: &str,
@@ -95,7 +96,7 @@ async fn seed_batch(
                 md5($1 || 'listing' || (n % $2))::uuid AS listing_id,
                 md5($1 || 'mentor' || (n % $2))::uuid AS mentor_id,
                 md5($1 || 'mentee' || (n % $3))::uuid AS mentee_id,
-                $4::timestamptz - ($6 - n) * interval '1 second' - interval '1 hour' AS created_at,
+                $4::timestamptz - (($6 - n) / 3) * interval '1 second' - interval '1 hour' AS created_at,
                 $4::timestamptz + (n - $6 / 2) * interval '30 minutes' AS start_time,
                 CASE WHEN n < $8 THEN 'QUEUED'
                      WHEN bucket < 50 THEN 'SCHEDULED'

@@ -157,9 +157,21 @@ async fn ten_thousand_sessions_export_as_csv_and_json_lines_exactly_as_listed() 
     let app = spawn_app().await;
     seeded(&app).await;
     let c = app.coordinator();
+    // One session whose text needs CSV quoting: a comma, quotes, a line break.
+    let w = world(&app).await;
+    let tricky = on_demand(&app, &w, None).await.expect("create");
+    c.cancel_session(&tricky.id, "moved, \"again\"\nsee notes")
+        .await
+        .expect("cancel");
     let listed = list_all(&c, "").await;
-    assert_eq!(listed.len(), SESSIONS as usize);
+    assert_eq!(listed.len(), SESSIONS as usize + 1);
+    assert_eq!(
+        listed.last().map(|s| s.cancel_reason.as_str()),
+        Some("moved, \"again\"\nsee notes")
+    );
     let statuses: std::collections::BTreeSet<i32> = listed.iter().map(|s| s.status).collect();
+    let ties = listed.windows(2).filter(|p| p[0].created_at == p[1].created_at).count();
+    assert!(ties > 1_000, "keyset pages meet equal created_at values ({ties} ties)");
     assert_eq!(statuses.len(), 7, "every status is exported");
 
     // CSV: RFC 4180 with a header, parsed back by a CSV reader.
@@ -298,4 +310,32 @@ async fn exports_are_capped_per_caller_and_stop_when_the_client_goes_away() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_export_with_unavailable_at_once() {
+    let app = spawn_app().await;
+    seeded(&app).await;
+    // A client that reads one chunk and stalls.
+    let mut stream = open_export(&app, &coordinator(), pb::ExportFormat::JsonLines, "")
+        .await
+        .expect("open");
+    stream.message().await.expect("chunk").expect("first chunk");
+    app.replicas[0].server.trigger().cancel();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a cut-off export must not end as if complete"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the export ends at once, not after the shutdown grace");
+    assert_eq!(ended.code(), Code::Unavailable);
+    assert_eq!(
+        ended.get_details_error_info().map(|i| i.reason),
+        Some("UNAVAILABLE".to_owned())
+    );
 }

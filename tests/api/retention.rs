@@ -190,6 +190,33 @@ async fn two_replicas_purging_at_once_remove_each_row_once() {
 }
 
 #[tokio::test]
+async fn a_purge_waits_for_the_lock_another_replica_holds() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let old = on_demand(&app, &w, None).await.expect("create");
+    c.complete_session(&old.id, None).await.expect("complete");
+    ended_days_ago(&app, &old.id, 400).await;
+    let replica = &app.replicas[0].app;
+    // Another replica's batch is under way: it holds the purge lock.
+    let mut other = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(5, 2)")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    assert_eq!(
+        purge_once(replica).await.expect("purge"),
+        None,
+        "it leaves the purge to the holder"
+    );
+    assert!(c.get_session(&old.id).await.is_ok(), "nothing removed meanwhile");
+    // Its batch ends: the lock goes with its transaction.
+    other.rollback().await.expect("rollback");
+    let done = purge_once(replica).await.expect("purge").expect("ran");
+    assert_eq!(done.sessions, 1);
+}
+
+#[tokio::test]
 async fn a_purge_running_while_watchers_follow_other_sessions_loses_them_nothing() {
     let app = spawn_with(1, roomy_rules()).await;
     let c = app.coordinator();

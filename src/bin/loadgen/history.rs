@@ -91,7 +91,7 @@ fn shapes(mentee: Uuid, mentor: Uuid, around: DateTime<Utc>) -> Vec<Shape> {
                 statuses: vec![pb::SessionStatus::Paused as i32],
                 ..Default::default()
             },
-            "status = ANY('{PAUSED}')".to_owned(),
+            "status = 'PAUSED'".to_owned(),
             "created_at",
         ),
         (
