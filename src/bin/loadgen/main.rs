@@ -45,9 +45,9 @@ struct Args {
     /// What the workers do.
     #[arg(long, value_enum, default_value_t = Scenario::Lifecycle)]
     scenario: Scenario,
-    /// HS256 secret the server verifies with.
+    /// HS256 secret the server verifies with (every scenario but `seed`).
     #[arg(long, env = "MENTORSHIP_JWT_SECRET", hide_env_values = true)]
-    secret: String,
+    secret: Option<String>,
     /// Concurrent workers (each loops over the flows).
     #[arg(long, default_value_t = 16)]
     workers: usize,
@@ -466,7 +466,10 @@ async fn main() -> anyhow::Result<()> {
         return history::seed(need_pool()?, args.sessions, args.mentors, args.mentees).await;
     }
     let token = mint_hs256(
-        args.secret.as_bytes(),
+        args.secret
+            .as_deref()
+            .context("this scenario calls the server: set --secret or MENTORSHIP_JWT_SECRET")?
+            .as_bytes(),
         &Claims {
             sub: Uuid::new_v4().to_string(),
             roles: vec!["coordinator".into()],
