@@ -341,30 +341,12 @@ async fn two_replicas_assigning_at_once_never_put_a_mentor_over_its_limit() {
     for _ in 0..scale(9, 40) {
         mentees.push(add_mentee(&app).await);
     }
-    let tok = coordinator();
-    let handles: Vec<_> = mentees
-        .iter()
-        .enumerate()
-        .map(|(i, mentee)| {
-            let c = app.on(i % 2, &tok);
-            let req = pb::CreateSessionRequest {
-                mentee_id: mentee.to_string(),
-                listing_id: listing.to_string(),
-                ..Default::default()
-            };
-            tokio::spawn(async move { c.create_session(req).await })
-        })
-        .collect();
-    for h in handles {
-        h.await.expect("join").expect("assigned, active or queued");
+    let pairs: Vec<(Uuid, Uuid)> = mentees.iter().map(|mentee| (*mentee, listing)).collect();
+    for created in create_sessions_at_once(&app, &pairs).await {
+        created.expect("assigned, active or queued");
     }
     for m in mentors {
-        let holding: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sessions WHERE mentor_id = $1 AND status IN ('ACTIVE', 'PAUSED')")
-                .bind(m)
-                .fetch_one(&app.pool)
-                .await
-                .expect("count");
+        let holding = slots_held(&app, "mentor_id", m).await;
         assert!(holding <= 1, "mentor {m} holds {holding}");
     }
     let active: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE status = 'ACTIVE'")

@@ -322,33 +322,15 @@ async fn one_mentee_created_on_many_mentors_at_once_holds_one_slot() {
     for _ in 0..10 {
         listings.push(mentor_with_limit(&app, 3).await.1);
     }
-    let tok = coordinator();
-    let handles: Vec<_> = listings
-        .iter()
-        .enumerate()
-        .map(|(i, listing)| {
-            let c = app.on(i % 2, &tok);
-            let req = pb::CreateSessionRequest {
-                mentee_id: mentee.to_string(),
-                listing_id: listing.to_string(),
-                ..Default::default()
-            };
-            tokio::spawn(async move { c.create_session(req).await })
-        })
+    let pairs: Vec<(Uuid, Uuid)> = listings.iter().map(|listing| (mentee, *listing)).collect();
+    let statuses: Vec<SessionStatus> = create_sessions_at_once(&app, &pairs)
+        .await
+        .into_iter()
+        .map(|created| created.expect("create").status())
         .collect();
-    let mut statuses = Vec::new();
-    for h in handles {
-        statuses.push(h.await.expect("join").expect("create").status());
-    }
     let active = statuses.iter().filter(|s| **s == SessionStatus::Active).count();
     assert_eq!(active, 1, "{statuses:?}");
-    let holding: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE mentee_id = $1 AND status IN ('ACTIVE', 'PAUSED')")
-            .bind(mentee)
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
-    assert_eq!(holding, 1);
+    assert_eq!(slots_held(&app, "mentee_id", mentee).await, 1);
 }
 
 /// Promotion looks past any number of queued sessions that cannot go: a

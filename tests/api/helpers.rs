@@ -944,3 +944,39 @@ pub fn fast_rules() -> Rules {
         ..Rules::default()
     }
 }
+
+/// CreateSession for every (mentee, listing) at once, alternating between
+/// the first two replicas; the results in the order given.
+pub async fn create_sessions_at_once(app: &TestApp, pairs: &[(Uuid, Uuid)]) -> Vec<Result<pb::Session, Status>> {
+    let tok = coordinator();
+    let handles: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (mentee, listing))| {
+            let c = app.on(i % app.replicas.len(), &tok);
+            let req = pb::CreateSessionRequest {
+                mentee_id: mentee.to_string(),
+                listing_id: listing.to_string(),
+                ..Default::default()
+            };
+            tokio::spawn(async move { c.create_session(req).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for h in handles {
+        results.push(h.await.expect("join"));
+    }
+    results
+}
+
+/// Concurrency slots (ACTIVE or PAUSED sessions) a participant holds;
+/// `column` is `mentor_id` or `mentee_id`.
+pub async fn slots_held(app: &TestApp, column: &str, id: Uuid) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM sessions WHERE {column} = $1 AND status IN ('ACTIVE', 'PAUSED')"
+    )))
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count slots")
+}
