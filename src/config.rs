@@ -441,6 +441,7 @@ impl ServiceConfig {
             templates,
             idempotency_retention_hours: 48,
             watch_backstop: crate::watch::BACKSTOP,
+            watch_buffer: crate::watch::BUFFER,
             history: History {
                 retention: chrono::Duration::days(i64::from(sm.audit.retention_days)),
                 export_format: match sm.audit.export_format {

@@ -19,7 +19,10 @@ pub mod watch;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -28,16 +31,42 @@ use crate::{
     grpc::auth::{AuthLayer, Verifier},
 };
 
-/// Opens a pool and applies pending migrations.
+/// The longest one statement of the service may run. Every statement of the
+/// service is small (a row, a page, a batch); one that runs longer is stuck.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest the service's own connections may sit idle inside a
+/// transaction. A unit of work never waits on anything but the database; a
+/// transaction left open would hold back every WatchSessions feed in the
+/// cluster (docs/ARCHITECTURE.md, "Watching").
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Applies pending migrations (on a connection of their own, free of the
+/// service's statement timeout: building an index may take a while), then
+/// opens the service's pool.
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(database_url)
+    let options: PgConnectOptions = database_url.parse().context("parsing the database URL")?;
+    let mut migrating = PgConnection::connect_with(&options)
         .await
         .context("connecting to PostgreSQL")?;
-    store::MIGRATOR.run(&pool).await.context("applying migrations")?;
-    Ok(pool)
+    store::MIGRATOR
+        .run(&mut migrating)
+        .await
+        .context("applying migrations")?;
+    migrating.close().await.context("closing the migration connection")?;
+    let millis = |d: Duration| d.as_millis().to_string();
+    let options = options.options([
+        ("statement_timeout", millis(STATEMENT_TIMEOUT)),
+        (
+            "idle_in_transaction_session_timeout",
+            millis(IDLE_IN_TRANSACTION_TIMEOUT),
+        ),
+    ]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")
 }
 
 /// A server running in the background of the current runtime.
@@ -72,11 +101,18 @@ pub struct Background {
     /// ids and the retention purge. Always on in production; tests that are not about time turn it
     /// off and step `jobs::sweeper::sweep_once` themselves.
     pub sweeper: bool,
+    /// The notifier that tells the other replicas of this one's commits.
+    /// Always on in production; a test turns it off to act as a replica that
+    /// died between its commit and its NOTIFY.
+    pub announce: bool,
 }
 
 impl Default for Background {
     fn default() -> Self {
-        Background { sweeper: true }
+        Background {
+            sweeper: true,
+            announce: true,
+        }
     }
 }
 
@@ -97,7 +133,15 @@ pub async fn start(
         tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
         tokio::spawn(jobs::retention::run(app.clone(), shutdown.clone()));
     }
-    tokio::spawn(watch::listen(app.pool.clone(), app.hub.clone(), shutdown.clone()));
+    let horizon = store::sessions::feed_horizon(&pool)
+        .await
+        .context("reading the feed's horizon")?;
+    app.hub.start_at(horizon);
+    tokio::spawn(watch::feed::run(pool.clone(), app.hub.clone(), shutdown.clone()));
+    tokio::spawn(watch::relay::listen(pool.clone(), app.hub.clone(), shutdown.clone()));
+    if background.announce {
+        tokio::spawn(watch::relay::announce(pool.clone(), app.hub.clone(), shutdown.clone()));
+    }
     let hub = app.hub.clone();
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
     grpc::probe_database(&pool, &reporter).await;

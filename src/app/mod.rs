@@ -45,8 +45,11 @@ pub struct Rules {
     pub templates: Vec<Template>,
     /// How long request ids are remembered (at least 24 h).
     pub idempotency_retention_hours: i32,
-    /// Watchers re-read at least this often, covering lost notifications.
+    /// The feed reader reads at least this often, covering lost notifications.
     pub watch_backstop: std::time::Duration,
+    /// Deliveries buffered per replica before a slow stream falls behind and
+    /// catches up from the database.
+    pub watch_buffer: usize,
     /// Export and retention of history (SPEC §4.4).
     pub history: History,
 }
@@ -88,7 +91,7 @@ pub struct App {
 
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
-        let hub = crate::watch::Hub::new(rules.watch_backstop);
+        let hub = crate::watch::Hub::new(rules.watch_backstop, rules.watch_buffer);
         let exports = export::Exports::new(rules.history.exports_per_caller);
         App {
             pool,

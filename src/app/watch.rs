@@ -1,25 +1,32 @@
-//! WatchSession and WatchSessions (SPEC §4.5): a producer task per stream
-//! reads from the database after its cursor, sends into a small bounded
-//! channel (so a slow client holds back only its own producer), and sleeps
-//! until a hint, the backstop, the client leaving or shutdown.
+//! WatchSession and WatchSessions (SPEC §4.5): each stream follows this
+//! replica's deliveries (`watch::Hub`) with no task and no connection of its
+//! own, and reads the database only to catch up: from a client's `after_seq`
+//! or cursor, after falling behind the channel (a slow client), or over a
+//! gap. A stream the client does not read is not polled, so it holds up
+//! nobody; it lags the channel and catches up when read again.
+
+use std::collections::VecDeque;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use tokio::sync::mpsc;
+use futures_util::Stream;
+use sqlx::PgPool;
+use tokio::sync::broadcast::{self, error::RecvError};
+use uuid::Uuid;
 
 use super::App;
 use crate::domain::{
     Error, Result,
-    access::Principal,
-    model::{EventType, Session, SessionEvent},
-    query::{FeedPosition, FeedWatch, SessionWatch},
+    access::{Principal, Visibility},
+    model::{EventType, FeedEvent, Session, SessionEvent},
+    query::{FeedPosition, FeedWatch, ParticipantFilter, SessionWatch},
 };
 use crate::store::sessions as store_sessions;
-use crate::watch;
+use crate::watch::{Delivery, Hub};
 
-/// Items a stream holds before its producer waits for the client.
-const STREAM_BUFFER: usize = 16;
 /// Rows read per query while catching up.
 const PAGE: i64 = 200;
+/// Wait before retrying a catch-up read that failed.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// An item of a WatchSession stream.
 #[derive(Debug, Clone)]
@@ -33,15 +40,6 @@ pub enum SessionItem {
 pub struct FeedItem {
     pub event: SessionEvent,
     pub position: FeedPosition,
-}
-
-/// Sends unless the client left or the server is closing; false means stop.
-/// A stalled client therefore never holds up shutdown.
-async fn deliver<T>(tx: &mpsc::Sender<T>, hub: &watch::Hub, item: T) -> bool {
-    tokio::select! {
-        sent = tx.send(item) => sent.is_ok(),
-        _ = hub.closing().cancelled() => false,
-    }
 }
 
 fn ends_session(e: &SessionEvent) -> bool {
@@ -67,6 +65,172 @@ pub fn decode_cursor(raw: &str) -> Result<FeedPosition> {
     }
 }
 
+/// What a stream is waiting for next.
+enum Next {
+    /// A delivery from the hub.
+    Delivery(Delivery),
+    /// It fell behind the channel: read the database.
+    CatchUp,
+    /// The server is closing.
+    End,
+}
+
+/// The next delivery, or the end. Idle streams wait here at no cost.
+async fn next_delivery(hub: &Hub, deliveries: &mut broadcast::Receiver<Delivery>) -> Next {
+    tokio::select! {
+        _ = hub.closing().cancelled() => Next::End,
+        received = deliveries.recv() => match received {
+            Ok(d) => Next::Delivery(d),
+            Err(RecvError::Lagged(_)) => Next::CatchUp,
+            Err(RecvError::Closed) => Next::End,
+        },
+    }
+}
+
+/// Waits before retrying a read that failed; false when the server is closing.
+async fn pause(hub: &Hub) -> bool {
+    tokio::select! {
+        _ = hub.closing().cancelled() => false,
+        _ = tokio::time::sleep(RETRY) => true,
+    }
+}
+
+/// A WatchSession stream: the events of one session, in seq order, each once.
+struct SessionFollower {
+    pool: PgPool,
+    hub: Hub,
+    deliveries: broadcast::Receiver<Delivery>,
+    id: Uuid,
+    /// The last seq handed to `ready`.
+    seq: i64,
+    ready: VecDeque<SessionItem>,
+    /// Events after `seq` may exist that only the database has.
+    behind: bool,
+    /// The stream ends once this seq is out (the session's terminal event).
+    last: Option<i64>,
+}
+
+impl SessionFollower {
+    async fn next(&mut self) -> Option<Result<SessionItem>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.last.is_some_and(|last| self.seq >= last) {
+                return None;
+            }
+            if self.behind {
+                self.hub.catching_up();
+                match store_sessions::events(&self.pool, self.id, self.seq, PAGE).await {
+                    Ok(events) => {
+                        self.behind = events.len() as i64 == PAGE;
+                        for e in events {
+                            self.take(e);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, session_id = %self.id, "watch catch-up failed; retrying");
+                        if !pause(&self.hub).await {
+                            return None;
+                        }
+                    }
+                }
+                continue;
+            }
+            match next_delivery(&self.hub, &mut self.deliveries).await {
+                Next::Delivery(d) => {
+                    let id = self.id;
+                    for e in d.events().iter().filter(|e| e.event.session_id == id) {
+                        match e.event.seq - self.seq {
+                            ..=0 => {}
+                            1 => self.take(e.event.clone()),
+                            // A gap: an earlier event is not in the feed yet (an
+                            // older transaction) or was missed; the table has it.
+                            _ => {
+                                self.behind = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Next::CatchUp => self.behind = true,
+                Next::End => return None,
+            }
+        }
+    }
+
+    fn take(&mut self, e: SessionEvent) {
+        self.seq = e.seq;
+        if ends_session(&e) {
+            self.last = Some(e.seq);
+        }
+        self.ready.push_back(SessionItem::Event(e));
+    }
+}
+
+/// A WatchSessions stream: the feed from a position, filtered.
+struct FeedFollower {
+    pool: PgPool,
+    hub: Hub,
+    deliveries: broadcast::Receiver<Delivery>,
+    filter: ParticipantFilter,
+    visibility: Visibility,
+    /// Every event up to here was looked at.
+    position: FeedPosition,
+    ready: VecDeque<FeedItem>,
+    behind: bool,
+}
+
+impl FeedFollower {
+    async fn next(&mut self) -> Option<Result<FeedItem>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.behind {
+                self.hub.catching_up();
+                match store_sessions::feed_page(&self.pool, self.position, PAGE).await {
+                    Ok(page) => {
+                        self.behind = page.events.len() as i64 == PAGE;
+                        self.take(&page.events);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "feed catch-up failed; retrying");
+                        if !pause(&self.hub).await {
+                            return None;
+                        }
+                    }
+                }
+                continue;
+            }
+            match next_delivery(&self.hub, &mut self.deliveries).await {
+                // Events past the start of this page may have gone by unseen.
+                Next::Delivery(Delivery::Feed { after, .. }) if after > self.position => self.behind = true,
+                Next::Delivery(Delivery::Feed { events, .. }) => self.take(&events),
+                // Not in the feed yet: the reader publishes it in feed order.
+                Next::Delivery(Delivery::Committed(_)) => {}
+                Next::CatchUp => self.behind = true,
+                Next::End => return None,
+            }
+        }
+    }
+
+    fn take(&mut self, events: &[FeedEvent]) {
+        for e in events {
+            if e.position <= self.position {
+                continue;
+            }
+            self.position = e.position;
+            if self.filter.admits(self.visibility, e) {
+                self.ready.push_back(FeedItem {
+                    event: e.event.clone(),
+                    position: e.position,
+                });
+            }
+        }
+    }
+}
+
 impl App {
     /// Opens a WatchSession stream: the snapshot (unless `after_seq`), then
     /// every event in seq order; it ends after the terminal event.
@@ -74,13 +238,13 @@ impl App {
         &self,
         who: &Principal,
         watch: SessionWatch,
-    ) -> Result<mpsc::Receiver<Result<SessionItem>>> {
+    ) -> Result<impl Stream<Item = Result<SessionItem>> + Send + 'static> {
         let SessionWatch {
             session_id: id,
             after_seq,
         } = watch;
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
-        let mut hints = self.hub.subscribe();
+        let deliveries = self.hub.subscribe();
         let snapshot = self.get_session(who, id).await?;
         if let Some(after) = after_seq
             && after > snapshot.last_seq
@@ -90,104 +254,55 @@ impl App {
                 format!("is beyond the session's last event ({})", snapshot.last_seq),
             ));
         }
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let app = self.clone();
-        tokio::spawn(async move {
-            let mut cursor = match after_seq {
-                Some(seq) => seq,
-                None => {
-                    let seq = snapshot.last_seq;
-                    if tx
-                        .send(Ok(SessionItem::Snapshot(Box::new(snapshot.clone()))))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    seq
-                }
-            };
+        let last_seq = snapshot.last_seq;
+        let follower = SessionFollower {
+            pool: self.pool.clone(),
+            hub: self.hub.clone(),
+            deliveries,
+            id,
+            seq: after_seq.unwrap_or(last_seq),
+            behind: after_seq.is_some_and(|after| after < last_seq),
             // A session already over has nothing after its last event.
-            let ended_at = snapshot.status.is_terminal().then_some(snapshot.last_seq);
-            loop {
-                loop {
-                    let events = match store_sessions::events(&app.pool, id, cursor, PAGE).await {
-                        Ok(events) => events,
-                        Err(err) => {
-                            tracing::warn!(error = %err, session_id = %id, "watch read failed; retrying");
-                            break;
-                        }
-                    };
-                    let full = events.len() as i64 == PAGE;
-                    for e in events {
-                        cursor = e.seq;
-                        let last = ends_session(&e);
-                        if !deliver(&tx, &app.hub, Ok(SessionItem::Event(e))).await || last {
-                            return;
-                        }
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                if ended_at.is_some_and(|end| cursor >= end) {
-                    return;
-                }
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    go_on = watch::wait(&app.hub, &mut hints, |h| h.is_news_for(id, cursor)) => if !go_on { return },
-                }
-            }
-        });
-        Ok(rx)
+            last: snapshot.status.is_terminal().then_some(last_seq),
+            ready: match after_seq {
+                Some(_) => VecDeque::new(),
+                None => VecDeque::from([SessionItem::Snapshot(Box::new(snapshot))]),
+            },
+        };
+        Ok(futures_util::stream::unfold(follower, |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        }))
     }
 
     /// Opens a WatchSessions feed of the events the caller may see, from
     /// `cursor` (exclusive) or from now.
-    pub async fn watch_sessions(&self, who: &Principal, watch: FeedWatch) -> Result<mpsc::Receiver<Result<FeedItem>>> {
+    pub async fn watch_sessions(
+        &self,
+        who: &Principal,
+        watch: FeedWatch,
+    ) -> Result<impl Stream<Item = Result<FeedItem>> + Send + 'static> {
         let FeedWatch { filter, cursor } = watch;
-        let visibility = who.visibility();
-        let mut hints = self.hub.subscribe();
-        let mut position = match cursor {
+        let deliveries = self.hub.subscribe();
+        // From now: the horizon (events of transactions still open may follow).
+        let position = match cursor {
             Some(p) => p,
             None => store_sessions::feed_horizon(&self.pool).await?,
         };
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let app = self.clone();
-        tokio::spawn(async move {
-            loop {
-                loop {
-                    let rows = match store_sessions::feed_page(&app.pool, position, &filter, visibility, PAGE).await {
-                        Ok(rows) => rows,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "feed read failed; retrying");
-                            break;
-                        }
-                    };
-                    let full = rows.len() as i64 == PAGE;
-                    for row in rows {
-                        position = row.position;
-                        if row.matches {
-                            let item = FeedItem {
-                                event: row.event,
-                                position,
-                            };
-                            if !deliver(&tx, &app.hub, Ok(item)).await {
-                                return;
-                            }
-                        }
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    go_on = watch::wait(&app.hub, &mut hints, |_| true) => if !go_on { return },
-                }
-            }
-        });
-        Ok(rx)
+        let follower = FeedFollower {
+            pool: self.pool.clone(),
+            hub: self.hub.clone(),
+            deliveries,
+            filter,
+            visibility: who.visibility(),
+            position,
+            behind: cursor.is_some(),
+            ready: VecDeque::new(),
+        };
+        Ok(futures_util::stream::unfold(follower, |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        }))
     }
 }
 

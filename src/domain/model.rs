@@ -181,6 +181,30 @@ pub struct SessionEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// A committed event as the watch feed carries it: its place in the feed of
+/// all events, and whose session it is (what the feed's filters look at).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    pub event: SessionEvent,
+    pub position: super::query::FeedPosition,
+    pub mentor_id: Uuid,
+    pub mentee_id: Uuid,
+    pub listing_id: Uuid,
+}
+
+impl FeedEvent {
+    /// `event` of `session`, at `position`.
+    pub fn of(session: &Session, event: SessionEvent, position: super::query::FeedPosition) -> FeedEvent {
+        FeedEvent {
+            event,
+            position,
+            mentor_id: session.mentor_id,
+            mentee_id: session.mentee_id,
+            listing_id: session.listing_id,
+        }
+    }
+}
+
 /// One assignment of a mentor to a session (SPEC §4.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MentorAssignment {

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::access::Visibility;
+
 /// Most values a repeated filter field (statuses) may carry; repeats count once.
 pub const MAX_FILTER_VALUES: usize = 100;
 
@@ -93,6 +95,26 @@ pub struct SessionWatch {
 
 /// A position in the feed of all events: (transaction id, event id).
 pub type FeedPosition = (i64, i64);
+
+impl ParticipantFilter {
+    /// Whether a WatchSessions feed with this filter, opened by a caller who
+    /// sees `visibility`, delivers `e`. Participants and listing are the
+    /// session's; the status is the one the event left the session in, so a
+    /// resumed feed selects exactly what a live one did.
+    pub fn admits(&self, visibility: Visibility, e: &super::model::FeedEvent) -> bool {
+        let visible = match visibility {
+            Visibility::All => true,
+            Visibility::Own { mentee_id, mentor_id } => {
+                mentee_id == Some(e.mentee_id) || mentor_id == Some(e.mentor_id)
+            }
+        };
+        visible
+            && self.mentor_id.is_none_or(|id| id == e.mentor_id)
+            && self.mentee_id.is_none_or(|id| id == e.mentee_id)
+            && self.listing_id.is_none_or(|id| id == e.listing_id)
+            && (self.statuses.is_empty() || e.event.to_status.is_some_and(|s| self.statuses.contains(&s.as_str())))
+    }
+}
 
 /// WatchSessions: what to follow, from where (exclusive) or from now.
 #[derive(Debug, Clone, PartialEq, Eq)]

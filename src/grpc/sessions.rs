@@ -1,7 +1,7 @@
 //! SessionService: handlers of a few lines each, and the parser of each
 //! request.
 
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, codegen::BoxStream};
 
 use super::{Api, Parse, convert, mutating, pb};
@@ -282,7 +282,7 @@ impl pb::session_service_server::SessionService for Api {
     ) -> Result<Response<BoxStream<pb::WatchSessionResponse>>, Status> {
         self.read(req, async |app, who, watch| {
             let items = app.watch_session(&who, watch).await?;
-            let stream = ReceiverStream::new(items).map(|item| {
+            let stream = items.map(|item| {
                 let item = match item? {
                     SessionItem::Snapshot(s) => pb::watch_session_response::Item::Session((*s).into()),
                     SessionItem::Event(e) => pb::watch_session_response::Item::Event(e.into()),
@@ -300,7 +300,7 @@ impl pb::session_service_server::SessionService for Api {
     ) -> Result<Response<BoxStream<pb::WatchSessionsResponse>>, Status> {
         self.read(req, async |app, who, watch| {
             let items = app.watch_sessions(&who, watch).await?;
-            let stream = ReceiverStream::new(items).map(|item| {
+            let stream = items.map(|item| {
                 let item = item?;
                 Ok(pb::WatchSessionsResponse {
                     event: Some(item.event.into()),

@@ -9,8 +9,8 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     config::SessionConfig,
-    model::{EventType, Session, SessionEvent},
-    query::{FeedPosition, ParticipantFilter, SessionFilter, SortField},
+    model::{EventType, FeedEvent, Session, SessionEvent},
+    query::{FeedPosition, SessionFilter, SortField},
 };
 
 #[derive(sqlx::FromRow)]
@@ -110,7 +110,7 @@ pub(super) async fn insert_with_event(
     s: &Session,
     deadline: Deadline,
     e: EventInput<'_>,
-) -> Result<(Session, SessionEvent), Error> {
+) -> Result<(Session, FeedEvent), Error> {
     let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
     let row = sqlx::query!(
         r#"WITH inserted AS (
@@ -123,9 +123,10 @@ pub(super) async fn insert_with_event(
                INSERT INTO session_events (session_id, seq, type, to_status, to_stage, actor_kind, actor_id,
                                            reason, details)
                SELECT id, 1, $15, status, stage, $16, $17, $18, $19 FROM inserted
-               RETURNING occurred_at
+               RETURNING occurred_at, txid, id
            )
-           SELECT inserted.created_at, inserted.updated_at, event.occurred_at FROM inserted, event"#,
+           SELECT inserted.created_at, inserted.updated_at, event.occurred_at, event.txid, event.id
+           FROM inserted, event"#,
         s.id,
         s.booking_id,
         s.listing_id,
@@ -156,7 +157,8 @@ pub(super) async fn insert_with_event(
         ..s.clone()
     };
     let event = event(&created, None, e, 1, row.occurred_at);
-    Ok((created, event))
+    let committed = FeedEvent::of(&created, event, (row.txid, row.id));
+    Ok((created, committed))
 }
 
 /// Writes the lifecycle fields (and the mentor) of a locked session, bumps its version and
@@ -168,7 +170,7 @@ pub(super) async fn save_with_event(
     s: &Session,
     deadline: Deadline,
     e: EventInput<'_>,
-) -> Result<(Session, SessionEvent), Error> {
+) -> Result<(Session, FeedEvent), Error> {
     let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
     let row = sqlx::query!(
         r#"WITH saved AS (
@@ -182,9 +184,10 @@ pub(super) async fn save_with_event(
                INSERT INTO session_events (session_id, seq, type, from_status, to_status, from_stage,
                                            to_stage, actor_kind, actor_id, reason, details)
                SELECT id, last_seq, $16, $17, status, $18, stage, $19, $20, $21, $22 FROM saved
-               RETURNING occurred_at
+               RETURNING occurred_at, txid, id
            )
-           SELECT saved.last_seq, saved.version, saved.updated_at, event.occurred_at FROM saved, event"#,
+           SELECT saved.last_seq, saved.version, saved.updated_at, event.occurred_at, event.txid, event.id
+           FROM saved, event"#,
         s.id,
         s.status.as_str(),
         s.stage,
@@ -219,7 +222,8 @@ pub(super) async fn save_with_event(
         ..s.clone()
     };
     let event = event(&saved, Some(before), e, row.last_seq, row.occurred_at);
-    Ok((saved, event))
+    let committed = FeedEvent::of(&saved, event, (row.txid, row.id));
+    Ok((saved, committed))
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
@@ -426,63 +430,86 @@ pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
     Ok((xmin, 0))
 }
 
-/// One row of the feed: the event, its position, and whether it passes the filter.
-pub struct FeedRow {
-    pub event: SessionEvent,
-    pub position: FeedPosition,
-    pub matches: bool,
+/// A read of the feed of all events.
+pub struct FeedPage {
+    /// Every transaction below this id had finished when the page was read.
+    pub horizon: i64,
+    pub events: Vec<FeedEvent>,
 }
 
-#[derive(sqlx::FromRow)]
-struct FeedRowRaw {
-    #[sqlx(flatten)]
-    event: EventRow,
-    txid: i64,
-    id: i64,
-    matches: bool,
-}
-
-/// Events after `after` from finished transactions only, in feed order. Rows
-/// that fail the filter come back with `matches = false` so the reader can
-/// move past them.
-pub async fn feed_page(
-    pool: &PgPool,
-    after: FeedPosition,
-    filter: &ParticipantFilter,
-    visibility: Visibility,
-    limit: i64,
-) -> Result<Vec<FeedRow>, Error> {
-    let mut q = QueryBuilder::new(
-        "SELECT e.session_id, e.seq, e.type, e.from_status, e.to_status, e.from_stage, e.to_stage, \
-         e.actor_kind, e.actor_id, e.reason, e.details, e.occurred_at, e.txid, e.id, coalesce((true",
-    );
-    // Participants and listing: the session's; status: the one the event left
-    // the session in, so a resumed feed selects exactly what a live one did.
-    let participants = ParticipantFilter {
-        statuses: Vec::new(),
-        ..filter.clone()
-    };
-    push_participant_filter(&mut q, "s.", &participants, visibility);
-    if !filter.statuses.is_empty() {
-        let statuses: Vec<String> = filter.statuses.iter().map(|s| s.to_string()).collect();
-        q.push(" AND e.to_status = ANY(").push_bind(statuses).push(")");
-    }
-    q.push(
-        "), false) AS matches FROM session_events e JOIN sessions s ON s.id = e.session_id WHERE (e.txid, e.id) > (",
+/// Up to `limit` events after `after`, in feed order, from finished
+/// transactions only (below the horizon of the read's snapshot): every
+/// event, each with its session's participants, so one read serves every
+/// feed whatever its filter (`ParticipantFilter::admits`).
+pub async fn feed_page(pool: &PgPool, after: FeedPosition, limit: i64) -> Result<FeedPage, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT h.horizon AS "horizon!", e.session_id AS "session_id?", e.seq AS "seq?", e.type AS "type?",
+                  e.from_status, e.to_status, e.from_stage, e.to_stage, e.actor_kind AS "actor_kind?",
+                  e.actor_id AS "actor_id?", e.reason AS "reason?", e.details AS "details?",
+                  e.occurred_at AS "occurred_at?", e.txid AS "txid?", e.id AS "id?",
+                  e.mentor_id AS "mentor_id?", e.mentee_id AS "mentee_id?", e.listing_id AS "listing_id?"
+           FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h
+           LEFT JOIN LATERAL (
+               SELECT ev.*, s.mentor_id, s.mentee_id, s.listing_id
+               FROM session_events ev JOIN sessions s ON s.id = ev.session_id
+               WHERE (ev.txid, ev.id) > ($1, $2) AND ev.txid < h.horizon
+               ORDER BY ev.txid, ev.id LIMIT $3
+           ) e ON true
+           ORDER BY e.txid, e.id"#,
+        after.0,
+        after.1,
+        limit
     )
-    .push_bind(after.0)
-    .push(", ")
-    .push_bind(after.1)
-    .push(") AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY e.txid, e.id LIMIT ")
-    .push_bind(limit);
-    let rows: Vec<FeedRowRaw> = q.build_query_as().fetch_all(pool).await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(FeedRow {
-                event: r.event.try_into()?,
-                position: (r.txid, r.id),
-                matches: r.matches,
-            })
-        })
-        .collect()
+    .fetch_all(pool)
+    .await?;
+    let horizon = rows.first().map_or(0, |r| r.horizon);
+    let mut events = Vec::with_capacity(rows.len());
+    for r in rows {
+        // The one row of an empty page carries only the horizon.
+        let Some(session_id) = r.session_id else { continue };
+        let missing = || corrupt(format!("feed row of session {session_id}"));
+        let event = EventRow {
+            session_id,
+            seq: r.seq.ok_or_else(missing)?,
+            r#type: r.r#type.ok_or_else(missing)?,
+            from_status: r.from_status,
+            to_status: r.to_status,
+            from_stage: r.from_stage,
+            to_stage: r.to_stage,
+            actor_kind: r.actor_kind.ok_or_else(missing)?,
+            actor_id: r.actor_id.ok_or_else(missing)?,
+            reason: r.reason.ok_or_else(missing)?,
+            details: r.details.ok_or_else(missing)?,
+            occurred_at: r.occurred_at.ok_or_else(missing)?,
+        };
+        events.push(FeedEvent {
+            event: event.try_into()?,
+            position: (r.txid.ok_or_else(missing)?, r.id.ok_or_else(missing)?),
+            mentor_id: r.mentor_id.ok_or_else(missing)?,
+            mentee_id: r.mentee_id.ok_or_else(missing)?,
+            listing_id: r.listing_id.ok_or_else(missing)?,
+        });
+    }
+    Ok(FeedPage { horizon, events })
+}
+
+/// The open transaction with the oldest transaction id in the cluster: the
+/// one that holds the feed's horizon back.
+pub struct OldestTransaction {
+    pub pid: i32,
+    pub application: String,
+    pub state: String,
+    pub open_for_ms: i64,
+}
+
+pub async fn oldest_transaction(pool: &PgPool) -> Result<Option<OldestTransaction>, Error> {
+    Ok(sqlx::query_as!(
+        OldestTransaction,
+        r#"SELECT pid AS "pid!", coalesce(application_name, '') AS "application!", coalesce(state, '') AS "state!",
+                  coalesce((extract(epoch FROM now() - xact_start) * 1000)::bigint, 0) AS "open_for_ms!"
+           FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+           ORDER BY age(backend_xid) DESC LIMIT 1"#
+    )
+    .fetch_optional(pool)
+    .await?)
 }

@@ -5,9 +5,9 @@
 //! (the statements that write them are private to the store): each insert or
 //! save writes the row, re-arms its deadline and appends its event (with the
 //! next gapless seq) in one statement, and the unit keeps the event. After
-//! the commit, and only then, the unit hands the committed events on: today
-//! to this replica's watchers; the same list is where capacity (several
-//! sessions in one transaction) and outgoing deliveries will hang their work.
+//! the commit, and only then, the unit hands the committed events on: to
+//! this replica's watchers and, through its notifier, to the other replicas
+//! (`watch`). Nothing inside the transaction notifies anyone.
 
 use sqlx::PgPool;
 
@@ -17,17 +17,17 @@ use super::{
 };
 use crate::domain::{
     Result,
-    model::{Session, SessionEvent},
+    model::{FeedEvent, Session},
     session::{self, Timeouts},
 };
-use crate::watch::{Hint, Hub};
+use crate::watch::Hub;
 
 /// One transaction and every session change made in it.
 pub struct Unit {
     tx: Tx,
     timeouts: Timeouts,
     hub: Hub,
-    events: Vec<SessionEvent>,
+    events: Vec<FeedEvent>,
 }
 
 impl Unit {
@@ -66,16 +66,11 @@ impl Unit {
         Ok(saved)
     }
 
-    /// Commits every change, then hands the committed events on to this
-    /// replica's watchers.
+    /// Commits every change, then hands the committed events on to the
+    /// watchers (`watch::Hub::committed`).
     pub async fn commit(self) -> Result<()> {
         super::commit(self.tx).await?;
-        for e in &self.events {
-            self.hub.publish(Hint::Event {
-                session_id: e.session_id,
-                seq: e.seq,
-            });
-        }
+        self.hub.committed(self.events);
         Ok(())
     }
 }

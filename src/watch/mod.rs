@@ -1,196 +1,326 @@
 //! Live delivery of session events to watchers, on one replica or many.
 //!
-//! Each replica keeps one LISTEN connection ([`listen`]). A notification is a
-//! hint only ("session S has seq N"); watchers read the content from the
-//! database after their own cursor, so a lost or duplicated hint can delay an
-//! event but never lose or repeat it. Lost hints are covered twice: after the
-//! listener reconnects (and LISTENs again) it tells every watcher to resync,
-//! and every watcher re-reads anyway after the backstop ([`BACKSTOP`] by
-//! default) without news.
+//! No write transaction notifies anyone (a NOTIFY serialises the commits of
+//! the whole cluster). Instead, per replica:
 //!
-//! Hints travel on one `broadcast` channel per replica: writers never wait for
-//! watchers, and a watcher that falls behind (lags the channel) simply
-//! re-reads from the database.
+//! - the unit of work hands its committed events to the [`Hub`] right after
+//!   the commit ([`Hub::committed`]): they go straight to this replica's
+//!   WatchSession streams, wake this replica's feed reader, and are queued
+//!   for the notifier;
+//! - the **notifier** ([`relay::announce`]) tells the other replicas with one
+//!   NOTIFY every few milliseconds at most, outside any write transaction,
+//!   carrying only the newest feed position committed here;
+//! - the **listener** ([`relay::listen`]) hears the other replicas' NOTIFYs
+//!   and wakes the feed reader;
+//! - the **feed reader** ([`feed::run`]) is the one place that reads the feed
+//!   of all events: one query per wake-up (a batch of hints), published to
+//!   every stream of the replica on one `broadcast` channel, filtered in
+//!   memory. It also runs the backstop: a read every [`BACKSTOP`] without
+//!   news, once per replica, covering a replica that died between its commit
+//!   and its NOTIFY and a listener that reconnects.
+//!
+//! Streams (`app::watch`) hold no task and no database connection while
+//! idle: they wait on the channel. A stream that falls behind the channel (a
+//! slow client) or sees a gap catches up from the database on its own, so it
+//! never slows the others, and nothing is lost or repeated.
 
-use std::time::Duration;
+pub mod feed;
+pub mod relay;
 
-use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::broadcast;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How often watchers re-read even without a notification (the default).
+use crate::domain::{model::FeedEvent, query::FeedPosition};
+
+/// How often the feed reader reads without news (the default).
 pub const BACKSTOP: Duration = Duration::from_secs(1);
 
-/// The NOTIFY channel written by the `session_events_notify` trigger.
-pub const CHANNEL: &str = "session_events";
+/// Deliveries buffered per replica before a slow stream lags (and catches up
+/// from the database): the default.
+pub const BUFFER: usize = 1024;
 
-/// Hints buffered per replica before slow receivers lag (and resync).
-const HINT_BUFFER: usize = 1024;
-
-/// Something may have changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hint {
-    /// An event of this session committed.
-    Event { session_id: Uuid, seq: i64 },
-    /// Anything may have changed: re-read.
-    Resync,
+/// What a replica's streams receive.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Events this replica has just committed, straight from the unit of work
+    /// and ahead of the feed: WatchSession streams take them.
+    Committed(Arc<[FeedEvent]>),
+    /// The next events of the feed, in feed order: every event after `after`
+    /// up to the last one's position.
+    Feed {
+        after: FeedPosition,
+        events: Arc<[FeedEvent]>,
+    },
 }
 
-impl Hint {
-    /// Whether a watcher of `session_id` that has read up to `seq` should
-    /// re-read. An event it already has is no news: the replica that made a
-    /// change hears of it twice (its own unit of work, then NOTIFY).
-    pub fn is_news_for(&self, session_id: Uuid, seq: i64) -> bool {
+impl Delivery {
+    pub fn events(&self) -> &[FeedEvent] {
         match self {
-            Hint::Event { session_id: s, seq: n } => *s == session_id && *n > seq,
-            Hint::Resync => true,
+            Delivery::Committed(events) | Delivery::Feed { events, .. } => events,
         }
     }
-
-    fn parse(payload: &str) -> Hint {
-        payload
-            .split_once(':')
-            .and_then(|(id, seq)| {
-                Some(Hint::Event {
-                    session_id: Uuid::try_parse(id).ok()?,
-                    seq: seq.parse().ok()?,
-                })
-            })
-            .unwrap_or(Hint::Resync)
-    }
 }
 
-/// The per-replica fan-out of hints, and the signal that ends every stream
-/// at shutdown.
+/// A replica's fan-out of committed events, shared by the unit of work, the
+/// feed reader, the notifier, the listener and every stream.
 #[derive(Debug, Clone)]
 pub struct Hub {
-    hints: broadcast::Sender<Hint>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    deliveries: broadcast::Sender<Delivery>,
     closing: CancellationToken,
     backstop: Duration,
+    /// Tells this replica's NOTIFYs from the others'.
+    replica: Uuid,
+    /// Wakes the feed reader.
+    wake: Notify,
+    feed: Mutex<FeedState>,
+    /// The newest position committed here and not yet announced.
+    outbox: Mutex<Option<FeedPosition>>,
+    /// Wakes the notifier.
+    announce: Notify,
+    reads: AtomicU64,
+    catch_ups: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    /// Every event up to here has been published.
+    position: FeedPosition,
+    /// Commits this replica knows of (its own, and the newest of each other
+    /// replica's announcements) that the reader has not passed yet, with the
+    /// moment each became known: the feed's lag.
+    known: BTreeMap<FeedPosition, Instant>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new(BACKSTOP)
+        Hub::new(BACKSTOP, BUFFER)
     }
 }
 
 impl Hub {
-    /// A hub whose watchers re-read at least every `backstop`.
-    pub fn new(backstop: Duration) -> Self {
+    /// A hub whose reader reads at least every `backstop`, buffering `buffer`
+    /// deliveries for slow streams.
+    pub fn new(backstop: Duration, buffer: usize) -> Self {
         Hub {
-            hints: broadcast::channel(HINT_BUFFER).0,
-            closing: CancellationToken::new(),
-            backstop,
+            inner: Arc::new(Inner {
+                deliveries: broadcast::channel(buffer.max(1)).0,
+                closing: CancellationToken::new(),
+                backstop,
+                replica: Uuid::new_v4(),
+                wake: Notify::new(),
+                feed: Mutex::default(),
+                outbox: Mutex::default(),
+                announce: Notify::new(),
+                reads: AtomicU64::new(0),
+                catch_ups: AtomicU64::new(0),
+            }),
         }
     }
 
-    /// A receiver of every hint from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Hint> {
-        self.hints.subscribe()
+    /// A receiver of every delivery from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
+        self.inner.deliveries.subscribe()
     }
 
-    pub fn publish(&self, hint: Hint) {
+    /// Events the unit of work has just committed on this replica.
+    pub fn committed(&self, events: Vec<FeedEvent>) {
+        let Some(newest) = events.iter().map(|e| e.position).max() else {
+            return;
+        };
         // No receivers is fine: nobody is watching.
-        let _ = self.hints.send(hint);
+        let _ = self.inner.deliveries.send(Delivery::Committed(events.into()));
+        self.known(newest);
+        let mut outbox = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        *outbox = (*outbox).max(Some(newest));
+        drop(outbox);
+        self.inner.announce.notify_one();
+    }
+
+    /// Another replica committed up to `position`.
+    pub fn announced(&self, position: FeedPosition) {
+        self.known(position);
+    }
+
+    /// Something may have been missed (the listener reconnected): read now.
+    pub fn resync(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    fn known(&self, position: FeedPosition) {
+        let mut feed = self.feed();
+        if position > feed.position {
+            feed.known.entry(position).or_insert_with(Instant::now);
+        }
+        drop(feed);
+        self.inner.wake.notify_one();
+    }
+
+    /// Where the feed reader is: every event up to here has been published.
+    pub fn position(&self) -> FeedPosition {
+        self.feed().position
+    }
+
+    /// How long the oldest commit this replica knows of has waited for the
+    /// feed reader: zero when the feed is caught up. It grows while a
+    /// transaction anywhere in the cluster holds the horizon back.
+    pub fn feed_lag(&self) -> Duration {
+        self.feed()
+            .known
+            .values()
+            .min()
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    /// Database reads the feed reader has made (each serves every stream).
+    pub fn feed_reads(&self) -> u64 {
+        self.inner.reads.load(Ordering::Relaxed)
+    }
+
+    /// Database reads streams made to catch up on their own (a resumed
+    /// stream, a slow client, a gap).
+    pub fn catch_ups(&self) -> u64 {
+        self.inner.catch_ups.load(Ordering::Relaxed)
+    }
+
+    /// A stream is about to read the database to catch up.
+    pub fn catching_up(&self) {
+        self.inner.catch_ups.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ends every open stream (server shutdown).
     pub fn close(&self) {
-        self.closing.cancel();
+        self.inner.closing.cancel();
     }
 
     pub fn closing(&self) -> &CancellationToken {
-        &self.closing
+        &self.inner.closing
     }
-}
 
-/// Waits for the next hint that `wanted` accepts, the hub's backstop, or the end.
-/// Returns false when the watcher should stop (shutdown).
-pub async fn wait(hub: &Hub, hints: &mut broadcast::Receiver<Hint>, wanted: impl Fn(&Hint) -> bool) -> bool {
-    let backstop = tokio::time::sleep(hub.backstop);
-    tokio::pin!(backstop);
-    loop {
-        tokio::select! {
-            _ = hub.closing.cancelled() => return false,
-            _ = &mut backstop => return true,
-            hint = hints.recv() => match hint {
-                Ok(h) if wanted(&h) => return true,
-                Ok(_) => continue,
-                // Fell behind the channel: something changed, re-read.
-                Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                Err(broadcast::error::RecvError::Closed) => return false,
-            },
+    fn feed(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.inner.feed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reader starts at `position` (the horizon when the server starts),
+    /// before any stream opens.
+    pub fn start_at(&self, position: FeedPosition) {
+        self.feed().position = position;
+    }
+
+    /// The reader read `events` after `after`; when `horizon` is set the read
+    /// reached it (every transaction below it is finished and read).
+    fn advance(&self, after: FeedPosition, events: Vec<FeedEvent>, horizon: Option<i64>) {
+        self.inner.reads.fetch_add(1, Ordering::Relaxed);
+        let mut feed = self.feed();
+        if let Some(last) = events.last() {
+            feed.position = last.position;
+        }
+        let position = feed.position;
+        feed.known
+            .retain(|p, _| *p > position && horizon.is_none_or(|h| p.0 >= h));
+        drop(feed);
+        if !events.is_empty() {
+            let _ = self.inner.deliveries.send(Delivery::Feed {
+                after,
+                events: events.into(),
+            });
         }
     }
-}
 
-/// Keeps this replica's LISTEN connection and republishes its notifications
-/// as hints, until `shutdown`.
-pub async fn listen(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(err) => {
-                tracing::warn!(error = %err, "watch listener cannot connect; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
-            }
-        };
-        if let Err(err) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %err, "LISTEN failed; retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-            }
-        }
-        // LISTEN is active again: anything committed while it was not must be re-read.
-        hub.publish(Hint::Resync);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = listener.try_recv() => match received {
-                    Ok(Some(n)) => hub.publish(Hint::parse(n.payload())),
-                    // The connection dropped: reconnect, LISTEN, and only then resync,
-                    // so nothing committed before LISTEN is active goes unnoticed.
-                    Ok(None) => {
-                        tracing::warn!("watch listener connection lost; reconnecting");
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "watch listener failed; reconnecting");
-                        break;
-                    }
-                },
-            }
-        }
+    /// Whether commits are known that the reader has not read yet.
+    fn behind(&self) -> bool {
+        !self.feed().known.is_empty()
+    }
+
+    /// The newest position committed here since the last announcement.
+    fn take_outbox(&self) -> Option<FeedPosition> {
+        self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{
+        access::{Actor, ActorKind},
+        model::{EventType, SessionEvent},
+    };
+
+    fn event(position: FeedPosition) -> FeedEvent {
+        FeedEvent {
+            event: SessionEvent {
+                session_id: Uuid::nil(),
+                seq: 1,
+                event_type: EventType::Created,
+                from_status: None,
+                to_status: None,
+                from_stage: None,
+                to_stage: None,
+                actor: Actor {
+                    kind: ActorKind::System,
+                    id: String::new(),
+                },
+                reason: String::new(),
+                details: serde_json::Value::Null,
+                occurred_at: chrono::Utc::now(),
+            },
+            position,
+            mentor_id: Uuid::nil(),
+            mentee_id: Uuid::nil(),
+            listing_id: Uuid::nil(),
+        }
+    }
 
     #[test]
-    fn payloads_parse_into_hints() {
-        let id = Uuid::new_v4();
-        assert_eq!(Hint::parse(&format!("{id}:7")), Hint::Event { session_id: id, seq: 7 });
-        assert_eq!(Hint::parse("garbage"), Hint::Resync);
-        assert!(Hint::Resync.is_news_for(id, 7));
-        assert!(Hint::Event { session_id: id, seq: 8 }.is_news_for(id, 7));
-        assert!(
-            !Hint::Event { session_id: id, seq: 7 }.is_news_for(id, 7),
-            "already read"
+    fn lag_lasts_until_the_reader_passes_every_known_commit() {
+        let hub = Hub::default();
+        hub.start_at((10, 0));
+        assert_eq!(hub.feed_lag(), Duration::ZERO);
+        hub.committed(vec![event((12, 5))]);
+        hub.announced((11, 3));
+        hub.announced((9, 1));
+        assert!(hub.behind(), "two commits ahead of the reader");
+        assert_eq!(
+            hub.take_outbox(),
+            Some((12, 5)),
+            "only this replica's own commits are announced"
         );
-        assert!(
-            !Hint::Event {
-                session_id: Uuid::new_v4(),
-                seq: 9
-            }
-            .is_news_for(id, 7)
-        );
+        assert_eq!(hub.take_outbox(), None);
+
+        // The horizon stopped the read at transaction 12: it is still pending.
+        hub.advance((10, 0), vec![event((11, 3))], Some(12));
+        assert_eq!(hub.position(), (11, 3));
+        assert!(hub.behind());
+        // A read that passes it clears the lag.
+        hub.advance((11, 3), vec![event((12, 5))], Some(13));
+        assert!(!hub.behind());
+        assert_eq!(hub.feed_lag(), Duration::ZERO);
+        assert_eq!(hub.feed_reads(), 2);
+    }
+
+    #[test]
+    fn a_known_commit_the_horizon_passed_without_its_event_is_no_longer_pending() {
+        // Its event is gone (purged): the horizon still tells the reader it was read.
+        let hub = Hub::default();
+        hub.start_at((10, 0));
+        hub.announced((11, 3));
+        hub.advance((10, 0), Vec::new(), Some(11));
+        assert!(hub.behind());
+        hub.advance((10, 0), Vec::new(), Some(12));
+        assert!(!hub.behind());
     }
 }

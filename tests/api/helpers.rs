@@ -151,12 +151,18 @@ pub async fn spawn_jobs(n: usize, rules: Rules, jobs: Jobs) -> TestApp {
 }
 
 pub async fn start_replica(database_url: &str, rules: Rules, jobs: Jobs) -> Replica {
+    let background = mentorship::Background {
+        sweeper: jobs == Jobs::RealTime,
+        announce: true,
+    };
+    start_replica_with(database_url, rules, background).await
+}
+
+/// A replica with the given background work (a test that switches some off).
+pub async fn start_replica_with(database_url: &str, rules: Rules, background: mentorship::Background) -> Replica {
     let pool = mentorship::connect(database_url, 10).await.expect("server pool");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let app = App::new(pool, rules);
-    let background = mentorship::Background {
-        sweeper: jobs == Jobs::RealTime,
-    };
     let server = mentorship::start(
         app.clone(),
         Arc::new(Verifier::hs256(SECRET, None, None)),

@@ -103,18 +103,19 @@ async fn a_watcher_on_one_replica_sees_every_change_made_through_the_other() {
 }
 
 /// The unit of work hands committed events to the watchers of its own
-/// replica directly: with NOTIFY switched off and no backstop, a watcher on
-/// the replica that made the changes still sees every one of them.
+/// replica directly: with its notifier off and no backstop, a watcher on the
+/// replica that made the changes still sees every one of them.
 #[tokio::test]
 async fn committed_changes_reach_watchers_on_the_same_replica_without_notify() {
-    let app = spawn_with(1, notifications_only()).await;
-    sqlx::query("ALTER TABLE session_events DISABLE TRIGGER session_events_notify")
-        .execute(&app.pool)
-        .await
-        .expect("disable NOTIFY");
+    let mut app = spawn_with(0, notifications_only()).await;
+    app.replicas
+        .push(start_replica_with(&app.database_url, notifications_only(), silent()).await);
     let w = world(&app).await;
     let s = scheduled(&app, &w, monday_at(10)).await;
     let mut stream = watch(&app, 0, &coordinator(), &s.id, Some(1)).await.expect("watch");
+    let mut all = feed(&app, 0, &coordinator(), pb::WatchSessionsRequest::default())
+        .await
+        .expect("feed");
     start(&app, 0, &s.id).await;
     for i in 0..5 {
         stage(&app, 0, &s.id, if i % 2 == 0 { "a" } else { "b" }).await;
@@ -123,6 +124,143 @@ async fn committed_changes_reach_watchers_on_the_same_replica_without_notify() {
     let events = drain(&mut stream).await;
     assert_contiguous(&events, 2);
     assert_eq!(events.len(), 7);
+    assert_eq!(
+        seqs_from(&mut all, 2, 7).await,
+        (2..=8).collect::<Vec<_>>(),
+        "the feed too, in order"
+    );
+}
+
+/// A replica that neither sweeps nor tells the other replicas of its commits:
+/// one that died between its commits and its NOTIFY.
+fn silent() -> mentorship::Background {
+    mentorship::Background {
+        sweeper: false,
+        announce: false,
+    }
+}
+
+/// No write transaction sends a NOTIFY: with the notifier off, a replica's
+/// writes make no notification at all, and no trigger or function of the
+/// schema calls pg_notify.
+#[tokio::test]
+async fn write_transactions_never_notify() {
+    let mut app = spawn_with(0, notifications_only()).await;
+    app.replicas
+        .push(start_replica_with(&app.database_url, notifications_only(), silent()).await);
+    let mut listener = sqlx::postgres::PgListener::connect(&app.database_url)
+        .await
+        .expect("listener");
+    listener.listen("session_events").await.expect("LISTEN");
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    for i in 0..10 {
+        stage(&app, 0, &s.id, if i % 2 == 0 { "a" } else { "b" }).await;
+    }
+    complete(&app, 0, &s.id).await;
+    let heard = tokio::time::timeout(StdDuration::from_millis(300), listener.recv()).await;
+    assert!(heard.is_err(), "a write transaction notified: {heard:?}");
+    let notifying: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND prosrc ILIKE '%notify%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("functions");
+    assert_eq!(notifying, 0, "no function of the schema notifies");
+    assert_eq!(app.count("session_events").await, 12, "the writes happened");
+}
+
+/// A replica that dies between its commit and its NOTIFY loses nothing: the
+/// other replica's backstop reads the feed anyway, for both kinds of stream.
+#[tokio::test]
+async fn the_backstop_delivers_what_a_silent_replica_committed() {
+    let rules = mentorship::app::Rules {
+        watch_backstop: StdDuration::from_millis(100),
+        ..Default::default()
+    };
+    let mut app = spawn_with(1, rules.clone()).await;
+    app.replicas
+        .push(start_replica_with(&app.database_url, rules, silent()).await);
+    let w = world(&app).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let mut stream = watch(&app, 0, &coordinator(), &s.id, Some(1)).await.expect("watch");
+    let mut all = feed(&app, 0, &coordinator(), pb::WatchSessionsRequest::default())
+        .await
+        .expect("feed");
+    for i in 0..5 {
+        stage(&app, 1, &s.id, if i % 2 == 0 { "a" } else { "b" }).await;
+    }
+    complete(&app, 1, &s.id).await;
+    let events = drain(&mut stream).await;
+    assert_contiguous(&events, 2);
+    assert_eq!(events.len(), 6);
+    assert_eq!(seqs_from(&mut all, 2, 6).await, (2..=7).collect::<Vec<_>>());
+}
+
+/// One database read serves every stream of a replica; idle streams cost no
+/// database work at all.
+#[tokio::test]
+async fn one_feed_read_serves_every_stream_and_idle_streams_read_nothing() {
+    let app = spawn_with(1, notifications_only()).await;
+    let hub = &app.replicas[0].app.hub;
+    let w = world(&app).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(on_demand(&app, &world(&app).await, None).await.expect("create"));
+    }
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let mut watchers = Vec::new();
+    for _ in 0..20 {
+        let mut stream = watch(&app, 0, &coordinator(), &s.id, None).await.expect("watch");
+        assert!(matches!(
+            next(&mut stream).await.and_then(|i| i.item),
+            Some(Item::Session(_))
+        ));
+        watchers.push(stream);
+    }
+    let mut feeds = Vec::new();
+    for _ in 0..20 {
+        feeds.push(
+            feed(&app, 0, &w.mentee_token(), pb::WatchSessionsRequest::default())
+                .await
+                .expect("feed"),
+        );
+    }
+    // Idle: nothing commits, nothing is read.
+    let (reads, catch_ups) = (hub.feed_reads(), hub.catch_ups());
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    assert_eq!(
+        (hub.feed_reads(), hub.catch_ups()),
+        (reads, catch_ups),
+        "idle streams read nothing"
+    );
+
+    // Changes to sessions nobody watches, then one everybody watches.
+    for other in &sessions {
+        stage(&app, 0, &other.id, "x").await;
+    }
+    stage(&app, 0, &s.id, "y").await;
+    for stream in &mut watchers {
+        assert_eq!(event_of(next(stream).await.expect("event")).to_stage, "y");
+    }
+    for stream in &mut feeds {
+        let item = next(stream).await.expect("feed item");
+        assert_eq!(
+            item.event.expect("event").to_stage,
+            "y",
+            "the mentee sees only its own session"
+        );
+    }
+    let reads = hub.feed_reads() - reads;
+    assert!(
+        (1..=8).contains(&reads),
+        "{reads} feed reads for 4 commits and 40 streams: the reader reads per commit, not per stream"
+    );
+    assert_eq!(
+        hub.catch_ups(),
+        catch_ups,
+        "live streams never read the database themselves"
+    );
 }
 
 #[tokio::test]
@@ -189,17 +327,43 @@ async fn a_watcher_that_disconnects_resumes_with_after_seq_losing_and_repeating_
     assert!(next(&mut done).await.is_none());
 }
 
+/// A stalled watcher holds up neither the writers nor the other streams: it
+/// falls behind the replica's channel and catches up from the database when
+/// read again, losing and repeating nothing.
 #[tokio::test]
 async fn a_stalled_watcher_never_slows_writers_and_then_receives_everything() {
-    let app = spawn_app().await;
+    let rules = mentorship::app::Rules {
+        watch_buffer: 8,
+        ..Default::default()
+    };
+    let app = spawn_with(1, rules).await;
+    let hub = app.replicas[0].app.hub.clone();
     let w = world(&app).await;
     let s = on_demand(&app, &w, None).await.expect("create");
-    let mut stream = watch(&app, 0, &coordinator(), &s.id, None).await.expect("watch");
+    // The stalled watchers' client takes little before it stops reading, so
+    // the server soon has to stop sending to them.
+    let small_window = tonic::transport::Channel::from_shared(format!("http://{}", app.replicas[0].server.addr))
+        .expect("uri")
+        .initial_stream_window_size(Some(4096))
+        .connect()
+        .await
+        .expect("connect");
+    let stalled = Caller::new(&small_window, &coordinator());
+    let mut stream = stalled.watch_session(&s.id, None).await.expect("watch");
     assert!(matches!(
         next(&mut stream).await.and_then(|i| i.item),
         Some(Item::Session(_))
     ));
-    // The watcher reads nothing while a thousand events commit.
+    let filter = pb::WatchSessionsRequest {
+        mentee_id: w.mentee.to_string(),
+        ..Default::default()
+    };
+    let mut stalled_feed = stalled.watch_sessions(filter.clone()).await.expect("feed");
+    // Another feed on the same replica, read as events come.
+    let mut live = feed(&app, 0, &coordinator(), filter).await.expect("feed");
+    let reader = tokio::spawn(async move { take_stages(&mut live, 1000).await.len() });
+    // The watchers read nothing while a thousand events commit.
+    let catch_ups = hub.catch_ups();
     let writer = app.coordinator();
     let mut ok = 0;
     for i in 0..1000 {
@@ -208,10 +372,25 @@ async fn a_stalled_watcher_never_slows_writers_and_then_receives_everything() {
         ok += usize::from(r.is_ok());
     }
     assert_eq!(ok, 1000, "every write completed normally");
+    let live = tokio::time::timeout(READ_BOUND, reader)
+        .await
+        .expect("live feed stalled");
+    assert_eq!(live.expect("live reader"), 1000, "the live feed kept up");
     complete(&app, 0, &s.id).await;
     let events = drain(&mut stream).await;
     assert_contiguous(&events, 2);
     assert_eq!(events.len(), 1001);
+    let stages = take_stages(&mut stalled_feed, 1000).await;
+    let seqs: Vec<i64> = stages.iter().map(|i| i.event.as_ref().expect("event").seq).collect();
+    assert_eq!(
+        seqs,
+        (2..1002).collect::<Vec<_>>(),
+        "the stalled feed: every event once, in order"
+    );
+    assert!(
+        hub.catch_ups() > catch_ups,
+        "the stalled streams caught up from the database"
+    );
 }
 
 #[tokio::test]
@@ -272,6 +451,19 @@ async fn take_stages(
         }
     }
     items
+}
+
+/// The seqs of the next `count` feed items from seq `first` on: a feed opened
+/// without a cursor may begin with events committed just before it opened.
+async fn seqs_from(stream: &mut Streaming<pb::WatchSessionsResponse>, first: i64, count: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < count {
+        let seq = next(stream).await.expect("feed item").event.expect("event").seq;
+        if seq >= first || !seqs.is_empty() {
+            seqs.push(seq);
+        }
+    }
+    seqs
 }
 
 /// Reads the next `count` feed items.
@@ -453,6 +645,12 @@ async fn the_feed_never_moves_past_an_event_that_commits_later() {
         early.is_err(),
         "nothing is delivered past the open transaction: {early:?}"
     );
+    let hub = &app.replicas[0].app.hub;
+    assert!(
+        hub.feed_lag() >= StdDuration::from_millis(600),
+        "the feed's lag shows the hold-up: {:?}",
+        hub.feed_lag()
+    );
 
     held.commit().await.expect("commit A");
     let items = take_stages(&mut all, 2).await;
@@ -468,4 +666,5 @@ async fn the_feed_never_moves_past_an_event_that_commits_later() {
         [(sa.id.clone(), seq), (sb.id.clone(), 2)],
         "feed order is commit-safe"
     );
+    assert_eq!(hub.feed_lag(), StdDuration::ZERO, "caught up");
 }

@@ -1,0 +1,84 @@
+//! The feed reader: the one reader of the feed of all events on a replica.
+//!
+//! It sleeps until a wake-up (a commit here, another replica's announcement,
+//! the listener reconnecting) or the backstop, then reads every event after
+//! its position, page by page, and publishes each page to every stream of
+//! the replica. When commits it knows of are still below the horizon (an
+//! older transaction is open somewhere in the cluster), it reads again soon,
+//! backing off up to the backstop, and reports the lag.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::Hub;
+use crate::store::sessions::{self as store_sessions, FeedPage};
+
+/// Events per read.
+pub const PAGE: i64 = 500;
+/// The first retry while known commits wait below the horizon.
+const FIRST_RETRY: Duration = Duration::from_millis(1);
+/// Lag past which the reader names the transaction holding it back.
+const LAG_WARNING: Duration = Duration::from_secs(1);
+/// At most one such warning per this long.
+const WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads the feed for this replica, from where the hub starts
+/// (`Hub::start_at`), until `shutdown`.
+pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
+    let mut retry: Option<Duration> = None;
+    let mut warned: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hub.inner.wake.notified() => {}
+            _ = tokio::time::sleep(retry.unwrap_or(hub.inner.backstop)) => {}
+        }
+        match read_all(&pool, &hub).await {
+            Ok(()) if hub.behind() => {
+                let next = retry.map_or(FIRST_RETRY, |d| d * 2);
+                retry = Some(next.min(hub.inner.backstop));
+            }
+            Ok(()) => retry = None,
+            Err(err) => {
+                tracing::warn!(error = %err, "watch feed read failed; retrying");
+                retry = Some(hub.inner.backstop.min(Duration::from_millis(200)));
+            }
+        }
+        let lag = hub.feed_lag();
+        if lag >= LAG_WARNING && warned.is_none_or(|at| at.elapsed() >= WARNING_EVERY) {
+            warned = Some(Instant::now());
+            warn_lag(&pool, lag).await;
+        }
+    }
+}
+
+/// Reads until a page comes back short: the feed is read up to the horizon.
+async fn read_all(pool: &PgPool, hub: &Hub) -> Result<(), crate::domain::Error> {
+    loop {
+        let after = hub.position();
+        let FeedPage { horizon, events } = store_sessions::feed_page(pool, after, PAGE).await?;
+        let more = events.len() as i64 == PAGE;
+        hub.advance(after, events, (!more).then_some(horizon));
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Tells the operator which transaction holds the feed back.
+async fn warn_lag(pool: &PgPool, lag: Duration) {
+    match store_sessions::oldest_transaction(pool).await {
+        Ok(Some(t)) => tracing::warn!(
+            lag_ms = lag.as_millis() as u64,
+            pid = t.pid,
+            application = %t.application,
+            state = %t.state,
+            open_for_ms = t.open_for_ms,
+            "watch feed held back by an open transaction: WatchSessions deliver nothing it started before until it ends"
+        ),
+        Ok(None) => tracing::warn!(lag_ms = lag.as_millis() as u64, "watch feed lagging"),
+        Err(err) => tracing::warn!(lag_ms = lag.as_millis() as u64, error = %err, "watch feed lagging"),
+    }
+}
