@@ -101,7 +101,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen_addr)
         .await
         .with_context(|| format!("binding {listen_addr}"))?;
-    let server = crate::start(App::new(pool, rules), Arc::new(verifier), listener, Default::default()).await?;
+    let server = crate::start(
+        App::new(pool, rules),
+        Arc::new(verifier),
+        listener,
+        Default::default(),
+        file.server.http2,
+    )
+    .await?;
     tracing::info!(addr = %server.addr, "serving mentorship.v1");
     let stop = server.trigger();
     let serving = server.wait();

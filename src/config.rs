@@ -136,6 +136,8 @@ pub struct ServerSection {
     pub listen_addr: Option<SocketAddr>,
     /// Overridden by `MENTORSHIP_METRICS_ADDR` / `--metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
+    /// HTTP/2 limits of every connection.
+    pub http2: crate::Transport,
 }
 
 #[derive(Debug, Clone, Deserialize)]

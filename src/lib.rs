@@ -116,12 +116,41 @@ impl Default for Background {
     }
 }
 
+/// HTTP/2 limits of each client connection (`server.http2` in the config
+/// file). tonic leaves hyper's defaults in place unless told; these are set
+/// on purpose (docs/ARCHITECTURE.md, "Transport").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transport {
+    /// Calls open at once on one connection; a client past it waits for a
+    /// free stream (the channel queues), it does not fail.
+    pub max_concurrent_streams: u32,
+    /// Streams this server may reset on its own, for errors, over one
+    /// connection's life before it closes the connection with GOAWAY
+    /// ENHANCE_YOUR_CALM "too_many_internal_resets". h2 never lowers the
+    /// count, and a busy, healthy channel produces such resets (a client's
+    /// last DATA frame landing after the call ended), so hyper's 1024 ends
+    /// long-lived channels under load; the limit stays finite, as a guard
+    /// against clients that make the server reset on purpose.
+    pub max_local_error_reset_streams: u32,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            max_concurrent_streams: 1024,
+            max_local_error_reset_streams: 1 << 20,
+        }
+    }
+}
+
 /// Serves the API on `listener` until shut down.
 pub async fn start(
     app: App,
     verifier: Arc<Verifier>,
     listener: TcpListener,
     background: Background,
+    transport: Transport,
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -158,6 +187,8 @@ pub async fn start(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(transport.max_concurrent_streams)
+            .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams as usize))
             .layer(grpc::trace::layer())
             .layer(AuthLayer::new(verifier))
             .add_routes(routes)

@@ -155,11 +155,17 @@ pub async fn start_replica(database_url: &str, rules: Rules, jobs: Jobs) -> Repl
         sweeper: jobs == Jobs::RealTime,
         announce: true,
     };
-    start_replica_with(database_url, rules, background).await
+    start_replica_with(database_url, rules, background, mentorship::Transport::default()).await
 }
 
-/// A replica with the given background work (a test that switches some off).
-pub async fn start_replica_with(database_url: &str, rules: Rules, background: mentorship::Background) -> Replica {
+/// A replica with the given background work (a test that switches some off)
+/// and HTTP/2 limits.
+pub async fn start_replica_with(
+    database_url: &str,
+    rules: Rules,
+    background: mentorship::Background,
+    transport: mentorship::Transport,
+) -> Replica {
     let pool = mentorship::connect(database_url, 10).await.expect("server pool");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let app = App::new(pool, rules);
@@ -168,6 +174,7 @@ pub async fn start_replica_with(database_url: &str, rules: Rules, background: me
         Arc::new(Verifier::hs256(SECRET, None, None)),
         listener,
         background,
+        transport,
     )
     .await
     .expect("start server");

@@ -598,3 +598,51 @@ async fn the_private_cluster_starts_from_a_checkout_its_user_cannot_reach() {
     let _ = std::fs::remove_dir_all(&first_location);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// Each connection advertises the configured limit of concurrent calls, and a
+/// client that opens more at once on one connection waits for free streams:
+/// every call completes, none fails at the transport.
+#[tokio::test]
+async fn a_connection_carries_more_calls_than_its_stream_limit_without_transport_errors() {
+    let mut app = spawn_with(0, Default::default()).await;
+    let transport = mentorship::Transport {
+        max_concurrent_streams: 7,
+        ..Default::default()
+    };
+    app.replicas
+        .push(start_replica_with(&app.database_url, Default::default(), stepped(), transport).await);
+    let addr = app.replicas[0].server.addr;
+
+    // The SETTINGS frame of the server, read with a bare HTTP/2 client.
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let check = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(check, false).expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("empty message");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(client.current_max_send_streams(), 7, "the advertised limit");
+
+    // Twenty-eight calls at once on the one channel of the replica.
+    let caller = app.coordinator();
+    let w = world(&app).await;
+    let mentor = w.mentor.to_string();
+    let calls = (0..28).map(|_| caller.get_mentor(&mentor));
+    let results = futures::future::join_all(calls).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "every call completes: {failed:?}");
+}
+
+fn stepped() -> mentorship::Background {
+    mentorship::Background {
+        sweeper: false,
+        announce: true,
+    }
+}

@@ -109,7 +109,7 @@ async fn a_watcher_on_one_replica_sees_every_change_made_through_the_other() {
 async fn committed_changes_reach_watchers_on_the_same_replica_without_notify() {
     let mut app = spawn_with(0, notifications_only()).await;
     app.replicas
-        .push(start_replica_with(&app.database_url, notifications_only(), silent()).await);
+        .push(start_replica_with(&app.database_url, notifications_only(), silent(), Default::default()).await);
     let w = world(&app).await;
     let s = scheduled(&app, &w, monday_at(10)).await;
     let mut stream = watch(&app, 0, &coordinator(), &s.id, Some(1)).await.expect("watch");
@@ -147,7 +147,7 @@ fn silent() -> mentorship::Background {
 async fn write_transactions_never_notify() {
     let mut app = spawn_with(0, notifications_only()).await;
     app.replicas
-        .push(start_replica_with(&app.database_url, notifications_only(), silent()).await);
+        .push(start_replica_with(&app.database_url, notifications_only(), silent(), Default::default()).await);
     let mut listener = sqlx::postgres::PgListener::connect(&app.database_url)
         .await
         .expect("listener");
@@ -180,7 +180,7 @@ async fn the_backstop_delivers_what_a_silent_replica_committed() {
     };
     let mut app = spawn_with(1, rules.clone()).await;
     app.replicas
-        .push(start_replica_with(&app.database_url, rules, silent()).await);
+        .push(start_replica_with(&app.database_url, rules, silent(), Default::default()).await);
     let w = world(&app).await;
     let s = on_demand(&app, &w, None).await.expect("create");
     let mut stream = watch(&app, 0, &coordinator(), &s.id, Some(1)).await.expect("watch");
