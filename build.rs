@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Services not built yet answer UNIMPLEMENTED instead of needing a hand-written stub.
         .generate_default_stubs(true)
+        // prost's codec with a small first encode buffer (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::SmallBufferCodec")
         .compile_fds(fds)?;
     Ok(())
 }

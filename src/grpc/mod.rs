@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod bookings;
+pub mod codec;
 pub mod convert;
 mod directory;
 mod sessions;

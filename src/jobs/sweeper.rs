@@ -18,9 +18,14 @@ use crate::domain::{
 };
 use crate::store::{idempotency, sessions};
 
-/// The longest the sweeper sleeps, so a deadline armed by another replica is
-/// picked up within this (well inside the one-second promise).
-const MAX_NAP: Duration = Duration::from_millis(250);
+/// The longest the sweeper sleeps: a deadline set behind the service's back
+/// (or announced by no replica) is still picked up within a second.
+const MAX_NAP: Duration = Duration::from_secs(1);
+
+/// The shortest nap once a change commits anywhere (a change may arm an
+/// earlier deadline or free a slot for the queue): a busy service sweeps at
+/// most this often, an idle one once per [`MAX_NAP`].
+const MIN_NAP: Duration = Duration::from_millis(250);
 
 /// How often old request ids are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
@@ -57,10 +62,13 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
     }
 }
 
-/// Runs until `shutdown`: sleeps until the next deadline (at most [`MAX_NAP`]), then sweeps.
+/// Runs until `shutdown`: sleeps until the next deadline (at most
+/// [`MAX_NAP`]; at least [`MIN_NAP`] once the feed shows a change), then sweeps.
 pub async fn run(app: App, shutdown: CancellationToken) {
     let mut last_purge = tokio::time::Instant::now();
+    let mut changes = app.hub.subscribe();
     while !shutdown.is_cancelled() {
+        let pass_started = tokio::time::Instant::now();
         // A task per pass: even a panic cannot stop the sweeper for good.
         let pass = app.clone();
         match tokio::spawn(async move { sweep_once(&pass).await }).await {
@@ -83,9 +91,21 @@ pub async fn run(app: App, shutdown: CancellationToken) {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),
             _ => MAX_NAP,
         };
+        let due = tokio::time::sleep(nap);
+        tokio::pin!(due);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(nap) => {}
+            _ = &mut due => {}
+            // Anything committed (here or, through the feed, elsewhere): look
+            // again soon, but not before MIN_NAP or the next deadline.
+            _ = changes.recv() => {
+                changes = changes.resubscribe();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut due => {}
+                    _ = tokio::time::sleep_until(pass_started + MIN_NAP) => {}
+                }
+            }
         }
     }
 }

@@ -11,7 +11,15 @@
 //!   and their events (over `--mentors` and `--mentees`), for the history ones:
 //! - `lists`: ListSessions pages per query shape, p50/p99, with pgbench scripts
 //!   of the same SQL (`--pgbench-dir`) and the plans;
-//! - `export`: one ExportSessions stream of everything (`--format`).
+//! - `export`: one ExportSessions stream of everything (`--format`);
+//! - `prepare`: `--workers` ACTIVE sessions, one per mentor, listed in
+//!   `bench_sessions` for the write-path ones:
+//! - `transitions`: PauseSession/ResumeSession on those sessions, one caller
+//!   each, on one channel (`--watch`: delivery latency on the same replica and
+//!   across replicas);
+//! - `reads`: GetSession on those sessions;
+//! - `idle-streams`: `--streams` idle WatchSession streams from as many callers:
+//!   memory per stream (of `--pid`) and database transactions/s while idle.
 //!
 //! ```sh
 //! MENTORSHIP_JWT_SECRET=… cargo run --release --bin loadgen -- --addr http://127.0.0.1:50051 --workers 16 --seconds 20
@@ -23,6 +31,7 @@ use std::{
 };
 
 mod history;
+mod write_path;
 
 use anyhow::Context;
 use clap::Parser;
@@ -75,6 +84,15 @@ struct Args {
     /// `export`: csv or json-lines.
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     format: Format,
+    /// `transitions`: also watch every session on the first and the last replica.
+    #[arg(long)]
+    watch: bool,
+    /// `idle-streams`: how many.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// `idle-streams`: the server's process id (for its memory).
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +109,10 @@ enum Scenario {
     Seed,
     Lists,
     Export,
+    Prepare,
+    Transitions,
+    Reads,
+    IdleStreams,
 }
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
@@ -500,6 +522,18 @@ async fn main() -> anyhow::Result<()> {
                 Format::JsonLines => pb::ExportFormat::JsonLines,
             };
             return history::export(channels[0].clone(), &token, format).await;
+        }
+        Scenario::Prepare => return write_path::prepare(&channels[0], &token, need_pool()?, args.workers).await,
+        Scenario::Transitions => {
+            let pool = need_pool()?;
+            return write_path::transitions(&channels, &token, pool, args.workers, args.seconds, args.watch).await;
+        }
+        Scenario::Reads => return write_path::reads(&channels, &token, need_pool()?, args.workers, args.seconds).await,
+        Scenario::IdleStreams => {
+            let secret = args.secret.as_deref().unwrap_or_default().as_bytes();
+            let pid = args.pid.context("idle-streams needs --pid of the server")?;
+            return write_path::idle_streams(&args.addr[0], secret, need_pool()?, args.streams, args.seconds, pid)
+                .await;
         }
         _ => {}
     }
