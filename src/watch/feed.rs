@@ -17,6 +17,9 @@ use crate::store::sessions::{self as store_sessions, FeedPage};
 
 /// Events per read.
 pub const PAGE: i64 = 500;
+/// At most one read per this long: under load one read serves the commits
+/// of many transactions.
+pub const READ_EVERY: Duration = Duration::from_millis(5);
 /// The first retry while known commits wait below the horizon.
 const FIRST_RETRY: Duration = Duration::from_millis(1);
 /// Lag past which the reader names the transaction holding it back.
@@ -35,6 +38,7 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
             _ = hub.inner.wake.notified() => {}
             _ = tokio::time::sleep(retry.unwrap_or(hub.inner.backstop)) => {}
         }
+        let read_at = tokio::time::Instant::now();
         match read_all(&pool, &hub).await {
             Ok(()) if hub.behind() => {
                 let next = retry.map_or(FIRST_RETRY, |d| d * 2);
@@ -45,6 +49,10 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
                 tracing::warn!(error = %err, "watch feed read failed; retrying");
                 retry = Some(hub.inner.backstop.min(Duration::from_millis(200)));
             }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(read_at + READ_EVERY) => {}
         }
         let lag = hub.feed_lag();
         if lag >= LAG_WARNING && warned.is_none_or(|at| at.elapsed() >= WARNING_EVERY) {
