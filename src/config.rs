@@ -318,6 +318,15 @@ impl ServiceConfig {
         let sm = &self.session_management;
         let hour = 3600.0;
         let minute = 60.0;
+        let http2 = self.server.http2;
+        ensure!(
+            http2.max_concurrent_streams >= 1,
+            "server.http2.max_concurrent_streams must be at least 1"
+        );
+        ensure!(
+            http2.max_local_error_reset_streams >= 1024,
+            "server.http2.max_local_error_reset_streams must be at least 1024 (hyper's own default)"
+        );
         ensure!(
             sm.max_concurrent_sessions_system <= 100_000,
             "session_management.max_concurrent_sessions_system must be at most 100000"
@@ -468,6 +477,19 @@ mod tests {
     }
 
     #[test]
+    fn http2_limits_default_and_are_read() {
+        assert_eq!(ServiceConfig::default().server.http2, crate::Transport::default());
+        let config: ServiceConfig =
+            serde_norway::from_str("server: {http2: {max_concurrent_streams: 64}}").expect("parses");
+        assert_eq!(config.server.http2.max_concurrent_streams, 64);
+        assert_eq!(
+            config.server.http2.max_local_error_reset_streams,
+            crate::Transport::default().max_local_error_reset_streams
+        );
+        config.rules().expect("valid");
+    }
+
+    #[test]
     fn the_spec_example_parses() {
         let rules = parse(
             "session_management:
@@ -512,6 +534,12 @@ mod tests {
                 "bookings: {min_duration_minutes: 60, max_duration_minutes: 30}",
                 "min_duration_minutes",
             ),
+            ("server: {http2: {max_concurrent_streams: 0}}", "max_concurrent_streams"),
+            (
+                "server: {http2: {max_local_error_reset_streams: 10}}",
+                "max_local_error_reset_streams",
+            ),
+            ("server: {http2: {max_streams: 10}}", "max_streams"),
         ] {
             let err = format!("{:#}", parse(yaml).expect_err(yaml));
             assert!(err.contains(needle), "{yaml}: {err}");
