@@ -5,6 +5,6 @@
 -- serialised every write in the cluster. Each replica now hands its own
 -- committed events to its watchers directly and tells the other replicas
 -- with one batched NOTIFY every few milliseconds, sent outside any write
--- transaction (src/watch/notifier.rs).
+-- transaction (src/watch/relay.rs).
 DROP TRIGGER session_events_notify ON session_events;
 DROP FUNCTION notify_session_event();

@@ -72,7 +72,7 @@ fn config_file(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
 pub async fn purge(args: ServeArgs, purge: PurgeArgs) -> anyhow::Result<()> {
     let rules = config_file(&args)?.rules()?;
     let (url, _db) = database(&args).await?;
-    let app = App::new(crate::connect(&url, 2).await?, rules);
+    let app = App::new(crate::connect_for_tools(&url, 2).await?, rules);
     let days = app.rules.history.retention.num_days();
     if purge.dry_run {
         let plan = crate::jobs::retention::plan(&app).await?;

@@ -42,8 +42,28 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Applies pending migrations (on a connection of their own, free of the
 /// service's statement timeout: building an index may take a while), then
-/// opens the service's pool.
+/// opens the service's pool, whose connections carry [`STATEMENT_TIMEOUT`]
+/// and [`IDLE_IN_TRANSACTION_TIMEOUT`].
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let millis = |d: Duration| d.as_millis().to_string();
+    let options = migrate(database_url).await?.options([
+        ("statement_timeout", millis(STATEMENT_TIMEOUT)),
+        (
+            "idle_in_transaction_session_timeout",
+            millis(IDLE_IN_TRANSACTION_TIMEOUT),
+        ),
+    ]);
+    pool(options, max_connections).await
+}
+
+/// [`connect`] without the timeouts, for one-off commands that may run long
+/// statements on purpose (`mentorship purge --dry-run` counting all
+/// history, bulk seeding for benchmarks).
+pub async fn connect_for_tools(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool(migrate(database_url).await?, max_connections).await
+}
+
+async fn migrate(database_url: &str) -> anyhow::Result<PgConnectOptions> {
     let options: PgConnectOptions = database_url.parse().context("parsing the database URL")?;
     let mut migrating = PgConnection::connect_with(&options)
         .await
@@ -53,14 +73,10 @@ pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result
         .await
         .context("applying migrations")?;
     migrating.close().await.context("closing the migration connection")?;
-    let millis = |d: Duration| d.as_millis().to_string();
-    let options = options.options([
-        ("statement_timeout", millis(STATEMENT_TIMEOUT)),
-        (
-            "idle_in_transaction_session_timeout",
-            millis(IDLE_IN_TRANSACTION_TIMEOUT),
-        ),
-    ]);
+    Ok(options)
+}
+
+async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))

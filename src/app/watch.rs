@@ -21,7 +21,7 @@ use crate::domain::{
     query::{FeedPosition, FeedWatch, ParticipantFilter, SessionWatch},
 };
 use crate::store::sessions as store_sessions;
-use crate::watch::{Delivery, Hub};
+use crate::watch::{Committed, Hub, Page};
 
 /// Rows read per query while catching up.
 const PAGE: i64 = 200;
@@ -65,25 +65,23 @@ pub fn decode_cursor(raw: &str) -> Result<FeedPosition> {
     }
 }
 
-/// What a stream is waiting for next.
-enum Next {
-    /// A delivery from the hub.
-    Delivery(Delivery),
+/// What a stream got from the hub.
+enum Next<T> {
+    /// Events.
+    Events(T),
     /// It fell behind the channel: read the database.
     CatchUp,
     /// The server is closing.
     End,
 }
 
-/// The next delivery, or the end. Idle streams wait here at no cost.
-async fn next_delivery(hub: &Hub, deliveries: &mut broadcast::Receiver<Delivery>) -> Next {
-    tokio::select! {
-        _ = hub.closing().cancelled() => Next::End,
-        received = deliveries.recv() => match received {
-            Ok(d) => Next::Delivery(d),
+impl<T> From<Result<T, RecvError>> for Next<T> {
+    fn from(received: Result<T, RecvError>) -> Self {
+        match received {
+            Ok(events) => Next::Events(events),
             Err(RecvError::Lagged(_)) => Next::CatchUp,
             Err(RecvError::Closed) => Next::End,
-        },
+        }
     }
 }
 
@@ -99,7 +97,10 @@ async fn pause(hub: &Hub) -> bool {
 struct SessionFollower {
     pool: PgPool,
     hub: Hub,
-    deliveries: broadcast::Receiver<Delivery>,
+    /// This replica's commits, ahead of the feed.
+    committed: broadcast::Receiver<Committed>,
+    /// The feed: commits of every replica.
+    pages: broadcast::Receiver<Page>,
     id: Uuid,
     /// The last seq handed to `ready`.
     seq: i64,
@@ -127,6 +128,11 @@ impl SessionFollower {
                         for e in events {
                             self.take(e);
                         }
+                        // Read to the end and still short of the terminal event
+                        // the snapshot showed: the history was purged meanwhile.
+                        if !self.behind && self.last.is_some_and(|last| self.seq < last) {
+                            return None;
+                        }
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, session_id = %self.id, "watch catch-up failed; retrying");
@@ -137,10 +143,16 @@ impl SessionFollower {
                 }
                 continue;
             }
-            match next_delivery(&self.hub, &mut self.deliveries).await {
-                Next::Delivery(d) => {
+            // Idle streams wait here, at no cost.
+            let next: Next<std::sync::Arc<[FeedEvent]>> = tokio::select! {
+                _ = self.hub.closing().cancelled() => Next::End,
+                received = self.committed.recv() => received.into(),
+                received = self.pages.recv() => Next::from(received.map(|page| page.events)),
+            };
+            match next {
+                Next::Events(events) => {
                     let id = self.id;
-                    for e in d.events().iter().filter(|e| e.event.session_id == id) {
+                    for e in events.iter().filter(|e| e.event.session_id == id) {
                         match e.event.seq - self.seq {
                             ..=0 => {}
                             1 => self.take(e.event.clone()),
@@ -172,7 +184,7 @@ impl SessionFollower {
 struct FeedFollower {
     pool: PgPool,
     hub: Hub,
-    deliveries: broadcast::Receiver<Delivery>,
+    pages: broadcast::Receiver<Page>,
     filter: ParticipantFilter,
     visibility: Visibility,
     /// Every event up to here was looked at.
@@ -203,12 +215,15 @@ impl FeedFollower {
                 }
                 continue;
             }
-            match next_delivery(&self.hub, &mut self.deliveries).await {
+            // Idle streams wait here, at no cost.
+            let next: Next<Page> = tokio::select! {
+                _ = self.hub.closing().cancelled() => Next::End,
+                received = self.pages.recv() => received.into(),
+            };
+            match next {
                 // Events past the start of this page may have gone by unseen.
-                Next::Delivery(Delivery::Feed { after, .. }) if after > self.position => self.behind = true,
-                Next::Delivery(Delivery::Feed { events, .. }) => self.take(&events),
-                // Not in the feed yet: the reader publishes it in feed order.
-                Next::Delivery(Delivery::Committed(_)) => {}
+                Next::Events(page) if page.after > self.position => self.behind = true,
+                Next::Events(page) => self.take(&page.events),
                 Next::CatchUp => self.behind = true,
                 Next::End => return None,
             }
@@ -244,7 +259,7 @@ impl App {
             after_seq,
         } = watch;
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
-        let deliveries = self.hub.subscribe();
+        let (committed, pages) = (self.hub.subscribe_committed(), self.hub.subscribe_feed());
         let snapshot = self.get_session(who, id).await?;
         if let Some(after) = after_seq
             && after > snapshot.last_seq
@@ -258,7 +273,8 @@ impl App {
         let follower = SessionFollower {
             pool: self.pool.clone(),
             hub: self.hub.clone(),
-            deliveries,
+            committed,
+            pages,
             id,
             seq: after_seq.unwrap_or(last_seq),
             behind: after_seq.is_some_and(|after| after < last_seq),
@@ -283,16 +299,21 @@ impl App {
         watch: FeedWatch,
     ) -> Result<impl Stream<Item = Result<FeedItem>> + Send + 'static> {
         let FeedWatch { filter, cursor } = watch;
-        let deliveries = self.hub.subscribe();
+        let pages = self.hub.subscribe_feed();
         // From now: the horizon (events of transactions still open may follow).
-        let position = match cursor {
-            Some(p) => p,
-            None => store_sessions::feed_horizon(&self.pool).await?,
-        };
+        let horizon = store_sessions::feed_horizon(&self.pool).await?;
+        if let Some((txid, _)) = cursor
+            && txid > horizon.0
+        {
+            // No cursor this feed issued lies beyond its horizon: forged, or
+            // from another cluster. Following it would skip everything.
+            return Err(Error::invalid("cursor", "is ahead of the feed"));
+        }
+        let position = cursor.unwrap_or(horizon);
         let follower = FeedFollower {
             pool: self.pool.clone(),
             hub: self.hub.clone(),
-            deliveries,
+            pages,
             filter,
             visibility: who.visibility(),
             position,

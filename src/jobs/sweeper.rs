@@ -66,7 +66,7 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
 /// [`MAX_NAP`]; at least [`MIN_NAP`] once the feed shows a change), then sweeps.
 pub async fn run(app: App, shutdown: CancellationToken) {
     let mut last_purge = tokio::time::Instant::now();
-    let mut changes = app.hub.subscribe();
+    let mut changes = app.hub.subscribe_feed();
     while !shutdown.is_cancelled() {
         let pass_started = tokio::time::Instant::now();
         // A task per pass: even a panic cannot stop the sweeper for good.

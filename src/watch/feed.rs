@@ -20,8 +20,12 @@ pub const PAGE: i64 = 500;
 /// At most one read per this long: under load one read serves the commits
 /// of many transactions.
 pub const READ_EVERY: Duration = Duration::from_millis(5);
-/// The first retry while known commits wait below the horizon.
+/// The first retry while known commits wait below the horizon…
 const FIRST_RETRY: Duration = Duration::from_millis(1);
+/// …and the longest, so the tail is read soon after the horizon moves even
+/// when what held it back commits nothing the reader hears of (an aborted
+/// transaction, another client).
+const LAST_RETRY: Duration = Duration::from_millis(50);
 /// Lag past which the reader names the transaction holding it back.
 const LAG_WARNING: Duration = Duration::from_secs(1);
 /// At most one such warning per this long.
@@ -39,10 +43,16 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
             _ = tokio::time::sleep(retry.unwrap_or(hub.inner.backstop)) => {}
         }
         let read_at = tokio::time::Instant::now();
+        let (position, waiting) = (hub.position(), hub.known_count());
         match read_all(&pool, &hub).await {
             Ok(()) if hub.behind() => {
-                let next = retry.map_or(FIRST_RETRY, |d| d * 2);
-                retry = Some(next.min(hub.inner.backstop));
+                // Start over after progress; back off while the horizon stands still.
+                let progress = hub.position() != position || hub.known_count() < waiting;
+                let next = match retry {
+                    Some(d) if !progress => d * 2,
+                    _ => FIRST_RETRY,
+                };
+                retry = Some(next.min(LAST_RETRY).min(hub.inner.backstop));
             }
             Ok(()) => retry = None,
             Err(err) => {

@@ -5,8 +5,8 @@
 //!
 //! - the unit of work hands its committed events to the [`Hub`] right after
 //!   the commit ([`Hub::committed`]): they go straight to this replica's
-//!   WatchSession streams, wake this replica's feed reader, and are queued
-//!   for the notifier;
+//!   WatchSession streams (their own channel), wake this replica's feed
+//!   reader, and are queued for the notifier;
 //! - the **notifier** ([`relay::announce`]) tells the other replicas with one
 //!   NOTIFY every few milliseconds at most, outside any write transaction,
 //!   carrying only the newest feed position committed here;
@@ -14,8 +14,8 @@
 //!   and wakes the feed reader;
 //! - the **feed reader** ([`feed::run`]) is the one place that reads the feed
 //!   of all events: one query per wake-up (a batch of hints), published to
-//!   every stream of the replica on one `broadcast` channel, filtered in
-//!   memory. It also runs the backstop: a read every [`BACKSTOP`] without
+//!   every stream of the replica on the feed's `broadcast` channel, filtered
+//!   in memory. It also runs the backstop: a read every [`BACKSTOP`] without
 //!   news, once per replica, covering a replica that died between its commit
 //!   and its NOTIFY and a listener that reconnects.
 //!
@@ -49,26 +49,20 @@ pub const BACKSTOP: Duration = Duration::from_secs(1);
 /// from the database): the default.
 pub const BUFFER: usize = 1024;
 
-/// What a replica's streams receive.
-#[derive(Debug, Clone)]
-pub enum Delivery {
-    /// Events this replica has just committed, straight from the unit of work
-    /// and ahead of the feed: WatchSession streams take them.
-    Committed(Arc<[FeedEvent]>),
-    /// The next events of the feed, in feed order: every event after `after`
-    /// up to the last one's position.
-    Feed {
-        after: FeedPosition,
-        events: Arc<[FeedEvent]>,
-    },
-}
+/// Commits this replica's reader tracks at most (for its lag and retries);
+/// past it, the newest position stands for the rest.
+const KNOWN_CAP: usize = 4096;
 
-impl Delivery {
-    pub fn events(&self) -> &[FeedEvent] {
-        match self {
-            Delivery::Committed(events) | Delivery::Feed { events, .. } => events,
-        }
-    }
+/// Events this replica has just committed, straight from the unit of work
+/// and ahead of the feed: WatchSession streams take them.
+pub type Committed = Arc<[FeedEvent]>;
+
+/// The next events of the feed, in feed order: every event after `after` up
+/// to the last one's position.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub after: FeedPosition,
+    pub events: Arc<[FeedEvent]>,
 }
 
 /// A replica's fan-out of committed events, shared by the unit of work, the
@@ -80,7 +74,8 @@ pub struct Hub {
 
 #[derive(Debug)]
 struct Inner {
-    deliveries: broadcast::Sender<Delivery>,
+    committed: broadcast::Sender<Committed>,
+    pages: broadcast::Sender<Page>,
     closing: CancellationToken,
     backstop: Duration,
     /// Tells this replica's NOTIFYs from the others'.
@@ -118,7 +113,8 @@ impl Hub {
     pub fn new(backstop: Duration, buffer: usize) -> Self {
         Hub {
             inner: Arc::new(Inner {
-                deliveries: broadcast::channel(buffer.max(1)).0,
+                committed: broadcast::channel(buffer.max(1)).0,
+                pages: broadcast::channel(buffer.max(1)).0,
                 closing: CancellationToken::new(),
                 backstop,
                 replica: Uuid::new_v4(),
@@ -132,9 +128,14 @@ impl Hub {
         }
     }
 
-    /// A receiver of every delivery from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Delivery> {
-        self.inner.deliveries.subscribe()
+    /// A receiver of every event this replica commits from now on.
+    pub fn subscribe_committed(&self) -> broadcast::Receiver<Committed> {
+        self.inner.committed.subscribe()
+    }
+
+    /// A receiver of every page of the feed from now on.
+    pub fn subscribe_feed(&self) -> broadcast::Receiver<Page> {
+        self.inner.pages.subscribe()
     }
 
     /// Events the unit of work has just committed on this replica.
@@ -143,7 +144,7 @@ impl Hub {
             return;
         };
         // No receivers is fine: nobody is watching.
-        let _ = self.inner.deliveries.send(Delivery::Committed(events.into()));
+        let _ = self.inner.committed.send(events.into());
         self.known(newest);
         let mut outbox = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
         *outbox = (*outbox).max(Some(newest));
@@ -164,7 +165,19 @@ impl Hub {
     fn known(&self, position: FeedPosition) {
         let mut feed = self.feed();
         if position > feed.position {
-            feed.known.entry(position).or_insert_with(Instant::now);
+            let mut since = Instant::now();
+            if feed.known.len() >= KNOWN_CAP
+                && let Some((newest, at)) = feed.known.pop_last()
+            {
+                // Full: the newest position stands for the newest commits,
+                // with the oldest moment among them.
+                since = since.min(at);
+                if newest > position {
+                    feed.known.insert(newest, since);
+                    return self.inner.wake.notify_one();
+                }
+            }
+            feed.known.entry(position).or_insert(since);
         }
         drop(feed);
         self.inner.wake.notify_one();
@@ -234,7 +247,7 @@ impl Hub {
             .retain(|p, _| *p > position && horizon.is_none_or(|h| p.0 >= h));
         drop(feed);
         if !events.is_empty() {
-            let _ = self.inner.deliveries.send(Delivery::Feed {
+            let _ = self.inner.pages.send(Page {
                 after,
                 events: events.into(),
             });
@@ -244,6 +257,11 @@ impl Hub {
     /// Whether commits are known that the reader has not read yet.
     fn behind(&self) -> bool {
         !self.feed().known.is_empty()
+    }
+
+    /// How many commits the reader still waits for.
+    fn known_count(&self) -> usize {
+        self.feed().known.len()
     }
 
     /// The newest position committed here since the last announcement.
@@ -310,6 +328,20 @@ mod tests {
         assert!(!hub.behind());
         assert_eq!(hub.feed_lag(), Duration::ZERO);
         assert_eq!(hub.feed_reads(), 2);
+    }
+
+    #[test]
+    fn the_known_commits_stay_bounded_and_keep_the_newest_position() {
+        let hub = Hub::default();
+        hub.start_at((0, 0));
+        for i in 1..=(KNOWN_CAP as i64 + 10) {
+            hub.announced((i, 0));
+        }
+        assert_eq!(hub.known_count(), KNOWN_CAP);
+        hub.advance((0, 0), vec![event((KNOWN_CAP as i64 + 9, 0))], None);
+        assert!(hub.behind(), "the newest announced position is still ahead");
+        hub.advance((0, 0), vec![event((KNOWN_CAP as i64 + 10, 0))], None);
+        assert!(!hub.behind());
     }
 
     #[test]

@@ -99,7 +99,10 @@ pub async fn listen(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "watch listener failed; reconnecting");
-                        break;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(RECONNECT) => break,
+                        }
                     }
                 },
             }

@@ -480,7 +480,7 @@ fn ms(d: Duration) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pool = match &args.database_url {
-        Some(url) => Some(mentorship::connect(url, 4).await?),
+        Some(url) => Some(mentorship::connect_for_tools(url, 4).await?),
         None => None,
     };
     let need_pool = || pool.as_ref().context("this scenario needs --database-url");

@@ -344,6 +344,11 @@ pub async fn idle_streams(
     pid: u32,
 ) -> anyhow::Result<()> {
     let ids = sessions(pool, 1).await?;
+    // PostgreSQL publishes a backend's counts up to 10 s after it goes idle:
+    // wait those out before each measurement.
+    let settle = Duration::from_secs(12);
+    tokio::time::sleep(settle).await;
+    let none = transactions_per_s(pool, seconds).await?;
     let rss_before = rss_kib(pid)?;
     let mut channels = Vec::new();
     for _ in 0..streams.div_ceil(500) {
@@ -384,18 +389,23 @@ pub async fn idle_streams(
             open.push(o.await??);
         }
     }
-    // Settle, then measure while idle. PostgreSQL publishes a backend's
-    // counts up to 10 s after it goes idle: wait those out first.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(settle).await;
     let rss_after = rss_kib(pid)?;
+    let idle = transactions_per_s(pool, seconds).await?;
+    println!(
+        "idle streams={} rss_before_kib={rss_before} rss_after_kib={rss_after} per_stream_kib={:.2} \
+         db_tx_per_s_without_streams={none:.2} db_tx_per_s_with_streams={idle:.2} \
+         (every replica on the database, over {seconds} s each)",
+        open.len(),
+        (rss_after.saturating_sub(rss_before)) as f64 / open.len() as f64,
+    );
+    Ok(())
+}
+
+/// Transactions/s of the database over `seconds`, less this measurement's own.
+async fn transactions_per_s(pool: &PgPool, seconds: u64) -> anyhow::Result<f64> {
     let before = transactions(pool).await?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = transactions(pool).await?;
-    println!(
-        "idle streams={} rss_before_kib={rss_before} rss_after_kib={rss_after} per_stream_kib={:.2} db_tx_per_s={:.2} (over {seconds} s, this measurement's own 2 included)",
-        open.len(),
-        (rss_after.saturating_sub(rss_before)) as f64 / open.len() as f64,
-        (after - before) as f64 / seconds as f64
-    );
-    Ok(())
+    Ok((after - before - 1) as f64 / seconds as f64)
 }
