@@ -63,10 +63,10 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
 }
 
 /// Runs until `shutdown`: sleeps until the next deadline (at most
-/// [`MAX_NAP`]; at least [`MIN_NAP`] once the feed shows a change), then sweeps.
+/// [`MAX_NAP`]; at least [`MIN_NAP`] once this replica commits something), then sweeps.
 pub async fn run(app: App, shutdown: CancellationToken) {
     let mut last_purge = tokio::time::Instant::now();
-    let mut changes = app.hub.subscribe_feed();
+    let mut changes = app.hub.subscribe_committed();
     while !shutdown.is_cancelled() {
         let pass_started = tokio::time::Instant::now();
         // A task per pass: even a panic cannot stop the sweeper for good.
@@ -96,8 +96,9 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = &mut due => {}
-            // Anything committed (here or, through the feed, elsewhere): look
-            // again soon, but not before MIN_NAP or the next deadline.
+            // Anything committed here: look again soon, but not before MIN_NAP
+            // or the next deadline (each replica's sweeper wakes on its own
+            // commits; deadlines are in the table for every replica).
             _ = changes.recv() => {
                 changes = changes.resubscribe();
                 tokio::select! {

@@ -20,6 +20,9 @@ pub const PAGE: i64 = 500;
 /// At most one read per this long: under load one read serves the commits
 /// of many transactions.
 pub const READ_EVERY: Duration = Duration::from_millis(5);
+/// At most one read per this long while no stream on this replica follows
+/// the feed: the reader only keeps its position (and the lag) current then.
+pub const UNWATCHED_READ_EVERY: Duration = Duration::from_millis(50);
 /// The first retry while known commits wait below the horizon…
 const FIRST_RETRY: Duration = Duration::from_millis(1);
 /// …and the longest, so the tail is read soon after the horizon moves even
@@ -60,9 +63,14 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
                 retry = Some(hub.inner.backstop.min(Duration::from_millis(200)));
             }
         }
+        let every = if hub.watched() {
+            READ_EVERY
+        } else {
+            UNWATCHED_READ_EVERY
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(read_at + READ_EVERY) => {}
+            _ = tokio::time::sleep_until(read_at + every) => {}
         }
         let lag = hub.feed_lag();
         if lag >= LAG_WARNING && warned.is_none_or(|at| at.elapsed() >= WARNING_EVERY) {

@@ -138,6 +138,11 @@ impl Hub {
         self.inner.pages.subscribe()
     }
 
+    /// Whether any stream on this replica follows the feed.
+    fn watched(&self) -> bool {
+        self.inner.pages.receiver_count() > 0
+    }
+
     /// Events the unit of work has just committed on this replica.
     pub fn committed(&self, events: Vec<FeedEvent>) {
         let Some(newest) = events.iter().map(|e| e.position).max() else {

@@ -348,7 +348,7 @@ pub async fn idle_streams(
     // wait those out before each measurement.
     let settle = Duration::from_secs(12);
     tokio::time::sleep(settle).await;
-    let none = transactions_per_s(pool, seconds).await?;
+    let (none, statements_none) = transactions_per_s(pool, seconds).await?;
     let rss_before = rss_kib(pid)?;
     let mut channels = Vec::new();
     for _ in 0..streams.div_ceil(500) {
@@ -391,7 +391,7 @@ pub async fn idle_streams(
     }
     tokio::time::sleep(settle).await;
     let rss_after = rss_kib(pid)?;
-    let idle = transactions_per_s(pool, seconds).await?;
+    let (idle, statements_idle) = transactions_per_s(pool, seconds).await?;
     println!(
         "idle streams={} rss_before_kib={rss_before} rss_after_kib={rss_after} per_stream_kib={:.2} \
          db_tx_per_s_without_streams={none:.2} db_tx_per_s_with_streams={idle:.2} \
@@ -399,13 +399,44 @@ pub async fn idle_streams(
         open.len(),
         (rss_after.saturating_sub(rss_before)) as f64 / open.len() as f64,
     );
+    for (label, statements) in [("without streams", statements_none), ("with streams", statements_idle)] {
+        let total: i64 = statements.iter().map(|(calls, _)| calls).sum();
+        println!(
+            "  statements/s {label} (pg_stat_statements, every client): {:.2} in all",
+            total as f64 / seconds as f64
+        );
+        for (calls, query) in statements.into_iter().take(12) {
+            println!("    {:>7.2}  {}", calls as f64 / seconds as f64, query);
+        }
+    }
     Ok(())
 }
 
-/// Transactions/s of the database over `seconds`, less this measurement's own.
-async fn transactions_per_s(pool: &PgPool, seconds: u64) -> anyhow::Result<f64> {
+/// Transactions/s of the database over `seconds`, less this measurement's
+/// own, and the statements run meanwhile (calls, query; most called first)
+/// where pg_stat_statements is loaded, so a figure can be told apart from
+/// autovacuum's transactions, which count too.
+async fn transactions_per_s(pool: &PgPool, seconds: u64) -> anyhow::Result<(f64, Vec<(i64, String)>)> {
+    let tracked = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await
+        .is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(pool)
+            .await
+            .is_ok();
     let before = transactions(pool).await?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = transactions(pool).await?;
-    Ok((after - before - 1) as f64 / seconds as f64)
+    let statements = if tracked {
+        sqlx::query_as(
+            "SELECT calls, regexp_replace(left(query, 90), '\\s+', ' ', 'g') FROM pg_stat_statements \
+             WHERE query NOT LIKE '%pg_stat%' ORDER BY calls DESC",
+        )
+        .fetch_all(pool)
+        .await?
+    } else {
+        Vec::new()
+    };
+    Ok(((after - before - 1) as f64 / seconds as f64, statements))
 }
