@@ -117,6 +117,21 @@ enum Scenario {
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
 
+/// A coordinator's token for an hour, with a `sub` of its own.
+fn coordinator_token(secret: &[u8]) -> anyhow::Result<String> {
+    mint_hs256(
+        secret,
+        &Claims {
+            sub: Uuid::new_v4().to_string(),
+            roles: vec!["coordinator".into()],
+            mentor_id: None,
+            exp: chrono::Utc::now().timestamp() + 3600,
+            iss: None,
+            aud: None,
+        },
+    )
+}
+
 fn authed<T>(token: &str, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     if let Ok(value) = format!("Bearer {token}").parse() {
@@ -487,19 +502,11 @@ async fn main() -> anyhow::Result<()> {
     if args.scenario == Scenario::Seed {
         return history::seed(need_pool()?, args.sessions, args.mentors, args.mentees).await;
     }
-    let token = mint_hs256(
+    let token = coordinator_token(
         args.secret
             .as_deref()
             .context("this scenario calls the server: set --secret or MENTORSHIP_JWT_SECRET")?
             .as_bytes(),
-        &Claims {
-            sub: Uuid::new_v4().to_string(),
-            roles: vec!["coordinator".into()],
-            mentor_id: None,
-            exp: chrono::Utc::now().timestamp() + 3600,
-            iss: None,
-            aud: None,
-        },
     )?;
     let mut channels = Vec::new();
     for addr in &args.addr {

@@ -14,15 +14,12 @@ use std::{
 };
 
 use anyhow::Context;
-use mentorship::grpc::{
-    auth::{Claims, mint_hs256},
-    pb::{self, session_service_client::SessionServiceClient},
-};
+use mentorship::grpc::pb::{self, session_service_client::SessionServiceClient};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{Samples, add_listing, add_mentee, authed, ms, percentile, timed};
+use super::{Samples, add_listing, add_mentee, authed, coordinator_token, ms, percentile, timed};
 
 /// Creates `count` ACTIVE sessions, each with a mentor, listing and mentee of
 /// its own, and lists them in `bench_sessions`.
@@ -156,17 +153,7 @@ async fn transition_worker(
 
 /// Opens a WatchSession stream of `id` and records when each event arrives.
 async fn watcher(channel: Channel, token: String, id: String) -> anyhow::Result<Arc<Mutex<Vec<Instant>>>> {
-    let mut stream = SessionServiceClient::new(channel)
-        .watch_session(authed(
-            &token,
-            pb::WatchSessionRequest {
-                session_id: id,
-                after_seq: None,
-            },
-        ))
-        .await?
-        .into_inner();
-    stream.message().await?.context("snapshot")?;
+    let mut stream = open_watch(channel, token, id).await?;
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let record = arrivals.clone();
     tokio::spawn(async move {
@@ -178,6 +165,26 @@ async fn watcher(channel: Channel, token: String, id: String) -> anyhow::Result<
         }
     });
     Ok(arrivals)
+}
+
+/// Opens a WatchSession stream of `id` and reads its snapshot.
+async fn open_watch(
+    channel: Channel,
+    token: String,
+    id: String,
+) -> anyhow::Result<tonic::Streaming<pb::WatchSessionResponse>> {
+    let mut stream = SessionServiceClient::new(channel)
+        .watch_session(authed(
+            &token,
+            pb::WatchSessionRequest {
+                session_id: id,
+                after_seq: None,
+            },
+        ))
+        .await?
+        .into_inner();
+    stream.message().await?.context("snapshot")?;
+    Ok(stream)
 }
 
 /// Delivery latency of every event: its arrival after the response of the
@@ -358,32 +365,9 @@ pub async fn idle_streams(
     for chunk in (0..streams).collect::<Vec<_>>().chunks(250) {
         let mut opening = Vec::new();
         for &i in chunk {
-            let token = mint_hs256(
-                secret,
-                &Claims {
-                    sub: Uuid::new_v4().to_string(),
-                    roles: vec!["coordinator".into()],
-                    mentor_id: None,
-                    exp: chrono::Utc::now().timestamp() + 3600,
-                    iss: None,
-                    aud: None,
-                },
-            )?;
+            let token = coordinator_token(secret)?;
             let (channel, id) = (channels[i / 500].clone(), ids[0].clone());
-            opening.push(tokio::spawn(async move {
-                let mut stream = SessionServiceClient::new(channel)
-                    .watch_session(authed(
-                        &token,
-                        pb::WatchSessionRequest {
-                            session_id: id,
-                            after_seq: None,
-                        },
-                    ))
-                    .await?
-                    .into_inner();
-                stream.message().await?.context("snapshot")?;
-                Ok::<_, anyhow::Error>(stream)
-            }));
+            opening.push(tokio::spawn(open_watch(channel, token, id)));
         }
         for o in opening {
             open.push(o.await??);
