@@ -143,6 +143,12 @@ async fn wait_for_signal() {
 /// except on the private development database, where it uses (and creates on
 /// first use) a development secret and explains how to mint tokens.
 fn verifier(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> anyhow::Result<Verifier> {
+    let max_lifetime = args.auth.jwt_max_lifetime_seconds.map(std::time::Duration::from_secs);
+    Ok(key(args, listen_addr, development)?.with_max_lifetime(max_lifetime))
+}
+
+/// The verifier of the configured key (see [`verifier`]).
+fn key(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> anyhow::Result<Verifier> {
     let auth = &args.auth;
     let (iss, aud) = (auth.jwt_issuer.as_deref(), auth.jwt_audience.as_deref());
     if let Some(path) = &auth.jwt_public_key_file {
@@ -150,10 +156,7 @@ fn verifier(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> any
         return Verifier::public_key(&pem, iss, aud);
     }
     if let Some(secret) = &auth.jwt_secret {
-        if secret.len() < 16 {
-            bail!("MENTORSHIP_JWT_SECRET must be at least 16 bytes");
-        }
-        return Ok(Verifier::hs256(secret.as_bytes(), iss, aud));
+        return Verifier::hs256(secret.as_bytes(), iss, aud).context("MENTORSHIP_JWT_SECRET");
     }
     if !development {
         bail!(
@@ -169,7 +172,7 @@ fn verifier(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> any
         args.data_dir.display(),
         listen_addr
     );
-    Ok(Verifier::hs256(&secret, iss, aud))
+    Verifier::hs256(&secret, iss, aud)
 }
 
 /// Reads (or, when `create`, makes) the development secret.
@@ -214,6 +217,8 @@ pub fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
         exp: chrono::Utc::now().timestamp() + t.ttl_seconds,
         iss: args.auth.jwt_issuer.clone(),
         aud: args.auth.jwt_audience.clone(),
+        iat: Some(chrono::Utc::now().timestamp()),
+        nbf: None,
     };
     println!("{}", mint_hs256(&secret, &claims)?);
     Ok(())

@@ -100,6 +100,11 @@ pub struct AuthArgs {
     /// Required `aud` claim, when set.
     #[arg(long, env = "MENTORSHIP_JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
+
+    /// Longest token lifetime accepted, in seconds (from `iat` to `exp`),
+    /// when set.
+    #[arg(long, env = "MENTORSHIP_JWT_MAX_LIFETIME_SECONDS", global = true)]
+    pub jwt_max_lifetime_seconds: Option<u64>,
 }
 
 /// `mentorship token`: mint a development token.

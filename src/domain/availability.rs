@@ -5,7 +5,7 @@
 //! zone, so a window of 09:00-17:00 means local wall-clock time on every day,
 //! whatever the UTC offset is that day (DST changes included).
 
-use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::{Error, Result};
@@ -93,41 +93,72 @@ pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
         .map_err(|_| Error::invalid(field, format!("must be an IANA time zone name, got {raw:?}")))
 }
 
-/// Whether `[start, end)` lies inside one of `windows` in zone `tz`.
-/// With no windows the mentor is always available.
+/// Whether `[start, end)` lies inside one of `windows` in zone `tz`, in
+/// wall-clock time: every instant of the booking reads, on the mentor's
+/// clock, a time inside one window of the local day it starts. Across a DST
+/// change the booking is checked on each side of it, so an hour that the
+/// clocks repeat (autumn) is not squeezed into a shorter window, and the
+/// local end always follows the local start. With no windows the mentor is
+/// always available.
 pub fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
     if windows.is_empty() {
         return true;
     }
-    let local_start = start.with_timezone(&tz);
-    let local_end = end.with_timezone(&tz);
-    let start_second = seconds_of_day(local_start.time());
-    // The end may fall on the next local day only when it is exactly midnight.
-    let end_second = if local_end.date_naive() == local_start.date_naive() {
-        seconds_of_day(local_end.time())
-    } else if local_end.date_naive() == local_start.date_naive().succ_opt().unwrap_or_default()
-        && seconds_of_day(local_end.time()) == 0
-    {
-        u32::from(DAY_MINUTES) * 60
-    } else {
+    if end <= start {
+        return false;
+    }
+    let day = start.with_timezone(&tz).date_naive();
+    let weekday = day.weekday().number_from_monday() as u8;
+    let Some(midnight) = day.and_hms_opt(0, 0, 0) else {
         return false;
     };
-    let weekday = local_start.weekday().number_from_monday() as u8;
+    // Wall-clock seconds after the start day's local midnight, each piece
+    // read with the one UTC offset it has throughout.
+    let mut walls = Vec::with_capacity(2);
+    for (from, to, offset) in pieces(tz, start, end) {
+        let wall = |at: DateTime<Utc>| (at.naive_utc() + offset - midnight).num_seconds();
+        walls.push((wall(from), wall(to)));
+    }
     windows.iter().any(|w| {
-        w.day_of_week == weekday
-            && u32::from(w.start_minute) * 60 <= start_second
-            && end_second <= u32::from(w.end_minute) * 60
+        let (open, close) = (i64::from(w.start_minute) * 60, i64::from(w.end_minute) * 60);
+        w.day_of_week == weekday && walls.iter().all(|&(a, b)| open <= a && a < b && b <= close)
     })
 }
 
-fn seconds_of_day(t: NaiveTime) -> u32 {
-    t.num_seconds_from_midnight()
+/// `[start, end)` cut at each change of `tz`'s UTC offset, with the offset
+/// of each piece.
+fn pieces(tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>, chrono::Duration)> {
+    let offset = |at: DateTime<Utc>| {
+        chrono::Duration::seconds(i64::from(
+            tz.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc(),
+        ))
+    };
+    let mut out = Vec::with_capacity(2);
+    let mut from = start;
+    // Offsets change at most a few times a year; a booking is hours long.
+    while from < end && out.len() < 8 {
+        let here = offset(from);
+        if offset(end) == here && offset(end - chrono::Duration::seconds(1)) == here {
+            out.push((from, end, here));
+            break;
+        }
+        // The first second with another offset, by bisection: offsets are
+        // constant between changes, which fall on whole seconds.
+        let (mut lo, mut hi) = (from, end);
+        while hi - lo > chrono::Duration::seconds(1) {
+            let mid = lo + (hi - lo) / 2;
+            if offset(mid) == here { lo = mid } else { hi = mid }
+        }
+        let change = if offset(lo) == here { hi } else { lo };
+        out.push((from, change, here));
+        from = change;
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
@@ -175,6 +206,97 @@ mod tests {
         assert!(fits(&monday, tz, utc(2026, 3, 23, 8, 0), utc(2026, 3, 23, 9, 0)));
         // 07:00 UTC on the CET Monday is 08:00 local: outside.
         assert!(!fits(&monday, tz, utc(2026, 3, 23, 7, 0), utc(2026, 3, 23, 8, 0)));
+    }
+
+    fn sunday(start: &str, end: &str) -> [Window; 1] {
+        [Window::parse("w", 7, start, end).unwrap()]
+    }
+
+    #[test]
+    fn autumn_repeats_an_hour_that_no_booking_may_squeeze_into_a_shorter_window() {
+        // Berlin, Sunday 2027-10-31: at 01:00 UTC 03:00 CEST becomes 02:00 CET.
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let half_hour = sunday("02:00", "02:30");
+        // 60 minutes from 02:00 CEST to 02:00 CET: the reported bug.
+        assert!(!fits(
+            &half_hour,
+            berlin,
+            utc(2027, 10, 31, 0, 0),
+            utc(2027, 10, 31, 1, 0)
+        ));
+        // 02:00 CEST to 02:30 CET (90 minutes) reads inside at both ends only.
+        assert!(!fits(
+            &half_hour,
+            berlin,
+            utc(2027, 10, 31, 0, 0),
+            utc(2027, 10, 31, 1, 30)
+        ));
+        // Each 02:00-02:30 fits: the first (CEST) and the repeated one (CET).
+        assert!(fits(
+            &half_hour,
+            berlin,
+            utc(2027, 10, 31, 0, 0),
+            utc(2027, 10, 31, 0, 30)
+        ));
+        assert!(fits(
+            &half_hour,
+            berlin,
+            utc(2027, 10, 31, 1, 0),
+            utc(2027, 10, 31, 1, 30)
+        ));
+        // Across the change inside a wide window: 02:30 CEST to 02:30 CET.
+        assert!(fits(
+            &sunday("02:00", "03:00"),
+            berlin,
+            utc(2027, 10, 31, 0, 30),
+            utc(2027, 10, 31, 1, 30)
+        ));
+
+        // New York, Sunday 2027-11-07: at 06:00 UTC 02:00 EDT becomes 01:00 EST.
+        let new_york: Tz = "America/New_York".parse().unwrap();
+        let half_hour = sunday("01:00", "01:30");
+        assert!(!fits(
+            &half_hour,
+            new_york,
+            utc(2027, 11, 7, 5, 0),
+            utc(2027, 11, 7, 6, 0)
+        ));
+        assert!(fits(
+            &half_hour,
+            new_york,
+            utc(2027, 11, 7, 5, 0),
+            utc(2027, 11, 7, 5, 30)
+        ));
+        assert!(fits(
+            &half_hour,
+            new_york,
+            utc(2027, 11, 7, 6, 0),
+            utc(2027, 11, 7, 6, 30)
+        ));
+    }
+
+    #[test]
+    fn spring_skips_an_hour_and_the_booking_must_fit_on_both_sides() {
+        // Berlin, Sunday 2027-03-28: at 01:00 UTC 02:00 CET becomes 03:00 CEST.
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        // 01:30 CET to 03:30 CEST is one real hour.
+        let (from, to) = (utc(2027, 3, 28, 0, 30), utc(2027, 3, 28, 1, 30));
+        assert!(fits(&sunday("01:00", "03:30"), berlin, from, to));
+        assert!(!fits(&sunday("01:00", "03:00"), berlin, from, to));
+        assert!(!fits(&sunday("02:30", "04:00"), berlin, from, to));
+
+        // New York, Sunday 2027-03-14: at 07:00 UTC 02:00 EST becomes 03:00 EDT.
+        let new_york: Tz = "America/New_York".parse().unwrap();
+        let (from, to) = (utc(2027, 3, 14, 6, 30), utc(2027, 3, 14, 7, 15));
+        assert!(fits(&sunday("01:00", "03:15"), new_york, from, to));
+        assert!(!fits(&sunday("01:00", "03:00"), new_york, from, to));
+        // After the change the usual mapping holds: 09:00-10:00 EDT.
+        assert!(fits(
+            &sunday("09:00", "10:00"),
+            new_york,
+            utc(2027, 3, 14, 13, 0),
+            utc(2027, 3, 14, 14, 0)
+        ));
     }
 
     #[test]

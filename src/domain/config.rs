@@ -168,15 +168,11 @@ impl SessionConfig {
                 }
             }
         }
-        let encoded = serde_json::to_vec(&self.custom_settings)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if encoded > MAX_CUSTOM_SETTINGS_BYTES {
-            v.add(
-                field("custom_settings"),
-                format!("must be at most 16 KiB encoded, got {encoded} bytes"),
-            );
-        }
+        v.check(input::json_object(
+            &field("custom_settings"),
+            &self.custom_settings,
+            MAX_CUSTOM_SETTINGS_BYTES,
+        ));
         if self.allowed_stages.len() > MAX_ALLOWED_STAGES {
             v.add(field("allowed_stages"), format!("at most {MAX_ALLOWED_STAGES} stages"));
         } else {

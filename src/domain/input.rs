@@ -89,20 +89,47 @@ pub fn at_most(field: &str, len: usize, max: usize) -> Result<()> {
 }
 
 /// A JSON object (a `google.protobuf.Struct` on the wire) of at most
-/// `max_bytes` when encoded as JSON.
-pub fn json_object(
-    field: &str,
-    value: serde_json::Map<String, serde_json::Value>,
-    max_bytes: usize,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let size = serde_json::to_vec(&value).map(|b| b.len()).unwrap_or(usize::MAX);
+/// `max_bytes` when encoded as JSON, with no NUL character in any key or
+/// string (PostgreSQL's `jsonb` cannot store one).
+pub fn json_object(field: &str, value: &serde_json::Map<String, serde_json::Value>, max_bytes: usize) -> Result<()> {
+    let size = serde_json::to_vec(value).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > max_bytes {
         return Err(Error::invalid(
             field,
             format!("must be at most {} KiB encoded, got {size} bytes", max_bytes / 1024),
         ));
     }
-    Ok(value)
+    if let Some(path) = nul_in_object(value) {
+        return Err(Error::invalid(
+            field,
+            format!("must not contain NUL characters, found one at {path:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where the first NUL character is in an object's keys or strings, as a
+/// path of keys and indexes (`a.b[2]`).
+fn nul_in_object(object: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    object.iter().find_map(|(key, value)| {
+        let at = || truncate(key);
+        if key.contains('\0') {
+            return Some(at());
+        }
+        nul_in(value).map(|rest| format!("{}{rest}", at()))
+    })
+}
+
+fn nul_in(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(String::new()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item).map(|rest| format!("[{i}]{rest}"))),
+        serde_json::Value::Object(o) => nul_in_object(o).map(|path| format!(".{path}")),
+        _ => None,
+    }
 }
 
 /// The first 64 characters of raw input, for error messages.
@@ -141,8 +168,20 @@ mod tests {
     fn json_objects_are_capped_by_encoded_size() {
         let mut map = serde_json::Map::new();
         map.insert("k".into(), serde_json::Value::String("v".repeat(100)));
-        assert!(json_object("data", map.clone(), 1024).is_ok());
-        assert!(json_object("data", map, 64).is_err());
+        assert!(json_object("data", &map, 1024).is_ok());
+        assert!(json_object("data", &map, 64).is_err());
+    }
+
+    #[test]
+    fn json_objects_hold_no_nul_and_the_error_names_where() {
+        let map = serde_json::json!({"a": {"b": ["ok", "x\u{0}"]}, "c": 1});
+        let map = map.as_object().unwrap();
+        let err = json_object("data", map, 1024).unwrap_err();
+        assert!(err.to_string().contains(r#"found one at "a.b[1]""#), "{err}");
+        let key = serde_json::json!({"k\u{0}": 1});
+        assert!(json_object("data", key.as_object().unwrap(), 1024).is_err());
+        let fine = serde_json::json!({"a": ["\n", {"b": null}]});
+        assert!(json_object("data", fine.as_object().unwrap(), 1024).is_ok());
     }
 
     #[test]

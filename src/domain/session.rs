@@ -422,18 +422,18 @@ pub fn report(
     {
         v.add("report.overall_score", "must be between 0 and 100");
     }
-    let data = v.check(super::input::json_object("report.data", data, MAX_DETAILS_BYTES));
+    v.check(super::input::json_object("report.data", &data, MAX_DETAILS_BYTES));
     v.finish()?;
     Ok(serde_json::json!({
         "summary": summary,
         "overall_score": overall_score,
-        "data": data.unwrap_or_default(),
+        "data": data,
     }))
 }
 
 /// A failure as stored: the error message and details (at most 64 KiB encoded).
 pub fn failure(error_message: &str, details: serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value> {
-    let details = super::input::json_object("details", details, MAX_DETAILS_BYTES)?;
+    super::input::json_object("details", &details, MAX_DETAILS_BYTES)?;
     Ok(serde_json::json!({ "error_message": error_message, "details": details }))
 }
 

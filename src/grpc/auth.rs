@@ -21,7 +21,7 @@ use crate::domain::{
 };
 
 /// Token claims (SPEC §7).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     #[serde(default)]
@@ -33,13 +33,27 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// Not valid before (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Issued at (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
 }
 
-/// The claims read from a verified token. `exp`, `iss` and `aud` are checked
-/// by jsonwebtoken itself (which accepts `aud` as a string or an array).
+/// The shortest HS256 secret accepted: 256 bits, the hash's size (RFC 7518
+/// §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// The claims read from a verified token. `exp`, `nbf`, `iss` and `aud` are
+/// checked by jsonwebtoken itself (which accepts `aud` as a string or an
+/// array); the lifetime here.
 #[derive(Debug, Deserialize)]
 struct TokenClaims {
     sub: String,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
@@ -50,6 +64,9 @@ struct TokenClaims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// The longest a token may live, from `iat` (or now, when that is
+    /// earlier or absent) to `exp`.
+    max_lifetime: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -61,9 +78,27 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// HS256 with a shared secret.
-    pub fn hs256(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Verifier {
-        Verifier::with(DecodingKey::from_secret(secret), &[Algorithm::HS256], issuer, audience)
+    /// HS256 with a shared secret of at least [`MIN_HS256_SECRET_BYTES`].
+    pub fn hs256(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> anyhow::Result<Verifier> {
+        if secret.len() < MIN_HS256_SECRET_BYTES {
+            anyhow::bail!(
+                "an HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes, got {} (RFC 7518 §3.2)",
+                secret.len()
+            );
+        }
+        Ok(Verifier::with(
+            DecodingKey::from_secret(secret),
+            &[Algorithm::HS256],
+            issuer,
+            audience,
+        ))
+    }
+
+    /// Refuses tokens that live longer than `max` (from `iat`, or from now
+    /// when `iat` is absent or later, to `exp`).
+    pub fn with_max_lifetime(mut self, max: Option<std::time::Duration>) -> Verifier {
+        self.max_lifetime = max;
+        self
     }
 
     /// RS256 or ES256 with a PEM public key (the key type decides which).
@@ -79,7 +114,8 @@ impl Verifier {
     fn with(key: DecodingKey, algorithms: &[Algorithm], issuer: Option<&str>, audience: Option<&str>) -> Verifier {
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms.to_vec();
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         match issuer {
             Some(iss) => validation.set_issuer(&[iss]),
@@ -89,7 +125,11 @@ impl Verifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Verifier { key, validation }
+        Verifier {
+            key,
+            validation,
+            max_lifetime: None,
+        }
     }
 
     /// Checks an `authorization` header value and builds the principal.
@@ -104,6 +144,7 @@ impl Verifier {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+                ErrorKind::ImmatureSignature => "the token is not valid yet (`nbf`)".to_owned(),
                 ErrorKind::InvalidSignature => "the token signature is invalid".to_owned(),
                 ErrorKind::InvalidIssuer => "the token issuer is not accepted".to_owned(),
                 ErrorKind::InvalidAudience => "the token audience is not accepted".to_owned(),
@@ -113,6 +154,16 @@ impl Verifier {
             }
         })?;
         let claims = data.claims;
+        if let Some(max) = self.max_lifetime {
+            let from = claims.iat.map_or(now(), |iat| iat.min(now()));
+            let lifetime = claims.exp.saturating_sub(from);
+            if lifetime > (max.as_secs() as i64).saturating_add(LEEWAY_SECONDS as i64) {
+                return Err(format!(
+                    "the token lives {lifetime} s, longer than the {} s this server accepts",
+                    max.as_secs()
+                ));
+            }
+        }
         let user_id = Uuid::try_parse(&claims.sub).map_err(|_| "the token `sub` must be a UUID".to_owned())?;
         let mentor_id = claims
             .mentor_id
@@ -124,6 +175,13 @@ impl Verifier {
         let roles = claims.roles.iter().filter_map(|r| Role::parse(r));
         Ok(Principal::new(user_id, roles, mentor_id))
     }
+}
+
+/// Clock skew allowed on `exp`, `nbf` and the lifetime, in seconds.
+const LEEWAY_SECONDS: u64 = 5;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 /// Signs an HS256 token (development tokens and tests).
@@ -250,6 +308,7 @@ mod tests {
     use super::*;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn claims(roles: &[&str], ttl: i64) -> Claims {
         Claims {
@@ -259,6 +318,7 @@ mod tests {
             exp: chrono::Utc::now().timestamp() + ttl,
             iss: Some("issuer".into()),
             aud: Some("mentorship".into()),
+            ..Claims::default()
         }
     }
 
@@ -309,15 +369,15 @@ mod tests {
             let principal = verifier.verify(Some(&format!("Bearer {token}"))).expect("valid");
             assert_eq!(principal.roles, vec![Role::Service]);
             // An HS256 token is refused by an asymmetric verifier (no algorithm confusion).
-            let hs = mint_hs256(b"0123456789abcdef0123", &claims(&["service"], 60)).expect("mint");
+            let hs = mint_hs256(SECRET, &claims(&["service"], 60)).expect("mint");
             assert!(verifier.verify(Some(&format!("Bearer {hs}"))).is_err());
         }
     }
 
     #[test]
     fn issuer_audience_expiry_and_format_are_checked() {
-        let secret = b"0123456789abcdef0123";
-        let verifier = Verifier::hs256(secret, Some("issuer"), Some("mentorship"));
+        let secret = SECRET;
+        let verifier = Verifier::hs256(secret, Some("issuer"), Some("mentorship")).expect("verifier");
         let bearer = |c: &Claims| format!("Bearer {}", mint_hs256(secret, c).expect("mint"));
         assert!(verifier.verify(Some(&bearer(&claims(&["mentee"], 60)))).is_ok());
         let wrong_iss = Claims {
@@ -358,5 +418,65 @@ mod tests {
             .verify(Some(&bearer(&claims(&["wizard"], 60))))
             .expect("valid token");
         assert!(unknown.roles.is_empty(), "unknown roles grant nothing");
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let err = Verifier::hs256(&SECRET[..31], None, None).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes, got 31"), "{err}");
+        assert!(Verifier::hs256(SECRET, None, None).is_ok());
+    }
+
+    #[test]
+    fn not_before_is_checked() {
+        let verifier = Verifier::hs256(SECRET, Some("issuer"), Some("mentorship")).expect("verifier");
+        let bearer = |c: &Claims| format!("Bearer {}", mint_hs256(SECRET, c).expect("mint"));
+        let later = Claims {
+            nbf: Some(now() + 600),
+            ..claims(&["mentee"], 3600)
+        };
+        assert!(verifier.verify(Some(&bearer(&later))).unwrap_err().contains("nbf"));
+        let began = Claims {
+            nbf: Some(now() - 10),
+            ..claims(&["mentee"], 3600)
+        };
+        assert!(verifier.verify(Some(&bearer(&began))).is_ok());
+    }
+
+    #[test]
+    fn a_maximum_lifetime_refuses_longer_lived_tokens() {
+        let verifier = Verifier::hs256(SECRET, Some("issuer"), Some("mentorship"))
+            .expect("verifier")
+            .with_max_lifetime(Some(std::time::Duration::from_secs(3600)));
+        let bearer = |c: &Claims| format!("Bearer {}", mint_hs256(SECRET, c).expect("mint"));
+        // An hour from now, with or without `iat`: accepted.
+        assert!(verifier.verify(Some(&bearer(&claims(&["mentee"], 3600)))).is_ok());
+        let issued = Claims {
+            iat: Some(now() - 600),
+            ..claims(&["mentee"], 3000)
+        };
+        assert!(verifier.verify(Some(&bearer(&issued))).is_ok());
+        // A day: refused, and so is a token issued two hours ago for three.
+        let day = claims(&["mentee"], 86_400);
+        assert!(
+            verifier
+                .verify(Some(&bearer(&day)))
+                .unwrap_err()
+                .contains("longer than the 3600 s")
+        );
+        let old = Claims {
+            iat: Some(now() - 7200),
+            ..claims(&["mentee"], 3600)
+        };
+        assert!(verifier.verify(Some(&bearer(&old))).is_err());
+        // An `iat` in the future does not shorten the lifetime counted.
+        let future = Claims {
+            iat: Some(now() + 86_000),
+            ..claims(&["mentee"], 86_400)
+        };
+        assert!(verifier.verify(Some(&bearer(&future))).is_err());
+        // Without a maximum, a day is fine.
+        let open = Verifier::hs256(SECRET, Some("issuer"), Some("mentorship")).expect("verifier");
+        assert!(open.verify(Some(&bearer(&day))).is_ok());
     }
 }

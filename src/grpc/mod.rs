@@ -131,6 +131,9 @@ impl Api {
             return Ok(Begun::Fresh(unit, None));
         };
         tracing::Span::current().record("request_id", tracing::field::display(key));
+        // A request id belongs to its caller: it is stored under a key derived
+        // from both, so two callers' ids never meet, and neither learns of the other's.
+        let key = uuid::Uuid::new_v5(&who.user_id, key.as_bytes());
         // The same id is the same request only from the same caller, for the same RPC, with the same body.
         let mut hasher = Sha256::new();
         hasher.update(method.as_bytes());

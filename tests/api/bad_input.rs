@@ -282,3 +282,68 @@ async fn malformed_requests_are_rejected_with_field_violations_and_change_nothin
     assert_eq!(snapshot(&app).await, before_report, "rejected requests store nothing");
     assert_eq!(before.len(), TABLES.len());
 }
+
+/// A Struct whose `path` (a key, then a key of the nested Struct) holds a
+/// string with a NUL character, which PostgreSQL's jsonb cannot store.
+fn struct_with_nul(key: &str, nested: &str) -> prost_types::Struct {
+    use prost_types::{Struct, Value, value::Kind};
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let inner = Struct {
+        fields: [(nested.to_owned(), string("a\u{0}b"))].into(),
+    };
+    Struct {
+        fields: [
+            ("fine".to_owned(), string("ok")),
+            (
+                key.to_owned(),
+                Value {
+                    kind: Some(Kind::StructValue(inner)),
+                },
+            ),
+        ]
+        .into(),
+    }
+}
+
+#[tokio::test]
+async fn a_nul_character_inside_a_struct_is_invalid_argument_naming_the_field() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let c = app.coordinator();
+    let session = scheduled(&app, &w, monday_at(10)).await;
+    c.start_session(&session.id).await.expect("start");
+    let events = app.count("session_events").await;
+    let before = snapshot(&app).await;
+
+    let report = pb::SessionReport {
+        summary: "done".into(),
+        overall_score: Some(90),
+        data: Some(struct_with_nul("notes", "text")),
+    };
+    expect_fields(c.complete_session(&session.id, Some(report)).await, &["report.data"]);
+    expect_fields(
+        c.fail_session(&session.id, "boom", Some(struct_with_nul("trace", "line")))
+            .await,
+        &["details"],
+    );
+    // A NUL in a key is refused too.
+    expect_fields(
+        c.fail_session(&session.id, "boom", Some(struct_with_nul("k\u{0}", "line")))
+            .await,
+        &["details"],
+    );
+    let config = pb::SessionConfig {
+        custom_settings: Some(struct_with_nul("ui", "theme")),
+        ..Default::default()
+    };
+    expect_fields(
+        c.update_session_config(&session.id, config, &["custom_settings"]).await,
+        &["config.custom_settings"],
+    );
+    assert_eq!(snapshot(&app).await, before, "rejected requests store nothing");
+    assert_eq!(app.count("session_events").await, events);
+    let stored = c.get_session(&session.id).await.expect("get");
+    assert_eq!(stored.status(), pb::SessionStatus::Active);
+}

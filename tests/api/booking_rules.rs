@@ -196,6 +196,32 @@ async fn availability_follows_dst_in_the_mentors_zone() {
     );
 }
 
+/// The reported bug: in autumn the clocks repeat an hour, and a 60-minute
+/// booking from 02:00 CEST to 02:00 CET read as 02:00-02:00 and was accepted
+/// into a 30-minute window.
+#[tokio::test]
+async fn an_autumn_change_never_squeezes_a_booking_into_a_shorter_window() {
+    let app = spawn_app().await;
+    let mentee = add_mentee(&app).await;
+    // Berlin, Sunday 02:00-02:30. Sunday 2027-10-31 at 01:00Z, 03:00 CEST becomes 02:00 CET.
+    let (mentor, _) = add_mentor(&app, "Europe/Berlin", vec![window(DayOfWeek::Sunday, "02:00", "02:30")]).await;
+    let listing = add_listing(&app, Some(mentor)).await;
+    let utc = |h, m| Utc.with_ymd_and_hms(2027, 10, 31, h, m, 0).single().expect("time");
+    for (from, to) in [(utc(0, 0), utc(1, 0)), (utc(0, 15), utc(1, 15))] {
+        assert_status(
+            create(&app, booking_request(listing, mentee, from, to)).await,
+            Code::FailedPrecondition,
+            "OUTSIDE_AVAILABILITY",
+        );
+    }
+    assert_eq!(app.count("bookings").await, 0);
+    // Both 02:00-02:30 of that night fit: CEST, then CET.
+    for (from, to) in [(utc(0, 0), utc(0, 30)), (utc(1, 0), utc(1, 30))] {
+        let fits = create(&app, booking_request(listing, mentee, from, to)).await;
+        assert!(fits.is_ok(), "{from} to {to}: {fits:?}");
+    }
+}
+
 #[tokio::test]
 async fn no_overlap_with_an_accepted_booking_of_the_same_mentor_or_mentee() {
     let app = spawn_app().await;

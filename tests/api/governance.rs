@@ -367,6 +367,43 @@ async fn retries_with_a_request_id_return_the_first_response_and_change_nothing(
     assert_eq!(violated_fields(&status), ["request_id"]);
 }
 
+/// A request_id belongs to its caller: another caller using the same id
+/// makes its own request, neither refused nor answered with the first
+/// caller's response.
+#[tokio::test]
+async fn a_request_id_is_scoped_to_its_caller() {
+    let app = spawn_app().await;
+    let (w, other) = (world(&app).await, world(&app).await);
+    let request_id = Uuid::new_v4().to_string();
+    let t = monday_at(10);
+    let (alice, bob) = (coordinator(), coordinator());
+    let book = |caller: &str, w: &World, notes: &str| {
+        let c = app.as_(caller).with_request_id(&request_id);
+        let req = pb::CreateBookingRequest {
+            notes: notes.into(),
+            ..booking_request(w.listing, w.mentee, t, t + Duration::hours(1))
+        };
+        async move { c.create_booking(req).await }
+    };
+    let first = book(&alice, &w, "alice's").await.expect("alice books");
+    // Bob's different request with the same id is his own: stored, not refused.
+    let second = book(&bob, &other, "bob's").await.expect("bob books");
+    assert_ne!(first.id, second.id);
+    assert_eq!(second.notes, "bob's");
+    // Bob's identical body does not learn Alice's booking either.
+    let same_body = book(&bob, &w, "alice's").await;
+    let status = assert_status(same_body, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(
+        violated_fields(&status),
+        ["request_id"],
+        "bob's own id, used for another request"
+    );
+    // Each caller's retry answers its own first response.
+    assert_eq!(book(&alice, &w, "alice's").await.expect("alice retries"), first);
+    assert_eq!(book(&bob, &other, "bob's").await.expect("bob retries"), second);
+    assert_eq!(app.count("bookings").await, 2);
+}
+
 /// What a mutation answers is what is stored: the same session a GetSession
 /// (or a watcher) sees afterwards, timestamps to the microsecond.
 #[tokio::test]

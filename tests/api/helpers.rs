@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tonic::{Code, Request, Status, Streaming, transport::Channel};
 use uuid::Uuid;
 
-pub const SECRET: &[u8] = b"test-secret-0123456789abcdef";
+pub const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
 const TEMPLATE: &str = "mentorship_template";
 
 /// How heavy the heavy tests are: rounds of races, property-test cases, fault
@@ -171,7 +171,7 @@ pub async fn start_replica_with(
     let app = App::new(pool, rules);
     let server = mentorship::start(
         app.clone(),
-        Arc::new(Verifier::hs256(SECRET, None, None)),
+        Arc::new(Verifier::hs256(SECRET, None, None).expect("a long enough secret")),
         listener,
         background,
         transport,
@@ -681,8 +681,8 @@ pub fn claims(roles: &[&str], sub: Uuid, mentor_id: Option<Uuid>, ttl: Duration)
         roles: roles.iter().map(|r| r.to_string()).collect(),
         mentor_id: mentor_id.map(|m| m.to_string()),
         exp: (Utc::now() + ttl).timestamp(),
-        iss: None,
-        aud: None,
+        iat: Some(Utc::now().timestamp()),
+        ..Claims::default()
     }
 }
 

@@ -327,7 +327,7 @@ async fn a_bad_config_file_is_refused_at_start_with_the_field_named() {
         let out = Command::new(env!("CARGO_BIN_EXE_mentorship"))
             .env("MENTORSHIP_CONFIG", &path)
             .env("DATABASE_URL", "postgres://127.0.0.1:1/never-contacted")
-            .env("MENTORSHIP_JWT_SECRET", "0123456789abcdef0123")
+            .env("MENTORSHIP_JWT_SECRET", std::str::from_utf8(SECRET).expect("utf8"))
             .output()
             .expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -337,6 +337,18 @@ async fn a_bad_config_file_is_refused_at_start_with_the_field_named() {
             "{yaml}: {stderr}"
         );
     }
+    // An HS256 secret shorter than 256 bits is refused (RFC 7518 §3.2).
+    let out = Command::new(env!("CARGO_BIN_EXE_mentorship"))
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/never-contacted")
+        .env("MENTORSHIP_JWT_SECRET", "0123456789abcdef0123456789abcde")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("MENTORSHIP_JWT_SECRET") && stderr.contains("at least 32 bytes, got 31"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -126,8 +126,7 @@ fn coordinator_token(secret: &[u8]) -> anyhow::Result<String> {
             roles: vec!["coordinator".into()],
             mentor_id: None,
             exp: chrono::Utc::now().timestamp() + 3600,
-            iss: None,
-            aud: None,
+            ..Claims::default()
         },
     )
 }
