@@ -97,7 +97,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
     let (url, devdb) = database(&args).await?;
     let verifier = verifier(&args, listen_addr, devdb.is_some())?;
-    let pool = crate::connect(&url, args.db_max_connections).await?;
+    let pool = crate::connect_with(&url, args.db_max_connections, args.db_timeouts()).await?;
     let listener = tokio::net::TcpListener::bind(listen_addr)
         .await
         .with_context(|| format!("binding {listen_addr}"))?;
@@ -106,7 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(verifier),
         listener,
         Default::default(),
-        file.server.http2,
+        file.server.transport(),
     )
     .await?;
     tracing::info!(addr = %server.addr, "serving mentorship.v1");

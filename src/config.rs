@@ -80,6 +80,42 @@ pub struct ServeArgs {
     /// Largest database connection pool per replica.
     #[arg(long, env = "MENTORSHIP_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
     pub db_max_connections: u32,
+
+    /// PostgreSQL `statement_timeout` of the service's connections, in ms.
+    #[arg(
+        long,
+        env = "MENTORSHIP_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 15_000,
+        global = true
+    )]
+    pub db_statement_timeout_ms: u64,
+
+    /// PostgreSQL `lock_timeout` of the service's connections, in ms: a call
+    /// waiting longer for a row lock fails with ABORTED / LOCK_TIMEOUT.
+    #[arg(long, env = "MENTORSHIP_DB_LOCK_TIMEOUT_MS", default_value_t = 1_000, global = true)]
+    pub db_lock_timeout_ms: u64,
+
+    /// PostgreSQL `idle_in_transaction_session_timeout` of the service's
+    /// connections, in ms.
+    #[arg(
+        long,
+        env = "MENTORSHIP_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub db_idle_in_transaction_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    /// The timeouts of the service's database connections.
+    pub fn db_timeouts(&self) -> crate::DbTimeouts {
+        use std::time::Duration;
+        crate::DbTimeouts {
+            statement: Duration::from_millis(self.db_statement_timeout_ms),
+            lock: Duration::from_millis(self.db_lock_timeout_ms),
+            idle_in_transaction: Duration::from_millis(self.db_idle_in_transaction_timeout_ms),
+        }
+    }
 }
 
 /// How tokens are verified (SPEC §7).
@@ -143,6 +179,21 @@ pub struct ServerSection {
     pub metrics_addr: Option<SocketAddr>,
     /// HTTP/2 limits of every connection.
     pub http2: crate::Transport,
+    /// The deadline of a call that sends no shorter `grpc-timeout`.
+    pub call_deadline_seconds: Option<f64>,
+}
+
+impl ServerSection {
+    /// The transport settings: HTTP/2 limits and the call deadline.
+    pub fn transport(&self) -> crate::Transport {
+        crate::Transport {
+            call_deadline: self.call_deadline_seconds.map_or(
+                crate::grpc::complete::DEFAULT_DEADLINE,
+                std::time::Duration::from_secs_f64,
+            ),
+            ..self.http2
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -333,6 +384,12 @@ impl ServiceConfig {
             "server.http2.max_local_error_reset_streams must be at least 1024 (hyper's own default)"
         );
         ensure!(
+            self.server
+                .call_deadline_seconds
+                .is_none_or(|s| (0.001..=3600.0).contains(&s)),
+            "server.call_deadline_seconds must be between 0.001 and 3600"
+        );
+        ensure!(
             sm.max_concurrent_sessions_system <= 100_000,
             "session_management.max_concurrent_sessions_system must be at most 100000"
         );
@@ -492,6 +549,15 @@ mod tests {
             crate::Transport::default().max_local_error_reset_streams
         );
         config.rules().expect("valid");
+        assert_eq!(
+            config.server.transport().call_deadline,
+            std::time::Duration::from_secs(30)
+        );
+        let config: ServiceConfig = serde_norway::from_str("server: {call_deadline_seconds: 2.5}").expect("parses");
+        assert_eq!(
+            config.server.transport().call_deadline,
+            std::time::Duration::from_millis(2500)
+        );
     }
 
     #[test]
@@ -545,6 +611,8 @@ mod tests {
                 "max_local_error_reset_streams",
             ),
             ("server: {http2: {max_streams: 10}}", "max_streams"),
+            ("server: {call_deadline_seconds: 0}", "call_deadline_seconds"),
+            ("server: {call_deadline_seconds: 7200}", "call_deadline_seconds"),
         ] {
             let err = format!("{:#}", parse(yaml).expect_err(yaml));
             assert!(err.contains(needle), "{yaml}: {err}");

@@ -31,29 +31,65 @@ use crate::{
     grpc::auth::{AuthLayer, Verifier},
 };
 
-/// The longest one statement of the service may run. Every statement of the
-/// service is small (a row, a page, a batch); one that runs longer is stuck.
-pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The longest the service's own connections may sit idle inside a
-/// transaction. A unit of work never waits on anything but the database; a
-/// transaction left open would hold back every WatchSessions feed in the
-/// cluster (docs/ARCHITECTURE.md, "Watching").
-pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The PostgreSQL timeouts of the service's own connections
+/// (`--db-*-timeout-ms`). Each bounds how long one call can hold a
+/// connection, so a stuck row or a stuck client cannot drain the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTimeouts {
+    /// `statement_timeout`: the longest one statement may run. Every
+    /// statement of the service is small (a row, a page, a batch); one that
+    /// runs longer is stuck.
+    pub statement: Duration,
+    /// `lock_timeout`: the longest a statement waits for a row lock. A call
+    /// past it fails fast with ABORTED / LOCK_TIMEOUT (retryable) instead of
+    /// holding its connection behind a lock someone else keeps.
+    pub lock: Duration,
+    /// `idle_in_transaction_session_timeout`: a unit of work never waits on
+    /// anything but the database; a transaction left open would hold back
+    /// every WatchSessions feed in the cluster (docs/ARCHITECTURE.md,
+    /// "Watching").
+    pub idle_in_transaction: Duration,
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        DbTimeouts {
+            statement: Duration::from_secs(15),
+            lock: Duration::from_secs(1),
+            idle_in_transaction: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Applies pending migrations (on a connection of their own, free of the
-/// service's statement timeout: building an index may take a while), then
-/// opens the service's pool, whose connections carry [`STATEMENT_TIMEOUT`]
-/// and [`IDLE_IN_TRANSACTION_TIMEOUT`].
+/// service's timeouts: building an index may take a while), then opens the
+/// service's pool with the default [`DbTimeouts`].
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    connect_with(database_url, max_connections, DbTimeouts::default()).await
+}
+
+/// [`connect`] with the given timeouts on every connection.
+pub async fn connect_with(database_url: &str, max_connections: u32, timeouts: DbTimeouts) -> anyhow::Result<PgPool> {
     let millis = |d: Duration| d.as_millis().to_string();
     let options = migrate(database_url).await?.options([
-        ("statement_timeout", millis(STATEMENT_TIMEOUT)),
+        ("statement_timeout", millis(timeouts.statement)),
+        ("lock_timeout", millis(timeouts.lock)),
         (
             "idle_in_transaction_session_timeout",
-            millis(IDLE_IN_TRANSACTION_TIMEOUT),
+            millis(timeouts.idle_in_transaction),
         ),
     ]);
     pool(options, max_connections).await
+}
+
+/// A small pool of its own, with the connection settings of `pool`, for
+/// work that must not wait behind the API's calls (health, the sweeper,
+/// the watch feed). Connections open on first use.
+fn side_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with((*pool.connect_options()).clone())
 }
 
 /// [`connect`] without the timeouts, for one-off commands that may run long
@@ -149,6 +185,10 @@ pub struct Transport {
     /// long-lived channels under load; the limit stays finite, as a guard
     /// against clients that make the server reset on purpose.
     pub max_local_error_reset_streams: u32,
+    /// The deadline of every call (`server.call_deadline_seconds`), or the
+    /// caller's `grpc-timeout` when sooner (`grpc::complete`).
+    #[serde(skip)]
+    pub call_deadline: Duration,
 }
 
 impl Default for Transport {
@@ -156,6 +196,7 @@ impl Default for Transport {
         Transport {
             max_concurrent_streams: 1024,
             max_local_error_reset_streams: 1 << 20,
+            call_deadline: grpc::complete::DEFAULT_DEADLINE,
         }
     }
 }
@@ -170,27 +211,35 @@ pub async fn start(
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let pool = app.pool.clone();
-    store::capacity::ensure_system_slots(&pool, app.rules.limits.system)
+    store::capacity::ensure_system_slots(&app.pool, app.rules.limits.system)
         .await
         .context("sizing the pool of system concurrency slots")?;
+    // Health, the jobs and the watch feed get small pools of their own: a
+    // pool drained by the API's calls (rows held locked, a burst) never
+    // stalls them, and they never take the API's connections.
     if background.sweeper {
-        tokio::spawn(jobs::sweeper::run(app.clone(), shutdown.clone()));
-        tokio::spawn(jobs::retention::run(app.clone(), shutdown.clone()));
+        let jobs = App {
+            pool: side_pool(&app.pool, 2),
+            ..app.clone()
+        };
+        tokio::spawn(jobs::sweeper::run(jobs.clone(), shutdown.clone()));
+        tokio::spawn(jobs::retention::run(jobs, shutdown.clone()));
     }
-    let horizon = store::sessions::feed_horizon(&pool)
+    let feed = side_pool(&app.pool, 3);
+    let horizon = store::sessions::feed_horizon(&feed)
         .await
         .context("reading the feed's horizon")?;
     app.hub.start_at(horizon);
-    tokio::spawn(watch::feed::run(pool.clone(), app.hub.clone(), shutdown.clone()));
-    tokio::spawn(watch::relay::listen(pool.clone(), app.hub.clone(), shutdown.clone()));
+    tokio::spawn(watch::feed::run(feed.clone(), app.hub.clone(), shutdown.clone()));
+    tokio::spawn(watch::relay::listen(feed.clone(), app.hub.clone(), shutdown.clone()));
     if background.announce {
-        tokio::spawn(watch::relay::announce(pool.clone(), app.hub.clone(), shutdown.clone()));
+        tokio::spawn(watch::relay::announce(feed, app.hub.clone(), shutdown.clone()));
     }
     let hub = app.hub.clone();
+    let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
-    grpc::probe_database(&pool, &reporter).await;
-    tokio::spawn(grpc::watch_database_health(pool, reporter.clone(), shutdown.clone()));
+    grpc::probe_database(&health, &reporter).await;
+    tokio::spawn(grpc::watch_database_health(health, reporter.clone(), shutdown.clone()));
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -207,6 +256,9 @@ pub async fn start(
             .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams as usize))
             .layer(grpc::trace::layer())
             .layer(AuthLayer::new(verifier))
+            .layer(grpc::complete::CompleteLayer {
+                deadline: transport.call_deadline,
+            })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;

@@ -51,12 +51,14 @@ pub enum Reason {
     MentorFull,
     TooManyExports,
     Unavailable,
+    LockTimeout,
+    TooManyStreams,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 29] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -83,6 +85,8 @@ impl Reason {
         Reason::MentorFull,
         Reason::TooManyExports,
         Reason::Unavailable,
+        Reason::LockTimeout,
+        Reason::TooManyStreams,
         Reason::Internal,
     ];
 
@@ -115,6 +119,8 @@ impl Reason {
             Reason::MentorFull => "MENTOR_FULL",
             Reason::TooManyExports => "TOO_MANY_EXPORTS",
             Reason::Unavailable => "UNAVAILABLE",
+            Reason::LockTimeout => "LOCK_TIMEOUT",
+            Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -201,9 +207,15 @@ pub enum Error {
     #[error("permission denied: {0}")]
     PermissionDenied(String),
 
-    /// The server cannot finish this now (it is shutting down); retrying is safe.
+    /// The server cannot finish this now (it is shutting down, or its
+    /// database is unreachable); retrying is safe.
     #[error("unavailable: {0}")]
     Unavailable(String),
+
+    /// A concurrency conflict other than a stale etag (a row stayed locked
+    /// past the lock timeout); nothing changed, retrying is safe.
+    #[error("{message}")]
+    Aborted { reason: Reason, message: String },
 
     /// Anything unexpected; logged in full, reported without details.
     #[error(transparent)]

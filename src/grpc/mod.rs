@@ -4,6 +4,7 @@
 pub mod auth;
 mod bookings;
 pub mod codec;
+pub mod complete;
 pub mod convert;
 mod directory;
 mod sessions;

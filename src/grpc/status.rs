@@ -78,6 +78,10 @@ impl From<Error> for Status {
                 info(&mut details, Reason::PermissionDenied, HashMap::new());
                 Code::PermissionDenied
             }
+            Error::Aborted { reason, .. } => {
+                info(&mut details, reason, HashMap::new());
+                Code::Aborted
+            }
             Error::Unavailable(_) => {
                 info(&mut details, Reason::Unavailable, HashMap::new());
                 Code::Unavailable

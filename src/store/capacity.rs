@@ -31,7 +31,7 @@ const QUEUE: i32 = 1;
 /// concurrency slot without one (sessions from before the pool). A slot taken
 /// meanwhile by a live admission is never overwritten.
 pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, SLOT_POOL)
         .execute(&mut *tx)
         .await?;

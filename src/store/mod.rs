@@ -27,14 +27,43 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// internal (and never shows SQL).
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Error {
-        if let sqlx::Error::Database(db) = &err
-            && let Some(constraint) = db.constraint()
-            && let Some(mapped) = constraint_error(constraint)
-        {
-            return mapped;
+        if let sqlx::Error::Database(db) = &err {
+            if let Some(constraint) = db.constraint()
+                && let Some(mapped) = constraint_error(constraint)
+            {
+                return mapped;
+            }
+            match db.code().as_deref() {
+                // lock_not_available: `lock_timeout` ran out.
+                Some("55P03") => {
+                    return Error::Aborted {
+                        reason: Reason::LockTimeout,
+                        message: "a row this call needs is locked by another transaction; retry with backoff".into(),
+                    };
+                }
+                // The server is going away (admin_shutdown, crash_shutdown,
+                // cannot_connect_now) or the connection broke (class 08).
+                Some(code) if matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08") => {
+                    return unavailable(&err);
+                }
+                _ => {}
+            }
+        }
+        if matches!(
+            err,
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+        ) {
+            return unavailable(&err);
         }
         Error::Internal(anyhow::Error::new(err).context("database"))
     }
+}
+
+/// The database cannot be reached now: retryable, and logged (the client
+/// learns only that).
+fn unavailable(err: &sqlx::Error) -> Error {
+    tracing::warn!(error = %err, "database unavailable");
+    Error::Unavailable("the database cannot be reached; retry with backoff".into())
 }
 
 /// The client error for a violation of a named constraint, where there is one.
@@ -64,9 +93,20 @@ fn constraint_error(constraint: &str) -> Option<Error> {
     })
 }
 
-/// Opens a transaction.
+/// Opens a transaction, in a task of its own so that it is never dropped
+/// half-way. A future dropped while its `BEGIN` is in flight would hand
+/// the connection back to the pool inside an open transaction that sqlx
+/// does not know of (an open sqlx bug in 0.9.0): the next borrower's
+/// statements would run in it, keep its locks and its snapshot, and fail
+/// with 25P02 after one error. Run to the end in a task, a `BEGIN` yields
+/// a [`Tx`] that rolls back on drop like any other; if the caller is gone
+/// by then, the task drops it.
 pub async fn begin(pool: &PgPool) -> Result<Tx, Error> {
-    Ok(pool.begin().await?)
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| Error::Internal(anyhow::Error::new(e).context("opening a transaction")))?
+        .map_err(Error::from)
 }
 
 /// Commits a transaction.

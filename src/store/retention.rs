@@ -50,7 +50,7 @@ impl std::fmt::Display for Purged {
 /// the purge lock (a transaction lock: it ends with the batch, however the
 /// batch ends, so no replica can keep it by failing).
 pub async fn purge_batch(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> Result<Option<Purged>, Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let locked = sqlx::query_scalar!(
         r#"SELECT pg_try_advisory_xact_lock($1, $2) AS "locked!""#,
         GLOBAL,

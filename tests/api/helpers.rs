@@ -261,6 +261,7 @@ pub struct Caller {
     token: String,
     etag: String,
     request_id: String,
+    timeout: Option<std::time::Duration>,
     directory: DirectoryServiceClient<Channel>,
     bookings: BookingServiceClient<Channel>,
     sessions: SessionServiceClient<Channel>,
@@ -273,6 +274,7 @@ impl Caller {
             token: token.to_owned(),
             etag: String::new(),
             request_id: String::new(),
+            timeout: None,
             directory: DirectoryServiceClient::new(channel.clone()),
             bookings: BookingServiceClient::new(channel.clone()),
             sessions: SessionServiceClient::new(channel.clone()),
@@ -291,8 +293,18 @@ impl Caller {
         self
     }
 
+    /// Sends a deadline (`grpc-timeout`) with every call.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Caller {
+        self.timeout = Some(timeout);
+        self
+    }
+
     fn req<T>(&self, msg: T) -> Request<T> {
-        authed(&self.token, msg)
+        let mut req = authed(&self.token, msg);
+        if let Some(timeout) = self.timeout {
+            req.set_timeout(timeout);
+        }
+        req
     }
 
     /// Any unary RPC, by its request alone (`pb::Rpc` is generated for

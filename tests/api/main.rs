@@ -10,6 +10,7 @@ mod directory;
 mod export;
 mod flow;
 mod governance;
+mod hardening;
 mod helpers;
 mod history;
 mod operations;

@@ -384,6 +384,13 @@ async fn health_is_not_serving_while_the_database_is_unreachable() {
     assert_eq!(until(ServingStatus::Serving).await, Some(ServingStatus::Serving));
     db.stop();
     assert_eq!(until(ServingStatus::NotServing).await, Some(ServingStatus::NotServing));
+    // A call meanwhile is UNAVAILABLE (retryable), not INTERNAL.
+    let err = server
+        .as_(&coordinator())
+        .get_session(&uuid::Uuid::new_v4().to_string())
+        .await;
+    let refused = assert_status(err, Code::Unavailable, "UNAVAILABLE");
+    assert!(refused.message().contains("retry"), "{refused:?}");
     db.restart().expect("restart PostgreSQL");
     assert_eq!(until(ServingStatus::Serving).await, Some(ServingStatus::Serving));
     assert_eq!(status("").await.expect("check"), ServingStatus::Serving);

@@ -1,0 +1,150 @@
+//! Deadlines, and every call runs to the end once it has begun, whatever
+//! the client does.
+//!
+//! hyper drops a call's future when its client goes away. Dropped half-way,
+//! a unit of work would stop at an arbitrary `.await`: between two
+//! statements, or inside sqlx while a `BEGIN` is in flight. [`CompleteLayer`]
+//! runs the rest of the stack (the handlers) in a task of its own, and
+//! answers DEADLINE_EXCEEDED when the call's deadline passes: the caller's
+//! `grpc-timeout`, or the server's default, whichever is sooner. Either way
+//! the caller stops waiting, and the work already under way commits or
+//! rolls back as it would have; a retry with the same `request_id` then
+//! answers what happened. A panicking handler ends its task only, answered
+//! INTERNAL. For a streaming call the deadline covers opening the stream.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+/// The deadline of a call that sends no `grpc-timeout` (and the longest a
+/// call may ask for).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How much sooner than tonic's own `grpc-timeout` timer a call is answered.
+const TONIC_MARGIN: Duration = Duration::from_millis(2);
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct CompleteLayer {
+    /// The server's deadline for every call.
+    pub deadline: Duration,
+}
+
+impl Default for CompleteLayer {
+    fn default() -> Self {
+        CompleteLayer {
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+}
+
+impl<S> Layer<S> for CompleteLayer {
+    type Service = Complete<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Complete {
+            inner,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// See [`CompleteLayer`].
+#[derive(Debug, Clone)]
+pub struct Complete<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+/// A `grpc-timeout` header's value: up to 8 digits and a unit (H, M, S, m,
+/// u, n), as the gRPC over HTTP/2 protocol says. None when malformed.
+pub fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
+    if !raw.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl<S, B> Service<http::Request<B>> for Complete<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // The clone is ready only after poll_ready; swap so the ready one serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let asked = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let deadline = asked.map_or(self.deadline, |d| d.min(self.deadline));
+        // tonic's server runs its own timer on `grpc-timeout`, outside every
+        // layer, and answers CANCELLED when it fires; answering a little
+        // sooner gives the caller the DEADLINE_EXCEEDED the protocol names.
+        let answer_by = deadline.saturating_sub(TONIC_MARGIN);
+        let task = tokio::spawn(inner.call(req).in_current_span());
+        Box::pin(async move {
+            match tokio::time::timeout(answer_by, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "a call's task ended without an answer");
+                    Ok(tonic::Status::internal("internal error").into_http())
+                }
+                // The task goes on: dropping its handle does not stop it.
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the call ran past its deadline of {} ms; work already under way still completes, \
+                     and a retry with the same request_id answers what happened",
+                    deadline.as_millis()
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_says() {
+        assert_eq!(parse_grpc_timeout("1m"), Some(Duration::from_millis(1)));
+        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "1x", "-1S", "1.5S", "S1", "1é", "é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+}

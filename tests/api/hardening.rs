@@ -1,0 +1,507 @@
+//! Hardening: database timeouts, deadlines and calls abandoned half-way.
+
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use mentorship::grpc::pb;
+use prost::Message;
+use tonic::{Code, Status};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// An ACTIVE session of a world of its own.
+async fn active_session(app: &TestApp) -> String {
+    let w = world(app).await;
+    let s = scheduled(app, &w, monday_at(10)).await;
+    app.coordinator().start_session(&s.id).await.expect("start");
+    s.id
+}
+
+async fn health(app: &TestApp) -> ServingStatus {
+    let mut client = HealthClient::new(app.replicas[0].channel.clone());
+    let response = client
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health check");
+    response.into_inner().status()
+}
+
+/// Holds `id`'s session row locked, as another client (psql) would, until
+/// the returned transaction ends.
+async fn lock_row(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .expect("lock the row");
+    tx
+}
+
+/// The issue's report: one session row locked in psql made 20 AdvanceStage
+/// calls fill the pool; every unrelated call then failed, and health went
+/// NOT_SERVING. Now the calls on that row fail fast with ABORTED /
+/// LOCK_TIMEOUT (the lock timeout), calls on other sessions succeed
+/// meanwhile, and health has a pool of its own.
+#[tokio::test]
+async fn a_row_held_locked_fails_its_own_calls_fast_and_nothing_else_waits() {
+    let app = spawn_app().await;
+    let locked = active_session(&app).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(active_session(&app).await);
+    }
+    let events = app.count("session_events").await;
+    let held = lock_row(&app, &locked).await;
+
+    let c = app.coordinator();
+    let stuck: Vec<_> = (0..20)
+        .map(|i| {
+            let (c, id) = (c.clone(), locked.clone());
+            tokio::spawn(async move { c.advance_stage(&id, &format!("step-{i}")).await })
+        })
+        .collect();
+    // Meanwhile, calls on other sessions and health.
+    let mut fine = Vec::new();
+    for (i, id) in others.iter().enumerate() {
+        let (c, id) = (c.clone(), id.clone());
+        fine.push(tokio::spawn(async move {
+            c.advance_stage(&id, &format!("other-{i}")).await?;
+            c.get_session(&id).await
+        }));
+    }
+    assert_eq!(health(&app).await, ServingStatus::Serving);
+    for f in fine {
+        let session = f.await.expect("join").expect("a call on another session succeeds");
+        assert!(session.stage.starts_with("other-"));
+    }
+    for s in stuck {
+        let status = assert_status(s.await.expect("join"), Code::Aborted, "LOCK_TIMEOUT");
+        assert!(status.message().contains("locked"), "{status:?}");
+    }
+    assert_eq!(health(&app).await, ServingStatus::Serving);
+    held.rollback().await.expect("release");
+
+    // Nothing of the refused calls was stored; the row is usable again.
+    assert_eq!(app.count("session_events").await, events + 3);
+    let session = c.advance_stage(&locked, "after").await.expect("advance after the lock");
+    assert_eq!(session.stage, "after");
+}
+
+/// A deadline ends the caller's wait, not the work under way: the call
+/// blocked on a locked row is answered DEADLINE_EXCEEDED, goes on when the
+/// row is free, and a retry with its request_id answers what happened.
+#[tokio::test]
+async fn a_deadline_ends_the_wait_not_the_work_and_a_retry_answers_what_happened() {
+    let app = spawn_app().await;
+    let id = active_session(&app).await;
+    let held = lock_row(&app, &id).await;
+    let request_id = Uuid::new_v4().to_string();
+    let c = app.coordinator().with_request_id(&request_id);
+    let waited = c
+        .clone()
+        .with_timeout(StdDuration::from_millis(150))
+        .advance_stage(&id, "review")
+        .await;
+    // tonic's client answers its own deadline CANCELLED ("Timeout expired").
+    let code = waited.expect_err("the deadline passes").code();
+    assert!(matches!(code, Code::DeadlineExceeded | Code::Cancelled), "{code:?}");
+    // The row frees well within the lock timeout: the work under way goes on.
+    held.rollback().await.expect("release");
+    let retried = c.advance_stage(&id, "review").await.expect("retry");
+    assert_eq!(retried.stage, "review");
+    assert_eq!(c.advance_stage(&id, "review").await.expect("again"), retried);
+    let stages: Vec<_> = event_log(&app, &id)
+        .await
+        .into_iter()
+        .filter(|e| e.to_stage == "review")
+        .collect();
+    assert_eq!(stages.len(), 1, "the change happened once");
+
+    // The server honours grpc-timeout itself (tonic's client would give up
+    // on its own first, so a bare HTTP/2 client asks here).
+    let held = lock_row(&app, &id).await;
+    let request = pb::AdvanceStageRequest {
+        session_id: id.clone(),
+        stage: "design".into(),
+        ..Default::default()
+    };
+    let (status, message) = raw_call(&app, "SessionService/AdvanceStage", &request.encode_to_vec(), "100m").await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    assert!(message.contains("request_id"), "{message}");
+    held.rollback().await.expect("release");
+}
+
+/// A unary call over a bare HTTP/2 connection with a `grpc-timeout`
+/// header, and no timer of the client's own: the grpc-status and
+/// grpc-message the server answers.
+async fn raw_call(app: &TestApp, method: &str, message: &[u8], timeout: &str) -> (String, String) {
+    let addr = app.replicas[0].server.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{addr}/mentorship.v1.{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", coordinator()))
+        .header("grpc-timeout", timeout)
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    body.send_data(framed.into(), true).expect("message");
+    let response = response.await.expect("response");
+    let header = |headers: &http::HeaderMap, name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .unwrap_or_default()
+    };
+    if response.headers().contains_key("grpc-status") {
+        return (
+            header(response.headers(), "grpc-status"),
+            header(response.headers(), "grpc-message"),
+        );
+    }
+    let mut body = response.into_body();
+    while body.data().await.is_some() {}
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    (header(&trailers, "grpc-status"), header(&trailers, "grpc-message"))
+}
+
+/// The server's own deadline ends a call that sends none.
+#[tokio::test]
+async fn a_call_without_a_deadline_gets_the_servers() {
+    let database_url = fresh_database().await;
+    let transport = mentorship::Transport {
+        call_deadline: StdDuration::from_millis(200),
+        ..Default::default()
+    };
+    let replica = start_replica_with(
+        &database_url,
+        mentorship::app::Rules::default(),
+        mentorship::Background {
+            sweeper: false,
+            announce: true,
+        },
+        transport,
+    )
+    .await;
+    let app = TestApp {
+        pool: sqlx::PgPool::connect(&database_url).await.expect("pool"),
+        database_url,
+        replicas: vec![replica],
+    };
+    let id = active_session(&app).await;
+    let held = lock_row(&app, &id).await;
+    let status = app
+        .coordinator()
+        .advance_stage(&id, "review")
+        .await
+        .expect_err("past the server's deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("200 ms"), "{status:?}");
+    held.rollback().await.expect("release");
+}
+
+/// One request of every mutating RPC, as `Call::send` sends it.
+macro_rules! calls {
+    ($($name:ident($request:ty)),* $(,)?) => {
+        #[derive(Clone, Debug)]
+        enum Call { $($name($request)),* }
+
+        impl Call {
+            /// The encoded response, or the status.
+            async fn send(&self, c: &Caller) -> Result<Vec<u8>, Status> {
+                match self {
+                    $(Call::$name(r) => c.call(r.clone()).await.map(|r| r.encode_to_vec()),)*
+                }
+            }
+        }
+    };
+}
+
+calls!(
+    UpsertMentee(pb::UpsertMenteeRequest),
+    UpsertMentor(pb::UpsertMentorRequest),
+    UpsertListing(pb::UpsertListingRequest),
+    CreateBooking(pb::CreateBookingRequest),
+    AcceptBooking(pb::AcceptBookingRequest),
+    DeclineBooking(pb::DeclineBookingRequest),
+    CancelBooking(pb::CancelBookingRequest),
+    CreateSession(pb::CreateSessionRequest),
+    StartSession(pb::StartSessionRequest),
+    PauseSession(pb::PauseSessionRequest),
+    ResumeSession(pb::ResumeSessionRequest),
+    CompleteSession(pb::CompleteSessionRequest),
+    FailSession(pb::FailSessionRequest),
+    CancelSession(pb::CancelSessionRequest),
+    AdvanceStage(pb::AdvanceStageRequest),
+    UpdateSessionConfig(pb::UpdateSessionConfigRequest),
+    ReassignMentor(pb::ReassignMentorRequest),
+);
+
+/// What the storm works on: worlds, their SCHEDULED sessions and DRAFT bookings.
+struct Targets {
+    worlds: Vec<World>,
+    sessions: Vec<String>,
+    drafts: Vec<String>,
+}
+
+/// The `n`th call of the storm, every mutating RPC in turn, each with a
+/// request id of its own.
+fn nth_call(t: &Targets, n: usize) -> Call {
+    let w = &t.worlds[n % t.worlds.len()];
+    let session = t.sessions[(n / 17) % t.sessions.len()].clone();
+    let draft = t.drafts[(n / 17) % t.drafts.len()].clone();
+    let request_id = Uuid::new_v4().to_string();
+    // A week of its own per call: created bookings never overlap.
+    let at = monday_at(6) + Duration::weeks(20 + n as i64);
+    match n % 17 {
+        0 => Call::UpsertMentee(pb::UpsertMenteeRequest {
+            mentee: Some(pb::Mentee {
+                id: Uuid::new_v4().to_string(),
+                display_name: format!("mentee {n}"),
+                ..Default::default()
+            }),
+            request_id,
+        }),
+        1 => Call::UpsertMentor(pb::UpsertMentorRequest {
+            mentor: Some(pb::Mentor {
+                user_id: Uuid::new_v4().to_string(),
+                display_name: format!("mentor {n}"),
+                skill_areas: vec!["rust".into()],
+                accepting_sessions: true,
+                timezone: "UTC".into(),
+                ..Default::default()
+            }),
+            request_id,
+        }),
+        2 => Call::UpsertListing(pb::UpsertListingRequest {
+            listing: Some(pb::Listing {
+                mentor_id: w.mentor.to_string(),
+                title: format!("listing {n}"),
+                skill_area: "rust".into(),
+                ..Default::default()
+            }),
+            request_id,
+        }),
+        3 => Call::CreateBooking(pb::CreateBookingRequest {
+            request_id,
+            ..booking_request(w.listing, w.mentee, at, at + Duration::hours(1))
+        }),
+        4 => Call::AcceptBooking(pb::AcceptBookingRequest {
+            booking_id: draft,
+            request_id,
+        }),
+        5 => Call::DeclineBooking(pb::DeclineBookingRequest {
+            booking_id: draft,
+            reason: "busy".into(),
+            request_id,
+        }),
+        6 => Call::CancelBooking(pb::CancelBookingRequest {
+            booking_id: draft,
+            reason: "plans changed".into(),
+            request_id,
+        }),
+        7 => Call::CreateSession(pb::CreateSessionRequest {
+            mentee_id: w.mentee.to_string(),
+            listing_id: w.listing.to_string(),
+            request_id,
+            ..Default::default()
+        }),
+        8 => Call::StartSession(pb::StartSessionRequest {
+            session_id: session,
+            request_id,
+            ..Default::default()
+        }),
+        9 => Call::PauseSession(pb::PauseSessionRequest {
+            session_id: session,
+            request_id,
+            ..Default::default()
+        }),
+        10 => Call::ResumeSession(pb::ResumeSessionRequest {
+            session_id: session,
+            request_id,
+            ..Default::default()
+        }),
+        11 => Call::CompleteSession(pb::CompleteSessionRequest {
+            session_id: session,
+            request_id,
+            ..Default::default()
+        }),
+        12 => Call::FailSession(pb::FailSessionRequest {
+            session_id: session,
+            error_message: "boom".into(),
+            request_id,
+            ..Default::default()
+        }),
+        13 => Call::CancelSession(pb::CancelSessionRequest {
+            session_id: session,
+            reason: "no longer needed".into(),
+            request_id,
+            ..Default::default()
+        }),
+        14 => Call::AdvanceStage(pb::AdvanceStageRequest {
+            session_id: session,
+            stage: format!("stage-{}", n % 5),
+            request_id,
+            ..Default::default()
+        }),
+        15 => Call::UpdateSessionConfig(pb::UpdateSessionConfigRequest {
+            session_id: session,
+            config: Some(pb::SessionConfig {
+                max_duration: Some(prost_types::Duration {
+                    seconds: 3600 * (2 + (n % 3) as i64),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(mask(&["max_duration"])),
+            request_id,
+            ..Default::default()
+        }),
+        _ => Call::ReassignMentor(pb::ReassignMentorRequest {
+            session_id: session,
+            mentor_id: t.worlds[(n + 1) % t.worlds.len()].mentor.to_string(),
+            reason: "balance".into(),
+            request_id,
+            ..Default::default()
+        }),
+    }
+}
+
+/// The issue's report: at 128 and more callers whose connection dropped,
+/// the server logged "there is already a transaction in progress" (sqlx
+/// handing back a connection whose BEGIN was cut off). Thousands of calls
+/// of every mutating RPC, each abandoned by its client after 1 ms; then no
+/// backend is left idle in a transaction, PostgreSQL logged no such
+/// warning, every session's event log agrees with its status, and every
+/// request_id retried answers the same twice.
+#[tokio::test]
+async fn calls_abandoned_at_a_1ms_deadline_leave_no_open_transaction_and_no_half_done_work() {
+    let app = spawn_app().await;
+    let c = app.coordinator();
+    let mut t = Targets {
+        worlds: Vec::new(),
+        sessions: Vec::new(),
+        drafts: Vec::new(),
+    };
+    for _ in 0..6 {
+        let w = world(&app).await;
+        for h in 0..4 {
+            t.sessions.push(scheduled(&app, &w, monday_at(8 + h)).await.id);
+        }
+        for h in 0..3 {
+            let at = monday_at(14 + h);
+            t.drafts.push(draft(&app, &w, at, at + Duration::hours(1)).await.id);
+        }
+        t.worlds.push(w);
+    }
+    let calls: Vec<Call> = (0..scale(2_000, 10_000)).map(|n| nth_call(&t, n)).collect();
+
+    // 128 callers, each abandoning every call after 1 ms.
+    let impatient = c.clone().with_timeout(StdDuration::from_millis(1));
+    let chunks: Vec<Vec<Call>> = calls.chunks(calls.len().div_ceil(128)).map(<[Call]>::to_vec).collect();
+    let callers: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let c = impatient.clone();
+            tokio::spawn(async move {
+                for call in chunk {
+                    let _ = call.send(&c).await;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("join");
+    }
+
+    // Every call has run to its end on the server, then none is left open.
+    let database = app.database_url.rsplit('/').next().expect("database name").to_owned();
+    let open = |state: &'static str| {
+        let (pool, database) = (app.pool.clone(), database.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE $2 AND pid <> pg_backend_pid()",
+            )
+            .bind(database)
+            .bind(state)
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_activity")
+        }
+    };
+    // Calls still running on the server are briefly idle in a transaction
+    // between statements; one left there for good stays until PostgreSQL's
+    // idle_in_transaction_session_timeout (10 s) ends it. So: every backend
+    // leaves its transaction well before that.
+    let mut left = i64::MAX;
+    for _ in 0..100 {
+        left = open("idle in transaction%").await + open("active").await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left, 0,
+        "a backend was left inside a transaction (or still busy) 5 s after the storm"
+    );
+    let log = std::fs::read_to_string(cluster().await.db.cluster_dir().join("postgres.log")).expect("postgres.log");
+    assert!(
+        !log.contains("there is already a transaction in progress"),
+        "PostgreSQL saw a BEGIN inside an open transaction"
+    );
+
+    // Every session's status is the last status its event log moved it to.
+    let disagree: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sessions s WHERE s.status <> (SELECT e.to_status FROM session_events e \
+         WHERE e.session_id = s.id AND e.to_status IS NOT NULL ORDER BY e.seq DESC LIMIT 1)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("compare");
+    assert_eq!(disagree, 0, "a session's status and its event log disagree");
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT DISTINCT status FROM sessions")
+        .fetch_all(&app.pool)
+        .await
+        .expect("statuses");
+    assert!(statuses.len() > 1, "the storm changed sessions: {statuses:?}");
+
+    // A retry answers the first result: the same twice. Every Ok answer of a
+    // creating call stands for exactly one row (made by the abandoned call,
+    // or by the retry when the first attempt had failed and stored nothing),
+    // and failed calls made none.
+    let mut created = (0, 0);
+    for call in &calls {
+        let first = call.send(&c).await;
+        let again = call.send(&c).await;
+        match (&first, &again) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{call:?}"),
+            (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{call:?}"),
+            _ => panic!("{call:?}: {first:?} then {again:?}"),
+        }
+        if first.is_ok() {
+            match call {
+                Call::CreateBooking(_) => created.0 += 1,
+                Call::CreateSession(_) => created = (created.0 + 1, created.1 + 1),
+                Call::AcceptBooking(_) => created.1 += 1,
+                _ => {}
+            }
+        }
+    }
+    // Six worlds of 4 scheduled sessions (with their bookings) and 3 drafts.
+    let before = (6 * 7, 6 * 4);
+    assert_eq!(
+        (app.count("bookings").await, app.count("sessions").await),
+        (before.0 + created.0, before.1 + created.1),
+        "each booking and session was created by exactly one request that answers it"
+    );
+}
