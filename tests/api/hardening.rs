@@ -403,7 +403,7 @@ async fn calls_abandoned_at_a_1ms_deadline_leave_no_open_transaction_and_no_half
         }
         t.worlds.push(w);
     }
-    let calls: Vec<Call> = (0..scale(2_000, 10_000)).map(|n| nth_call(&t, n)).collect();
+    let calls: Vec<Call> = (0..scale(2_000, 5_000)).map(|n| nth_call(&t, n)).collect();
 
     // 128 callers, each abandoning every call after 1 ms.
     let impatient = c.clone().with_timeout(StdDuration::from_millis(1));
