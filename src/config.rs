@@ -170,7 +170,7 @@ pub struct ServiceConfig {
     pub bookings: BookingSection,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Overridden by `MENTORSHIP_LISTEN_ADDR` / `--listen-addr`.
@@ -181,12 +181,33 @@ pub struct ServerSection {
     pub http2: crate::Transport,
     /// The deadline of a call that sends no shorter `grpc-timeout`.
     pub call_deadline_seconds: Option<f64>,
+    /// Most WatchSession and WatchSessions streams open on a replica…
+    pub max_watch_streams: usize,
+    /// …and per caller (`sub`).
+    pub max_watch_streams_per_caller: usize,
+    /// Most grpc.health.v1.Health/Watch streams open on a replica.
+    pub max_health_watch_streams: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen_addr: None,
+            metrics_addr: None,
+            http2: crate::Transport::default(),
+            call_deadline_seconds: None,
+            max_watch_streams: crate::app::StreamLimits::WATCH.per_replica,
+            max_watch_streams_per_caller: crate::app::StreamLimits::WATCH.per_caller,
+            max_health_watch_streams: crate::Transport::default().health_watch_streams,
+        }
+    }
 }
 
 impl ServerSection {
     /// The transport settings: HTTP/2 limits and the call deadline.
     pub fn transport(&self) -> crate::Transport {
         crate::Transport {
+            health_watch_streams: self.max_health_watch_streams,
             call_deadline: self.call_deadline_seconds.map_or(
                 crate::grpc::complete::DEFAULT_DEADLINE,
                 std::time::Duration::from_secs_f64,
@@ -389,6 +410,20 @@ impl ServiceConfig {
                 .is_none_or(|s| (0.001..=3600.0).contains(&s)),
             "server.call_deadline_seconds must be between 0.001 and 3600"
         );
+        for (value, field) in [
+            (self.server.max_watch_streams, "max_watch_streams"),
+            (self.server.max_watch_streams_per_caller, "max_watch_streams_per_caller"),
+            (self.server.max_health_watch_streams, "max_health_watch_streams"),
+        ] {
+            ensure!(
+                (1..=1_000_000).contains(&value),
+                "server.{field} must be between 1 and 1000000"
+            );
+        }
+        ensure!(
+            self.server.max_watch_streams_per_caller <= self.server.max_watch_streams,
+            "server.max_watch_streams_per_caller must be at most server.max_watch_streams"
+        );
         ensure!(
             sm.max_concurrent_sessions_system <= 100_000,
             "session_management.max_concurrent_sessions_system must be at most 100000"
@@ -515,6 +550,10 @@ impl ServiceConfig {
             idempotency_retention_hours: 48,
             watch_backstop: crate::watch::BACKSTOP,
             watch_buffer: crate::watch::BUFFER,
+            watch_streams: crate::app::StreamLimits {
+                per_caller: self.server.max_watch_streams_per_caller,
+                per_replica: self.server.max_watch_streams,
+            },
             history: History {
                 retention: chrono::Duration::days(i64::from(sm.audit.retention_days)),
                 export_format: match sm.audit.export_format {
@@ -612,6 +651,12 @@ mod tests {
             ),
             ("server: {http2: {max_streams: 10}}", "max_streams"),
             ("server: {call_deadline_seconds: 0}", "call_deadline_seconds"),
+            ("server: {max_watch_streams: 0}", "max_watch_streams"),
+            (
+                "server: {max_watch_streams_per_caller: 20000}",
+                "max_watch_streams_per_caller",
+            ),
+            ("server: {max_health_watch_streams: 0}", "max_health_watch_streams"),
             ("server: {call_deadline_seconds: 7200}", "call_deadline_seconds"),
         ] {
             let err = format!("{:#}", parse(yaml).expect_err(yaml));

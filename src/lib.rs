@@ -189,6 +189,10 @@ pub struct Transport {
     /// caller's `grpc-timeout` when sooner (`grpc::complete`).
     #[serde(skip)]
     pub call_deadline: Duration,
+    /// Most grpc.health.v1.Health/Watch streams open at once
+    /// (`server.max_health_watch_streams`).
+    #[serde(skip)]
+    pub health_watch_streams: usize,
 }
 
 impl Default for Transport {
@@ -197,6 +201,7 @@ impl Default for Transport {
             max_concurrent_streams: 1024,
             max_local_error_reset_streams: 1 << 20,
             call_deadline: grpc::complete::DEFAULT_DEADLINE,
+            health_watch_streams: 1024,
         }
     }
 }
@@ -255,6 +260,9 @@ pub async fn start(
             .max_concurrent_streams(transport.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams as usize))
             .layer(grpc::trace::layer())
+            .layer(grpc::health_watch::HealthWatchLayer::new(
+                transport.health_watch_streams,
+            ))
             .layer(AuthLayer::new(verifier))
             .layer(grpc::complete::CompleteLayer {
                 deadline: transport.call_deadline,

@@ -16,16 +16,17 @@
 //! `failure` objects and the session's `events` instead. Queue position and
 //! estimated wait are left out: they are computed per read, not stored.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{App, now, sessions::etag};
+use super::{
+    App, now,
+    sessions::etag,
+    slots::{Limits, Slots},
+};
 use crate::domain::{
     Error, Reason, Result,
     access::{Principal, Visibility},
@@ -304,61 +305,24 @@ fn json_chunks(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>)
 /// The exports running on this replica, per caller. A permit is held by the
 /// producer task and given back when it ends, however it ends.
 #[derive(Debug, Clone)]
-pub struct Exports {
-    per_caller: usize,
-    running: Arc<Mutex<HashMap<String, usize>>>,
-}
+pub struct Exports(Slots);
 
 /// One running export of one caller.
-#[derive(Debug)]
-pub struct ExportPermit {
-    caller: String,
-    running: Arc<Mutex<HashMap<String, usize>>>,
-}
+pub type ExportPermit = super::slots::Slot;
 
 impl Exports {
     pub fn new(per_caller: usize) -> Self {
-        Exports {
-            per_caller,
-            running: Arc::default(),
-        }
+        Exports(Slots::new(Limits {
+            what: "exports",
+            reason: Reason::TooManyExports,
+            per_caller: (per_caller, "exports_per_caller"),
+            total: (usize::MAX, "exports"),
+        }))
     }
 
     /// A permit for `caller`, or RESOURCE_EXHAUSTED (TOO_MANY_EXPORTS).
     pub fn acquire(&self, caller: &str) -> Result<ExportPermit> {
-        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = running.get(caller).copied().unwrap_or(0);
-        if current >= self.per_caller {
-            return Err(Error::ResourceExhausted {
-                reason: Reason::TooManyExports,
-                message: format!(
-                    "this caller already runs {current} exports on this replica, the most it may; \
-                     finish or cancel one first"
-                ),
-                metadata: vec![
-                    ("limit", "exports_per_caller".to_owned()),
-                    ("current", current.to_string()),
-                    ("maximum", self.per_caller.to_string()),
-                ],
-            });
-        }
-        running.insert(caller.to_owned(), current + 1);
-        Ok(ExportPermit {
-            caller: caller.to_owned(),
-            running: self.running.clone(),
-        })
-    }
-}
-
-impl Drop for ExportPermit {
-    fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(n) = running.get_mut(&self.caller) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.caller);
-            }
-        }
+        self.0.acquire(caller)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod export;
 pub mod history;
 pub mod page;
 pub mod sessions;
+pub mod slots;
 pub mod watch;
 
 use sqlx::PgPool;
@@ -50,8 +51,27 @@ pub struct Rules {
     /// Deliveries buffered per replica before a slow stream falls behind and
     /// catches up from the database.
     pub watch_buffer: usize,
+    /// Open WatchSession and WatchSessions streams: most per caller (`sub`)
+    /// and most per replica.
+    pub watch_streams: StreamLimits,
     /// Export and retention of history (SPEC §4.4).
     pub history: History,
+}
+
+/// Most open streams per caller and per replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub per_caller: usize,
+    pub per_replica: usize,
+}
+
+impl StreamLimits {
+    /// The defaults of watch streams: one caller may hold 100, a small
+    /// share of a replica's 10,000.
+    pub const WATCH: StreamLimits = StreamLimits {
+        per_caller: 100,
+        per_replica: 10_000,
+    };
 }
 
 /// How history is exported and how long it is kept.
@@ -87,17 +107,26 @@ pub struct App {
     pub hub: crate::watch::Hub,
     /// ExportSessions streams running on this replica, per caller.
     pub exports: export::Exports,
+    /// WatchSession and WatchSessions streams open on this replica.
+    pub watches: slots::Slots,
 }
 
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
         let hub = crate::watch::Hub::new(rules.watch_backstop, rules.watch_buffer);
         let exports = export::Exports::new(rules.history.exports_per_caller);
+        let watches = slots::Slots::new(slots::Limits {
+            what: "watch streams",
+            reason: crate::domain::Reason::TooManyStreams,
+            per_caller: (rules.watch_streams.per_caller, "watch_streams_per_caller"),
+            total: (rules.watch_streams.per_replica, "watch_streams_per_replica"),
+        });
         App {
             pool,
             rules,
             hub,
             exports,
+            watches,
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use super::App;
+use super::slots::Slot;
 use crate::domain::{
     Error, Result,
     access::{Principal, Visibility},
@@ -95,6 +96,8 @@ async fn pause(hub: &Hub) -> bool {
 
 /// A WatchSession stream: the events of one session, in seq order, each once.
 struct SessionFollower {
+    /// This stream's place among the replica's watch streams.
+    _slot: Slot,
     pool: PgPool,
     hub: Hub,
     /// This replica's commits, ahead of the feed.
@@ -182,6 +185,7 @@ impl SessionFollower {
 
 /// A WatchSessions stream: the feed from a position, filtered.
 struct FeedFollower {
+    _slot: Slot,
     pool: PgPool,
     hub: Hub,
     pages: broadcast::Receiver<Page>,
@@ -258,6 +262,7 @@ impl App {
             session_id: id,
             after_seq,
         } = watch;
+        let slot = self.watches.acquire(&who.user_id.to_string())?;
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
         let (committed, pages) = (self.hub.subscribe_committed(), self.hub.subscribe_feed());
         let snapshot = self.get_session(who, id).await?;
@@ -271,6 +276,7 @@ impl App {
         }
         let last_seq = snapshot.last_seq;
         let follower = SessionFollower {
+            _slot: slot,
             pool: self.pool.clone(),
             hub: self.hub.clone(),
             committed,
@@ -299,6 +305,7 @@ impl App {
         watch: FeedWatch,
     ) -> Result<impl Stream<Item = Result<FeedItem>> + Send + 'static> {
         let FeedWatch { filter, cursor } = watch;
+        let slot = self.watches.acquire(&who.user_id.to_string())?;
         let pages = self.hub.subscribe_feed();
         // From now: the horizon (events of transactions still open may follow).
         let horizon = store_sessions::feed_horizon(&self.pool).await?;
@@ -311,6 +318,7 @@ impl App {
         }
         let position = cursor.unwrap_or(horizon);
         let follower = FeedFollower {
+            _slot: slot,
             pool: self.pool.clone(),
             hub: self.hub.clone(),
             pages,

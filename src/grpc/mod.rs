@@ -7,6 +7,7 @@ pub mod codec;
 pub mod complete;
 pub mod convert;
 mod directory;
+pub mod health_watch;
 mod sessions;
 pub mod status;
 pub mod trace;

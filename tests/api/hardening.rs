@@ -505,3 +505,111 @@ async fn calls_abandoned_at_a_1ms_deadline_leave_no_open_transaction_and_no_half
         "each booking and session was created by exactly one request that answers it"
     );
 }
+
+/// The limit a RESOURCE_EXHAUSTED names: (limit, current, maximum).
+fn exhausted(result: Result<impl std::fmt::Debug, Status>) -> (String, String, String) {
+    use tonic_types::StatusExt;
+    let status = assert_status(result, Code::ResourceExhausted, "TOO_MANY_STREAMS");
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    let get = |k: &str| info.metadata.get(k).cloned().unwrap_or_default();
+    (get("limit"), get("current"), get("maximum"))
+}
+
+/// Retries `open` until it succeeds (a dropped stream's slot is given back
+/// once the server sees the stream end).
+async fn opens_again<T, F: std::future::Future<Output = Result<T, Status>>>(mut open: impl FnMut() -> F) -> T {
+    for _ in 0..100 {
+        if let Ok(opened) = open().await {
+            return opened;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    panic!("the slot was never given back");
+}
+
+#[tokio::test]
+async fn watch_streams_are_capped_per_caller_and_per_replica() {
+    let rules = mentorship::app::Rules {
+        watch_streams: mentorship::app::StreamLimits {
+            per_caller: 3,
+            per_replica: 5,
+        },
+        ..mentorship::app::Rules::default()
+    };
+    let app = spawn_with(1, rules).await;
+    let w = world(&app).await;
+    let id = scheduled(&app, &w, monday_at(10)).await.id;
+    let (alice, bob, carol) = (
+        app.as_(&coordinator()),
+        app.as_(&coordinator()),
+        app.as_(&coordinator()),
+    );
+    let feed = pb::WatchSessionsRequest::default;
+
+    let mut alices = Vec::new();
+    for _ in 0..2 {
+        alices.push(alice.watch_session(&id, None).await.expect("alice watches"));
+    }
+    let alices_feed = alice.watch_sessions(feed()).await.expect("a feed counts too");
+    let limit = exhausted(alice.watch_session(&id, None).await);
+    assert_eq!(limit, ("watch_streams_per_caller".into(), "3".into(), "3".into()));
+    exhausted(alice.watch_sessions(feed()).await);
+
+    let _bobs = (
+        bob.watch_session(&id, None).await.expect("bob has his own"),
+        bob.watch_sessions(feed()).await.expect("bob's feed"),
+    );
+    let limit = exhausted(carol.watch_session(&id, None).await);
+    assert_eq!(limit, ("watch_streams_per_replica".into(), "5".into(), "5".into()));
+
+    // A stream that ends gives its place back.
+    drop(alices_feed);
+    let _carols = opens_again(|| carol.watch_session(&id, None)).await;
+    assert_eq!(app.replicas[0].app.watches.held(), 5);
+    drop(alices);
+    let _again = opens_again(|| alice.watch_session(&id, None)).await;
+}
+
+#[tokio::test]
+async fn health_watch_streams_are_capped() {
+    let database_url = fresh_database().await;
+    let transport = mentorship::Transport {
+        health_watch_streams: 2,
+        ..Default::default()
+    };
+    let replica = start_replica_with(
+        &database_url,
+        mentorship::app::Rules::default(),
+        mentorship::Background {
+            sweeper: false,
+            announce: true,
+        },
+        transport,
+    )
+    .await;
+    let health = HealthClient::new(replica.channel.clone());
+    let watch = || {
+        let mut health = health.clone();
+        async move {
+            let mut stream = health
+                .watch(HealthCheckRequest { service: String::new() })
+                .await?
+                .into_inner();
+            let first = stream.message().await?.expect("the serving status");
+            assert_eq!(first.status(), ServingStatus::Serving);
+            Ok::<_, Status>(stream)
+        }
+    };
+    let first = watch().await.expect("first");
+    let _second = watch().await.expect("second");
+    let limit = exhausted(watch().await);
+    assert_eq!(limit, ("health_watch_streams".into(), "2".into(), "2".into()));
+    // Check is not a stream: never capped.
+    let mut check = health.clone();
+    check
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("check");
+    drop(first);
+    let _third = opens_again(watch).await;
+}

@@ -1,0 +1,114 @@
+//! A cap on open `grpc.health.v1.Health/Watch` streams. Health needs no
+//! token, so without a cap anyone could hold any number of streams open,
+//! each getting the serving status for as long as it stays.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tower::{Layer, Service};
+
+use crate::app::slots::{Limits, Slot, Slots};
+use crate::domain::Reason;
+
+const PATH: &str = "/grpc.health.v1.Health/Watch";
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct HealthWatchLayer {
+    slots: Slots,
+}
+
+impl HealthWatchLayer {
+    /// At most `max` Health/Watch streams open at once on this replica.
+    pub fn new(max: usize) -> Self {
+        HealthWatchLayer {
+            slots: Slots::new(Limits {
+                what: "Health/Watch streams",
+                reason: Reason::TooManyStreams,
+                per_caller: (max, "health_watch_streams"),
+                total: (max, "health_watch_streams"),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for HealthWatchLayer {
+    type Service = HealthWatch<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HealthWatch {
+            inner,
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+/// See [`HealthWatchLayer`].
+#[derive(Debug, Clone)]
+pub struct HealthWatch<S> {
+    inner: S,
+    slots: Slots,
+}
+
+impl<S, B> Service<http::Request<B>> for HealthWatch<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // The clone is ready only after poll_ready; swap so the ready one serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if req.uri().path() != PATH {
+            return Box::pin(inner.call(req));
+        }
+        // Every caller of health is anonymous: one count for all.
+        let slot = match self.slots.acquire("") {
+            Ok(slot) => slot,
+            Err(err) => {
+                let response = tonic::Status::from(err).into_http();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            Ok(response.map(|body| tonic::body::Body::new(Held { body, _slot: slot })))
+        })
+    }
+}
+
+/// A response body that holds its stream's slot until it is dropped.
+struct Held {
+    body: tonic::body::Body,
+    _slot: Slot,
+}
+
+impl http_body::Body for Held {
+    type Data = <tonic::body::Body as http_body::Body>::Data;
+    type Error = <tonic::body::Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
