@@ -5,7 +5,7 @@
 //! each due session to exactly one of them, and the transition re-checks the
 //! session's state under that lock, so a timeout fires once.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use crate::domain::{
     session::{Command, Requester},
 };
 use crate::store::{idempotency, sessions};
+use uuid::Uuid;
 
 /// The longest the sweeper sleeps: a deadline set behind the service's back
 /// (or announced by no replica) is still picked up within a second.
@@ -34,12 +35,25 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// whose timeout fails (corrupt data, say) is logged and skipped for this
 /// pass, so it never holds back the others.
 pub async fn sweep_once(app: &App) -> Result<usize> {
-    let mut fired = 0;
-    let mut failed = Vec::new();
+    Ok(sweep(app, &[]).await?.fired)
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+struct Pass {
+    fired: usize,
+    /// Sessions whose timeout failed in this pass.
+    failed: Vec<Uuid>,
+}
+
+/// One pass, skipping the sessions in `skip` (ones backing off).
+async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
+    let mut pass = Pass::default();
+    let mut skipped = skip.to_vec();
     loop {
         let mut unit = app.unit().await?;
-        let Some((id, kind)) = sessions::lock_due(unit.tx(), &failed).await? else {
-            return Ok(fired);
+        let Some((id, kind)) = sessions::lock_due(unit.tx(), &skipped).await? else {
+            return Ok(pass);
         };
         let timeout = Transition {
             reason: kind.clone(),
@@ -52,30 +66,78 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
         match outcome {
             Ok(()) => {
                 tracing::info!(session_id = %id, reason = %kind, "system timeout fired");
-                fired += 1;
+                pass.fired += 1;
             }
             Err(err) => {
-                tracing::error!(session_id = %id, reason = %kind, error = %err, "system timeout failed; skipping it");
-                failed.push(id);
+                tracing::error!(session_id = %id, reason = %kind, error = %err, "system timeout failed; backing off from it");
+                skipped.push(id);
+                pass.failed.push(id);
             }
         }
     }
 }
+
+/// Sessions whose timeout failed, each skipped until its own retry time,
+/// which doubles with every failure (up to [`MAX_FAILED_BACKOFF`]).
+#[derive(Debug, Default)]
+struct Failing(HashMap<Uuid, (u32, tokio::time::Instant)>);
+
+impl Failing {
+    /// The sessions to skip now.
+    fn skip(&self) -> Vec<Uuid> {
+        let now = tokio::time::Instant::now();
+        self.0
+            .iter()
+            .filter(|(_, (_, at))| *at > now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn record(&mut self, pass: &Pass, skipped: &[Uuid]) {
+        let now = tokio::time::Instant::now();
+        // Tried again and not failing: it fired, or is no longer due.
+        self.0.retain(|id, _| skipped.contains(id) || pass.failed.contains(id));
+        for id in &pass.failed {
+            let failures = self.0.get(id).map_or(1, |(n, _)| n + 1);
+            let wait = MAX_NAP.saturating_mul(1 << failures.min(16)).min(MAX_FAILED_BACKOFF);
+            self.0.insert(*id, (failures, now + wait));
+        }
+    }
+}
+
+/// The longest a session whose timeout keeps failing waits between tries.
+const MAX_FAILED_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The first nap after a pass that fired nothing while a deadline is due
+/// (it is locked elsewhere, or failing); it doubles up to [`MAX_NAP`].
+const FIRST_STALL_NAP: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown`: sleeps until the next deadline (at most
 /// [`MAX_NAP`]; at least [`MIN_NAP`] once this replica commits something), then sweeps.
 pub async fn run(app: App, shutdown: CancellationToken) {
     let mut last_purge = tokio::time::Instant::now();
     let mut changes = app.hub.subscribe_committed();
+    let mut failing = Failing::default();
+    let mut stall_nap: Option<Duration> = None;
     while !shutdown.is_cancelled() {
         let pass_started = tokio::time::Instant::now();
         // A task per pass: even a panic cannot stop the sweeper for good.
-        let pass = app.clone();
-        match tokio::spawn(async move { sweep_once(&pass).await }).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "sweep failed; retrying"),
-            Err(err) => tracing::error!(error = %err, "sweep panicked; retrying"),
-        }
+        let (pass_app, skip) = (app.clone(), failing.skip());
+        let skipped = skip.clone();
+        let fired = match tokio::spawn(async move { sweep(&pass_app, &skip).await }).await {
+            Ok(Ok(pass)) => {
+                failing.record(&pass, &skipped);
+                pass.fired
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "sweep failed; retrying");
+                0
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "sweep panicked; retrying");
+                0
+            }
+        };
         // The backstop of promotion: a release that raced with a session
         // joining the queue leaves it waiting no longer than one pass.
         if let Err(err) = app.promote_waiting().await {
@@ -87,9 +149,20 @@ pub async fn run(app: App, shutdown: CancellationToken) {
                 tracing::warn!(error = %err, "purging request ids failed");
             }
         }
-        let nap = match sessions::next_deadline(&app.pool).await {
-            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),
+        let next = sessions::next_deadline(&app.pool).await;
+        let nap = match &next {
+            Ok(Some(at)) => (*at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),
             _ => MAX_NAP,
+        };
+        // Something due that this pass left alone (locked by another
+        // transaction, or failing): back off instead of spinning, until a
+        // pass makes progress or nothing is due.
+        let stalled = fired == 0 && nap.is_zero() && matches!(next, Ok(Some(_)));
+        let nap = if stalled {
+            *stall_nap.insert(stall_nap.map_or(FIRST_STALL_NAP, |nap| nap.saturating_mul(2).min(MAX_NAP)))
+        } else {
+            stall_nap = None;
+            nap
         };
         let due = tokio::time::sleep(nap);
         tokio::pin!(due);

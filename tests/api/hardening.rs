@@ -613,3 +613,65 @@ async fn health_watch_streams_are_capped() {
     drop(first);
     let _third = opens_again(watch).await;
 }
+
+/// Transactions committed or rolled back in `database` over `window`, as
+/// PostgreSQL counts them.
+async fn transactions_over(app: &TestApp, window: StdDuration) -> i64 {
+    let database = app.database_url.rsplit('/').next().expect("database name").to_owned();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind(&database)
+        .fetch_one(&app.pool)
+        .await
+        .expect("pg_stat_database")
+    };
+    // Counts reach pg_stat_database when a backend goes idle (at most once
+    // a second) or when it has been busy for a second.
+    let before = count().await;
+    tokio::time::sleep(window).await;
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&app.pool)
+        .await
+        .expect("flush");
+    count().await - before
+}
+
+/// The report: with a due session the sweeper could not lock, it
+/// spun at 1,155 transactions/s (the baseline is 9/s). Now a pass that
+/// fires nothing while something is due backs off, and so does a session
+/// whose timeout keeps failing.
+#[tokio::test]
+async fn the_sweeper_backs_off_when_nothing_due_can_be_locked_or_a_session_keeps_failing() {
+    let app = spawn_jobs(1, mentorship::app::Rules::default(), Jobs::RealTime).await;
+    // Locked by another client: due, but never lockable.
+    let locked = active_session(&app).await;
+    app.expire_deadline(&locked).await;
+    let held = lock_row(&app, &locked).await;
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    let busy = transactions_over(&app, StdDuration::from_secs(3)).await;
+    assert!(
+        busy < 90,
+        "{busy} transactions in 3 s with a due session locked elsewhere"
+    );
+    held.rollback().await.expect("release");
+
+    // Failing: its stored config is corrupt, so its timeout fails every time.
+    let failing = active_session(&app).await;
+    sqlx::query("UPDATE sessions SET config = '{\"nonsense\": true}', deadline = now() WHERE id = $1::uuid")
+        .bind(&failing)
+        .execute(&app.pool)
+        .await
+        .expect("corrupt");
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    let busy = transactions_over(&app, StdDuration::from_secs(3)).await;
+    assert!(
+        busy < 90,
+        "{busy} transactions in 3 s with a session that keeps failing"
+    );
+
+    // The locked one, now free, has fired meanwhile all the same.
+    let session = app.coordinator().get_session(&locked).await.expect("get");
+    assert_eq!(session.status(), pb::SessionStatus::Cancelled, "{session:?}");
+}
