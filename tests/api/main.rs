@@ -9,6 +9,7 @@ mod capacity;
 mod directory;
 mod export;
 mod flow;
+mod fuzz;
 mod governance;
 mod hardening;
 mod helpers;
