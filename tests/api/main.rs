@@ -8,6 +8,7 @@ mod booking_rules;
 mod capacity;
 mod directory;
 mod export;
+mod faults;
 mod flow;
 mod fuzz;
 mod governance;
