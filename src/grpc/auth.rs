@@ -278,9 +278,7 @@ where
                 }
             }
         }
-        // The clone is ready only after poll_ready; swap so the ready one serves this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::grpc::take_ready(&mut self.inner);
         Box::pin(inner.call(req))
     }
 }

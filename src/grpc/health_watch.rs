@@ -66,9 +66,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // The clone is ready only after poll_ready; swap so the ready one serves this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::grpc::take_ready(&mut self.inner);
         if req.uri().path() != PATH {
             return Box::pin(inner.call(req));
         }

@@ -243,6 +243,25 @@ impl TestApp {
         assert_eq!(armed, 1, "session {session_id} has an armed deadline");
     }
 
+    /// Rows in every table a request can write to, in a fixed order (for
+    /// "nothing stored" assertions).
+    pub async fn stored_counts(&self) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for table in [
+            "mentees",
+            "mentors",
+            "mentor_availability",
+            "listings",
+            "bookings",
+            "sessions",
+            "session_events",
+            "idempotency_keys",
+        ] {
+            counts.push(self.count(table).await);
+        }
+        counts
+    }
+
     /// Number of rows in `table` (for "nothing stored" assertions).
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
