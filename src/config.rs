@@ -187,6 +187,8 @@ pub struct ServerSection {
     pub max_watch_streams_per_caller: usize,
     /// Most grpc.health.v1.Health/Watch streams open on a replica.
     pub max_health_watch_streams: usize,
+    /// Most calls whose work runs at once on a replica.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for ServerSection {
@@ -199,6 +201,7 @@ impl Default for ServerSection {
             max_watch_streams: crate::app::StreamLimits::WATCH.per_replica,
             max_watch_streams_per_caller: crate::app::StreamLimits::WATCH.per_caller,
             max_health_watch_streams: crate::Transport::default().health_watch_streams,
+            max_calls_in_flight: crate::Transport::default().max_calls_in_flight,
         }
     }
 }
@@ -208,6 +211,7 @@ impl ServerSection {
     pub fn transport(&self) -> crate::Transport {
         crate::Transport {
             health_watch_streams: self.max_health_watch_streams,
+            max_calls_in_flight: self.max_calls_in_flight,
             call_deadline: self.call_deadline_seconds.map_or(
                 crate::grpc::complete::DEFAULT_DEADLINE,
                 std::time::Duration::from_secs_f64,
@@ -414,6 +418,7 @@ impl ServiceConfig {
             (self.server.max_watch_streams, "max_watch_streams"),
             (self.server.max_watch_streams_per_caller, "max_watch_streams_per_caller"),
             (self.server.max_health_watch_streams, "max_health_watch_streams"),
+            (self.server.max_calls_in_flight, "max_calls_in_flight"),
         ] {
             ensure!(
                 (1..=1_000_000).contains(&value),

@@ -193,6 +193,10 @@ pub struct Transport {
     /// (`server.max_health_watch_streams`).
     #[serde(skip)]
     pub health_watch_streams: usize,
+    /// Most calls whose work runs at once (`server.max_calls_in_flight`),
+    /// answered or not; past it a call is UNAVAILABLE / OVERLOADED.
+    #[serde(skip)]
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for Transport {
@@ -202,6 +206,7 @@ impl Default for Transport {
             max_local_error_reset_streams: 1 << 20,
             call_deadline: grpc::complete::DEFAULT_DEADLINE,
             health_watch_streams: 1024,
+            max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -264,9 +269,10 @@ pub async fn start(
                 transport.health_watch_streams,
             ))
             .layer(AuthLayer::new(verifier))
-            .layer(grpc::complete::CompleteLayer {
-                deadline: transport.call_deadline,
-            })
+            .layer(grpc::complete::CompleteLayer::new(
+                transport.call_deadline,
+                transport.max_calls_in_flight,
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;

@@ -262,7 +262,6 @@ impl App {
             session_id: id,
             after_seq,
         } = watch;
-        let slot = self.watches.acquire(&who.user_id.to_string())?;
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
         let (committed, pages) = (self.hub.subscribe_committed(), self.hub.subscribe_feed());
         let snapshot = self.get_session(who, id).await?;
@@ -275,6 +274,8 @@ impl App {
             ));
         }
         let last_seq = snapshot.last_seq;
+        // After the checks of existence and access (SPEC §6 order).
+        let slot = self.watches.acquire(&who.user_id.to_string())?;
         let follower = SessionFollower {
             _slot: slot,
             pool: self.pool.clone(),

@@ -55,7 +55,7 @@ impl Window {
 }
 
 fn parse_hhmm(field: &str, raw: &str, allow_24: bool) -> Result<u16> {
-    let bad = || Error::invalid(field, format!("must be HH:MM, got {raw:?}"));
+    let bad = || Error::invalid(field, format!("must be HH:MM, got {:?}", super::input::truncate(raw)));
     let (h, m) = raw.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 {
         return Err(bad());
@@ -89,8 +89,12 @@ pub fn check_no_overlap(field: &str, windows: &[Window]) -> Result<()> {
 
 /// Parses an IANA time zone name.
 pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
-    raw.parse::<Tz>()
-        .map_err(|_| Error::invalid(field, format!("must be an IANA time zone name, got {raw:?}")))
+    raw.parse::<Tz>().map_err(|_| {
+        Error::invalid(
+            field,
+            format!("must be an IANA time zone name, got {:?}", super::input::truncate(raw)),
+        )
+    })
 }
 
 /// Whether `[start, end)` lies inside one of `windows` in zone `tz`, in
@@ -170,6 +174,16 @@ mod tests {
             start_minute: 9 * 60,
             end_minute: 17 * 60,
         }
+    }
+
+    /// Found by the fuzz test: an error quoting a 6,000-character zone
+    /// overflowed the response's headers, and the client saw INTERNAL.
+    #[test]
+    fn errors_quote_only_the_start_of_raw_input() {
+        let long = "x".repeat(6000);
+        let zone = parse_timezone("tz", &long).unwrap_err().to_string();
+        let time = Window::parse("w", 1, &long, "10:00").unwrap_err().to_string();
+        assert!(zone.len() < 200 && time.len() < 200, "{zone} / {time}");
     }
 
     #[test]

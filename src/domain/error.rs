@@ -53,12 +53,14 @@ pub enum Reason {
     Unavailable,
     LockTimeout,
     TooManyStreams,
+    DeadlineExceeded,
+    Overloaded,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 31] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -87,6 +89,8 @@ impl Reason {
         Reason::Unavailable,
         Reason::LockTimeout,
         Reason::TooManyStreams,
+        Reason::DeadlineExceeded,
+        Reason::Overloaded,
         Reason::Internal,
     ];
 
@@ -121,6 +125,8 @@ impl Reason {
             Reason::Unavailable => "UNAVAILABLE",
             Reason::LockTimeout => "LOCK_TIMEOUT",
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
+            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Reason::Overloaded => "OVERLOADED",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -211,6 +217,17 @@ pub enum Error {
     /// database is unreachable); retrying is safe.
     #[error("unavailable: {0}")]
     Unavailable(String),
+
+    /// The call's deadline passed before its answer was ready.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+
+    /// The replica takes no more calls now: retrying later is safe.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        metadata: Vec<(&'static str, String)>,
+    },
 
     /// A concurrency conflict other than a stale etag (a row stayed locked
     /// past the lock timeout); nothing changed, retrying is safe.

@@ -51,9 +51,10 @@ pub const MIN_HS256_SECRET_BYTES: usize = 32;
 #[derive(Debug, Deserialize)]
 struct TokenClaims {
     sub: String,
-    exp: i64,
+    /// NumericDate: seconds, possibly fractional (RFC 7519 §2).
+    exp: f64,
     #[serde(default)]
-    iat: Option<i64>,
+    iat: Option<f64>,
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
@@ -155,11 +156,12 @@ impl Verifier {
         })?;
         let claims = data.claims;
         if let Some(max) = self.max_lifetime {
-            let from = claims.iat.map_or(now(), |iat| iat.min(now()));
-            let lifetime = claims.exp.saturating_sub(from);
-            if lifetime > (max.as_secs() as i64).saturating_add(LEEWAY_SECONDS as i64) {
+            let now = now() as f64;
+            let from = claims.iat.map_or(now, |iat| iat.min(now));
+            let lifetime = claims.exp - from;
+            if lifetime > max.as_secs_f64() + LEEWAY_SECONDS as f64 {
                 return Err(format!(
-                    "the token lives {lifetime} s, longer than the {} s this server accepts",
+                    "the token lives {lifetime:.0} s, longer than the {} s this server accepts",
                     max.as_secs()
                 ));
             }

@@ -18,27 +18,42 @@ use std::{
     time::Duration,
 };
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tracing::Instrument;
+
+use crate::domain::Error;
 
 /// The deadline of a call that sends no `grpc-timeout` (and the longest a
 /// call may ask for).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How much sooner than tonic's own `grpc-timeout` timer a call is answered.
-const TONIC_MARGIN: Duration = Duration::from_millis(2);
+const TONIC_MARGIN: Duration = Duration::from_millis(5);
+
+/// Calls in flight on a replica at most, by default: answered or not,
+/// running calls count until their work ends, so clients that give up
+/// early (or reset their streams) cannot pile up work without bound.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// See the module documentation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CompleteLayer {
     /// The server's deadline for every call.
-    pub deadline: Duration,
+    deadline: Duration,
+    /// Calls whose work is running, answered or not.
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
-impl Default for CompleteLayer {
-    fn default() -> Self {
+impl CompleteLayer {
+    pub fn new(deadline: Duration, max_in_flight: usize) -> Self {
         CompleteLayer {
-            deadline: DEFAULT_DEADLINE,
+            deadline,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
         }
     }
 }
@@ -48,7 +63,7 @@ impl<S> Layer<S> for CompleteLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Complete {
             inner,
-            deadline: self.deadline,
+            limits: self.clone(),
         }
     }
 }
@@ -57,7 +72,11 @@ impl<S> Layer<S> for CompleteLayer {
 #[derive(Debug, Clone)]
 pub struct Complete<S> {
     inner: S,
-    deadline: Duration,
+    limits: CompleteLayer,
+}
+
+fn answer(err: Error) -> http::Response<tonic::body::Body> {
+    tonic::Status::from(err).into_http()
 }
 
 /// A `grpc-timeout` header's value: up to 8 digits and a unit (H, M, S, m,
@@ -104,26 +123,45 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let deadline = asked.map_or(self.deadline, |d| d.min(self.deadline));
+        let deadline = asked.map_or(self.limits.deadline, |d| d.min(self.limits.deadline));
+        let Ok(permit) = self.limits.in_flight.clone().try_acquire_owned() else {
+            let max = self.limits.max_in_flight;
+            return Box::pin(async move {
+                Ok(answer(Error::Overloaded {
+                    message: format!("this replica has {max} calls in flight, the most it takes; retry with backoff"),
+                    metadata: vec![
+                        ("limit", "calls_in_flight".to_owned()),
+                        ("current", max.to_string()),
+                        ("maximum", max.to_string()),
+                    ],
+                }))
+            });
+        };
         // tonic's server runs its own timer on `grpc-timeout`, outside every
         // layer, and answers CANCELLED when it fires; answering a little
         // sooner gives the caller the DEADLINE_EXCEEDED the protocol names.
         let answer_by = deadline.saturating_sub(TONIC_MARGIN);
-        let task = tokio::spawn(inner.call(req).in_current_span());
+        let call = inner.call(req);
+        let task = tokio::spawn(
+            async move {
+                let answered = call.await;
+                drop(permit);
+                answered
+            }
+            .in_current_span(),
+        );
         Box::pin(async move {
             match tokio::time::timeout(answer_by, task).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "a call's task ended without an answer");
-                    Ok(tonic::Status::internal("internal error").into_http())
-                }
+                Ok(Err(err)) => Ok(answer(Error::Internal(
+                    anyhow::Error::new(err).context("a call's task ended without an answer"),
+                ))),
                 // The task goes on: dropping its handle does not stop it.
-                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                Err(_) => Ok(answer(Error::DeadlineExceeded(format!(
                     "the call ran past its deadline of {} ms; work already under way still completes, \
                      and a retry with the same request_id answers what happened",
                     deadline.as_millis()
-                ))
-                .into_http()),
+                )))),
             }
         })
     }

@@ -193,10 +193,22 @@ pub fn routes(app: Arc<App>) -> anyhow::Result<(Routes, tonic_health::server::He
 
 /// Sets every served name to the database's reachability; returns it.
 pub async fn probe_database(pool: &sqlx::PgPool, reporter: &tonic_health::server::HealthReporter) -> bool {
-    let ok = matches!(
+    let ok = probe(pool).await;
+    set_health(reporter, ok).await;
+    ok
+}
+
+/// Whether the database answers within 2 s.
+async fn probe(pool: &sqlx::PgPool) -> bool {
+    matches!(
         tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await,
         Ok(Ok(_))
-    );
+    )
+}
+
+/// Sets every service's health (tonic-health tells every Health/Watch
+/// stream each time, so only on a change).
+async fn set_health(reporter: &tonic_health::server::HealthReporter, ok: bool) {
     let status = if ok {
         tonic_health::ServingStatus::Serving
     } else {
@@ -205,7 +217,6 @@ pub async fn probe_database(pool: &sqlx::PgPool, reporter: &tonic_health::server
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         reporter.set_service_status(name, status).await;
     }
-    ok
 }
 
 /// Keeps the health status in step with the database: NOT_SERVING while it is unreachable.
@@ -214,14 +225,15 @@ pub async fn watch_database_health(
     reporter: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
 ) {
-    let mut last = true;
+    let mut last = probe_database(&pool, &reporter).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let ok = probe_database(&pool, &reporter).await;
+        let ok = probe(&pool).await;
         if ok != last {
+            set_health(&reporter, ok).await;
             if ok {
                 tracing::info!("database reachable again: health is SERVING");
             } else {

@@ -78,6 +78,18 @@ impl From<Error> for Status {
                 info(&mut details, Reason::PermissionDenied, HashMap::new());
                 Code::PermissionDenied
             }
+            Error::DeadlineExceeded(_) => {
+                info(&mut details, Reason::DeadlineExceeded, HashMap::new());
+                Code::DeadlineExceeded
+            }
+            Error::Overloaded { metadata, .. } => {
+                info(
+                    &mut details,
+                    Reason::Overloaded,
+                    metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                );
+                Code::Unavailable
+            }
             Error::Aborted { reason, .. } => {
                 info(&mut details, reason, HashMap::new());
                 Code::Aborted

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::domain::{
-    Result,
+    Error, Result,
     command::Transition,
     session::{Command, Requester},
 };
@@ -67,6 +67,11 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
             Ok(()) => {
                 tracing::info!(session_id = %id, reason = %kind, "system timeout fired");
                 pass.fired += 1;
+            }
+            // A conflict or an outage: the next pass tries again.
+            Err(err @ (Error::Aborted { .. } | Error::Unavailable(_) | Error::EtagMismatch { .. })) => {
+                tracing::warn!(session_id = %id, reason = %kind, error = %err, "system timeout deferred; retrying next pass");
+                skipped.push(id);
             }
             Err(err) => {
                 tracing::error!(session_id = %id, reason = %kind, error = %err, "system timeout failed; backing off from it");
@@ -149,7 +154,7 @@ pub async fn run(app: App, shutdown: CancellationToken) {
                 tracing::warn!(error = %err, "purging request ids failed");
             }
         }
-        let next = sessions::next_deadline(&app.pool).await;
+        let next = sessions::next_deadline(&app.pool, &failing.skip()).await;
         let nap = match &next {
             Ok(Some(at)) => (*at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),
             _ => MAX_NAP,

@@ -244,6 +244,7 @@ pub async fn list(
 /// the other and deadlock; with it, the second waits and then gets a clean
 /// `BOOKING_OVERLAP` from the constraint.
 pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
+    super::wait_in_turn(tx).await?;
     sqlx::query!(
         r#"SELECT pg_advisory_xact_lock(1, hashtext($1::uuid::text)) AS "mentor!: ()",
                   pg_advisory_xact_lock(2, hashtext($2::uuid::text)) AS "mentee!: ()""#,

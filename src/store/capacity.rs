@@ -32,6 +32,7 @@ const QUEUE: i32 = 1;
 /// meanwhile by a live admission is never overwritten.
 pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> {
     let mut tx = super::begin(pool).await?;
+    super::wait_in_turn(&mut tx).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, SLOT_POOL)
         .execute(&mut *tx)
         .await?;
@@ -72,6 +73,7 @@ pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> 
 /// Serializes admissions for this mentor and this mentee until the
 /// transaction ends (mentor first, always, so two admissions cannot deadlock).
 pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
+    super::wait_in_turn(tx).await?;
     sqlx::query!(
         r#"SELECT pg_advisory_xact_lock($1, hashtext($3::uuid::text)) AS "mentor!: ()",
                   pg_advisory_xact_lock($2, hashtext($4::uuid::text)) AS "mentee!: ()""#,
@@ -156,6 +158,7 @@ pub async fn release_system_slot(tx: &mut Tx, session_id: Uuid) -> Result<(), Er
 
 /// Takes the queue's lock until the transaction ends and counts the queue.
 pub async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
+    super::wait_in_turn(tx).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, QUEUE)
         .execute(&mut **tx)
         .await?;
@@ -169,6 +172,7 @@ pub async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
 /// it so that a session joining the queue (which takes it exclusively)
 /// decides after they commit, and they see a session that joined before.
 pub async fn lock_queue_shared(tx: &mut Tx) -> Result<(), Error> {
+    super::wait_in_turn(tx).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock_shared($1, $2)", GLOBAL, QUEUE)
         .execute(&mut **tx)
         .await?;

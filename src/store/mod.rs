@@ -109,6 +109,21 @@ pub async fn begin(pool: &PgPool) -> Result<Tx, Error> {
         .map_err(Error::from)
 }
 
+/// The lock timeout of the waits that serialize work on purpose (the
+/// advisory locks of admission, bookings and the queue): a burst on one
+/// mentor waits its turn instead of failing at the connection's short
+/// `lock_timeout`, which is meant for rows someone holds for long.
+pub const SERIALIZING_LOCK_TIMEOUT: &str = "10s";
+
+/// Gives the rest of the transaction [`SERIALIZING_LOCK_TIMEOUT`].
+pub async fn wait_in_turn(tx: &mut Tx) -> Result<(), Error> {
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(SERIALIZING_LOCK_TIMEOUT)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Commits a transaction.
 pub async fn commit(tx: Tx) -> Result<(), Error> {
     Ok(tx.commit().await?)

@@ -399,11 +399,16 @@ pub async fn count(pool: &PgPool, filter: &SessionFilter, visibility: Visibility
 }
 
 /// The earliest armed deadline, read from the partial deadline index.
-pub async fn next_deadline(pool: &PgPool) -> Result<Option<DateTime<Utc>>, Error> {
-    sqlx::query_scalar!("SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .map_err(Error::from)
+/// The earliest armed deadline, leaving out the sessions in `skip` (ones
+/// whose timeout keeps failing, backing off).
+pub async fn next_deadline(pool: &PgPool, skip: &[Uuid]) -> Result<Option<DateTime<Utc>>, Error> {
+    sqlx::query_scalar!(
+        "SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL AND id <> ALL($1)",
+        skip
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(Error::from)
 }
 
 /// Locks one session whose deadline has passed, skipping sessions another

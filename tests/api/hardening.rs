@@ -108,9 +108,24 @@ async fn a_deadline_ends_the_wait_not_the_work_and_a_retry_answers_what_happened
     // tonic's client answers its own deadline CANCELLED ("Timeout expired").
     let code = waited.expect_err("the deadline passes").code();
     assert!(matches!(code, Code::DeadlineExceeded | Code::Cancelled), "{code:?}");
-    // The row frees well within the lock timeout: the work under way goes on.
+    // The row frees well within the lock timeout: the work under way goes
+    // on by itself, with no call waiting for it.
     held.rollback().await.expect("release");
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = app.count("session_events").await;
+        if event_log(&app, &id).await.iter().any(|e| e.to_stage == "review") {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    assert!(
+        event_log(&app, &id).await.iter().any(|e| e.to_stage == "review"),
+        "the abandoned call committed its change"
+    );
+    // The retry replays it: the same answer, no new event.
     let retried = c.advance_stage(&id, "review").await.expect("retry");
+    assert_eq!(app.count("session_events").await, stored);
     assert_eq!(retried.stage, "review");
     assert_eq!(c.advance_stage(&id, "review").await.expect("again"), retried);
     let stages: Vec<_> = event_log(&app, &id)
@@ -192,15 +207,17 @@ async fn a_call_without_a_deadline_gets_the_servers() {
         transport,
     )
     .await;
+    // Setup goes through a replica with the default deadline.
+    let setup = start_replica(&database_url, mentorship::app::Rules::default(), Jobs::Stepped).await;
     let app = TestApp {
         pool: sqlx::PgPool::connect(&database_url).await.expect("pool"),
         database_url,
-        replicas: vec![replica],
+        replicas: vec![setup, replica],
     };
     let id = active_session(&app).await;
     let held = lock_row(&app, &id).await;
     let status = app
-        .coordinator()
+        .on(1, &coordinator())
         .advance_stage(&id, "review")
         .await
         .expect_err("past the server's deadline");
@@ -462,7 +479,7 @@ async fn calls_abandoned_at_a_1ms_deadline_leave_no_open_transaction_and_no_half
 
     // Every session's status is the last status its event log moved it to.
     let disagree: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions s WHERE s.status <> (SELECT e.to_status FROM session_events e \
+        "SELECT count(*) FROM sessions s WHERE s.status IS DISTINCT FROM (SELECT e.to_status FROM session_events e \
          WHERE e.session_id = s.id AND e.to_status IS NOT NULL ORDER BY e.seq DESC LIMIT 1)",
     )
     .fetch_one(&app.pool)
@@ -674,4 +691,49 @@ async fn the_sweeper_backs_off_when_nothing_due_can_be_locked_or_a_session_keeps
     // The locked one, now free, has fired meanwhile all the same.
     let session = app.coordinator().get_session(&locked).await.expect("get");
     assert_eq!(session.status(), pb::SessionStatus::Cancelled, "{session:?}");
+}
+
+/// Calls whose work runs are bounded per replica, answered or not: clients
+/// that give up early cannot pile up work. Past the bound, UNAVAILABLE /
+/// OVERLOADED (retryable).
+#[tokio::test]
+async fn calls_in_flight_are_bounded_per_replica() {
+    let database_url = fresh_database().await;
+    let setup = start_replica(&database_url, mentorship::app::Rules::default(), Jobs::Stepped).await;
+    let bounded = start_replica_with(
+        &database_url,
+        mentorship::app::Rules::default(),
+        mentorship::Background {
+            sweeper: false,
+            announce: true,
+        },
+        mentorship::Transport {
+            max_calls_in_flight: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let app = TestApp {
+        pool: sqlx::PgPool::connect(&database_url).await.expect("pool"),
+        database_url,
+        replicas: vec![setup, bounded],
+    };
+    let id = active_session(&app).await;
+    let held = lock_row(&app, &id).await;
+    // Two calls wait on the locked row, abandoned by their clients at once.
+    let impatient = app.on(1, &coordinator()).with_timeout(StdDuration::from_millis(50));
+    for stage in ["a", "b"] {
+        let code = impatient.advance_stage(&id, stage).await.expect_err("abandoned").code();
+        assert!(matches!(code, Code::DeadlineExceeded | Code::Cancelled), "{code:?}");
+    }
+    // Their work still runs: a third call is refused until it ends.
+    let status = assert_status(
+        app.on(1, &coordinator()).get_session(&id).await,
+        Code::Unavailable,
+        "OVERLOADED",
+    );
+    assert!(status.message().contains("2 calls in flight"), "{status:?}");
+    held.rollback().await.expect("release");
+    let caller = app.on(1, &coordinator());
+    let _ = opens_again(|| caller.get_session(&id)).await;
 }
