@@ -86,13 +86,20 @@ pub struct ServeArgs {
         long,
         env = "MENTORSHIP_DB_STATEMENT_TIMEOUT_MS",
         default_value_t = 15_000,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
     )]
     pub db_statement_timeout_ms: u64,
 
     /// PostgreSQL `lock_timeout` of the service's connections, in ms: a call
     /// waiting longer for a row lock fails with ABORTED / LOCK_TIMEOUT.
-    #[arg(long, env = "MENTORSHIP_DB_LOCK_TIMEOUT_MS", default_value_t = 1_000, global = true)]
+    #[arg(
+        long,
+        env = "MENTORSHIP_DB_LOCK_TIMEOUT_MS",
+        default_value_t = 1_000,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+    )]
     pub db_lock_timeout_ms: u64,
 
     /// PostgreSQL `idle_in_transaction_session_timeout` of the service's
@@ -101,7 +108,8 @@ pub struct ServeArgs {
         long,
         env = "MENTORSHIP_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
         default_value_t = 10_000,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
     )]
     pub db_idle_in_transaction_timeout_ms: u64,
 }
@@ -139,7 +147,12 @@ pub struct AuthArgs {
 
     /// Longest token lifetime accepted, in seconds (from `iat` to `exp`),
     /// when set.
-    #[arg(long, env = "MENTORSHIP_JWT_MAX_LIFETIME_SECONDS", global = true)]
+    #[arg(
+        long,
+        env = "MENTORSHIP_JWT_MAX_LIFETIME_SECONDS",
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=31_536_000)
+    )]
     pub jwt_max_lifetime_seconds: Option<u64>,
 }
 

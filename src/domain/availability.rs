@@ -123,6 +123,14 @@ pub fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>
         let wall = |at: DateTime<Utc>| (at.naive_utc() + offset - midnight).num_seconds();
         walls.push((wall(from), wall(to)));
     }
+    // The local end follows the local start, on the clock: an hour the
+    // clocks repeat never lets a booking end "before" it began.
+    let (Some(&(first, _)), Some(&(_, last))) = (walls.first(), walls.last()) else {
+        return false;
+    };
+    if last <= first {
+        return false;
+    }
     windows.iter().any(|w| {
         let (open, close) = (i64::from(w.start_minute) * 60, i64::from(w.end_minute) * 60);
         w.day_of_week == weekday && walls.iter().all(|&(a, b)| open <= a && a < b && b <= close)
@@ -258,13 +266,13 @@ mod tests {
             utc(2027, 10, 31, 1, 0),
             utc(2027, 10, 31, 1, 30)
         ));
-        // Across the change inside a wide window: 02:30 CEST to 02:30 CET.
-        assert!(fits(
-            &sunday("02:00", "03:00"),
-            berlin,
-            utc(2027, 10, 31, 0, 30),
-            utc(2027, 10, 31, 1, 30)
-        ));
+        // Across the change inside a wide window: 02:30 CEST to 02:45 CET
+        // fits; 02:30 CEST to 02:30 CET, or to 02:15 CET, ends on the clock
+        // no later than it began, and does not.
+        let wide = sunday("02:00", "03:00");
+        assert!(fits(&wide, berlin, utc(2027, 10, 31, 0, 30), utc(2027, 10, 31, 1, 45)));
+        assert!(!fits(&wide, berlin, utc(2027, 10, 31, 0, 30), utc(2027, 10, 31, 1, 30)));
+        assert!(!fits(&wide, berlin, utc(2027, 10, 31, 0, 45), utc(2027, 10, 31, 1, 15)));
 
         // New York, Sunday 2027-11-07: at 06:00 UTC 02:00 EDT becomes 01:00 EST.
         let new_york: Tz = "America/New_York".parse().unwrap();

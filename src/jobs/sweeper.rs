@@ -188,3 +188,41 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(failed: &[Uuid]) -> Pass {
+        Pass {
+            fired: 0,
+            failed: failed.to_vec(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_session_is_skipped_longer_after_each_failure_and_forgotten_once_it_goes() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut failing = Failing::default();
+        failing.record(&pass(&[a]), &[]);
+        assert_eq!(failing.skip(), [a], "skipped after its first failure");
+        tokio::time::advance(Duration::from_millis(1900)).await;
+        assert_eq!(failing.skip(), [a]);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(failing.skip().is_empty(), "tried again after 2 s");
+        // Both fail now: a for the second time (4 s), b for the first (2 s).
+        failing.record(&pass(&[a, b]), &[]);
+        tokio::time::advance(Duration::from_millis(2100)).await;
+        assert_eq!(failing.skip(), [a], "b waits 2 s, a 4 s");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // A pass that tries them and sees no failure forgets them.
+        failing.record(&pass(&[]), &[]);
+        assert!(failing.0.is_empty());
+        // The wait never exceeds the cap.
+        for _ in 0..20 {
+            failing.record(&pass(&[a]), &[]);
+        }
+        let (_, retry_at) = failing.0[&a];
+        assert!(retry_at - tokio::time::Instant::now() <= MAX_FAILED_BACKOFF);
+    }
+}
