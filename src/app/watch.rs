@@ -306,7 +306,6 @@ impl App {
         watch: FeedWatch,
     ) -> Result<impl Stream<Item = Result<FeedItem>> + Send + 'static> {
         let FeedWatch { filter, cursor } = watch;
-        let slot = self.watches.acquire(&who.user_id.to_string())?;
         let pages = self.hub.subscribe_feed();
         // From now: the horizon (events of transactions still open may follow).
         let horizon = store_sessions::feed_horizon(&self.pool).await?;
@@ -318,6 +317,8 @@ impl App {
             return Err(Error::invalid("cursor", "is ahead of the feed"));
         }
         let position = cursor.unwrap_or(horizon);
+        // After the checks of the request (as WatchSession does).
+        let slot = self.watches.acquire(&who.user_id.to_string())?;
         let follower = FeedFollower {
             _slot: slot,
             pool: self.pool.clone(),

@@ -14,11 +14,10 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
-
-use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
