@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::{
     app::App,
-    config::{PurgeArgs, ServeArgs, ServiceConfig, TokenArgs},
+    config::{LogFormat, PurgeArgs, ServeArgs, ServiceConfig, TokenArgs},
     devdb::{self, DevDb, Durability},
     grpc::auth::{Claims, Verifier, mint_hs256},
 };
@@ -19,26 +19,35 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// File (in the data dir) holding the development HS256 secret of `cargo run`.
 const DEV_SECRET_FILE: &str = "dev-jwt-secret";
 
-/// Runs a command that needs the async runtime, with logging to stderr.
-pub fn run(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    runtime()?.block_on(command)
+/// Runs a command that needs the async runtime, logging to stderr in `format`.
+pub fn run(format: LogFormat, command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    init_logging(format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tracing_subscriber::fmt()
+/// Log lines go to stderr, filtered by `RUST_LOG` (default `info,sqlx=warn`).
+/// Each call's line carries its span (`grpc::trace`): as `rpc{...}` in text,
+/// as the `span` object in JSON.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 /// The database to use: `DATABASE_URL`, or the private cluster in the data dir.
 async fn database(args: &ServeArgs) -> anyhow::Result<(String, Option<DevDb>)> {
     if let Some(url) = &args.database_url {
-        return Ok((url.clone(), None));
+        return Ok((url.expose().to_owned(), None));
     }
     let dir = args.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || DevDb::start(&dir, Durability::Durable)).await??;
@@ -101,15 +110,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen_addr)
         .await
         .with_context(|| format!("binding {listen_addr}"))?;
+    let transport = crate::Transport {
+        metrics_addr: args.metrics_addr.or(file.server.metrics_addr),
+        tls: args.tls()?,
+        ..file.server.transport()
+    };
+    let tls = transport.tls.is_some();
     let server = crate::start(
         App::new(pool, rules),
         Arc::new(verifier),
         listener,
         Default::default(),
-        file.server.transport(),
+        transport,
     )
     .await?;
-    tracing::info!(addr = %server.addr, "serving mentorship.v1");
+    if let Some(metrics) = server.metrics_addr {
+        tracing::info!(addr = %metrics, "serving metrics at /metrics");
+    }
+    tracing::info!(addr = %server.addr, tls, "serving mentorship.v1");
     let stop = server.trigger();
     let serving = server.wait();
     tokio::pin!(serving);
@@ -156,7 +174,7 @@ fn key(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> anyhow::
         return Verifier::public_key(&pem, iss, aud);
     }
     if let Some(secret) = &auth.jwt_secret {
-        return Verifier::hs256(secret.as_bytes(), iss, aud).context("MENTORSHIP_JWT_SECRET");
+        return Verifier::hs256(secret.expose().as_bytes(), iss, aud).context("MENTORSHIP_JWT_SECRET");
     }
     if !development {
         bail!(
@@ -207,7 +225,7 @@ pub fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
         bail!("the mentor role needs --mentor-id <mentor profile id>");
     }
     let secret = match &args.auth.jwt_secret {
-        Some(s) => s.as_bytes().to_vec(),
+        Some(s) => s.expose().as_bytes().to_vec(),
         None => dev_secret(&args.data_dir, false)?,
     };
     let claims = Claims {

@@ -56,7 +56,7 @@ pub struct PurgeArgs {
 pub struct ServeArgs {
     /// PostgreSQL URL. When unset, a private PostgreSQL is started in --data-dir.
     #[arg(long, env = "DATABASE_URL", global = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     /// Address to serve gRPC on [default: the config file's server.listen_addr, else 127.0.0.1:50051].
     #[arg(long, env = "MENTORSHIP_LISTEN_ADDR", global = true)]
@@ -73,9 +73,34 @@ pub struct ServeArgs {
     #[arg(long = "config", env = "MENTORSHIP_CONFIG", global = true)]
     pub config_file: Option<PathBuf>,
 
-    /// Address for Prometheus-style metrics (reserved; not served yet).
+    /// Address to serve Prometheus metrics on, at /metrics [default: the
+    /// config file's server.metrics_addr, else not served].
     #[arg(long, env = "MENTORSHIP_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// PEM certificate chain the server presents; with --tls-key-file the
+    /// server speaks TLS only.
+    #[arg(long, env = "MENTORSHIP_TLS_CERT_FILE", global = true, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "MENTORSHIP_TLS_KEY_FILE", global = true, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates for mutual TLS: every client must present a
+    /// certificate that chains to one of them.
+    #[arg(
+        long,
+        env = "MENTORSHIP_TLS_CLIENT_CA_FILE",
+        global = true,
+        requires = "tls_cert_file"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Log lines as text (for people) or json (one object per line, for
+    /// collectors).
+    #[arg(long, env = "MENTORSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 
     /// Largest database connection pool per replica.
     #[arg(long, env = "MENTORSHIP_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
@@ -114,7 +139,51 @@ pub struct ServeArgs {
     pub db_idle_in_transaction_timeout_ms: u64,
 }
 
+/// A setting that may hold a secret (the JWT secret; a database URL with its
+/// password): its `Debug` never shows it, so no log line of the settings can.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// How log lines are written (`MENTORSHIP_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 impl ServeArgs {
+    /// The TLS files, read, when configured.
+    pub fn tls(&self) -> anyhow::Result<Option<crate::Tls>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(crate::Tls::load(cert, key, self.tls_client_ca_file.as_deref())?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The timeouts of the service's database connections.
     pub fn db_timeouts(&self) -> crate::DbTimeouts {
         use std::time::Duration;
@@ -131,7 +200,7 @@ impl ServeArgs {
 pub struct AuthArgs {
     /// HS256 shared secret.
     #[arg(long, env = "MENTORSHIP_JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// PEM public key file for RS256 or ES256 tokens (instead of a secret).
     #[arg(long, env = "MENTORSHIP_JWT_PUBLIC_KEY_FILE", global = true)]
@@ -229,7 +298,7 @@ impl ServerSection {
                 crate::grpc::complete::DEFAULT_DEADLINE,
                 std::time::Duration::from_secs_f64,
             ),
-            ..self.http2
+            ..self.http2.clone()
         }
     }
 }
@@ -412,7 +481,7 @@ impl ServiceConfig {
         let sm = &self.session_management;
         let hour = 3600.0;
         let minute = 60.0;
-        let http2 = self.server.http2;
+        let http2 = &self.server.http2;
         ensure!(
             http2.max_concurrent_streams >= 1,
             "server.http2.max_concurrent_streams must be at least 1"

@@ -13,6 +13,7 @@ pub mod devdb;
 pub mod domain;
 pub mod grpc;
 pub mod jobs;
+pub mod metrics;
 pub mod store;
 pub mod watch;
 
@@ -124,6 +125,8 @@ async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result
 /// A server running in the background of the current runtime.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -150,7 +153,7 @@ impl RunningServer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Background {
     /// The deadline sweeper (system timeouts), the purge of old request
-    /// ids and the retention purge. Always on in production; tests that are not about time turn it
+    /// ids, the retention purge and the census of the metrics. Always on in production; tests that are not about time turn it
     /// off and step `jobs::sweeper::sweep_once` themselves.
     pub sweeper: bool,
     /// The notifier that tells the other replicas of this one's commits.
@@ -168,10 +171,11 @@ impl Default for Background {
     }
 }
 
-/// HTTP/2 limits of each client connection (`server.http2` in the config
-/// file). tonic leaves hyper's defaults in place unless told; these are set
-/// on purpose (docs/ARCHITECTURE.md, "Transport").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+/// How the server serves: the HTTP/2 limits of each client connection
+/// (`server.http2` in the config file; tonic leaves hyper's defaults in place
+/// unless told, so these are set on purpose, docs/ARCHITECTURE.md,
+/// "Transport"), deadlines and caps, TLS, and where metrics are served.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Transport {
     /// Calls open at once on one connection; a client past it waits for a
@@ -197,6 +201,12 @@ pub struct Transport {
     /// answered or not; past it a call is UNAVAILABLE / OVERLOADED.
     #[serde(skip)]
     pub max_calls_in_flight: usize,
+    /// Where `/metrics` is served (`MENTORSHIP_METRICS_ADDR`); none: not served.
+    #[serde(skip)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// TLS (`MENTORSHIP_TLS_*`); none: plaintext.
+    #[serde(skip)]
+    pub tls: Option<Tls>,
 }
 
 impl Default for Transport {
@@ -207,6 +217,58 @@ impl Default for Transport {
             call_deadline: grpc::complete::DEFAULT_DEADLINE,
             health_watch_streams: 1024,
             max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
+            metrics_addr: None,
+            tls: None,
+        }
+    }
+}
+
+/// The server's TLS certificate chain and key, and for mutual TLS the CA
+/// that every client's certificate must chain to (PEM, as read from the
+/// `MENTORSHIP_TLS_*` files).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Tls {
+    /// Never shows the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish()
+    }
+}
+
+impl Tls {
+    /// Reads the PEM files.
+    pub fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Tls> {
+        let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        Ok(Tls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: client_ca.map(read).transpose()?,
+        })
+    }
+
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            // A client that opens a connection and never finishes its
+            // handshake is dropped.
+            .timeout(Duration::from_secs(10));
+        match &self.client_ca_pem {
+            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+            None => config,
         }
     }
 }
@@ -224,6 +286,23 @@ pub async fn start(
     store::capacity::ensure_system_slots(&app.pool, app.rules.limits.system)
         .await
         .context("sizing the pool of system concurrency slots")?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &transport.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .context("the TLS certificate or key (MENTORSHIP_TLS_*)")?;
+    }
+    let metrics_addr = match transport.metrics_addr {
+        Some(at) => {
+            let metrics = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics address {at}"))?;
+            let bound = metrics.local_addr()?;
+            tokio::spawn(metrics::serve(metrics, app.clone(), shutdown.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
     // Health, the jobs and the watch feed get small pools of their own: a
     // pool drained by the API's calls (rows held locked, a burst) never
     // stalls them, and they never take the API's connections.
@@ -233,7 +312,8 @@ pub async fn start(
             ..app.clone()
         };
         tokio::spawn(jobs::sweeper::run(jobs.clone(), shutdown.clone()));
-        tokio::spawn(jobs::retention::run(jobs, shutdown.clone()));
+        tokio::spawn(jobs::retention::run(jobs.clone(), shutdown.clone()));
+        tokio::spawn(jobs::census::run(jobs, shutdown.clone()));
     }
     let feed = side_pool(&app.pool, 3);
     let horizon = store::sessions::feed_horizon(&feed)
@@ -246,6 +326,7 @@ pub async fn start(
         tokio::spawn(watch::relay::announce(feed, app.hub.clone(), shutdown.clone()));
     }
     let hub = app.hub.clone();
+    let metrics = app.metrics.clone();
     let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
     grpc::probe_database(&health, &reporter).await;
@@ -259,12 +340,16 @@ pub async fn start(
                 let _ = stream.set_nodelay(true);
             })
         });
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(transport.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams as usize))
+            .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                http::header::AUTHORIZATION,
+            ]))
             .layer(grpc::trace::layer())
+            .layer(grpc::metered::MeteredLayer::new(metrics))
             .layer(grpc::health_watch::HealthWatchLayer::new(
                 transport.health_watch_streams,
             ))
@@ -287,5 +372,10 @@ pub async fn start(
             .await
             .context("serving gRPC")
     });
-    Ok(RunningServer { addr, shutdown, task })
+    Ok(RunningServer {
+        addr,
+        metrics_addr,
+        shutdown,
+        task,
+    })
 }

@@ -9,10 +9,11 @@ use mentorship::{
 
 fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
+    let logs = args.serve.log_format;
     match args.command {
         Some(Command::Token(token)) => cli::token(&args.serve, &token),
-        Some(Command::Migrate) => cli::run(cli::migrate(args.serve)),
-        Some(Command::Purge(purge)) => cli::run(cli::purge(args.serve, purge)),
-        Some(Command::Serve) | None => cli::run(cli::serve(args.serve)),
+        Some(Command::Migrate) => cli::run(logs, cli::migrate(args.serve)),
+        Some(Command::Purge(purge)) => cli::run(logs, cli::purge(args.serve, purge)),
+        Some(Command::Serve) | None => cli::run(logs, cli::serve(args.serve)),
     }
 }

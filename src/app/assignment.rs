@@ -200,7 +200,7 @@ impl App {
         self.get_session(who, q.of).await?;
         let bound = ("assignments", q.of);
         let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_assignments::list(&self.pool, q.of, after, q.page.size + 1).await?;
+        let rows = store_assignments::list(&mut *self.connection().await?, q.of, after, q.page.size + 1).await?;
         page::finish(rows, q.page.size, &bound, |a| a.id)
     }
 }

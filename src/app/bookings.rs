@@ -108,7 +108,7 @@ impl App {
     }
 
     pub async fn get_booking(&self, who: &Principal, id: Uuid) -> Result<Booking> {
-        let booking = store_bookings::get(&self.pool, id)
+        let booking = store_bookings::get(&mut *self.connection().await?, id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Booking, id))?;
         if !who.can_see(booking.participants()) {
@@ -124,7 +124,14 @@ impl App {
         let visibility = who.visibility();
         let bound = (&q.filter, format!("{visibility:?}"));
         let after = page::decode(&bound, &q.page.token)?;
-        let rows = store_bookings::list(&self.pool, &q.filter, visibility, after, q.page.size + 1).await?;
+        let rows = store_bookings::list(
+            &mut *self.connection().await?,
+            &q.filter,
+            visibility,
+            after,
+            q.page.size + 1,
+        )
+        .await?;
         page::finish(rows, q.page.size, &bound, |b| (b.created_at, b.id))
     }
 
@@ -133,7 +140,7 @@ impl App {
         self.get_booking(who, q.of).await?;
         let bound = ("booking_events", q.of);
         let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_bookings::events(&self.pool, q.of, after, q.page.size + 1).await?;
+        let rows = store_bookings::events(&mut *self.connection().await?, q.of, after, q.page.size + 1).await?;
         page::finish(rows, q.page.size, &bound, |e| e.seq)
     }
 

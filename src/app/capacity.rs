@@ -162,8 +162,9 @@ impl App {
     /// the wait of a session joining the back of the whole queue now, and
     /// the p95 queue wait over the last 24 hours.
     pub async fn queue_status(&self) -> Result<QueueStatusView> {
-        let status = store_capacity::queue_status(&self.pool).await?;
-        let typical = store_capacity::typical_active_time(&self.pool)
+        let mut conn = self.connection().await?;
+        let status = store_capacity::queue_status(&mut *conn).await?;
+        let typical = store_capacity::typical_active_time(&mut *conn)
             .await?
             .unwrap_or_else(|| chrono::Duration::seconds(self.rules.default_session_config.max_duration_secs));
         let limits = self.rules.limits;

@@ -37,7 +37,7 @@ impl App {
                 "GetMentee of another mentee",
             )?;
         }
-        directory::get_mentee(&self.pool, id)
+        directory::get_mentee(&mut *self.connection().await?, id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Mentee, id))
     }
@@ -64,7 +64,7 @@ impl App {
         let filter = ("mentors", q.skill_area.as_deref(), q.accepting_only);
         let after: Option<Uuid> = page::decode(&filter, &q.page.token)?;
         let rows = directory::list_mentors(
-            &self.pool,
+            &mut *self.connection().await?,
             q.skill_area.as_deref(),
             q.accepting_only,
             after,
@@ -94,7 +94,7 @@ impl App {
     }
 
     pub async fn get_listing(&self, id: Uuid) -> Result<Listing> {
-        directory::get_listing(&self.pool, id)
+        directory::get_listing(&mut *self.connection().await?, id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Listing, id))
     }
@@ -102,8 +102,14 @@ impl App {
     pub async fn list_listings(&self, q: ListingQuery) -> Result<(Vec<Listing>, String)> {
         let filter = ("listings", q.mentor_id, q.skill_area.as_deref());
         let after: Option<Uuid> = page::decode(&filter, &q.page.token)?;
-        let rows =
-            directory::list_listings(&self.pool, q.mentor_id, q.skill_area.as_deref(), after, q.page.size + 1).await?;
+        let rows = directory::list_listings(
+            &mut *self.connection().await?,
+            q.mentor_id,
+            q.skill_area.as_deref(),
+            after,
+            q.page.size + 1,
+        )
+        .await?;
         page::finish(rows, q.page.size, &filter, |l| l.id)
     }
 }

@@ -16,7 +16,7 @@ impl App {
     /// A session the caller may see, with the timeline of all its events.
     pub async fn session_timeline(&self, who: &Principal, id: Uuid) -> Result<(Session, Timeline)> {
         let session = self.get_session(who, id).await?;
-        let events = store_sessions::events(&self.pool, id, 0, i64::MAX).await?;
+        let events = store_sessions::events(&mut *self.connection().await?, id, 0, i64::MAX).await?;
         Ok((session, history::timeline(events, now())))
     }
 

@@ -109,6 +109,8 @@ pub struct App {
     pub exports: export::Exports,
     /// WatchSession and WatchSessions streams open on this replica.
     pub watches: slots::Slots,
+    /// This replica's metrics.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -127,16 +129,19 @@ impl App {
             hub,
             exports,
             watches,
+            metrics: Default::default(),
         }
     }
 
     /// Opens a unit of work: the transaction every change is made in.
     pub async fn unit(&self) -> crate::domain::Result<crate::store::unit::Unit> {
-        crate::store::unit::Unit::begin(&self.pool, self.rules.timeouts, self.hub.clone()).await
+        let _waiting = self.metrics.waiting_for_connection();
+        crate::store::unit::Unit::begin(&self.pool, self.rules.timeouts, self.hub.clone(), self.metrics.clone()).await
     }
 
-    /// One pooled connection, for reads that take several statements.
+    /// One pooled connection, for reads.
     async fn connection(&self) -> crate::domain::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        let _waiting = self.metrics.waiting_for_connection();
         self.pool.acquire().await.map_err(crate::domain::Error::from)
     }
 }

@@ -61,7 +61,8 @@ pub fn etag(version: i64) -> String {
 
 impl App {
     pub async fn get_session(&self, who: &Principal, id: Uuid) -> Result<Session> {
-        let session = store_sessions::get(&self.pool, id)
+        let mut conn = self.connection().await?;
+        let session = store_sessions::get(&mut *conn, id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Session, id))?;
         if !who.can_see(session.participants()) {
@@ -69,7 +70,7 @@ impl App {
                 "only the session's participants, coordinators and services may read it",
             ));
         }
-        self.with_queue_info(&mut *self.connection().await?, session).await
+        self.with_queue_info(&mut conn, session).await
     }
 
     /// A page of the sessions the caller may see plus, when asked, the total
@@ -78,7 +79,14 @@ impl App {
         let visibility = who.visibility();
         let bound = (&q.filter, format!("{visibility:?}"));
         let after = page::decode(&bound, &q.page.token)?;
-        let rows = store_sessions::list(&self.pool, &q.filter, visibility, after, q.page.size + 1).await?;
+        let rows = store_sessions::list(
+            &mut *self.connection().await?,
+            &q.filter,
+            visibility,
+            after,
+            q.page.size + 1,
+        )
+        .await?;
         let sort = q.filter.sort;
         let (rows, next) = page::finish(rows, q.page.size, &bound, |s: &Session| {
             let value: DateTime<Utc> = match sort {
@@ -97,7 +105,7 @@ impl App {
             rows = filled;
         }
         let total = if q.with_total {
-            Some(store_sessions::count(&self.pool, &q.filter, visibility).await?)
+            Some(store_sessions::count(&mut *self.connection().await?, &q.filter, visibility).await?)
         } else {
             None
         };
@@ -284,7 +292,7 @@ impl App {
         self.get_session(who, q.of).await?;
         let bound = ("events", q.of);
         let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_sessions::events(&self.pool, q.of, after, q.page.size + 1).await?;
+        let rows = store_sessions::events(&mut *self.connection().await?, q.of, after, q.page.size + 1).await?;
         page::finish(rows, q.page.size, &bound, |e| e.seq)
     }
 }

@@ -8,6 +8,7 @@ pub mod complete;
 pub mod convert;
 mod directory;
 pub mod health_watch;
+pub mod metered;
 mod sessions;
 pub mod status;
 pub mod trace;

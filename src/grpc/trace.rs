@@ -52,14 +52,9 @@ impl<B> OnResponse<B> for RpcFinished {
     fn on_response(self, response: &http::Response<B>, latency: Duration, span: &Span) {
         // Errors are trailers-only (the status is in the headers); a success
         // sends its status in the trailers, so no status here means OK.
-        let code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(0);
+        let code = super::metered::status_code(response.headers()).unwrap_or(tonic::Code::Ok);
         // A failure is logged by `RpcFailed`, which the classifier calls next.
-        if code == 0 {
+        if code == tonic::Code::Ok {
             record(span, tonic::Code::Ok, latency);
             tracing::debug!(parent: span, "rpc finished");
         }

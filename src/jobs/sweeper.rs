@@ -155,6 +155,9 @@ pub async fn run(app: App, shutdown: CancellationToken) {
             }
         }
         let next = sessions::next_deadline(&app.pool, &failing.skip()).await;
+        if let Ok(at) = &next {
+            app.metrics.set_sweeper_next(*at);
+        }
         let nap = match &next {
             Ok(Some(at)) => (*at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),
             _ => MAX_NAP,

@@ -2,7 +2,6 @@
 //! append-only assignment history.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Tx, corrupt};
@@ -83,7 +82,12 @@ struct AssignmentRow {
 }
 
 /// A session's assignments after `after_id`, oldest first.
-pub async fn list(pool: &PgPool, session_id: Uuid, after_id: i64, limit: i64) -> Result<Vec<MentorAssignment>, Error> {
+pub async fn list(
+    db: impl sqlx::PgExecutor<'_>,
+    session_id: Uuid,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<MentorAssignment>, Error> {
     let rows = sqlx::query_as!(
         AssignmentRow,
         r#"SELECT id, session_id, mentor_id, previous_mentor_id, strategy, reason, actor_kind, actor_id, assigned_at
@@ -92,7 +96,7 @@ pub async fn list(pool: &PgPool, session_id: Uuid, after_id: i64, limit: i64) ->
         after_id,
         limit
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     rows.into_iter()
         .map(|r| {

@@ -1,7 +1,7 @@
 //! Bookings and their audit log.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, QueryBuilder};
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::{Tx, corrupt};
@@ -77,7 +77,7 @@ pub async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
     .try_into()
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Booking>, Error> {
+pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Booking>, Error> {
     sqlx::query_as!(
         BookingRow,
         r#"SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status,
@@ -87,7 +87,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Booking>, Error> {
            WHERE b.id = $1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .map(TryInto::try_into)
     .transpose()
@@ -153,7 +153,12 @@ pub async fn audit(
 
 /// A booking's audit log after `after_seq`, in order. The seq is the
 /// entry's rank among the booking's entries (they are few).
-pub async fn events(pool: &PgPool, booking_id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<BookingEvent>, Error> {
+pub async fn events(
+    db: impl sqlx::PgExecutor<'_>,
+    booking_id: Uuid,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<BookingEvent>, Error> {
     let rows = sqlx::query!(
         r#"SELECT seq AS "seq!", from_status, to_status, actor_kind, actor_id, reason, occurred_at
            FROM (SELECT row_number() OVER (ORDER BY id) AS seq, * FROM booking_events WHERE booking_id = $1) e
@@ -162,7 +167,7 @@ pub async fn events(pool: &PgPool, booking_id: Uuid, after_seq: i64, limit: i64)
         after_seq,
         limit
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     rows.into_iter()
         .map(|r| {
@@ -214,7 +219,7 @@ pub async fn overlap(
 
 /// Keyset page ordered by (created_at, id) descending.
 pub async fn list(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     filter: &ParticipantFilter,
     visibility: Visibility,
     after: Option<(DateTime<Utc>, Uuid)>,
@@ -234,7 +239,7 @@ pub async fn list(
             .push(")");
     }
     q.push(" ORDER BY b.created_at DESC, b.id DESC LIMIT ").push_bind(limit);
-    let rows: Vec<BookingRow> = q.build_query_as().fetch_all(pool).await?;
+    let rows: Vec<BookingRow> = q.build_query_as().fetch_all(db).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 

@@ -274,7 +274,7 @@ pub struct QueueStatus {
     pub p95_wait_secs: Option<f64>,
 }
 
-pub async fn queue_status(pool: &PgPool) -> Result<QueueStatus, Error> {
+pub async fn queue_status(db: impl sqlx::PgExecutor<'_>) -> Result<QueueStatus, Error> {
     let row = sqlx::query!(
         r#"SELECT (SELECT count(*) FROM sessions WHERE status = 'QUEUED') AS "queued!",
                   (SELECT count(*) FROM system_slots WHERE session_id IS NOT NULL) AS "holding!",
@@ -282,7 +282,7 @@ pub async fn queue_status(pool: &PgPool) -> Result<QueueStatus, Error> {
                      FROM sessions WHERE queued_at > now() - interval '24 hours'
                       AND started_at >= queued_at) AS p95"#
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     Ok(QueueStatus {
         queued: row.queued,

@@ -1,7 +1,7 @@
 //! Mentees, mentors (with availability) and listings.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool, QueryBuilder};
+use sqlx::{PgExecutor, QueryBuilder};
 use uuid::Uuid;
 
 use super::{Tx, corrupt};
@@ -161,7 +161,7 @@ async fn availability_of(
 
 /// Keyset page of mentors ordered by id.
 pub async fn list_mentors(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     skill_area: Option<&str>,
     accepting_only: bool,
     after: Option<Uuid>,
@@ -186,10 +186,10 @@ pub async fn list_mentors(
         q.push(" AND m.id > ").push_bind(after);
     }
     q.push(" ORDER BY m.id LIMIT ").push_bind(limit);
-    let rows: Vec<MentorRow> = q.build_query_as().fetch_all(pool).await?;
+    let rows: Vec<MentorRow> = q.build_query_as().fetch_all(&mut *db).await?;
     // One query for every listed mentor's windows, not one per mentor.
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut windows = availability_of(pool, &ids).await?;
+    let mut windows = availability_of(db, &ids).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -248,7 +248,7 @@ pub async fn mentor_accepting(db: impl PgExecutor<'_>, id: Uuid) -> Result<Optio
 
 /// Keyset page of listings ordered by id.
 pub async fn list_listings(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     mentor_id: Option<Uuid>,
     skill_area: Option<&str>,
     after: Option<Uuid>,
@@ -267,7 +267,7 @@ pub async fn list_listings(
     }
     q.push(" ORDER BY id LIMIT ").push_bind(limit);
     q.build_query_as::<ListingRow>()
-        .fetch_all(pool)
+        .fetch_all(db)
         .await
         .map_err(Error::from)
         .map(|rows| rows.into_iter().map(Into::into).collect())

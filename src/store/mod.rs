@@ -5,6 +5,7 @@
 pub mod assignments;
 pub mod bookings;
 pub mod capacity;
+pub mod census;
 pub mod directory;
 pub mod idempotency;
 pub mod retention;
@@ -27,35 +28,44 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// internal (and never shows SQL).
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Error {
-        if let sqlx::Error::Database(db) = &err {
-            if let Some(constraint) = db.constraint()
-                && let Some(mapped) = constraint_error(constraint)
-            {
-                return mapped;
-            }
-            match db.code().as_deref() {
-                // lock_not_available: `lock_timeout` ran out.
-                Some("55P03") => {
-                    return Error::Aborted {
-                        reason: Reason::LockTimeout,
-                        message: "a row this call needs is locked by another transaction; retry with backoff".into(),
-                    };
-                }
-                // The server is going away (admin_shutdown, crash_shutdown,
-                // cannot_connect_now) or the connection broke (class 08).
-                Some(code) if matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08") => {
-                    return unavailable(&err);
-                }
-                _ => {}
-            }
+        let kind = error_kind(&err);
+        crate::metrics::database_error(kind);
+        if let sqlx::Error::Database(db) = &err
+            && let Some(mapped) = db.constraint().and_then(constraint_error)
+        {
+            return mapped;
         }
-        if matches!(
-            err,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
-        ) {
-            return unavailable(&err);
+        match kind {
+            "lock_timeout" => Error::Aborted {
+                reason: Reason::LockTimeout,
+                message: "a row this call needs is locked by another transaction; retry with backoff".into(),
+            },
+            "unavailable" | "pool_timeout" => unavailable(&err),
+            _ => Error::Internal(anyhow::Error::new(err).context("database")),
         }
-        Error::Internal(anyhow::Error::new(err).context("database"))
+    }
+}
+
+/// What kind of database error this is: the `kind` label of
+/// `mentorship_db_errors_total`, and what the mapping above goes by.
+fn error_kind(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            _ if db.constraint().is_some() => "constraint",
+            // lock_not_available: `lock_timeout` ran out.
+            Some("55P03") => "lock_timeout",
+            // query_canceled: `statement_timeout` ran out (or a cancel).
+            Some("57014") => "statement_timeout",
+            Some("40001") => "serialization_failure",
+            Some("40P01") => "deadlock",
+            // The server is going away (admin_shutdown, crash_shutdown,
+            // cannot_connect_now) or the connection broke (class 08).
+            Some(code) if matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08") => "unavailable",
+            _ => "other",
+        },
+        sqlx::Error::PoolTimedOut => "pool_timeout",
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => "unavailable",
+        _ => "other",
     }
 }
 

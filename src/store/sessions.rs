@@ -226,7 +226,7 @@ pub(super) async fn save_with_event(
     Ok((saved, committed))
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
+pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Session>, Error> {
     sqlx::query_as!(
         SessionRow,
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
@@ -236,7 +236,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Session>, Error> {
            FROM sessions WHERE id = $1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .map(TryInto::try_into)
     .transpose()
@@ -319,7 +319,12 @@ impl TryFrom<EventRow> for SessionEvent {
 }
 
 /// Events of a session after `after_seq`, in seq order.
-pub async fn events(pool: &PgPool, session_id: Uuid, after_seq: i64, limit: i64) -> Result<Vec<SessionEvent>, Error> {
+pub async fn events(
+    db: impl sqlx::PgExecutor<'_>,
+    session_id: Uuid,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<SessionEvent>, Error> {
     let rows = sqlx::query_as!(
         EventRow,
         r#"SELECT session_id, seq, type, from_status, to_status, from_stage, to_stage,
@@ -329,13 +334,13 @@ pub async fn events(pool: &PgPool, session_id: Uuid, after_seq: i64, limit: i64)
         after_seq,
         limit
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Every event of the given sessions, by session id then seq (an export page).
-pub async fn events_of(pool: &PgPool, session_ids: &[Uuid]) -> Result<Vec<SessionEvent>, Error> {
+pub async fn events_of(db: impl sqlx::PgExecutor<'_>, session_ids: &[Uuid]) -> Result<Vec<SessionEvent>, Error> {
     let rows = sqlx::query_as!(
         EventRow,
         r#"SELECT session_id, seq, type, from_status, to_status, from_stage, to_stage,
@@ -343,7 +348,7 @@ pub async fn events_of(pool: &PgPool, session_ids: &[Uuid]) -> Result<Vec<Sessio
            FROM session_events WHERE session_id = ANY($1) ORDER BY session_id, seq"#,
         session_ids
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
@@ -360,7 +365,7 @@ fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &SessionFilter, vis
 
 /// Keyset page: rows strictly after `after` = (sort value, id) in the requested order.
 pub async fn list(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     filter: &SessionFilter,
     visibility: Visibility,
     after: Option<(DateTime<Utc>, Uuid)>,
@@ -387,15 +392,19 @@ pub async fn list(
     }
     q.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "))
         .push_bind(limit);
-    let rows: Vec<SessionRow> = q.build_query_as().fetch_all(pool).await?;
+    let rows: Vec<SessionRow> = q.build_query_as().fetch_all(db).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Number of sessions matching the filter (for `include_total_size`).
-pub async fn count(pool: &PgPool, filter: &SessionFilter, visibility: Visibility) -> Result<i64, Error> {
+pub async fn count(
+    db: impl sqlx::PgExecutor<'_>,
+    filter: &SessionFilter,
+    visibility: Visibility,
+) -> Result<i64, Error> {
     let mut q = QueryBuilder::new("SELECT count(*) FROM sessions WHERE true");
     push_filter(&mut q, filter, visibility);
-    q.build_query_scalar().fetch_one(pool).await.map_err(Error::from)
+    q.build_query_scalar().fetch_one(db).await.map_err(Error::from)
 }
 
 /// The earliest armed deadline, read from the partial deadline index.

@@ -5,9 +5,11 @@
 //! (the statements that write them are private to the store): each insert or
 //! save writes the row, re-arms its deadline and appends its event (with the
 //! next gapless seq) in one statement, and the unit keeps the event. After
-//! the commit, and only then, the unit hands the committed events on: to
-//! this replica's watchers and, through its notifier, to the other replicas
+//! the commit, and only then, the unit counts the status changes (metrics)
+//! and hands the committed events on: to this replica's watchers and, through its notifier, to the other replicas
 //! (`watch`). Nothing inside the transaction notifies anyone.
+
+use std::sync::Arc;
 
 use sqlx::PgPool;
 
@@ -20,24 +22,27 @@ use crate::domain::{
     model::{FeedEvent, Session},
     session::{self, Timeouts},
 };
-use crate::watch::Hub;
+use crate::{metrics::Metrics, watch::Hub};
 
 /// One transaction and every session change made in it.
 pub struct Unit {
     tx: Tx,
     timeouts: Timeouts,
     hub: Hub,
+    /// Counts the status changes once committed.
+    metrics: Arc<Metrics>,
     events: Vec<FeedEvent>,
 }
 
 impl Unit {
     /// Opens the transaction of a unit of work whose sessions arm their
     /// deadlines with `timeouts` and whose committed events go to `hub`.
-    pub async fn begin(pool: &PgPool, timeouts: Timeouts, hub: Hub) -> Result<Unit> {
+    pub async fn begin(pool: &PgPool, timeouts: Timeouts, hub: Hub, metrics: Arc<Metrics>) -> Result<Unit> {
         Ok(Unit {
             tx: super::begin(pool).await?,
             timeouts,
             hub,
+            metrics,
             events: Vec::new(),
         })
     }
@@ -70,6 +75,11 @@ impl Unit {
     /// watchers (`watch::Hub::committed`).
     pub async fn commit(self) -> Result<()> {
         super::commit(self.tx).await?;
+        for event in &self.events {
+            if let Some(to) = event.event.to_status {
+                self.metrics.transition(event.event.from_status, to);
+            }
+        }
         self.hub.committed(self.events);
         Ok(())
     }

@@ -83,8 +83,9 @@ struct Inner {
     /// Wakes the feed reader.
     wake: Notify,
     feed: Mutex<FeedState>,
-    /// The newest position committed here and not yet announced.
-    outbox: Mutex<Option<FeedPosition>>,
+    /// The newest position committed here and not yet announced, and since
+    /// when the oldest unannounced commit has waited.
+    outbox: Mutex<Option<(FeedPosition, Instant)>>,
     /// Wakes the notifier.
     announce: Notify,
     reads: AtomicU64,
@@ -151,8 +152,11 @@ impl Hub {
         // No receivers is fine: nobody is watching.
         let _ = self.inner.committed.send(events.into());
         self.known(newest);
-        let mut outbox = self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-        *outbox = (*outbox).max(Some(newest));
+        let mut outbox = self.outbox();
+        *outbox = Some(match *outbox {
+            Some((position, since)) => (position.max(newest), since),
+            None => (newest, Instant::now()),
+        });
         drop(outbox);
         self.inner.announce.notify_one();
     }
@@ -202,6 +206,16 @@ impl Hub {
             .values()
             .min()
             .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    /// How long the oldest commit of this replica not yet announced to the
+    /// others has waited for the notifier: zero when all are announced.
+    pub fn notifier_lag(&self) -> Duration {
+        self.outbox().map_or(Duration::ZERO, |(_, since)| since.elapsed())
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Option<(FeedPosition, Instant)>> {
+        self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Database reads the feed reader has made (each serves every stream).
@@ -271,7 +285,7 @@ impl Hub {
 
     /// The newest position committed here since the last announcement.
     fn take_outbox(&self) -> Option<FeedPosition> {
-        self.inner.outbox.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.outbox().take().map(|(position, _)| position)
     }
 }
 
@@ -317,12 +331,18 @@ mod tests {
         hub.announced((11, 3));
         hub.announced((9, 1));
         assert!(hub.behind(), "two commits ahead of the reader");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            hub.notifier_lag() >= Duration::from_millis(2),
+            "one commit not yet announced"
+        );
         assert_eq!(
             hub.take_outbox(),
             Some((12, 5)),
             "only this replica's own commits are announced"
         );
         assert_eq!(hub.take_outbox(), None);
+        assert_eq!(hub.notifier_lag(), Duration::ZERO, "announced");
 
         // The horizon stopped the read at transaction 12: it is still pending.
         hub.advance((10, 0), vec![event((11, 3))], Some(12));

@@ -133,20 +133,39 @@ pub async fn spawn_with(n: usize, rules: Rules) -> TestApp {
 }
 
 pub async fn spawn_jobs(n: usize, rules: Rules, jobs: Jobs) -> TestApp {
+    let mut app = empty_app().await;
+    for _ in 0..n {
+        app.replicas
+            .push(start_replica(&app.database_url, rules.clone(), jobs).await);
+    }
+    app
+}
+
+/// One replica with the given background work and transport (a metrics
+/// address, TLS, limits).
+pub async fn spawn_serving(
+    rules: Rules,
+    background: mentorship::Background,
+    transport: mentorship::Transport,
+) -> TestApp {
+    let mut app = empty_app().await;
+    let replica = start_replica_with(&app.database_url, rules, background, transport).await;
+    app.replicas.push(replica);
+    app
+}
+
+/// A fresh database with no replica yet.
+async fn empty_app() -> TestApp {
     let database_url = fresh_database().await;
     let pool = PgPoolOptions::new()
         .max_connections(5)
         .connect(&database_url)
         .await
         .expect("connect test pool");
-    let mut replicas = Vec::new();
-    for _ in 0..n {
-        replicas.push(start_replica(&database_url, rules.clone(), jobs).await);
-    }
     TestApp {
         pool,
         database_url,
-        replicas,
+        replicas: Vec::new(),
     }
 }
 

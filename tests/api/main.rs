@@ -15,6 +15,7 @@ mod governance;
 mod hardening;
 mod helpers;
 mod history;
+mod observability;
 mod operations;
 mod races;
 mod retention;

@@ -1,0 +1,241 @@
+//! Call metrics, as go-grpc-prometheus names them: `grpc_server_started_total`
+//! when a call comes in, `grpc_server_handled_total` (by code) and
+//! `grpc_server_handling_seconds` when its status is known. That is the
+//! response headers of an error (trailers-only), or the trailers at the end of
+//! the body: for a stream, when it ends. A stream dropped before its trailers
+//! (the client went away) counts as CANCELLED.
+//!
+//! Methods are labelled from the served descriptors; any other path is
+//! `unknown`, so a client cannot grow the label sets.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, LazyLock},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use prost::Message;
+use tower::{Layer, Service};
+
+use crate::metrics::{Metrics, Rpc};
+
+/// The label set of a path nobody serves.
+const UNKNOWN: Rpc = Rpc {
+    grpc_service: "unknown",
+    grpc_method: "unknown",
+    grpc_type: "unknown",
+};
+
+/// Every served method by path (`/package.Service/Method`).
+static METHODS: LazyLock<HashMap<String, Rpc>> = LazyLock::new(|| {
+    let sets = [
+        super::pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = HashMap::new();
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                let full = format!("{}.{}", file.package(), service.name());
+                // Leaked once, for the life of the process: label values are
+                // `&'static str`, and the table is built once.
+                let full: &'static str = Box::leak(full.into_boxed_str());
+                for method in &service.method {
+                    let name: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
+                    let kind = match (method.client_streaming(), method.server_streaming()) {
+                        (false, false) => "unary",
+                        (false, true) => "server_stream",
+                        (true, false) => "client_stream",
+                        (true, true) => "bidi_stream",
+                    };
+                    methods.insert(
+                        format!("/{full}/{name}"),
+                        Rpc {
+                            grpc_service: full,
+                            grpc_method: name,
+                            grpc_type: kind,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    methods
+});
+
+/// The labels of the call at `path`.
+pub fn rpc(path: &str) -> Rpc {
+    METHODS.get(path).cloned().unwrap_or(UNKNOWN)
+}
+
+/// The `grpc-status` in `headers` (response headers or trailers), if any.
+pub fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(tonic::Code::from_i32(code))
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct MeteredLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        MeteredLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for MeteredLayer {
+    type Service = Metered<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Metered {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`MeteredLayer`].
+#[derive(Debug, Clone)]
+pub struct Metered<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<http::Request<B>> for Metered<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let mut inner = super::take_ready(&mut self.inner);
+        let call = Call {
+            rpc: rpc(req.uri().path()),
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+        };
+        call.metrics.started(&call.rpc);
+        Box::pin(async move {
+            let response = inner.call(req).await;
+            let response = match response {
+                Ok(response) => response,
+                Err(err) => {
+                    call.finish(tonic::Code::Unknown);
+                    return Err(err);
+                }
+            };
+            // An error is trailers-only: its status is in the headers.
+            if let Some(code) = status_code(response.headers()) {
+                call.finish(code);
+                return Ok(response);
+            }
+            Ok(response.map(|body| tonic::body::Body::new(Counted { body, call: Some(call) })))
+        })
+    }
+}
+
+/// A call whose status is not yet known.
+struct Call {
+    rpc: Rpc,
+    started: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Call {
+    fn finish(self, code: tonic::Code) {
+        self.metrics.handled(&self.rpc, code, self.started.elapsed());
+    }
+}
+
+/// A response body that counts its call when its trailers pass, or as
+/// CANCELLED when it is dropped before them.
+struct Counted {
+    body: tonic::body::Body,
+    call: Option<Call>,
+}
+
+impl Counted {
+    fn finish(&mut self, code: tonic::Code) {
+        if let Some(call) = self.call.take() {
+            call.finish(code);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.finish(tonic::Code::Cancelled);
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = <tonic::body::Body as http_body::Body>::Data;
+    type Error = <tonic::body::Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = status_code(trailers).unwrap_or(tonic::Code::Unknown);
+                    self.finish(code);
+                }
+            }
+            // An error in the body, or an end without trailers (gRPC always
+            // sends them): the call failed in a way no status says.
+            Poll::Ready(Some(Err(_)) | None) => self.finish(tonic::Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_methods_are_labelled_and_anything_else_is_unknown() {
+        let watch = rpc("/mentorship.v1.SessionService/WatchSession");
+        assert_eq!(
+            (watch.grpc_service, watch.grpc_method, watch.grpc_type),
+            ("mentorship.v1.SessionService", "WatchSession", "server_stream")
+        );
+        assert_eq!(rpc("/mentorship.v1.SessionService/GetSession").grpc_type, "unary");
+        assert_eq!(rpc("/grpc.health.v1.Health/Check").grpc_method, "Check");
+        assert_eq!(
+            rpc("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").grpc_type,
+            "bidi_stream"
+        );
+        assert_eq!(rpc("/mentorship.v1.SessionService/NoSuchMethod"), UNKNOWN);
+        assert_eq!(rpc("/../etc/passwd"), UNKNOWN);
+    }
+}

@@ -1,0 +1,301 @@
+//! Metrics: `/metrics` scraped after a known sequence of calls.
+
+use std::time::Duration;
+
+use mentorship::{app::Rules, domain::capacity::Limits, grpc::pb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// GETs `path` from `addr` over HTTP/1.1; returns the content type and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
+        .unwrap_or_default();
+    (content_type, body.to_owned())
+}
+
+/// The scraped metrics.
+pub struct Scrape(pub String);
+
+impl Scrape {
+    pub async fn of(app: &TestApp) -> Scrape {
+        let addr = app.replicas[0].server.metrics_addr.expect("metrics served");
+        Scrape(http_get(addr, "/metrics").await.1)
+    }
+
+    /// The value of the sample `name` whose labels include every one of
+    /// `labels`; `None` when there is none.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labelled, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let matches = labels
+                .iter()
+                .all(|(k, v)| labelled.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            matches.then(|| value.trim().parse().expect("a number"))
+        })
+    }
+
+    /// Like [`Scrape::get`], zero when absent (a counter never bumped).
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or(0.0)
+    }
+}
+
+/// The labels of a SessionService method's calls that ended with `code`.
+fn handled<'a>(method: &'a str, code: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("grpc_service", "mentorship.v1.SessionService"),
+        ("grpc_method", method),
+        ("grpc_code", code),
+    ]
+}
+
+fn with_metrics() -> mentorship::Transport {
+    mentorship::Transport {
+        metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        ..Default::default()
+    }
+}
+
+/// Jobs stepped by the test, like the rest of the suite.
+const STEPPED: mentorship::Background = mentorship::Background {
+    sweeper: false,
+    announce: true,
+};
+
+#[tokio::test]
+async fn metrics_count_a_known_sequence_of_calls() {
+    // One slot per mentee: the second session on demand queues.
+    let rules = Rules {
+        limits: Limits {
+            per_mentee: 1,
+            ..Rules::default().limits
+        },
+        ..Rules::default()
+    };
+    let app = spawn_serving(rules, STEPPED, with_metrics()).await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+
+    let active = on_demand(&app, &w, None).await.expect("create");
+    assert_eq!(active.status(), pb::SessionStatus::Active);
+    let queued = on_demand(&app, &w, None).await.expect("create");
+    assert_eq!(queued.status(), pb::SessionStatus::Queued);
+    c.pause_session(&active.id, "lunch").await.expect("pause");
+    c.resume_session(&active.id).await.expect("resume");
+    for _ in 0..3 {
+        c.get_session(&active.id).await.expect("get");
+    }
+    let missing = c.get_session(&uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(missing.expect_err("no such session").code(), Code::NotFound);
+    let anonymous = app
+        .sessions()
+        .get_session(pb::GetSessionRequest {
+            session_id: active.id.clone(),
+        })
+        .await;
+    assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);
+
+    let m = Scrape::of(&app).await;
+    for (method, code, n) in [
+        ("CreateSession", "OK", 2.0),
+        ("PauseSession", "OK", 1.0),
+        ("ResumeSession", "OK", 1.0),
+        ("GetSession", "OK", 3.0),
+        ("GetSession", "NOT_FOUND", 1.0),
+        ("GetSession", "UNAUTHENTICATED", 1.0),
+    ] {
+        assert_eq!(
+            m.count("grpc_server_handled_total", &handled(method, code)),
+            n,
+            "{method} {code}"
+        );
+    }
+    let get = [("grpc_method", "GetSession"), ("grpc_type", "unary")];
+    assert_eq!(m.count("grpc_server_started_total", &get), 5.0);
+    assert_eq!(m.count("grpc_server_handling_seconds_count", &get), 5.0);
+    assert!(m.count("grpc_server_handling_seconds_sum", &get) > 0.0);
+    let bucket = [("grpc_method", "GetSession"), ("le", "+Inf")];
+    assert_eq!(m.count("grpc_server_handling_seconds_bucket", &bucket), 5.0);
+
+    // Transitions this replica committed.
+    for (from, to, n) in [
+        ("NONE", "ACTIVE", 1.0),
+        ("NONE", "QUEUED", 1.0),
+        ("ACTIVE", "PAUSED", 1.0),
+        ("PAUSED", "ACTIVE", 1.0),
+        ("ACTIVE", "COMPLETED", 0.0),
+    ] {
+        let labels = [("from", from), ("to", to)];
+        assert_eq!(
+            m.count("mentorship_session_transitions_total", &labels),
+            n,
+            "{from}→{to}"
+        );
+    }
+
+    // The census: nothing until it is first counted, then exact.
+    assert_eq!(m.get("mentorship_sessions", &[("status", "ACTIVE")]), None);
+    assert!(m.get("mentorship_census_age_seconds", &[]).expect("age").is_nan());
+    assert!(
+        mentorship::jobs::census::step(&app.replicas[0].app, Duration::ZERO)
+            .await
+            .expect("census")
+    );
+    let m = Scrape::of(&app).await;
+    for (status, n) in [("ACTIVE", 1.0), ("QUEUED", 1.0), ("PAUSED", 0.0), ("COMPLETED", 0.0)] {
+        assert_eq!(m.get("mentorship_sessions", &[("status", status)]), Some(n), "{status}");
+    }
+    assert_eq!(m.get("mentorship_queue_length", &[]), Some(1.0));
+    assert!(m.get("mentorship_queue_oldest_age_seconds", &[]).expect("age") >= 0.0);
+    let age = m.get("mentorship_census_age_seconds", &[]).expect("age");
+    assert!((0.0..60.0).contains(&age), "{age}");
+    // A census counted a moment ago is not recounted.
+    assert!(
+        !mentorship::jobs::census::step(&app.replicas[0].app, Duration::from_secs(60))
+            .await
+            .expect("census")
+    );
+
+    // Live gauges: the pool, and an open watch stream.
+    assert_eq!(m.get("mentorship_db_pool_max", &[]), Some(10.0));
+    assert!(m.get("mentorship_db_pool_connections", &[]).expect("size") >= 1.0);
+    assert_eq!(m.get("mentorship_db_pool_waiting", &[]), Some(0.0));
+    assert_eq!(m.get("mentorship_watch_streams", &[]), Some(0.0));
+    for lag in [
+        "mentorship_feed_lag_seconds",
+        "mentorship_notifier_lag_seconds",
+        "mentorship_sweeper_lag_seconds",
+    ] {
+        assert!(m.get(lag, &[]).is_some_and(f64::is_finite), "{lag}");
+    }
+    let mut stream = c.watch_session(&active.id, None).await.expect("watch");
+    stream.next().await.expect("the first event").expect("ok");
+    assert_eq!(Scrape::of(&app).await.get("mentorship_watch_streams", &[]), Some(1.0));
+    drop(stream);
+    // The server learns of the reset soon after; the stream then counts as cancelled.
+    let mut m = Scrape::of(&app).await;
+    for _ in 0..100 {
+        if m.get("mentorship_watch_streams", &[]) == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = Scrape::of(&app).await;
+    }
+    assert_eq!(m.get("mentorship_watch_streams", &[]), Some(0.0));
+    assert_eq!(
+        m.count("grpc_server_handled_total", &handled("WatchSession", "CANCELLED")),
+        1.0
+    );
+
+    // A database error, by kind: a row held locked past the lock timeout.
+    let lock_timeouts = m.count("mentorship_db_errors_total", &[("kind", "lock_timeout")]);
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
+        .bind(&active.id)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let paused = c.pause_session(&active.id, "blocked").await;
+    assert_status(paused, Code::Aborted, "LOCK_TIMEOUT");
+    holder.rollback().await.expect("rollback");
+    let m = Scrape::of(&app).await;
+    assert!(m.count("mentorship_db_errors_total", &[("kind", "lock_timeout")]) > lock_timeouts);
+    assert_eq!(
+        m.count("grpc_server_handled_total", &handled("PauseSession", "ABORTED")),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_text_and_only_on_metrics() {
+    let app = spawn_serving(Rules::default(), STEPPED, with_metrics()).await;
+    let addr = app.replicas[0].server.metrics_addr.expect("served");
+    app.coordinator().list_config_templates().await.expect("a call");
+    let (content_type, body) = http_get(addr, "/metrics").await;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    assert!(body.contains("# TYPE grpc_server_handled counter"), "{body}");
+    assert!(body.contains("# TYPE grpc_server_handling_seconds histogram"), "{body}");
+    // The gRPC port does not serve it, and the metrics port serves nothing else.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
+
+#[tokio::test]
+async fn the_sweepers_lag_shows_a_due_deadline_it_cannot_take_and_clears_once_it_fires() {
+    // A real-time test: the sweeper runs on its own.
+    let background = mentorship::Background {
+        sweeper: true,
+        announce: true,
+    };
+    let app = spawn_serving(roomy_rules(), background, with_metrics()).await;
+    let w = world(&app).await;
+    let session = scheduled(&app, &w, monday_at(10)).await;
+    let lag = |m: &Scrape| m.get("mentorship_sweeper_lag_seconds", &[]).expect("lag");
+
+    // Due a second ago, and locked by someone else: the sweeper skips it.
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("UPDATE sessions SET deadline = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&session.id)
+        .execute(&mut *holder)
+        .await
+        .expect("due");
+    holder.commit().await.expect("commit");
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
+        .bind(&session.id)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let mut m = Scrape::of(&app).await;
+    for _ in 0..100 {
+        if lag(&m) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        m = Scrape::of(&app).await;
+    }
+    assert!(lag(&m) >= 1.0, "the sweeper is behind a due deadline: {}", lag(&m));
+
+    // Freed, it fires, and the lag is gone.
+    holder.rollback().await.expect("release");
+    let fired = wait_for_status(&app, &session.id, pb::SessionStatus::Cancelled, Duration::from_secs(5)).await;
+    assert_eq!(
+        fired.status(),
+        pb::SessionStatus::Cancelled,
+        "the no-show timeout fired"
+    );
+    for _ in 0..100 {
+        m = Scrape::of(&app).await;
+        if lag(&m) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(lag(&m), 0.0);
+}
