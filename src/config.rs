@@ -665,6 +665,39 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_show_in_the_settings_debug_output() {
+        let cli = Cli::try_parse_from([
+            "mentorship",
+            "--jwt-secret",
+            "s3cret-s3cret-s3cret-s3cret-s3cret",
+            "--database-url",
+            "postgres://app:pa55word@db/mentorship",
+        ])
+        .expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("pa55word"), "{shown}");
+        assert_eq!(
+            cli.serve.auth.jwt_secret.expect("set").expose(),
+            "s3cret-s3cret-s3cret-s3cret-s3cret"
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_its_key_and_a_client_ca_needs_them() {
+        for args in [
+            &["mentorship", "--tls-cert-file", "cert.pem"][..],
+            &["mentorship", "--tls-key-file", "key.pem"],
+            &["mentorship", "--tls-client-ca-file", "ca.pem"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let cli =
+            Cli::try_parse_from(["mentorship", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]).expect("parses");
+        let missing = cli.serve.tls().expect_err("no such files").to_string();
+        assert!(missing.contains("c.pem"), "{missing}");
+    }
+
+    #[test]
     fn http2_limits_default_and_are_read() {
         assert_eq!(ServiceConfig::default().server.http2, crate::Transport::default());
         let config: ServiceConfig =

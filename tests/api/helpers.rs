@@ -679,6 +679,16 @@ impl BinaryServer {
 /// listening on port 0 (so no other process can take its port first);
 /// learns the address from its log and waits until it answers health checks.
 pub async fn spawn_binary(database_url: &str, env: &[(&str, &str)]) -> BinaryServer {
+    spawn_binary_with(database_url, env, None).await
+}
+
+/// [`spawn_binary`] for a server that speaks TLS: the client checks it
+/// with `tls` (the test CA, a client certificate for mutual TLS).
+pub async fn spawn_binary_with(
+    database_url: &str,
+    env: &[(&str, &str)],
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> BinaryServer {
     let log = std::env::temp_dir().join(format!("mentorship-{}.log", Uuid::new_v4().simple()));
     let child = Command::new(env!("CARGO_BIN_EXE_mentorship"))
         .env("DATABASE_URL", database_url)
@@ -701,27 +711,38 @@ pub async fn spawn_binary(database_url: &str, env: &[(&str, &str)]) -> BinarySer
         if let Some(status) = server.child.try_wait().expect("wait") {
             panic!("the binary exited before serving ({status}):\n{}", server.log_text());
         }
-        let serving = server.log_text().lines().find_map(|l| {
-            let rest = l.split_once("serving mentorship.v1")?.1;
-            Some(rest.split_once("addr=")?.1.split_whitespace().next()?.to_owned())
-        });
-        if let Some(addr) = serving
-            && let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-                .expect("uri")
-                .connect()
-                .await
-            && HealthClient::new(channel.clone())
-                .check(HealthCheckRequest::default())
-                .await
-                .is_ok()
-        {
-            server.addr = addr;
-            server.channel = channel;
-            return server;
+        let serving = server.log_text().lines().find_map(serving_addr);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(addr) = serving {
+            let endpoint = Channel::from_shared(format!("{scheme}://{addr}")).expect("uri");
+            let endpoint = match &tls {
+                Some(tls) => endpoint.tls_config(tls.clone()).expect("client TLS"),
+                None => endpoint,
+            };
+            if let Ok(channel) = endpoint.connect().await
+                && HealthClient::new(channel.clone())
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .is_ok()
+            {
+                server.addr = addr;
+                server.channel = channel;
+                return server;
+            }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the binary did not serve within 15 s:\n{}", server.log_text());
+}
+
+/// The address in the "serving mentorship.v1" line, in text or JSON.
+fn serving_addr(line: &str) -> Option<String> {
+    let rest = line.split_once("serving mentorship.v1")?.1;
+    if line.starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line).ok()?;
+        return Some(json["fields"]["addr"].as_str()?.to_owned());
+    }
+    Some(rest.split_once("addr=")?.1.split_whitespace().next()?.to_owned())
 }
 
 /// Token claims for a caller.
