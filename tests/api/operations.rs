@@ -930,3 +930,28 @@ fn stepped() -> mentorship::Background {
         announce: true,
     }
 }
+
+#[tokio::test]
+async fn a_replica_starts_on_a_database_that_a_newer_release_has_migrated() {
+    // A rolling upgrade: the new release applied a migration this build does
+    // not know, and a replica of this build restarts meanwhile.
+    let database_url = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000000, 'from a newer release', true, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("a newer migration");
+    let replica = mentorship::connect(&database_url, 2).await.expect("starts");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&replica)
+        .await
+        .expect("count");
+    assert_eq!(
+        applied,
+        mentorship::store::MIGRATOR.iter().count() as i64 + 1,
+        "nothing re-applied, nothing removed"
+    );
+}
