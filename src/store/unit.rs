@@ -75,9 +75,12 @@ impl Unit {
     /// watchers (`watch::Hub::committed`).
     pub async fn commit(self) -> Result<()> {
         super::commit(self.tx).await?;
-        for event in &self.events {
-            if let Some(to) = event.event.to_status {
-                self.metrics.transition(event.event.from_status, to);
+        // Status changes only: a stage change or a config update keeps the status.
+        for e in &self.events {
+            if let Some(to) = e.event.to_status
+                && e.event.from_status != Some(to)
+            {
+                self.metrics.transition(e.event.from_status, to);
             }
         }
         self.hub.committed(self.events);

@@ -96,6 +96,9 @@ async fn metrics_count_a_known_sequence_of_calls() {
     assert_eq!(active.status(), pb::SessionStatus::Active);
     let queued = on_demand(&app, &w, None).await.expect("create");
     assert_eq!(queued.status(), pb::SessionStatus::Queued);
+    c.advance_stage(&active.id, "review")
+        .await
+        .expect("a stage, not a status");
     c.pause_session(&active.id, "lunch").await.expect("pause");
     c.resume_session(&active.id).await.expect("resume");
     for _ in 0..3 {
@@ -140,6 +143,7 @@ async fn metrics_count_a_known_sequence_of_calls() {
         ("ACTIVE", "PAUSED", 1.0),
         ("PAUSED", "ACTIVE", 1.0),
         ("ACTIVE", "COMPLETED", 0.0),
+        ("ACTIVE", "ACTIVE", 0.0),
     ] {
         let labels = [("from", from), ("to", to)];
         assert_eq!(
