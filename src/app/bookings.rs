@@ -210,6 +210,7 @@ impl App {
             report: None,
             failure: None,
             cancel_reason: String::new(),
+            check_ins: Default::default(),
             last_seq: 0,
             version: 1,
             created_at: now,

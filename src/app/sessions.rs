@@ -8,7 +8,7 @@ use crate::domain::{
     Error, Reason, Resource, Result,
     access::Principal,
     booking::{BookingOrigin, BookingStatus},
-    command::{ConfigUpdate, NewSession, StageChange, Transition},
+    command::{CheckIn, ConfigUpdate, NewSession, StageChange, Transition},
     config,
     model::{Booking, EventType, Session, SessionEvent},
     query::{LogQuery, SessionQuery, SortField},
@@ -186,6 +186,78 @@ impl App {
             details: serde_json::json!({ "from_stage": before.stage }),
         };
         unit.save_session(&before, &s, event).await
+    }
+
+    /// RecordCheckIn: a note, and a blocker when one is reported, on an
+    /// ACTIVE session. The misses and the escalation level start over, and
+    /// the next check-in is due one interval of active time from now.
+    pub async fn record_check_in(&self, unit: &mut Unit, who: &Principal, c: CheckIn) -> Result<Session> {
+        let id = c.session_id;
+        let before = lock_visible(unit, Requester::Caller(who), id, c.etag.as_deref()).await?;
+        let decision = session::decide(
+            id,
+            before.status,
+            Command::CheckIn,
+            Requester::Caller(who),
+            before.participants(),
+        )?;
+        let mut s = before.clone();
+        session::check_in(&mut s, super::now());
+        let event = EventInput {
+            event_type: if c.blocker {
+                EventType::BlockerReported
+            } else {
+                EventType::CheckedIn
+            },
+            actor: &decision.actor,
+            reason: "",
+            details: serde_json::json!({
+                "note": c.note,
+                "blocker": c.blocker,
+                "missed_before": before.check_ins.missed,
+            }),
+        };
+        unit.save_session(&before, &s, event).await
+    }
+
+    /// A check-in of session `id` came due without one (the sweeper holds
+    /// its row): CHECK_IN_MISSED, then ESCALATED when the level rises, both
+    /// as SYSTEM. A session no longer ACTIVE only loses its due time.
+    pub async fn miss_check_in(&self, unit: &mut Unit, id: Uuid) -> Result<()> {
+        let before = lock_visible(unit, Requester::System, id, None).await?;
+        if before.status != SessionStatus::Active {
+            return store_sessions::clear_check_in_due(unit.tx(), id).await;
+        }
+        let decision = session::decide(
+            id,
+            before.status,
+            Command::MissCheckIn,
+            Requester::System,
+            before.participants(),
+        )?;
+        let mut s = before.clone();
+        let rose = session::miss_check_in(&mut s);
+        let missed = EventInput {
+            event_type: EventType::CheckInMissed,
+            actor: &decision.actor,
+            reason: "",
+            details: serde_json::json!({ "missed": s.check_ins.missed }),
+        };
+        let saved = unit.save_session(&before, &s, missed).await?;
+        if let Some(level) = rose {
+            let escalated = EventInput {
+                event_type: EventType::Escalated,
+                actor: &decision.actor,
+                reason: "",
+                details: serde_json::json!({
+                    "level": level,
+                    "missed": saved.check_ins.missed,
+                    "policy": saved.config.escalation_policy.as_str(),
+                }),
+            };
+            unit.save_session(&saved, &saved, escalated).await?;
+        }
+        Ok(())
     }
 
     /// Starts a session on demand: the implicit ON_DEMAND booking (already

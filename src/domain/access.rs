@@ -256,6 +256,7 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
     ("FailSession", &[Coordinator, Service]),
     ("CancelSession", &[Coordinator, Mentor, Mentee]),
     ("AdvanceStage", &[Coordinator, Service, Mentor]),
+    ("RecordCheckIn", &[Coordinator, Service, Mentor, Mentee]),
     ("ListSessionEvents", ANYONE),
     ("GetSessionTimeline", ANYONE),
     ("CompareSessions", ANYONE),

@@ -112,6 +112,20 @@ pub struct StageChange {
     pub etag: Option<String>,
 }
 
+/// RecordCheckIn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckIn {
+    pub session_id: Uuid,
+    /// At most [`CheckIn::MAX_NOTE`] characters; may be empty.
+    pub note: String,
+    pub blocker: bool,
+    pub etag: Option<String>,
+}
+
+impl CheckIn {
+    pub const MAX_NOTE: usize = 4000;
+}
+
 /// UpdateSessionConfig: the fields named by `paths`, taken from `patch`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigUpdate {

@@ -12,6 +12,16 @@ pub enum EscalationPolicy {
     Relaxed,
 }
 
+impl EscalationPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationPolicy::Progressive => "PROGRESSIVE",
+            EscalationPolicy::Immediate => "IMMEDIATE",
+            EscalationPolicy::Relaxed => "RELAXED",
+        }
+    }
+}
+
 /// Who is told what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notifications {

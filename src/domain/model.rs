@@ -110,8 +110,23 @@ pub struct Session {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Check-ins while ACTIVE (SPEC §4.6).
+    pub check_ins: CheckIns,
     /// Where a QUEUED session stands, computed on read; never stored.
     pub queue: Option<super::capacity::QueueInfo>,
+}
+
+/// Where a session stands with its check-ins: the next one is due at
+/// `anchor_us + check_in_interval × (missed + 1)` of active time
+/// (`session::check_in_due`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckIns {
+    /// Active time (µs) at the last check-in, or 0.
+    pub anchor_us: i64,
+    /// Check-ins missed in a row since.
+    pub missed: i32,
+    /// The escalation level those misses reached (0 to 3).
+    pub level: i32,
 }
 
 impl Session {
@@ -140,6 +155,10 @@ pub enum EventType {
     StageChanged,
     ConfigUpdated,
     MentorAssigned,
+    CheckedIn,
+    BlockerReported,
+    CheckInMissed,
+    Escalated,
 }
 
 impl EventType {
@@ -150,6 +169,10 @@ impl EventType {
             EventType::StageChanged => "STAGE_CHANGED",
             EventType::ConfigUpdated => "CONFIG_UPDATED",
             EventType::MentorAssigned => "MENTOR_ASSIGNED",
+            EventType::CheckedIn => "CHECKED_IN",
+            EventType::BlockerReported => "BLOCKER_REPORTED",
+            EventType::CheckInMissed => "CHECK_IN_MISSED",
+            EventType::Escalated => "ESCALATED",
         }
     }
 
@@ -160,6 +183,10 @@ impl EventType {
             "STAGE_CHANGED" => EventType::StageChanged,
             "CONFIG_UPDATED" => EventType::ConfigUpdated,
             "MENTOR_ASSIGNED" => EventType::MentorAssigned,
+            "CHECKED_IN" => EventType::CheckedIn,
+            "BLOCKER_REPORTED" => EventType::BlockerReported,
+            "CHECK_IN_MISSED" => EventType::CheckInMissed,
+            "ESCALATED" => EventType::Escalated,
             _ => return None,
         })
     }

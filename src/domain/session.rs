@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use super::access::{Actor, Participants, Principal, Role};
-use super::{Error, Result};
+use super::{Error, Result, config::EscalationPolicy};
 
 /// Status of a session; COMPLETED, FAILED and CANCELLED are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +69,10 @@ pub enum Command {
     Promote,
     /// A system timeout fired.
     Timeout,
+    /// A participant, coordinator or service records a check-in.
+    CheckIn,
+    /// The system records a check-in that came due without one.
+    MissCheckIn,
 }
 
 impl Command {
@@ -83,7 +87,15 @@ impl Command {
             Command::AdvanceStage => "AdvanceStage",
             Command::Promote => "promotion",
             Command::Timeout => "timeout",
+            Command::CheckIn => "RecordCheckIn",
+            Command::MissCheckIn => "missed check-in",
         }
+    }
+
+    /// Whether the command acts on the session where it is, rather than
+    /// moving it (so from a status to itself it is not a no-op).
+    fn acts_in_place(self) -> bool {
+        matches!(self, Command::AdvanceStage | Command::CheckIn | Command::MissCheckIn)
     }
 }
 
@@ -204,6 +216,18 @@ pub const TRANSITIONS: &[Rule] = &[
         to: Cancelled,
         allowed: SYSTEM,
     },
+    Rule {
+        command: Command::CheckIn,
+        from: &[Active],
+        to: Active,
+        allowed: people(&[Coordinator, Service], &[Mentee, Mentor]),
+    },
+    Rule {
+        command: Command::MissCheckIn,
+        from: &[Active],
+        to: Active,
+        allowed: SYSTEM,
+    },
 ];
 
 /// Who is asking: a verified caller or the service itself.
@@ -254,7 +278,7 @@ pub fn decide(
     Ok(Decision {
         to: rule.to,
         actor,
-        no_op: rule.to == current && command != Command::AdvanceStage,
+        no_op: rule.to == current && !command.acts_in_place(),
     })
 }
 
@@ -469,6 +493,57 @@ pub fn deadline(s: &super::model::Session, t: &Timeouts) -> Option<(chrono::Date
     }
 }
 
+/// The escalation level after `missed` check-ins missed in a row (SPEC
+/// §4.6): IMMEDIATE 3 from the first miss, PROGRESSIVE one level per miss,
+/// RELAXED one level per two misses, never above 3.
+pub fn escalation_level(policy: EscalationPolicy, missed: i32) -> i32 {
+    let missed = missed.max(0);
+    match policy {
+        EscalationPolicy::Immediate if missed > 0 => 3,
+        EscalationPolicy::Immediate => 0,
+        EscalationPolicy::Progressive => missed.min(3),
+        EscalationPolicy::Relaxed => (missed / 2).min(3),
+    }
+}
+
+/// When the next check-in of an ACTIVE session is due: once its active time
+/// reaches `anchor + check_in_interval × (missed + 1)`. Paused time does not
+/// count, so only ACTIVE sessions have one. Checked arithmetic: a value too
+/// large to represent means none.
+pub fn check_in_due(s: &super::model::Session) -> Option<chrono::DateTime<chrono::Utc>> {
+    if s.status != Active {
+        return None;
+    }
+    let interval_us = s.config.check_in_interval_secs.checked_mul(1_000_000)?;
+    let due_us = interval_us
+        .checked_mul(i64::from(s.check_ins.missed).checked_add(1)?)?
+        .checked_add(s.check_ins.anchor_us)?;
+    let left = chrono::Duration::microseconds(due_us.checked_sub(s.active_banked_us)?);
+    s.active_since?.checked_add_signed(left)
+}
+
+/// A check-in recorded at `now`: no misses, no escalation, and the next one
+/// due a check_in_interval of active time from now.
+pub fn check_in(s: &mut super::model::Session, now: chrono::DateTime<chrono::Utc>) {
+    s.check_ins = super::model::CheckIns {
+        anchor_us: s.active_duration(now).num_microseconds().unwrap_or(i64::MAX),
+        missed: 0,
+        level: 0,
+    };
+}
+
+/// A check-in came due without one: one more miss. Returns the new
+/// escalation level when it rose.
+pub fn miss_check_in(s: &mut super::model::Session) -> Option<i32> {
+    let c = &mut s.check_ins;
+    c.missed = c.missed.saturating_add(1);
+    let level = escalation_level(s.config.escalation_policy, c.missed);
+    (level > c.level).then(|| {
+        c.level = level;
+        level
+    })
+}
+
 /// Moves a session to `to` at `now`, keeping its clocks right: active time is
 /// banked when an ACTIVE stretch ends, and terminal statuses stamp ended_at.
 pub fn enter(s: &mut super::model::Session, to: SessionStatus, now: chrono::DateTime<chrono::Utc>) {
@@ -488,4 +563,131 @@ pub fn enter(s: &mut super::model::Session, to: SessionStatus, now: chrono::Date
         Scheduled => {}
     }
     s.status = to;
+}
+
+#[cfg(test)]
+mod check_in_tests {
+    use super::*;
+    use crate::domain::model::{CheckIns, Session};
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn escalation_levels_follow_each_policy() {
+        let levels = |policy| (0..=7).map(|n| escalation_level(policy, n)).collect::<Vec<_>>();
+        assert_eq!(levels(EscalationPolicy::Immediate), [0, 3, 3, 3, 3, 3, 3, 3]);
+        assert_eq!(levels(EscalationPolicy::Progressive), [0, 1, 2, 3, 3, 3, 3, 3]);
+        assert_eq!(levels(EscalationPolicy::Relaxed), [0, 0, 1, 1, 2, 2, 3, 3]);
+        assert_eq!(escalation_level(EscalationPolicy::Progressive, -1), 0);
+    }
+
+    fn active(started: chrono::DateTime<Utc>) -> Session {
+        let now = started;
+        Session {
+            id: uuid::Uuid::nil(),
+            booking_id: uuid::Uuid::nil(),
+            listing_id: uuid::Uuid::nil(),
+            mentor_id: uuid::Uuid::nil(),
+            mentee_id: uuid::Uuid::nil(),
+            start_time: now,
+            end_time: now,
+            status: Active,
+            stage: None,
+            config: Default::default(),
+            queued_at: None,
+            started_at: Some(now),
+            ended_at: None,
+            active_banked_us: 0,
+            active_since: Some(now),
+            paused_at: None,
+            report: None,
+            failure: None,
+            cancel_reason: String::new(),
+            check_ins: CheckIns::default(),
+            last_seq: 1,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            queue: None,
+        }
+    }
+
+    #[test]
+    fn a_check_in_is_due_every_interval_of_active_time_only() {
+        let t0 = Utc.with_ymd_and_hms(2027, 1, 4, 9, 0, 0).unwrap();
+        let mut s = active(t0);
+        let interval = Duration::minutes(30);
+        assert_eq!(check_in_due(&s), Some(t0 + interval));
+        // Ten minutes active, then paused for an hour: no check-in while paused…
+        enter(&mut s, Paused, t0 + Duration::minutes(10));
+        assert_eq!(check_in_due(&s), None);
+        // …and after resuming, the twenty minutes left.
+        let resumed = t0 + Duration::minutes(70);
+        enter(&mut s, Active, resumed);
+        assert_eq!(check_in_due(&s), Some(resumed + Duration::minutes(20)));
+        // A miss: the next is one more interval of active time on.
+        assert_eq!(miss_check_in(&mut s), Some(1));
+        assert_eq!(check_in_due(&s), Some(resumed + Duration::minutes(50)));
+        assert_eq!(miss_check_in(&mut s), Some(2));
+        assert_eq!(miss_check_in(&mut s), Some(3));
+        assert_eq!(miss_check_in(&mut s), None, "the level stays at 3");
+        assert_eq!(s.check_ins.missed, 4);
+        // A check-in five minutes later starts over from there.
+        let at = resumed + Duration::minutes(5);
+        check_in(&mut s, at);
+        assert_eq!(
+            s.check_ins,
+            CheckIns {
+                anchor_us: Duration::minutes(15).num_microseconds().unwrap(),
+                missed: 0,
+                level: 0
+            }
+        );
+        assert_eq!(check_in_due(&s), Some(at + interval));
+        // Absurd stored values mean no due time, not a panic.
+        s.config.check_in_interval_secs = i64::MAX;
+        assert_eq!(check_in_due(&s), None);
+    }
+
+    #[test]
+    fn checking_in_acts_on_an_active_session_only_and_is_never_a_no_op() {
+        let mentee = uuid::Uuid::new_v4();
+        let p = Participants {
+            mentee_id: mentee,
+            mentor_id: uuid::Uuid::new_v4(),
+        };
+        let caller = Principal::new(mentee, [Role::Mentee], None);
+        let d = decide(
+            uuid::Uuid::nil(),
+            Active,
+            Command::CheckIn,
+            Requester::Caller(&caller),
+            p,
+        )
+        .unwrap();
+        assert!(!d.no_op);
+        for status in [Scheduled, Queued, Paused, Completed] {
+            assert!(
+                decide(
+                    uuid::Uuid::nil(),
+                    status,
+                    Command::CheckIn,
+                    Requester::Caller(&caller),
+                    p
+                )
+                .is_err()
+            );
+        }
+        assert!(
+            decide(
+                uuid::Uuid::nil(),
+                Active,
+                Command::MissCheckIn,
+                Requester::Caller(&caller),
+                p
+            )
+            .is_err()
+        );
+        let d = decide(uuid::Uuid::nil(), Active, Command::MissCheckIn, Requester::System, p).unwrap();
+        assert!(!d.no_op);
+    }
 }

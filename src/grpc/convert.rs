@@ -322,6 +322,7 @@ impl From<model::Session> for pb::Session {
     fn from(s: model::Session) -> Self {
         let now = Utc::now();
         let (report, failure) = (report(&s), failure(&s));
+        let check_in_due = crate::domain::session::check_in_due(&s);
         pb::Session {
             id: s.id.to_string(),
             booking_id: s.booking_id.to_string(),
@@ -344,6 +345,9 @@ impl From<model::Session> for pb::Session {
             created_at: Some(timestamp(s.created_at)),
             updated_at: Some(timestamp(s.updated_at)),
             etag: etag(s.version),
+            check_in_due_time: opt_timestamp(check_in_due),
+            missed_check_ins: s.check_ins.missed,
+            escalation_level: s.check_ins.level,
         }
     }
 }
@@ -439,6 +443,10 @@ impl From<model::SessionEvent> for pb::SessionEvent {
                 model::EventType::StageChanged => pb::SessionEventType::StageChanged,
                 model::EventType::ConfigUpdated => pb::SessionEventType::ConfigUpdated,
                 model::EventType::MentorAssigned => pb::SessionEventType::MentorAssigned,
+                model::EventType::CheckedIn => pb::SessionEventType::CheckedIn,
+                model::EventType::BlockerReported => pb::SessionEventType::BlockerReported,
+                model::EventType::CheckInMissed => pb::SessionEventType::CheckInMissed,
+                model::EventType::Escalated => pb::SessionEventType::Escalated,
             } as i32,
             from_status: e.from_status.map_or(0, |s| session_status(s) as i32),
             to_status: e.to_status.map_or(0, |s| session_status(s) as i32),

@@ -8,7 +8,7 @@ use super::{Api, Parse, convert, mutating, pb};
 use crate::app::watch::{SessionItem, decode_cursor, encode_cursor};
 use crate::domain::{
     Error, Result, Violations,
-    command::{ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
+    command::{CheckIn, ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
     config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
     query::{
@@ -27,6 +27,7 @@ mutating!(
     pb::FailSessionRequest,
     pb::CancelSessionRequest,
     pb::AdvanceStageRequest,
+    pb::RecordCheckInRequest,
     pb::UpdateSessionConfigRequest,
     pb::ReassignMentorRequest,
 );
@@ -136,6 +137,19 @@ impl pb::session_service_server::SessionService for Api {
         self.mutate(req, async |app, unit, who, change| {
             let session = app.advance_stage(unit, who, change).await?;
             Ok(pb::AdvanceStageResponse {
+                session: Some(session.into()),
+            })
+        })
+        .await
+    }
+
+    async fn record_check_in(
+        &self,
+        req: Request<pb::RecordCheckInRequest>,
+    ) -> Result<Response<pb::RecordCheckInResponse>, Status> {
+        self.mutate(req, async |app, unit, who, check_in| {
+            let session = app.record_check_in(unit, who, check_in).await?;
+            Ok(pb::RecordCheckInResponse {
                 session: Some(session.into()),
             })
         })
@@ -622,6 +636,24 @@ impl Parse for pb::AdvanceStageRequest {
             })
         })();
         v.into_result(change)
+    }
+}
+
+impl Parse for pb::RecordCheckInRequest {
+    type Parsed = CheckIn;
+    fn parse(&self) -> Result<CheckIn> {
+        let mut v = Violations::new();
+        let session_id = v.check(input::id("session_id", &self.session_id));
+        let note = v.check(input::optional_text("note", &self.note, CheckIn::MAX_NOTE));
+        let check_in = (|| {
+            Some(CheckIn {
+                session_id: session_id?,
+                note: note?,
+                blocker: self.blocker,
+                etag: etag(&self.etag),
+            })
+        })();
+        v.into_result(check_in)
     }
 }
 

@@ -1,7 +1,8 @@
-//! Fires system timeouts (SPEC §4.1): max duration, pause timeout and no-show.
+//! Fires system timeouts (SPEC §4.1): max duration, pause timeout and no-show;
+//! and missed check-ins with their escalation (SPEC §4.6).
 //!
-//! Deadlines are stored with the session (`sessions.deadline`), so a restart
-//! loses none. Every replica runs a sweeper; `FOR UPDATE SKIP LOCKED` hands
+//! Deadlines are stored with the session (`sessions.deadline`, and
+//! `sessions.check_in_due` for check-ins), so a restart loses none. Every replica runs a sweeper; `FOR UPDATE SKIP LOCKED` hands
 //! each due session to exactly one of them, and the transition re-checks the
 //! session's state under that lock, so a timeout fires once.
 
@@ -28,10 +29,14 @@ const MAX_NAP: Duration = Duration::from_secs(1);
 /// most this often, an idle one once per [`MAX_NAP`].
 const MIN_NAP: Duration = Duration::from_millis(250);
 
+/// The kind of a check-in that came due (the other kinds are the system
+/// timeouts' `deadline_kind`).
+const CHECK_IN: &str = "CHECK_IN";
+
 /// How often old request ids are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Fires every timeout that is due now; returns how many fired. A session
+/// Fires every timeout and missed check-in that is due now; returns how many fired. A session
 /// whose timeout fails (corrupt data, say) is logged and skipped for this
 /// pass, so it never holds back the others.
 pub async fn sweep_once(app: &App) -> Result<usize> {
@@ -52,29 +57,39 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
     let mut skipped = skip.to_vec();
     loop {
         let mut unit = app.unit().await?;
-        let Some((id, kind)) = sessions::lock_due(unit.tx(), &skipped).await? else {
-            return Ok(pass);
+        // Timeouts first: a session whose time is up is not also asked for a check-in.
+        let (id, kind) = match sessions::lock_due(unit.tx(), &skipped).await? {
+            Some(due) => due,
+            None => match sessions::lock_due_check_in(unit.tx(), &skipped).await? {
+                Some(id) => (id, CHECK_IN.to_owned()),
+                None => return Ok(pass),
+            },
         };
-        let timeout = Transition {
-            reason: kind.clone(),
-            ..Transition::new(id, Command::Timeout)
+        let fired = if kind == CHECK_IN {
+            app.miss_check_in(&mut unit, id).await
+        } else {
+            let timeout = Transition {
+                reason: kind.clone(),
+                ..Transition::new(id, Command::Timeout)
+            };
+            app.transition(&mut unit, Requester::System, timeout).await.map(drop)
         };
-        let outcome = match app.transition(&mut unit, Requester::System, timeout).await {
-            Ok(_) => unit.commit().await,
+        let outcome = match fired {
+            Ok(()) => unit.commit().await,
             Err(err) => Err(err),
         };
         match outcome {
             Ok(()) => {
-                tracing::info!(session_id = %id, reason = %kind, "system timeout fired");
+                tracing::info!(session_id = %id, reason = %kind, "system deadline fired");
                 pass.fired += 1;
             }
             // A conflict or an outage: the next pass tries again.
             Err(err @ (Error::Aborted { .. } | Error::Unavailable(_) | Error::EtagMismatch { .. })) => {
-                tracing::warn!(session_id = %id, reason = %kind, error = %err, "system timeout deferred; retrying next pass");
+                tracing::warn!(session_id = %id, reason = %kind, error = %err, "system deadline deferred; retrying next pass");
                 skipped.push(id);
             }
             Err(err) => {
-                tracing::error!(session_id = %id, reason = %kind, error = %err, "system timeout failed; backing off from it");
+                tracing::error!(session_id = %id, reason = %kind, error = %err, "system deadline failed; backing off from it");
                 skipped.push(id);
                 pass.failed.push(id);
             }

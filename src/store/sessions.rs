@@ -9,7 +9,7 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     config::SessionConfig,
-    model::{EventType, FeedEvent, Session, SessionEvent},
+    model::{CheckIns, EventType, FeedEvent, Session, SessionEvent},
     query::{FeedPosition, SessionFilter, SortField},
 };
 
@@ -39,6 +39,9 @@ struct SessionRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    check_in_anchor_us: i64,
+    check_ins_missed: i32,
+    escalation_level: i32,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -64,6 +67,11 @@ impl TryFrom<SessionRow> for Session {
             report: r.report,
             failure: r.failure,
             cancel_reason: r.cancel_reason,
+            check_ins: CheckIns {
+                anchor_us: r.check_in_anchor_us,
+                missed: r.check_ins_missed,
+                level: r.escalation_level,
+            },
             queue: None,
             last_seq: r.last_seq,
             version: r.version,
@@ -109,6 +117,7 @@ pub(super) async fn insert_with_event(
     tx: &mut Tx,
     s: &Session,
     deadline: Deadline,
+    check_in_due: Option<DateTime<Utc>>,
     e: EventInput<'_>,
 ) -> Result<(Session, FeedEvent), Error> {
     let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
@@ -116,8 +125,8 @@ pub(super) async fn insert_with_event(
         r#"WITH inserted AS (
                INSERT INTO sessions (id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time,
                                      status, config, queued_at, started_at, active_since, deadline,
-                                     deadline_kind, last_seq)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)
+                                     deadline_kind, check_in_due, last_seq)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $20, 1)
                RETURNING id, status, stage, created_at, updated_at
            ), event AS (
                INSERT INTO session_events (session_id, seq, type, to_status, to_stage, actor_kind, actor_id,
@@ -145,7 +154,8 @@ pub(super) async fn insert_with_event(
         e.actor.kind.as_str(),
         e.actor.id,
         e.reason,
-        e.details
+        e.details,
+        check_in_due
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -169,6 +179,7 @@ pub(super) async fn save_with_event(
     before: &Session,
     s: &Session,
     deadline: Deadline,
+    check_in_due: Option<DateTime<Utc>>,
     e: EventInput<'_>,
 ) -> Result<(Session, FeedEvent), Error> {
     let config = serde_json::to_value(&s.config).map_err(|e| Error::Internal(e.into()))?;
@@ -177,6 +188,7 @@ pub(super) async fn save_with_event(
                UPDATE sessions SET status = $2, stage = $3, config = $4, queued_at = $5, started_at = $6,
                    ended_at = $7, active_banked_us = $8, active_since = $9, paused_at = $10, report = $11,
                    failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15, mentor_id = $23,
+                   check_in_anchor_us = $24, check_ins_missed = $25, escalation_level = $26, check_in_due = $27,
                    last_seq = last_seq + 1, version = version + 1, updated_at = now()
                WHERE id = $1
                RETURNING id, status, stage, last_seq, version, updated_at
@@ -210,7 +222,11 @@ pub(super) async fn save_with_event(
         e.actor.id,
         e.reason,
         e.details,
-        s.mentor_id
+        s.mentor_id,
+        s.check_ins.anchor_us,
+        s.check_ins.missed,
+        s.check_ins.level,
+        check_in_due
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -232,7 +248,7 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Sessi
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
                   stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
                   active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at
+                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
            FROM sessions WHERE id = $1"#,
         id
     )
@@ -250,7 +266,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
                   stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
                   active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at
+                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
            FROM sessions WHERE id = $1 FOR UPDATE"#,
         id
     )
@@ -268,7 +284,7 @@ pub async fn lock_queued_unless_busy(tx: &mut Tx, id: Uuid) -> Result<Option<Ses
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
                   stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
                   active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at
+                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
            FROM sessions WHERE id = $1 AND status = 'QUEUED' FOR UPDATE SKIP LOCKED"#,
         id
     )
@@ -379,7 +395,8 @@ pub async fn list(
     let mut q = QueryBuilder::new(
         "SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status, \
          stage, config, queued_at, started_at, ended_at, active_banked_us, active_since, \
-         paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at \
+         paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at, \
+         check_in_anchor_us, check_ins_missed, escalation_level \
          FROM sessions WHERE true",
     );
     push_filter(&mut q, filter, visibility);
@@ -407,17 +424,40 @@ pub async fn count(
     q.build_query_scalar().fetch_one(db).await.map_err(Error::from)
 }
 
-/// The earliest armed deadline, read from the partial deadline index.
-/// The earliest armed deadline, leaving out the sessions in `skip` (ones
-/// whose timeout keeps failing, backing off).
+/// The earliest armed deadline or check-in, read from their partial
+/// indexes, leaving out the sessions in `skip` (ones whose timeout keeps
+/// failing, backing off).
 pub async fn next_deadline(pool: &PgPool, skip: &[Uuid]) -> Result<Option<DateTime<Utc>>, Error> {
     sqlx::query_scalar!(
-        "SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL AND id <> ALL($1)",
+        "SELECT least((SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL AND id <> ALL($1)),
+                      (SELECT min(check_in_due) FROM sessions WHERE check_in_due IS NOT NULL AND id <> ALL($1)))",
         skip
     )
     .fetch_one(pool)
     .await
     .map_err(Error::from)
+}
+
+/// Locks one session whose check-in is due, as [`lock_due`] does.
+pub async fn lock_due_check_in(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<Uuid>, Error> {
+    sqlx::query_scalar!(
+        r#"SELECT id FROM sessions
+           WHERE check_in_due IS NOT NULL AND check_in_due <= now() AND id <> ALL($1)
+           ORDER BY check_in_due LIMIT 1 FOR UPDATE SKIP LOCKED"#,
+        skip
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(Error::from)
+}
+
+/// Forgets a check-in due time that no longer applies (a session a
+/// replica of an older release moved out of ACTIVE).
+pub async fn clear_check_in_due(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
+    sqlx::query!("UPDATE sessions SET check_in_due = NULL WHERE id = $1", id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Locks one session whose deadline has passed, skipping sessions another

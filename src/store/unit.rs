@@ -56,7 +56,8 @@ impl Unit {
     /// Inserts a new session with its first event (`CREATED`) and arms its deadline.
     pub async fn insert_session(&mut self, s: &Session, event: EventInput<'_>) -> Result<Session> {
         let deadline = session::deadline(s, &self.timeouts);
-        let (created, event) = store_sessions::insert_with_event(&mut self.tx, s, deadline, event).await?;
+        let due = session::check_in_due(s);
+        let (created, event) = store_sessions::insert_with_event(&mut self.tx, s, deadline, due, event).await?;
         self.events.push(event);
         Ok(created)
     }
@@ -66,7 +67,8 @@ impl Unit {
     /// off `before` and `s`.
     pub async fn save_session(&mut self, before: &Session, s: &Session, event: EventInput<'_>) -> Result<Session> {
         let deadline = session::deadline(s, &self.timeouts);
-        let (saved, event) = store_sessions::save_with_event(&mut self.tx, before, s, deadline, event).await?;
+        let due = session::check_in_due(s);
+        let (saved, event) = store_sessions::save_with_event(&mut self.tx, before, s, deadline, due, event).await?;
         self.events.push(event);
         Ok(saved)
     }

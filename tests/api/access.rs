@@ -88,6 +88,7 @@ enum Rpc {
     FailSession,
     CancelSession,
     AdvanceStage,
+    RecordCheckIn,
     GetSessionConfig,
     UpdateSessionConfig,
     ListConfigTemplates,
@@ -97,7 +98,7 @@ enum Rpc {
     ExportSessions,
 }
 
-const RPCS: [Rpc; 32] = [
+const RPCS: [Rpc; 33] = [
     Rpc::UpsertMentee,
     Rpc::GetMentee,
     Rpc::UpsertMentor,
@@ -123,6 +124,7 @@ const RPCS: [Rpc; 32] = [
     Rpc::FailSession,
     Rpc::CancelSession,
     Rpc::AdvanceStage,
+    Rpc::RecordCheckIn,
     Rpc::GetSessionConfig,
     Rpc::UpdateSessionConfig,
     Rpc::ListConfigTemplates,
@@ -152,6 +154,7 @@ fn allowed(rpc: Rpc) -> &'static [Who] {
         Rpc::CreateSession => &[Coordinator, Service],
         // On an ACTIVE session (the transition table test covers every status).
         Rpc::PauseSession | Rpc::ResumeSession | Rpc::AdvanceStage => &[OwnerMentor, Coordinator, Service],
+        Rpc::RecordCheckIn => &[OwnerMentee, OwnerMentor, Coordinator, Service],
         Rpc::FailSession => &[Coordinator, Service],
         Rpc::CancelSession => &[OwnerMentor, Coordinator],
         Rpc::GetSessionConfig => READERS,
@@ -245,6 +248,7 @@ async fn call(app: &TestApp, w: &World, rpc: Rpc, tok: &str) -> Result<(), Statu
         Rpc::FailSession => c.fail_session(&active(app, w).await, "x", None).await.map(drop),
         Rpc::CancelSession => c.cancel_session(&active(app, w).await, "x").await.map(drop),
         Rpc::AdvanceStage => c.advance_stage(&active(app, w).await, "review").await.map(drop),
+        Rpc::RecordCheckIn => c.record_check_in(&active(app, w).await, "note", false).await.map(drop),
         Rpc::GetSessionConfig => c.get_session_config(&active(app, w).await).await.map(drop),
         Rpc::UpdateSessionConfig => {
             let config = pb::SessionConfig {

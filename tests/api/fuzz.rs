@@ -90,6 +90,7 @@ requests!(
         FailSessionRequest,
         CancelSessionRequest,
         AdvanceStageRequest,
+        RecordCheckInRequest,
         ListSessionEventsRequest,
         GetSessionTimelineRequest,
         CompareSessionsRequest,

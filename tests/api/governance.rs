@@ -20,6 +20,7 @@ async fn timeout_event(app: &TestApp, id: &str) -> (String, chrono::DateTime<Utc
         .await
         .into_iter()
         .filter(|e| e.actor.as_ref().map(|a| a.kind()) == Some(ActorKind::System))
+        .filter(|e| e.r#type() == SessionEventType::StatusChanged)
         .collect();
     assert_eq!(system.len(), 1, "exactly one timeout event: {system:?}");
     let e = &system[0];

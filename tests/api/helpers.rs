@@ -262,6 +262,20 @@ impl TestApp {
         assert_eq!(armed, 1, "session {session_id} has an armed deadline");
     }
 
+    /// Makes a session's next check-in due now, as if its interval of
+    /// active time had passed.
+    pub async fn expire_check_in(&self, session_id: &str) {
+        let armed = sqlx::query(
+            "UPDATE sessions SET check_in_due = now() - interval '1 millisecond' WHERE id = $1::uuid AND check_in_due IS NOT NULL",
+        )
+        .bind(session_id)
+        .execute(&self.pool)
+        .await
+        .expect("expire check-in")
+        .rows_affected();
+        assert_eq!(armed, 1, "session {session_id} has a check-in due");
+    }
+
     /// Rows in every table a request can write to, in a fixed order (for
     /// "nothing stored" assertions).
     pub async fn stored_counts(&self) -> Vec<i64> {
@@ -559,6 +573,17 @@ impl Caller {
         };
         let r = self.sessions.clone().advance_stage(self.req(req)).await?;
         Ok(r.into_inner().session.expect("session"))
+    }
+
+    pub async fn record_check_in(&self, id: &str, note: &str, blocker: bool) -> Result<pb::Session, Status> {
+        let req = pb::RecordCheckInRequest {
+            session_id: id.into(),
+            note: note.into(),
+            blocker,
+            etag: self.etag.clone(),
+            request_id: self.request_id.clone(),
+        };
+        Ok(self.call(req).await?.session.expect("session"))
     }
 
     pub async fn list_session_events(

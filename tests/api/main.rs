@@ -6,6 +6,7 @@ mod assignment;
 mod bad_input;
 mod booking_rules;
 mod capacity;
+mod check_ins;
 mod directory;
 mod export;
 mod faults;
