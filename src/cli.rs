@@ -104,6 +104,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .listen_addr
         .or(file.server.listen_addr)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    // Read before anything starts: a bad path fails at once.
+    let tls = args.tls()?;
     let (url, devdb) = database(&args).await?;
     let verifier = verifier(&args, listen_addr, devdb.is_some())?;
     let pool = crate::connect_with(&url, args.db_max_connections, args.db_timeouts()).await?;
@@ -112,7 +114,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen_addr}"))?;
     let transport = crate::Transport {
         metrics_addr: args.metrics_addr.or(file.server.metrics_addr),
-        tls: args.tls()?,
+        tls,
         ..file.server.transport()
     };
     let tls = transport.tls.is_some();
@@ -183,10 +185,14 @@ fn key(args: &ServeArgs, listen_addr: SocketAddr, development: bool) -> anyhow::
         );
     }
     let secret = dev_secret(&args.data_dir, true)?;
+    let transport = match args.tls_cert_file {
+        Some(_) => "-cacert <the CA of your certificate>",
+        None => "-plaintext",
+    };
     eprintln!(
         "\nDevelopment mode: tokens are signed with the key in {}/{DEV_SECRET_FILE}.\n\
          Mint one with:\n    cargo run -- token --role coordinator\n\
-         and call with:\n    grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {} list\n",
+         and call with:\n    grpcurl {transport} -H \"authorization: Bearer $TOKEN\" {} list\n",
         args.data_dir.display(),
         listen_addr
     );

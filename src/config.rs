@@ -55,7 +55,7 @@ pub struct PurgeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// PostgreSQL URL. When unset, a private PostgreSQL is started in --data-dir.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<Secret>,
 
     /// Address to serve gRPC on [default: the config file's server.listen_addr, else 127.0.0.1:50051].
@@ -99,7 +99,14 @@ pub struct ServeArgs {
 
     /// Log lines as text (for people) or json (one object per line, for
     /// collectors).
-    #[arg(long, env = "MENTORSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(
+        long,
+        env = "MENTORSHIP_LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
     pub log_format: LogFormat,
 
     /// Largest database connection pool per replica.

@@ -292,15 +292,13 @@ pub async fn start(
             .tls_config(tls.server_config())
             .context("the TLS certificate or key (MENTORSHIP_TLS_*)")?;
     }
-    let metrics_addr = match transport.metrics_addr {
-        Some(at) => {
-            let metrics = TcpListener::bind(at)
+    // Bound now, served once everything else has started.
+    let metrics_listener = match transport.metrics_addr {
+        Some(at) => Some(
+            TcpListener::bind(at)
                 .await
-                .with_context(|| format!("binding the metrics address {at}"))?;
-            let bound = metrics.local_addr()?;
-            tokio::spawn(metrics::serve(metrics, app.clone(), shutdown.clone()));
-            Some(bound)
-        }
+                .with_context(|| format!("binding the metrics address {at}"))?,
+        ),
         None => None,
     };
     // Health, the jobs and the watch feed get small pools of their own: a
@@ -327,10 +325,24 @@ pub async fn start(
     }
     let hub = app.hub.clone();
     let metrics = app.metrics.clone();
+    let metrics_app = app.clone();
     let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
     grpc::probe_database(&health, &reporter).await;
     tokio::spawn(grpc::watch_database_health(health, reporter.clone(), shutdown.clone()));
+    let metrics_addr = match metrics_listener {
+        Some(listener) => {
+            let bound = listener.local_addr()?;
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(err) = metrics::serve(listener, metrics_app, stop).await {
+                    tracing::error!(error = %err, "serving metrics failed");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

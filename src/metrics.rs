@@ -73,8 +73,9 @@ fn latency_buckets() -> Histogram {
 /// Database errors by kind, for the whole process (see the module docs).
 static DB_ERRORS: LazyLock<Family<Kind, Counter>> = LazyLock::new(Family::default);
 
-/// Counts one database error of `kind` (`lock_timeout`, `unavailable`,
-/// `constraint`, `serialization`, `other`).
+/// Counts one database error of `kind` (`store::error_kind`: `lock_timeout`,
+/// `statement_timeout`, `unavailable`, `pool_timeout`,
+/// `serialization_failure`, `deadlock`, `constraint`, `other`).
 pub fn database_error(kind: &'static str) {
     DB_ERRORS.get_or_create(&Kind { kind }).inc();
 }
@@ -222,7 +223,7 @@ impl Metrics {
         );
         s.register(
             "db_pool_waiting",
-            "Calls waiting for a connection of the API's pool",
+            "Calls (and jobs) waiting for a pooled connection, from asking for one until their transaction has begun",
             m.pool_waiting.clone(),
         );
         s.register("db_errors", "Database errors by kind (this process)", DB_ERRORS.clone());
@@ -297,7 +298,8 @@ impl Metrics {
         self.sweeper_lag.set(next.map_or(0.0, age));
         let size = i64::from(app.pool.size());
         self.pool_size.set(size);
-        self.pool_in_use.set(size - app.pool.num_idle() as i64);
+        // Read apart from the size, the idle count may be a moment newer.
+        self.pool_in_use.set((size - app.pool.num_idle() as i64).max(0));
         self.pool_max.set(i64::from(app.pool.options().get_max_connections()));
         self.pool_waiting
             .set(self.waiting.load(std::sync::atomic::Ordering::Relaxed).max(0));

@@ -2,8 +2,8 @@
 //! when a call comes in, `grpc_server_handled_total` (by code) and
 //! `grpc_server_handling_seconds` when its status is known. That is the
 //! response headers of an error (trailers-only), or the trailers at the end of
-//! the body: for a stream, when it ends. A stream dropped before its trailers
-//! (the client went away) counts as CANCELLED.
+//! the body: for a stream, when it ends. A call dropped before its status
+//! (the client went away, unary or stream) counts as CANCELLED.
 //!
 //! Methods are labelled from the served descriptors; any other path is
 //! `unknown`, so a client cannot grow the label sets.
@@ -126,15 +126,17 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let mut inner = super::take_ready(&mut self.inner);
-        let call = Call {
+        let mut call = Call {
             rpc: rpc(req.uri().path()),
             started: Instant::now(),
             metrics: self.metrics.clone(),
+            done: false,
         };
         call.metrics.started(&call.rpc);
+        // `call` lives in the future, then in the body: dropped before its
+        // status is known (the client reset the stream), it counts CANCELLED.
         Box::pin(async move {
-            let response = inner.call(req).await;
-            let response = match response {
+            let response = match inner.call(req).await {
                 Ok(response) => response,
                 Err(err) => {
                     call.finish(tonic::Code::Unknown);
@@ -146,43 +148,39 @@ where
                 call.finish(code);
                 return Ok(response);
             }
-            Ok(response.map(|body| tonic::body::Body::new(Counted { body, call: Some(call) })))
+            Ok(response.map(|body| tonic::body::Body::new(Counted { body, call })))
         })
     }
 }
 
-/// A call whose status is not yet known.
+/// A call whose status is not yet known; dropped unfinished, it counts as
+/// CANCELLED.
 struct Call {
     rpc: Rpc,
     started: Instant,
     metrics: Arc<Metrics>,
+    done: bool,
 }
 
 impl Call {
-    fn finish(self, code: tonic::Code) {
-        self.metrics.handled(&self.rpc, code, self.started.elapsed());
-    }
-}
-
-/// A response body that counts its call when its trailers pass, or as
-/// CANCELLED when it is dropped before them.
-struct Counted {
-    body: tonic::body::Body,
-    call: Option<Call>,
-}
-
-impl Counted {
     fn finish(&mut self, code: tonic::Code) {
-        if let Some(call) = self.call.take() {
-            call.finish(code);
+        if !self.done {
+            self.done = true;
+            self.metrics.handled(&self.rpc, code, self.started.elapsed());
         }
     }
 }
 
-impl Drop for Counted {
+impl Drop for Call {
     fn drop(&mut self) {
         self.finish(tonic::Code::Cancelled);
     }
+}
+
+/// A response body that counts its call when its trailers pass.
+struct Counted {
+    body: tonic::body::Body,
+    call: Call,
 }
 
 impl http_body::Body for Counted {
@@ -198,12 +196,12 @@ impl http_body::Body for Counted {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = status_code(trailers).unwrap_or(tonic::Code::Unknown);
-                    self.finish(code);
+                    self.call.finish(code);
                 }
             }
             // An error in the body, or an end without trailers (gRPC always
             // sends them): the call failed in a way no status says.
-            Poll::Ready(Some(Err(_)) | None) => self.finish(tonic::Code::Unknown),
+            Poll::Ready(Some(Err(_)) | None) => self.call.finish(tonic::Code::Unknown),
             Poll::Pending => {}
         }
         polled

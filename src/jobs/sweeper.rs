@@ -169,9 +169,17 @@ pub async fn run(app: App, shutdown: CancellationToken) {
                 tracing::warn!(error = %err, "purging request ids failed");
             }
         }
-        let next = sessions::next_deadline(&app.pool, &failing.skip()).await;
-        if let Ok(at) = &next {
-            app.metrics.set_sweeper_next(*at);
+        let skip = failing.skip();
+        let next = sessions::next_deadline(&app.pool, &skip).await;
+        // The lag counts the sessions backing off too: a timeout that keeps
+        // failing is a deadline the sweeper is behind on.
+        let oldest = if skip.is_empty() {
+            next.as_ref().ok().copied()
+        } else {
+            sessions::next_deadline(&app.pool, &[]).await.ok()
+        };
+        if let Some(at) = oldest {
+            app.metrics.set_sweeper_next(at);
         }
         let nap = match &next {
             Ok(Some(at)) => (*at - Utc::now()).to_std().unwrap_or_default().min(MAX_NAP),

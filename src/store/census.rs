@@ -42,7 +42,8 @@ pub async fn recount(pool: &PgPool, every: Duration) -> Result<bool, Error> {
     Ok(true)
 }
 
-/// The census as last counted (every status, zero where none).
+/// The census as last counted (every status, zero where none; nothing
+/// before the first count).
 pub async fn read(pool: &PgPool) -> Result<Census, Error> {
     let row = sqlx::query!(
         r#"SELECT counted_at, sessions AS "sessions: sqlx::types::Json<HashMap<String, i64>>",
@@ -52,12 +53,18 @@ pub async fn read(pool: &PgPool) -> Result<Census, Error> {
     .fetch_one(pool)
     .await?;
     let counts = row.sessions.0;
-    Ok(Census {
-        counted_at: row.counted_at,
-        sessions: SessionStatus::ALL
+    // Never counted yet (another replica may be counting right now): no
+    // figures rather than zeros.
+    let sessions = match row.counted_at {
+        Some(_) => SessionStatus::ALL
             .into_iter()
             .map(|s| (s, counts.get(s.as_str()).copied().unwrap_or(0)))
             .collect(),
+        None => Vec::new(),
+    };
+    Ok(Census {
+        counted_at: row.counted_at,
+        sessions,
         queued: row.queued,
         oldest_queued_at: row.oldest_queued_at,
     })

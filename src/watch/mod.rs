@@ -283,9 +283,30 @@ impl Hub {
         self.feed().known.len()
     }
 
+    /// The newest position committed here and not yet announced.
+    fn peek_outbox(&self) -> Option<FeedPosition> {
+        self.outbox().map(|(position, _)| position)
+    }
+
+    /// Everything up to `position` was announced. Commits made meanwhile
+    /// stay in the outbox, counted as waiting from now (they came during
+    /// the NOTIFY).
+    fn announced_own(&self, position: FeedPosition) {
+        let mut outbox = self.outbox();
+        *outbox = match *outbox {
+            Some((newest, _)) if newest > position => Some((newest, Instant::now())),
+            _ => None,
+        };
+    }
+
     /// The newest position committed here since the last announcement.
+    #[cfg(test)]
     fn take_outbox(&self) -> Option<FeedPosition> {
-        self.outbox().take().map(|(position, _)| position)
+        let taken = self.peek_outbox();
+        if let Some(position) = taken {
+            self.announced_own(position);
+        }
+        taken
     }
 }
 
@@ -353,6 +374,25 @@ mod tests {
         assert!(!hub.behind());
         assert_eq!(hub.feed_lag(), Duration::ZERO);
         assert_eq!(hub.feed_reads(), 2);
+    }
+
+    #[test]
+    fn a_commit_waits_in_the_outbox_until_its_notify_went_out() {
+        let hub = Hub::default();
+        hub.start_at((0, 0));
+        hub.committed(vec![event((5, 1))]);
+        assert_eq!(hub.peek_outbox(), Some((5, 1)));
+        std::thread::sleep(Duration::from_millis(2));
+        // The NOTIFY is in flight (or failed): still unannounced.
+        assert_eq!(hub.peek_outbox(), Some((5, 1)));
+        assert!(hub.notifier_lag() >= Duration::from_millis(2));
+        // A commit during the NOTIFY stays for the next one.
+        hub.committed(vec![event((6, 1))]);
+        hub.announced_own((5, 1));
+        assert_eq!(hub.peek_outbox(), Some((6, 1)));
+        hub.announced_own((6, 1));
+        assert_eq!(hub.peek_outbox(), None);
+        assert_eq!(hub.notifier_lag(), Duration::ZERO);
     }
 
     #[test]

@@ -34,15 +34,17 @@ fn parse(payload: &str) -> Option<(Uuid, FeedPosition)> {
 }
 
 /// Announces this replica's commits to the others, in its own autocommit
-/// statements, until `shutdown`. A NOTIFY that fails is not retried: the
-/// other replicas' backstop reads the feed anyway.
+/// statements, until `shutdown`. What is announced leaves the outbox only
+/// once the NOTIFY went out (so the notifier's lag shows a failing one); a
+/// failed NOTIFY is tried again after [`RECONNECT`], and meanwhile the other
+/// replicas' backstop reads the feed anyway.
 pub async fn announce(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = hub.inner.announce.notified() => {}
         }
-        let Some(position) = hub.take_outbox() else { continue };
+        let Some(position) = hub.peek_outbox() else { continue };
         let sent = sqlx::query!(
             "SELECT pg_notify($1, $2)",
             CHANNEL,
@@ -50,12 +52,20 @@ pub async fn announce(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
         )
         .execute(&pool)
         .await;
-        if let Err(err) = sent {
-            tracing::warn!(error = %err, "announcing commits to the other replicas failed");
-        }
+        let pause = match sent {
+            Ok(_) => {
+                hub.announced_own(position);
+                ANNOUNCE_EVERY
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "announcing commits to the other replicas failed; retrying");
+                hub.inner.announce.notify_one();
+                RECONNECT
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
