@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mentorship/v1/directory_service.proto",
         "proto/mentorship/v1/booking_service.proto",
         "proto/mentorship/v1/session_service.proto",
+        "proto/mentorship/v1/webhook_service.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

@@ -257,6 +257,7 @@ pub struct ServiceConfig {
     pub server: ServerSection,
     pub session_management: SessionManagement,
     pub bookings: BookingSection,
+    pub webhooks: WebhookSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +461,25 @@ impl Default for BookingSection {
     }
 }
 
+/// How webhook deliveries are retried (`webhooks:` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// How long a failing delivery is retried before it is FAILED.
+    pub retry_period_hours: f64,
+    /// The longest one attempt may take.
+    pub timeout_seconds: f64,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        WebhookSection {
+            retry_period_hours: 24.0,
+            timeout_seconds: 10.0,
+        }
+    }
+}
+
 fn span(hours_or_minutes: f64, unit_secs: f64, field: &str) -> anyhow::Result<chrono::Duration> {
     ensure!(
         hours_or_minutes.is_finite() && hours_or_minutes > 0.0,
@@ -657,6 +677,21 @@ impl ServiceConfig {
                 exports_per_caller: usize::try_from(sm.audit.max_concurrent_exports_per_caller)
                     .context("max_concurrent_exports_per_caller is too large")?,
                 purge_batch: 1000,
+            },
+            webhooks: {
+                let timeout = span(self.webhooks.timeout_seconds, 1.0, "webhooks.timeout_seconds")?;
+                ensure!(
+                    timeout <= chrono::Duration::minutes(1),
+                    "webhooks.timeout_seconds must be at most 60"
+                );
+                let timeout = timeout.to_std().context("webhooks.timeout_seconds")?;
+                crate::app::WebhookRules {
+                    retry_period: span(self.webhooks.retry_period_hours, hour, "webhooks.retry_period_hours")?,
+                    timeout,
+                    // An attempt (connect and response, each within the
+                    // timeout) ends well within this.
+                    lease: timeout * 2 + std::time::Duration::from_secs(1),
+                }
             },
         })
     }

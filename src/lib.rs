@@ -152,8 +152,9 @@ impl RunningServer {
 /// The background work a server runs besides the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Background {
-    /// The deadline sweeper (system timeouts), the purge of old request
-    /// ids, the retention purge and the census of the metrics. Always on in production; tests that are not about time turn it
+    /// The deadline sweeper (system timeouts, check-ins), the purge of old
+    /// request ids, the retention purge, the census of the metrics and the
+    /// webhook deliveries. Always on in production; tests that are not about time turn it
     /// off and step `jobs::sweeper::sweep_once` themselves.
     pub sweeper: bool,
     /// The notifier that tells the other replicas of this one's commits.
@@ -306,12 +307,13 @@ pub async fn start(
     // stalls them, and they never take the API's connections.
     if background.sweeper {
         let jobs = App {
-            pool: side_pool(&app.pool, 2),
+            pool: side_pool(&app.pool, 3),
             ..app.clone()
         };
         tokio::spawn(jobs::sweeper::run(jobs.clone(), shutdown.clone()));
         tokio::spawn(jobs::retention::run(jobs.clone(), shutdown.clone()));
-        tokio::spawn(jobs::census::run(jobs, shutdown.clone()));
+        tokio::spawn(jobs::census::run(jobs.clone(), shutdown.clone()));
+        tokio::spawn(jobs::webhooks::run(jobs, shutdown.clone()));
     }
     let feed = side_pool(&app.pool, 3);
     let horizon = store::sessions::feed_horizon(&feed)

@@ -11,6 +11,7 @@ pub mod page;
 pub mod sessions;
 pub mod slots;
 pub mod watch;
+pub mod webhooks;
 
 use sqlx::PgPool;
 
@@ -56,6 +57,20 @@ pub struct Rules {
     pub watch_streams: StreamLimits,
     /// Export and retention of history (SPEC §4.4).
     pub history: History,
+    /// How webhook deliveries are attempted and retried.
+    pub webhooks: WebhookRules,
+}
+
+/// How webhook deliveries are attempted and retried.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRules {
+    /// A failing delivery is retried for this long, then FAILED.
+    pub retry_period: chrono::Duration,
+    /// The longest one attempt takes.
+    pub timeout: std::time::Duration,
+    /// A claimed delivery is not claimed again before this (a replica that
+    /// died mid-attempt leaves it to another after it).
+    pub lease: std::time::Duration,
 }
 
 /// Most open streams per caller and per replica.

@@ -269,6 +269,15 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
     ("GetQueueStatus", &[Coordinator, Service]),
     ("WatchSession", ANYONE),
     ("WatchSessions", ANYONE),
+    // WebhookService: integrations are managed by coordinators and services.
+    ("CreateWebhook", GLOBAL_ROLES),
+    ("GetWebhook", GLOBAL_ROLES),
+    ("ListWebhooks", GLOBAL_ROLES),
+    ("UpdateWebhook", GLOBAL_ROLES),
+    ("DeleteWebhook", GLOBAL_ROLES),
+    ("RotateWebhookSecret", GLOBAL_ROLES),
+    ("ListDeliveries", GLOBAL_ROLES),
+    ("RetryDelivery", GLOBAL_ROLES),
 ];
 
 /// The table row of an RPC (by method name, e.g. `StartSession`).

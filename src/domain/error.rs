@@ -55,12 +55,14 @@ pub enum Reason {
     TooManyStreams,
     DeadlineExceeded,
     Overloaded,
+    WebhookNotFound,
+    DeliveryNotFound,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 33] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -91,6 +93,8 @@ impl Reason {
         Reason::TooManyStreams,
         Reason::DeadlineExceeded,
         Reason::Overloaded,
+        Reason::WebhookNotFound,
+        Reason::DeliveryNotFound,
         Reason::Internal,
     ];
 
@@ -127,6 +131,8 @@ impl Reason {
             Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::Overloaded => "OVERLOADED",
+            Reason::WebhookNotFound => "WEBHOOK_NOT_FOUND",
+            Reason::DeliveryNotFound => "DELIVERY_NOT_FOUND",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -146,6 +152,8 @@ pub enum Resource {
     Listing,
     Mentor,
     Mentee,
+    Webhook,
+    Delivery,
 }
 
 impl Resource {
@@ -156,6 +164,8 @@ impl Resource {
             Resource::Listing => "listing",
             Resource::Mentor => "mentor",
             Resource::Mentee => "mentee",
+            Resource::Webhook => "webhook",
+            Resource::Delivery => "delivery",
         }
     }
 
@@ -166,6 +176,8 @@ impl Resource {
             Resource::Listing => Reason::ListingNotFound,
             Resource::Mentor => Reason::MentorNotFound,
             Resource::Mentee => Reason::MenteeNotFound,
+            Resource::Webhook => Reason::WebhookNotFound,
+            Resource::Delivery => Reason::DeliveryNotFound,
         }
     }
 }

@@ -14,5 +14,6 @@ pub mod input;
 pub mod model;
 pub mod query;
 pub mod session;
+pub mod webhook;
 
 pub use error::{Error, FieldViolation, Reason, Resource, Result, Violations};

@@ -12,6 +12,7 @@ pub mod metered;
 mod sessions;
 pub mod status;
 pub mod trace;
+mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -45,7 +46,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/mentorship_rpcs.rs"));
 }
 
-/// The handlers of all three services.
+/// The handlers of all four services.
 #[derive(Clone)]
 pub struct Api {
     app: Arc<App>,
@@ -105,6 +106,18 @@ impl Api {
         req: tonic::Request<Req>,
         run: impl AsyncFnOnce(&App, &mut Unit, &Principal, Req::Parsed) -> Result<Resp, Error>,
     ) -> Result<Response<Resp>, Status> {
+        self.mutate_remembering(req, run, prost::Message::encode_to_vec).await
+    }
+
+    /// [`Api::mutate`], remembering `remembered(&response)` for retries
+    /// instead of the response itself (a response that carries a secret is
+    /// remembered without it).
+    async fn mutate_remembering<Req: Parse + Mutating, Resp: prost::Message + Default>(
+        &self,
+        req: tonic::Request<Req>,
+        run: impl AsyncFnOnce(&App, &mut Unit, &Principal, Req::Parsed) -> Result<Resp, Error>,
+        remembered: impl FnOnce(&Resp) -> Vec<u8>,
+    ) -> Result<Response<Resp>, Status> {
         let who = auth::principal(&req)?;
         let method = auth::method(&req)?;
         let request = req.into_inner();
@@ -115,7 +128,7 @@ impl Api {
         };
         let response = run(&self.app, &mut unit, &who, parsed).await?;
         if let Some(key) = key {
-            idempotency::remember(unit.tx(), key, &response.encode_to_vec()).await?;
+            idempotency::remember(unit.tx(), key, &remembered(&response)).await?;
         }
         unit.commit().await?;
         Ok(Response::new(response))
@@ -165,10 +178,11 @@ pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
 }
 
 /// Fully qualified names of the served application services.
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
     "mentorship.v1.DirectoryService",
     "mentorship.v1.BookingService",
     "mentorship.v1.SessionService",
+    "mentorship.v1.WebhookService",
 ];
 
 /// Builds the routes: the three services, health and reflection (v1 and v1alpha).
@@ -185,7 +199,8 @@ pub fn routes(app: Arc<App>) -> anyhow::Result<(Routes, tonic_health::server::He
     routes
         .add_service(pb::directory_service_server::DirectoryServiceServer::new(api.clone()))
         .add_service(pb::booking_service_server::BookingServiceServer::new(api.clone()))
-        .add_service(pb::session_service_server::SessionServiceServer::new(api))
+        .add_service(pb::session_service_server::SessionServiceServer::new(api.clone()))
+        .add_service(pb::webhook_service_server::WebhookServiceServer::new(api))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);

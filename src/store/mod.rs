@@ -12,6 +12,7 @@ pub mod retention;
 pub mod seed;
 pub mod sessions;
 pub mod unit;
+pub mod webhooks;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 

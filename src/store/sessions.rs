@@ -495,7 +495,7 @@ pub struct FeedPage {
 /// transactions only (below the horizon of the read's snapshot): every
 /// event, each with its session's participants, so one read serves every
 /// feed whatever its filter (`ParticipantFilter::admits`).
-pub async fn feed_page(pool: &PgPool, after: FeedPosition, limit: i64) -> Result<FeedPage, Error> {
+pub async fn feed_page(db: impl sqlx::PgExecutor<'_>, after: FeedPosition, limit: i64) -> Result<FeedPage, Error> {
     let rows = sqlx::query!(
         r#"SELECT h.horizon AS "horizon!", e.session_id AS "session_id?", e.seq AS "seq?", e.type AS "type?",
                   e.from_status, e.to_status, e.from_stage, e.to_stage, e.actor_kind AS "actor_kind?",
@@ -514,7 +514,7 @@ pub async fn feed_page(pool: &PgPool, after: FeedPosition, limit: i64) -> Result
         after.1,
         limit
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let horizon = rows.first().map_or(0, |r| r.horizon);
     let mut events = Vec::with_capacity(rows.len());

@@ -100,6 +100,14 @@ requests!(
         ReassignMentorRequest,
         ListMentorAssignmentsRequest,
         GetQueueStatusRequest,
+        CreateWebhookRequest,
+        GetWebhookRequest,
+        ListWebhooksRequest,
+        UpdateWebhookRequest,
+        DeleteWebhookRequest,
+        RotateWebhookSecretRequest,
+        ListDeliveriesRequest,
+        RetryDeliveryRequest,
     ],
     streaming: [ExportSessionsRequest, WatchSessionRequest, WatchSessionsRequest]
 );

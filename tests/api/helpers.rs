@@ -289,6 +289,8 @@ impl TestApp {
             "sessions",
             "session_events",
             "idempotency_keys",
+            "webhooks",
+            "webhook_deliveries",
         ] {
             counts.push(self.count(table).await);
         }

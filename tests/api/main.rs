@@ -22,3 +22,4 @@ mod races;
 mod retention;
 mod transitions;
 mod watching;
+mod webhooks;

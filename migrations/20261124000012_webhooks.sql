@@ -1,0 +1,53 @@
+-- Webhook subscriptions and their deliveries (SPEC §4.6). Deliveries come
+-- from committed events only: the dispatcher reads the feed of session
+-- events after its cursor (one replica at a time) and inserts one delivery
+-- per matching subscription in the transaction that moves the cursor.
+CREATE TABLE webhooks (
+    id          uuid        PRIMARY KEY,
+    url         text        NOT NULL,
+    -- SessionEventType names; empty: every type.
+    event_types text[]      NOT NULL DEFAULT '{}',
+    mentor_id   uuid,
+    mentee_id   uuid,
+    listing_id  uuid,
+    enabled     boolean     NOT NULL,
+    -- `whsec_` + base64 key (Standard Webhooks).
+    secret      text        NOT NULL,
+    version     bigint      NOT NULL DEFAULT 1,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhooks_created_idx ON webhooks (created_at DESC, id DESC);
+
+CREATE TABLE webhook_deliveries (
+    -- The `webhook-id` header: the same for every attempt.
+    id              uuid        PRIMARY KEY,
+    webhook_id      uuid        NOT NULL REFERENCES webhooks ON DELETE CASCADE,
+    session_id      uuid        NOT NULL,
+    seq             bigint      NOT NULL,
+    event_type      text        NOT NULL,
+    payload         jsonb       NOT NULL,
+    status          text        NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SUCCEEDED', 'FAILED')),
+    -- PENDING: when it may be tried next (a claim moves it to the end of its lease).
+    next_attempt_at timestamptz,
+    give_up_at      timestamptz NOT NULL,
+    -- [{"at": …, "status_code": …, "error": …}], oldest first.
+    attempts        jsonb       NOT NULL DEFAULT '[]',
+    -- RetryDelivery: sent whatever the session's earlier deliveries are doing.
+    manual          boolean     NOT NULL DEFAULT false,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (webhook_id, session_id, seq),
+    CHECK ((status = 'PENDING') = (next_attempt_at IS NOT NULL))
+);
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'PENDING';
+CREATE INDEX webhook_deliveries_pending_idx ON webhook_deliveries (webhook_id, session_id, seq) WHERE status = 'PENDING';
+CREATE INDEX webhook_deliveries_list_idx ON webhook_deliveries (webhook_id, created_at DESC, id DESC);
+
+-- Where the dispatcher is in the feed: every event at or before it has its deliveries.
+CREATE TABLE webhook_cursor (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    txid      bigint  NOT NULL,
+    event_id  bigint  NOT NULL
+);
+INSERT INTO webhook_cursor (txid, event_id)
+SELECT coalesce(max(txid), 0), coalesce(max(id), 0) FROM session_events;

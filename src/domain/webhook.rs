@@ -1,0 +1,220 @@
+//! Webhook subscriptions and what is sent to them (SPEC §4.6): which
+//! committed events a subscription wants, the body of a delivery, its
+//! Standard Webhooks signature, and the retry schedule. No I/O here.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::{Error, Result, model::EventType, model::FeedEvent};
+
+/// A subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub url: String,
+    /// Empty: every type.
+    pub event_types: Vec<EventType>,
+    pub filter: Filter,
+    pub enabled: bool,
+    /// `whsec_` + base64 key. Never returned by reads.
+    pub secret: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which sessions' events a subscription receives; `None` matches all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub mentor_id: Option<Uuid>,
+    pub mentee_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+}
+
+impl Webhook {
+    /// Whether this subscription receives `e`: enabled, of a wanted type,
+    /// matching the filter, and committed after the subscription was made.
+    pub fn wants(&self, e: &FeedEvent) -> bool {
+        let f = &self.filter;
+        self.enabled
+            && (self.event_types.is_empty() || self.event_types.contains(&e.event.event_type))
+            && f.mentor_id.is_none_or(|id| id == e.mentor_id)
+            && f.mentee_id.is_none_or(|id| id == e.mentee_id)
+            && f.listing_id.is_none_or(|id| id == e.listing_id)
+            && e.event.occurred_at >= self.created_at
+    }
+
+    /// The URL as shown back: a Slack incoming-webhook URL is itself a
+    /// secret, so its path is hidden.
+    pub fn shown_url(&self) -> String {
+        match slack_path(&self.url) {
+            Some(_) => format!("{SLACK_PREFIX}***"),
+            None => self.url.clone(),
+        }
+    }
+
+    /// Whether deliveries go to Slack as `{"text": …}`.
+    pub fn is_slack(&self) -> bool {
+        slack_path(&self.url).is_some()
+    }
+}
+
+const SLACK_PREFIX: &str = "https://hooks.slack.com/";
+
+fn slack_path(url: &str) -> Option<&str> {
+    url.strip_prefix(SLACK_PREFIX)
+}
+
+/// The longest URL accepted.
+pub const MAX_URL: usize = 2048;
+
+/// A subscription's URL: absolute http(s), with a host, at most
+/// [`MAX_URL`] characters.
+pub fn check_url(field: &str, raw: &str) -> Result<String> {
+    let bad = |why: &str| Error::invalid(field, why);
+    if raw.len() > MAX_URL {
+        return Err(bad("must be at most 2048 characters"));
+    }
+    let uri: http::Uri = raw.parse().map_err(|_| bad("must be an absolute http or https URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("must be an absolute http or https URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("must name a host"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A new signing secret: `whsec_` and 32 random bytes in base64.
+pub fn new_secret() -> String {
+    let key: [u8; 32] = rand::random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// The `webhook-signature` header of a body (Standard Webhooks): `v1,` and
+/// the base64 HMAC-SHA256, keyed by the secret's key, of
+/// `{id}.{timestamp}.{body}`.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String> {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("stored webhook secret is malformed")))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| Error::Internal(e.into()))?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Ok(format!("v1,{signature}"))
+}
+
+/// The JSON body of a delivery: Standard Webhooks' `type`, `timestamp` and
+/// `data` (the event, and the session's participants).
+pub fn payload(e: &FeedEvent) -> serde_json::Value {
+    let ev = &e.event;
+    serde_json::json!({
+        "type": format!("session.{}", ev.event_type.as_str().to_ascii_lowercase()),
+        "timestamp": ev.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "data": {
+            "session_id": ev.session_id,
+            "seq": ev.seq,
+            "event_type": ev.event_type.as_str(),
+            "from_status": ev.from_status.map(|s| s.as_str()),
+            "to_status": ev.to_status.map(|s| s.as_str()),
+            "from_stage": ev.from_stage,
+            "to_stage": ev.to_stage,
+            "actor": { "kind": ev.actor.kind.as_str(), "id": ev.actor.id },
+            "reason": ev.reason,
+            "details": ev.details,
+            "occurred_at": ev.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "mentor_id": e.mentor_id,
+            "mentee_id": e.mentee_id,
+            "listing_id": e.listing_id,
+        }
+    })
+}
+
+/// The body sent to a Slack incoming webhook for `payload`.
+pub fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
+    let data = &payload["data"];
+    let mut text = format!(
+        "Session {} — {}",
+        data["session_id"].as_str().unwrap_or_default(),
+        data["event_type"].as_str().unwrap_or_default()
+    );
+    if let (Some(from), Some(to)) = (data["from_status"].as_str(), data["to_status"].as_str())
+        && from != to
+    {
+        text.push_str(&format!(": {from} → {to}"));
+    }
+    if let Some(reason) = data["reason"].as_str().filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" ({reason})"));
+    }
+    serde_json::json!({ "text": text })
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failures:
+/// exponential from 1 s, doubling, at most an hour, with `jitter` in
+/// `[0, 1)` taking up to half of it away (so failing deliveries spread out).
+pub fn backoff(attempts: u32, jitter: f64) -> Duration {
+    let full = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(12)).min(MAX_BACKOFF);
+    full.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// The longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).expect("sign");
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(sign("nope", "id", 1, b"").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour_and_jitter_takes_at_most_half() {
+        assert_eq!(backoff(1, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(2, 0.0), Duration::from_secs(2));
+        assert_eq!(backoff(5, 0.0), Duration::from_secs(16));
+        assert_eq!(backoff(40, 0.0), MAX_BACKOFF);
+        assert_eq!(backoff(5, 0.999_999).as_secs(), 8);
+    }
+
+    #[test]
+    fn urls_are_absolute_http_and_slack_ones_are_hidden() {
+        assert!(check_url("u", "https://example.com/hook").is_ok());
+        assert!(check_url("u", "http://127.0.0.1:8080/x").is_ok());
+        for bad in ["", "example.com", "ftp://example.com/", "https://", "/relative"] {
+            assert!(check_url("u", bad).is_err(), "{bad}");
+        }
+        assert!(check_url("u", &format!("https://e.com/{}", "a".repeat(MAX_URL))).is_err());
+        let slack = Webhook {
+            id: Uuid::nil(),
+            url: "https://hooks.slack.com/services/T000/B000/XXXX".into(),
+            event_types: vec![],
+            filter: Filter::default(),
+            enabled: true,
+            secret: new_secret(),
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        assert!(slack.is_slack());
+        assert_eq!(slack.shown_url(), "https://hooks.slack.com/***");
+        assert!(new_secret().starts_with("whsec_"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Webhook deliveries (SPEC §4.6), from committed events only, on every
+//! replica:
+//!
+//! - the **dispatcher** ([`dispatch_once`]) reads the feed of committed
+//!   session events after its cursor (`webhook_cursor`, taken with SKIP
+//!   LOCKED, so one replica at a time) and, in the transaction that moves the
+//!   cursor, inserts one delivery per event and matching subscription: an
+//!   event is fanned out once, and only once it has committed;
+//! - the **deliverer** ([`deliver_once`]) claims due deliveries (SKIP
+//!   LOCKED, in order per subscription and session), commits the claim as a
+//!   lease, POSTs each signed body outside any transaction, and records the
+//!   attempt: SUCCEEDED on a 2xx, else PENDING again after an exponential
+//!   backoff with jitter, FAILED once the retry period is over. A replica
+//!   that dies mid-attempt leaves the delivery to another once the lease
+//!   ends: nothing is lost, and a repeat carries the same `webhook-id`.
+//!
+//! Neither touches a write transaction of the API: a slow or dead endpoint
+//! holds only its own deliveries back.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::domain::{Result, webhook};
+use crate::store::{sessions, webhooks as store};
+
+/// Events read per dispatch.
+const PAGE: i64 = 500;
+/// Deliveries claimed per round.
+const BATCH: i64 = 64;
+/// The longest the loop sleeps without news (deliveries retried later, and
+/// other replicas' commits).
+const IDLE: Duration = Duration::from_millis(500);
+
+/// Fans the committed events after the cursor out to the matching
+/// subscriptions; returns how many events it read (0 when another replica
+/// holds the cursor).
+pub async fn dispatch_once(app: &App) -> Result<usize> {
+    let mut tx = crate::store::begin(&app.pool).await?;
+    let Some(cursor) = store::lock_cursor(&mut tx).await? else {
+        return Ok(0);
+    };
+    let page = sessions::feed_page(&mut *tx, cursor, PAGE).await?;
+    let Some(last) = page.events.last().map(|e| e.position) else {
+        return Ok(0);
+    };
+    let subscriptions = store::enabled(&mut *tx).await?;
+    let new: Vec<store::NewDelivery> = page
+        .events
+        .iter()
+        .flat_map(|e| {
+            subscriptions
+                .iter()
+                .filter(|w| w.wants(e))
+                .map(move |w| store::NewDelivery {
+                    webhook_id: w.id,
+                    session_id: e.event.session_id,
+                    seq: e.event.seq,
+                    event_type: e.event.event_type,
+                    payload: webhook::payload(e),
+                })
+        })
+        .collect();
+    store::insert_deliveries(&mut tx, &new, app.rules.webhooks.retry_period).await?;
+    store::set_cursor(&mut tx, last).await?;
+    crate::store::commit(tx).await?;
+    Ok(page.events.len())
+}
+
+/// Claims the due deliveries and makes one attempt of each, at once;
+/// returns how many it attempted.
+pub async fn deliver_once(app: &App, client: &reqwest::Client) -> Result<usize> {
+    let claimed = claim(app, BATCH).await?;
+    let n = claimed.len();
+    let attempts = claimed.into_iter().map(|d| attempt(app, client, d));
+    for recorded in futures_util::future::join_all(attempts).await {
+        recorded?;
+    }
+    Ok(n)
+}
+
+/// Claims up to `limit` due deliveries, committing the claim (the lease).
+async fn claim(app: &App, limit: i64) -> Result<Vec<store::Claimed>> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut tx = crate::store::begin(&app.pool).await?;
+    let claimed = store::claim(&mut tx, limit, app.rules.webhooks.lease).await?;
+    crate::store::commit(tx).await?;
+    Ok(claimed)
+}
+
+/// One POST of one delivery, and its record.
+async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Result<()> {
+    let id = d.id.to_string();
+    let now = chrono::Utc::now();
+    let slack = d.url.starts_with("https://hooks.slack.com/");
+    let body = if slack {
+        webhook::slack_body(&d.payload)
+    } else {
+        d.payload.clone()
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| crate::domain::Error::Internal(e.into()))?;
+    let signature = webhook::sign(&d.secret, &id, now.timestamp(), &body)?;
+    let sent = client
+        .post(&d.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", now.timestamp().to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    let (status_code, error) = match sent {
+        Ok(response) if response.status().is_success() => (response.status().as_u16(), None),
+        Ok(response) => (
+            response.status().as_u16(),
+            Some(format!("the endpoint answered {}", response.status())),
+        ),
+        Err(err) => (0, Some(describe(&err))),
+    };
+    let succeeded = error.is_none();
+    let wait = webhook::backoff(u32::try_from(d.attempts).unwrap_or(0) + 1, rand::random::<f64>());
+    let retry_at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+    let record = serde_json::json!({
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "status_code": status_code,
+        "error": error.clone().unwrap_or_default(),
+    });
+    if let Some(error) = &error {
+        tracing::info!(delivery_id = %id, webhook_id = %d.webhook_id, status_code, error, "webhook delivery failed; retrying later");
+    }
+    store::record_attempt(&app.pool, d.id, record, succeeded, retry_at).await
+}
+
+/// A transport error, without the URL (it may be a secret Slack URL).
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connect() {
+        "could not connect".into()
+    } else {
+        "the request failed".into()
+    }
+}
+
+/// The HTTP client of the deliveries: a timeout per attempt, no redirects
+/// (a subscription names its endpoint exactly), rustls.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mentorship-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Fans out everything committed so far; returns how many events.
+pub async fn dispatch_all(app: &App) -> Result<usize> {
+    let mut dispatched = 0;
+    loop {
+        let n = dispatch_once(app).await?;
+        dispatched += n;
+        if n < PAGE as usize {
+            return Ok(dispatched);
+        }
+    }
+}
+
+/// One round, for tests: dispatch everything committed, then attempt
+/// everything due (and wait for the attempts).
+pub async fn step(app: &App, client: &reqwest::Client) -> Result<(usize, usize)> {
+    let dispatched = dispatch_all(app).await?;
+    Ok((dispatched, deliver_once(app, client).await?))
+}
+
+/// Attempts running at once on a replica.
+const IN_FLIGHT: usize = 64;
+
+/// Runs until `shutdown`: a round after each commit on this replica and
+/// each finished attempt, and at least every [`IDLE`]. Each attempt runs in
+/// a task of its own (at most [`IN_FLIGHT`]), so a slow endpoint holds up
+/// only its own deliveries.
+pub async fn run(app: App, shutdown: CancellationToken) {
+    let client = client(app.rules.webhooks.timeout);
+    let mut changes = app.hub.subscribe_committed();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let finished = std::sync::Arc::new(tokio::sync::Notify::new());
+    loop {
+        let dispatched = dispatch_all(&app).await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "webhook dispatch failed; retrying");
+            0
+        });
+        let free = slots.available_permits();
+        let claimed = match claim(&app, free as i64).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(error = %err, "claiming webhook deliveries failed; retrying");
+                Vec::new()
+            }
+        };
+        let full = free > 0 && claimed.len() == free;
+        for d in claimed {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let (app, client, finished) = (app.clone(), client.clone(), finished.clone());
+            tokio::spawn(async move {
+                if let Err(err) = attempt(&app, &client, d).await {
+                    tracing::warn!(error = %err, "recording a webhook attempt failed; the lease will retry it");
+                }
+                drop(permit);
+                finished.notify_one();
+            });
+        }
+        if dispatched > 0 || full {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(IDLE) => {}
+            _ = finished.notified() => {}
+            _ = changes.recv() => {
+                changes = changes.resubscribe();
+                // The feed shows a commit once every older transaction has
+                // ended: give it a moment.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Webhook subscriptions, their deliveries, and the dispatcher's cursor.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Tx, corrupt};
+use crate::domain::{
+    Error,
+    model::EventType,
+    query::FeedPosition,
+    webhook::{Filter, Webhook},
+};
+
+struct WebhookRow {
+    id: Uuid,
+    url: String,
+    event_types: Vec<String>,
+    mentor_id: Option<Uuid>,
+    mentee_id: Option<Uuid>,
+    listing_id: Option<Uuid>,
+    enabled: bool,
+    secret: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<WebhookRow> for Webhook {
+    type Error = Error;
+    fn try_from(r: WebhookRow) -> Result<Webhook, Error> {
+        let event_types = r
+            .event_types
+            .iter()
+            .map(|t| EventType::parse(t).ok_or_else(|| corrupt(format!("webhook event type {t:?}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Webhook {
+            id: r.id,
+            url: r.url,
+            event_types,
+            filter: Filter {
+                mentor_id: r.mentor_id,
+                mentee_id: r.mentee_id,
+                listing_id: r.listing_id,
+            },
+            enabled: r.enabled,
+            secret: r.secret,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+fn type_names(w: &Webhook) -> Vec<String> {
+    w.event_types.iter().map(|t| t.as_str().to_owned()).collect()
+}
+
+/// Stores a new subscription.
+pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
+    let row = sqlx::query_as!(
+        WebhookRow,
+        "INSERT INTO webhooks (id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                   created_at, updated_at",
+        w.id,
+        w.url,
+        &type_names(w),
+        w.filter.mentor_id,
+        w.filter.mentee_id,
+        w.filter.listing_id,
+        w.enabled,
+        w.secret
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    row.try_into()
+}
+
+/// Writes a subscription's fields and bumps its version.
+pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
+    let row = sqlx::query_as!(
+        WebhookRow,
+        "UPDATE webhooks SET url = $2, event_types = $3, mentor_id = $4, mentee_id = $5, listing_id = $6,
+                enabled = $7, secret = $8, version = version + 1, updated_at = now()
+         WHERE id = $1
+         RETURNING id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                   created_at, updated_at",
+        w.id,
+        w.url,
+        &type_names(w),
+        w.filter.mentor_id,
+        w.filter.mentee_id,
+        w.filter.listing_id,
+        w.enabled,
+        w.secret
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    row.try_into()
+}
+
+/// A subscription, locked until the transaction ends.
+pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                created_at, updated_at
+         FROM webhooks WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webhook>, Error> {
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                created_at, updated_at
+         FROM webhooks WHERE id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// A page of subscriptions, newest first, after the keyset `after`.
+pub async fn list(
+    db: impl sqlx::PgExecutor<'_>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Webhook>, Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                created_at, updated_at
+         FROM webhooks
+         WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2)
+         ORDER BY created_at DESC, id DESC LIMIT $3",
+        at,
+        id,
+        limit
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(TryInto::try_into)
+    .collect()
+}
+
+/// Every enabled subscription (the dispatcher matches events against them).
+pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Error> {
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                created_at, updated_at
+         FROM webhooks WHERE enabled"
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(TryInto::try_into)
+    .collect()
+}
+
+/// Deletes a subscription and its deliveries; whether there was one.
+pub async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
+    let deleted = sqlx::query!("DELETE FROM webhooks WHERE id = $1", id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// The dispatcher's cursor, locked; `None` while another replica's
+/// dispatcher holds it (it carries on from there).
+pub async fn lock_cursor(tx: &mut Tx) -> Result<Option<FeedPosition>, Error> {
+    let row = sqlx::query!("SELECT txid, event_id FROM webhook_cursor FOR UPDATE SKIP LOCKED")
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|r| (r.txid, r.event_id)))
+}
+
+pub async fn set_cursor(tx: &mut Tx, at: FeedPosition) -> Result<(), Error> {
+    sqlx::query!("UPDATE webhook_cursor SET txid = $1, event_id = $2", at.0, at.1)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A delivery to make.
+pub struct NewDelivery {
+    pub webhook_id: Uuid,
+    pub session_id: Uuid,
+    pub seq: i64,
+    pub event_type: EventType,
+    pub payload: serde_json::Value,
+}
+
+/// Inserts deliveries (one already made for the same subscription and
+/// event is left alone), due now, given up on after `retry_period`.
+pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery], retry_period: chrono::Duration) -> Result<(), Error> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
+    let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
+    let sessions: Vec<Uuid> = new.iter().map(|d| d.session_id).collect();
+    let seqs: Vec<i64> = new.iter().map(|d| d.seq).collect();
+    let types: Vec<String> = new.iter().map(|d| d.event_type.as_str().to_owned()).collect();
+    let payloads: Vec<serde_json::Value> = new.iter().map(|d| d.payload.clone()).collect();
+    sqlx::query!(
+        "INSERT INTO webhook_deliveries (id, webhook_id, session_id, seq, event_type, payload, next_attempt_at, give_up_at)
+         SELECT d.*, now(), now() + make_interval(secs => $7)
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[]) AS d
+         ON CONFLICT (webhook_id, session_id, seq) DO NOTHING",
+        &ids,
+        &webhooks,
+        &sessions,
+        &seqs,
+        &types,
+        &payloads,
+        retry_period.num_milliseconds() as f64 / 1000.0
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A delivery claimed for one attempt.
+pub struct Claimed {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub url: String,
+    pub secret: String,
+    pub payload: serde_json::Value,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}
+
+/// Claims up to `limit` due deliveries for one attempt each: a delivery
+/// whose session has an earlier one still pending for the same
+/// subscription waits (unless RetryDelivery sent it), and a claimed one is
+/// not due again until `lease` has passed, so a replica that dies
+/// mid-attempt leaves it to another after the lease.
+pub async fn claim(tx: &mut Tx, limit: i64, lease: std::time::Duration) -> Result<Vec<Claimed>, Error> {
+    let rows = sqlx::query!(
+        r#"WITH due AS (
+               SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+               WHERE d.status = 'PENDING' AND d.next_attempt_at <= now()
+                 AND (d.manual OR NOT EXISTS (
+                     SELECT 1 FROM webhook_deliveries e
+                     WHERE e.webhook_id = d.webhook_id AND e.session_id = d.session_id
+                       AND e.status = 'PENDING' AND e.seq < d.seq))
+               ORDER BY d.next_attempt_at LIMIT $1
+               FOR UPDATE OF d SKIP LOCKED
+           )
+           UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
+           FROM due, webhooks w
+           WHERE d.id = due.id AND w.id = d.webhook_id
+           RETURNING d.id, d.webhook_id, w.url, w.secret, d.payload,
+                     jsonb_array_length(d.attempts) AS "attempts!""#,
+        limit,
+        lease.as_secs_f64()
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.id,
+            webhook_id: r.webhook_id,
+            url: r.url,
+            secret: r.secret,
+            payload: r.payload,
+            attempts: r.attempts,
+        })
+        .collect())
+}
+
+/// Records an attempt: SUCCEEDED, or PENDING again at `retry_at`, or
+/// FAILED when `retry_at` is past the delivery's retry period.
+pub async fn record_attempt(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    attempt: serde_json::Value,
+    succeeded: bool,
+    retry_at: DateTime<Utc>,
+) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE webhook_deliveries SET
+             attempts = attempts || jsonb_build_array($2::jsonb),
+             manual = false,
+             status = CASE WHEN $3 THEN 'SUCCEEDED' WHEN $4 > give_up_at THEN 'FAILED' ELSE 'PENDING' END,
+             next_attempt_at = CASE WHEN $3 OR $4 > give_up_at THEN NULL ELSE $4 END
+         WHERE id = $1 AND status = 'PENDING'",
+        id,
+        attempt,
+        succeeded,
+        retry_at
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A delivery as listed.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub session_id: Uuid,
+    pub seq: i64,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: serde_json::Value,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of a subscription's deliveries, newest first.
+pub async fn deliveries(
+    db: impl sqlx::PgExecutor<'_>,
+    webhook_id: Uuid,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Delivery>, Error> {
+    let (at, id) = after.unzip();
+    Ok(sqlx::query_as!(
+        Delivery,
+        "SELECT id, webhook_id, session_id, seq, event_type, status, attempts, next_attempt_at, created_at
+         FROM webhook_deliveries
+         WHERE webhook_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+        webhook_id,
+        at,
+        id,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// RetryDelivery: makes the delivery due now, whatever its state, sent
+/// regardless of order. Returns it and whether it goes out of order (an
+/// earlier delivery of its session is still pending, or a later one was
+/// already sent); `None` when there is no such delivery.
+pub async fn retry(tx: &mut Tx, id: Uuid, retry_period: chrono::Duration) -> Result<Option<(Delivery, bool)>, Error> {
+    let Some(d) = sqlx::query_as!(
+        Delivery,
+        "UPDATE webhook_deliveries SET status = 'PENDING', manual = true, next_attempt_at = now(),
+                give_up_at = greatest(give_up_at, now() + make_interval(secs => $2))
+         WHERE id = $1
+         RETURNING id, webhook_id, session_id, seq, event_type, status, attempts, next_attempt_at, created_at",
+        id,
+        retry_period.num_milliseconds() as f64 / 1000.0
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let out_of_order = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM webhook_deliveries
+               WHERE webhook_id = $1 AND session_id = $2 AND id <> $4
+                 AND ((seq < $3 AND status = 'PENDING') OR (seq > $3 AND status = 'SUCCEEDED'))
+           ) AS "out_of_order!""#,
+        d.webhook_id,
+        d.session_id,
+        d.seq,
+        d.id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some((d, out_of_order)))
+}

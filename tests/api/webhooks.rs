@@ -1,0 +1,506 @@
+//! Webhooks (SPEC §4.6): subscriptions, and deliveries made from committed
+//! events to a real HTTP receiver running in the test: signed, in order per
+//! session, retried after failures, kept across a replica killed mid-delivery,
+//! and never held up by another subscription's dead endpoint.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use mentorship::grpc::pb;
+use sha2::Sha256;
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: serde_json::Value,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+/// How the receiver answers.
+#[derive(Default)]
+struct Behaviour {
+    /// Answer 500 to this many POSTs first.
+    fail_first: usize,
+    /// Hold every POST until released.
+    hold: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// An HTTP endpoint that records every POST.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+type Shared = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<Behaviour>>);
+
+async fn receive(
+    State((received, behaviour)): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (status, hold) = {
+        let mut b = behaviour.lock().expect("behaviour");
+        let status = if b.fail_first > 0 {
+            b.fail_first -= 1;
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        (status, b.hold.clone())
+    };
+    let record = Received {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        status: status.as_u16(),
+    };
+    received.lock().expect("received").push(record);
+    if let Some(hold) = hold {
+        hold.notified().await;
+    }
+    status
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(Behaviour::default()));
+        let router = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state((received.clone(), behaviour.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Receiver {
+            addr,
+            received,
+            behaviour,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received").clone()
+    }
+
+    fn fail_first(&self, n: usize) {
+        self.behaviour.lock().expect("behaviour").fail_first = n;
+    }
+
+    fn hold(&self) -> Arc<tokio::sync::Notify> {
+        let hold = Arc::new(tokio::sync::Notify::new());
+        self.behaviour.lock().expect("behaviour").hold = Some(hold.clone());
+        hold
+    }
+
+    fn release(&self) {
+        if let Some(hold) = self.behaviour.lock().expect("behaviour").hold.take() {
+            hold.notify_waiters();
+        }
+    }
+
+    /// Polls (bounded) until `done` holds for what was received.
+    pub async fn wait_for(&self, within: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.received();
+            if done(&got) || tokio::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether `r` carries a valid Standard Webhooks signature under `secret`,
+/// computed here independently of the service's code.
+fn verifies(r: &Received, secret: &str, raw_body: &[u8]) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
+        .expect("base64 key");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
+    mac.update(format!("{}.{}.", r.id, r.timestamp).as_bytes());
+    mac.update(raw_body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    r.signature.split(' ').any(|s| s == format!("v1,{expected}"))
+}
+
+/// A webhook for `url`, for the events of `w`'s mentee.
+fn subscription(url: &str, w: &World) -> pb::Webhook {
+    pb::Webhook {
+        url: url.into(),
+        enabled: true,
+        filter: Some(pb::WebhookFilter {
+            mentee_id: w.mentee.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(c: &Caller, webhook: pb::Webhook) -> pb::CreateWebhookResponse {
+    c.call(pb::CreateWebhookRequest {
+        webhook: Some(webhook),
+        request_id: String::new(),
+    })
+    .await
+    .expect("create webhook")
+}
+
+/// A mentee, a mentor and a listing, made through `c` (a binary's caller).
+async fn world_on(c: &Caller) -> World {
+    let mentee = uuid::Uuid::new_v4();
+    c.upsert_mentee(pb::Mentee {
+        id: mentee.to_string(),
+        display_name: "Ada".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("mentee");
+    let mentor_user = uuid::Uuid::new_v4();
+    let mentor = c
+        .upsert_mentor(pb::Mentor {
+            user_id: mentor_user.to_string(),
+            display_name: "Grace".into(),
+            timezone: "UTC".into(),
+            accepting_sessions: true,
+            ..Default::default()
+        })
+        .await
+        .expect("mentor");
+    let listing = c
+        .upsert_listing(pb::Listing {
+            mentor_id: mentor.id.clone(),
+            title: "Review".into(),
+            skill_area: "rust".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listing");
+    World {
+        mentee,
+        mentor: mentor.id.parse().expect("uuid"),
+        mentor_user,
+        listing: listing.id.parse().expect("uuid"),
+    }
+}
+
+/// Makes every pending delivery due now (skipping the backoff's wait).
+async fn due_now(app: &TestApp) {
+    sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE status = 'PENDING'")
+        .execute(&app.pool)
+        .await
+        .expect("due now");
+}
+
+#[tokio::test]
+async fn subscriptions_are_managed_by_coordinators_and_services_and_the_secret_is_shown_once() {
+    let app = spawn_app().await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let request = pb::CreateWebhookRequest {
+        webhook: Some(pb::Webhook {
+            event_types: vec![pb::SessionEventType::StatusChanged as i32],
+            ..subscription("https://example.com/hooks/mentorship", &w)
+        }),
+        request_id: request_id.clone(),
+    };
+    let created = c.call(request.clone()).await.expect("create");
+    assert!(created.signing_secret.starts_with("whsec_"), "{created:?}");
+    let webhook = created.webhook.clone().expect("webhook");
+    assert_eq!(webhook.url, "https://example.com/hooks/mentorship");
+    assert_eq!(webhook.event_types, [pb::SessionEventType::StatusChanged as i32]);
+    // A retry with the same request id: the same subscription, no secret.
+    let replay = c.call(request).await.expect("replay");
+    assert_eq!(replay.webhook, created.webhook);
+    assert_eq!(replay.signing_secret, "");
+    assert_eq!(app.count("webhooks").await, 1);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT response FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .expect("the remembered response");
+    let stored = <pb::CreateWebhookResponse as prost::Message>::decode(stored.as_slice()).expect("decodes");
+    assert_eq!(stored.webhook, created.webhook);
+    assert_eq!(stored.signing_secret, "", "the remembered response holds no secret");
+
+    // Reads never show it.
+    let got = c
+        .call(pb::GetWebhookRequest {
+            webhook_id: webhook.id.clone(),
+        })
+        .await
+        .expect("get");
+    assert_eq!(got.webhook.as_ref(), Some(&webhook));
+    let listed = c.call(pb::ListWebhooksRequest::default()).await.expect("list");
+    assert_eq!(listed.webhooks, std::slice::from_ref(&webhook));
+
+    // Update by mask, rotate, and a Slack URL shown without its path.
+    let updated = c
+        .call(pb::UpdateWebhookRequest {
+            webhook: Some(pb::Webhook {
+                id: webhook.id.clone(),
+                url: "https://hooks.slack.com/services/T0/B0/secret-token".into(),
+                enabled: false,
+                ..Default::default()
+            }),
+            update_mask: Some(mask(&["url", "enabled"])),
+            request_id: String::new(),
+        })
+        .await
+        .expect("update")
+        .webhook
+        .expect("webhook");
+    assert_eq!(updated.url, "https://hooks.slack.com/***");
+    assert!(!updated.enabled);
+    assert_eq!(updated.event_types, webhook.event_types, "unmasked fields kept");
+    assert_ne!(updated.etag, webhook.etag);
+    let rotated = c
+        .call(pb::RotateWebhookSecretRequest {
+            webhook_id: webhook.id.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("rotate");
+    assert!(rotated.signing_secret.starts_with("whsec_"));
+    assert_ne!(rotated.signing_secret, created.signing_secret);
+
+    // Only coordinators and services; bad input changes nothing.
+    let mentee = app.as_(&w.mentee_token());
+    let denied = mentee.call(pb::ListWebhooksRequest::default()).await;
+    assert_status(denied, Code::PermissionDenied, "PERMISSION_DENIED");
+    let before = app.count("webhooks").await;
+    let bad = app
+        .as_(&service())
+        .call(pb::CreateWebhookRequest {
+            webhook: Some(pb::Webhook {
+                url: "ftp://example.com/".into(),
+                event_types: vec![0],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await;
+    let status = assert_status(bad, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["webhook.url", "webhook.event_types"]);
+    assert_eq!(app.count("webhooks").await, before);
+
+    c.call(pb::DeleteWebhookRequest {
+        webhook_id: webhook.id.clone(),
+        request_id: String::new(),
+    })
+    .await
+    .expect("delete");
+    let gone = c.call(pb::GetWebhookRequest { webhook_id: webhook.id }).await;
+    assert_status(gone, Code::NotFound, "WEBHOOK_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_sent_in_order_and_retried_after_failures() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let receiver = Receiver::start().await;
+    receiver.fail_first(2);
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let created = create(&c, subscription(&receiver.url(), &w)).await;
+    let secret = created.signing_secret.clone();
+    let webhook_id = created.webhook.expect("webhook").id;
+
+    // Three events: CREATED (ACTIVE on demand), paused, resumed.
+    let s = on_demand(&app, &w, None).await.expect("create");
+    c.pause_session(&s.id, "lunch").await.expect("pause");
+    c.resume_session(&s.id).await.expect("resume");
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    let step = || mentorship::jobs::webhooks::step(replica, &client);
+
+    // One delivery per event; only the first may go while it is pending.
+    let (dispatched, attempted) = step().await.expect("step");
+    assert_eq!((dispatched, attempted), (3, 1));
+    for _ in 0..2 {
+        due_now(&app).await;
+        assert_eq!(step().await.expect("step").1, 1, "the failing first one, again");
+    }
+    // It got through on its third attempt; the others follow one by one.
+    for _ in 0..3 {
+        due_now(&app).await;
+        step().await.expect("step");
+    }
+    let got = receiver.received();
+    let seqs: Vec<(i64, u16)> = got
+        .iter()
+        .map(|r| (r.body["data"]["seq"].as_i64().expect("seq"), r.status))
+        .collect();
+    assert_eq!(
+        seqs,
+        [(1, 500), (1, 500), (1, 200), (2, 200), (3, 200)],
+        "in order, retried"
+    );
+    assert_eq!(got[0].id, got[2].id, "one webhook-id across the attempts");
+    for r in &got {
+        let raw = serde_json::to_vec(&r.body).expect("body");
+        assert!(verifies(r, &secret, &raw), "signature of {r:?}");
+        assert_eq!(r.body["data"]["session_id"], s.id.as_str());
+    }
+    assert_eq!(got[0].body["type"], "session.created");
+    assert_eq!(got[1].body["data"]["to_status"], "ACTIVE");
+    assert_eq!(got[3].body["data"]["to_status"], "PAUSED");
+
+    // The history: attempts with status codes; all succeeded.
+    let listed = c
+        .call(pb::ListDeliveriesRequest {
+            webhook_id,
+            ..Default::default()
+        })
+        .await
+        .expect("list deliveries");
+    let mut deliveries = listed.deliveries;
+    deliveries.sort_by_key(|d| d.seq);
+    let codes: Vec<Vec<i32>> = deliveries
+        .iter()
+        .map(|d| d.attempts.iter().map(|a| a.status_code).collect())
+        .collect();
+    assert_eq!(codes, [vec![500, 500, 200], vec![200], vec![200]]);
+    assert!(deliveries.iter().all(|d| d.status() == pb::DeliveryStatus::Succeeded));
+    assert!(deliveries.iter().all(|d| d.next_attempt_time.is_none()));
+
+    // RetryDelivery sends one again now, out of order, and says so.
+    let retried = c
+        .call(pb::RetryDeliveryRequest {
+            delivery_id: deliveries[0].id.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("retry");
+    assert!(retried.out_of_order, "later deliveries were already sent");
+    assert_eq!(step().await.expect("step").1, 1);
+    let last = receiver.received().pop().expect("the retry");
+    assert_eq!(last.id, deliveries[0].id);
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_never_delays_another_subscription() {
+    // Real time: the replica's own webhook loop delivers.
+    let app = spawn_jobs(1, roomy_rules(), Jobs::RealTime).await;
+    let receiver = Receiver::start().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let dead_hook = create(&c, subscription(&format!("http://{dead}/hook"), &w)).await;
+    create(&c, subscription(&receiver.url(), &w)).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    c.pause_session(&s.id, "lunch").await.expect("pause");
+    let got = receiver.wait_for(Duration::from_secs(5), |got| got.len() >= 2).await;
+    assert_eq!(got.len(), 2, "the live endpoint got both events");
+    // The dead one was tried and waits for its retry, holding back only its own.
+    let dead_deliveries = c
+        .call(pb::ListDeliveriesRequest {
+            webhook_id: dead_hook.webhook.expect("webhook").id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .deliveries;
+    assert_eq!(dead_deliveries.len(), 2);
+    let tried: Vec<_> = dead_deliveries.iter().filter(|d| !d.attempts.is_empty()).collect();
+    assert_eq!(tried.len(), 1, "the second waits behind the first: {dead_deliveries:?}");
+    assert_eq!(tried[0].attempts[0].status_code, 0);
+    assert_eq!(tried[0].attempts[0].error, "could not connect");
+    assert_eq!(tried[0].status(), pb::DeliveryStatus::Pending);
+    assert!(tried[0].next_attempt_time.is_some());
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_a_replica_dies_mid_delivery() {
+    let database_url = fresh_database().await;
+    let config = std::env::temp_dir().join(format!("mentorship-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, "webhooks:\n  timeout_seconds: 1\n").expect("config");
+    let config_path = config.to_str().expect("utf-8").to_owned();
+    let env = [("MENTORSHIP_CONFIG", config_path.as_str())];
+    let receiver = Receiver::start().await;
+    receiver.hold();
+    let mut first = spawn_binary(&database_url, &env).await;
+    let c = first.as_(&coordinator());
+    let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    let w = world_on(&c).await;
+    let created = create(&c, subscription(&receiver.url(), &w)).await;
+    let webhook_id = created.webhook.expect("webhook").id;
+    let mentee = w.mentee.to_string();
+    let listing = w.listing.to_string();
+    let session = c
+        .create_session(pb::CreateSessionRequest {
+            mentee_id: mentee,
+            listing_id: listing,
+            ..Default::default()
+        })
+        .await
+        .expect("create session");
+    c.pause_session(&session.id, "lunch").await.expect("pause");
+
+    // The first replica is mid-delivery (the receiver holds the POST): kill it.
+    let got = receiver.wait_for(Duration::from_secs(10), |got| !got.is_empty()).await;
+    assert_eq!(got.len(), 1, "the first attempt reached the receiver");
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGKILL) };
+    let _ = first.child.wait();
+    receiver.release();
+
+    // Another replica takes over once the lease ends; nothing is lost.
+    let second = spawn_binary(&database_url, &env).await;
+    let got = receiver
+        .wait_for(Duration::from_secs(20), |got| {
+            let seqs: std::collections::BTreeSet<i64> = got
+                .iter()
+                .filter(|r| r.status == 200)
+                .filter_map(|r| r.body["data"]["seq"].as_i64())
+                .collect();
+            seqs.len() == 2
+        })
+        .await;
+    let ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.len() >= 3, "the killed attempt was made again: {ids:?}");
+    assert_eq!(ids[0], ids[1], "the repeat carries the same webhook-id");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let statuses = loop {
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM webhook_deliveries WHERE webhook_id = $1::uuid ORDER BY seq")
+                .bind(&webhook_id)
+                .fetch_all(&pool)
+                .await
+                .expect("statuses");
+        if statuses.iter().all(|s| s == "SUCCEEDED") || tokio::time::Instant::now() > deadline {
+            break statuses;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(statuses, ["SUCCEEDED", "SUCCEEDED"], "each delivery once, none lost");
+    drop(second);
+    let _ = std::fs::remove_file(&config);
+}
