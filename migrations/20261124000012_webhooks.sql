@@ -15,8 +15,13 @@ CREATE TABLE webhooks (
     secret      text        NOT NULL,
     version     bigint      NOT NULL DEFAULT 1,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    -- SUBSCRIPTION: made through WebhookService. NOTIFICATIONS: the one
+    -- configured notification endpoint (notification intents), kept by
+    -- the replicas from their config and invisible to the API.
+    kind        text        NOT NULL DEFAULT 'SUBSCRIPTION' CHECK (kind IN ('SUBSCRIPTION', 'NOTIFICATIONS'))
 );
+CREATE UNIQUE INDEX webhooks_one_notification_endpoint ON webhooks (kind) WHERE kind = 'NOTIFICATIONS';
 CREATE INDEX webhooks_created_idx ON webhooks (created_at DESC, id DESC);
 
 CREATE TABLE webhook_deliveries (
@@ -25,18 +30,24 @@ CREATE TABLE webhook_deliveries (
     webhook_id      uuid        NOT NULL REFERENCES webhooks ON DELETE CASCADE,
     session_id      uuid        NOT NULL,
     seq             bigint      NOT NULL,
+    -- A notification intent's channel (slack, email); empty for a subscription.
+    channel         text        NOT NULL DEFAULT '',
     event_type      text        NOT NULL,
     payload         jsonb       NOT NULL,
     status          text        NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SUCCEEDED', 'FAILED')),
     -- PENDING: when it may be tried next (a claim moves it to the end of its lease).
     next_attempt_at timestamptz,
-    give_up_at      timestamptz NOT NULL,
+    -- Set by the first claim: retried until then, FAILED after.
+    give_up_at      timestamptz,
+    -- The claim of the attempt in flight: only its own record counts, so an
+    -- attempt that outlived its lease cannot overwrite the next one's.
+    claim           uuid,
     -- [{"at": …, "status_code": …, "error": …}], oldest first.
     attempts        jsonb       NOT NULL DEFAULT '[]',
     -- RetryDelivery: sent whatever the session's earlier deliveries are doing.
     manual          boolean     NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (webhook_id, session_id, seq),
+    UNIQUE (webhook_id, session_id, seq, channel),
     CHECK ((status = 'PENDING') = (next_attempt_at IS NOT NULL))
 );
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'PENDING';

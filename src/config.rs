@@ -148,7 +148,8 @@ pub struct ServeArgs {
 
 /// A setting that may hold a secret (the JWT secret; a database URL with its
 /// password): its `Debug` never shows it, so no log line of the settings can.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -469,6 +470,10 @@ pub struct WebhookSection {
     pub retry_period_hours: f64,
     /// The longest one attempt may take.
     pub timeout_seconds: f64,
+    /// Where notification intents go (none: not sent).
+    pub notification_endpoint_url: Option<String>,
+    /// Their signing secret (`whsec_` + base64), with the URL.
+    pub notification_signing_secret: Option<Secret>,
 }
 
 impl Default for WebhookSection {
@@ -476,6 +481,8 @@ impl Default for WebhookSection {
         WebhookSection {
             retry_period_hours: 24.0,
             timeout_seconds: 10.0,
+            notification_endpoint_url: None,
+            notification_signing_secret: None,
         }
     }
 }
@@ -685,7 +692,25 @@ impl ServiceConfig {
                     "webhooks.timeout_seconds must be at most 60"
                 );
                 let timeout = timeout.to_std().context("webhooks.timeout_seconds")?;
+                let notifications = match (
+                    &self.webhooks.notification_endpoint_url,
+                    &self.webhooks.notification_signing_secret,
+                ) {
+                    (Some(url), Some(secret)) => {
+                        crate::domain::webhook::check_url("webhooks.notification_endpoint_url", url)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        crate::domain::webhook::sign(secret.expose(), "check", 0, b"").map_err(|_| {
+                            anyhow::anyhow!("webhooks.notification_signing_secret must be whsec_ and a base64 key")
+                        })?;
+                        Some((url.clone(), secret.clone()))
+                    }
+                    (None, None) => None,
+                    _ => {
+                        bail!("webhooks.notification_endpoint_url and webhooks.notification_signing_secret go together")
+                    }
+                };
                 crate::app::WebhookRules {
+                    notifications,
                     retry_period: span(self.webhooks.retry_period_hours, hour, "webhooks.retry_period_hours")?,
                     timeout,
                     // An attempt (connect and response, each within the

@@ -287,6 +287,13 @@ pub async fn start(
     store::capacity::ensure_system_slots(&app.pool, app.rules.limits.system)
         .await
         .context("sizing the pool of system concurrency slots")?;
+    let endpoint = app.rules.webhooks.notifications.as_ref();
+    store::webhooks::set_notification_endpoint(
+        &app.pool,
+        endpoint.map(|(url, secret)| (url.as_str(), secret.expose())),
+    )
+    .await
+    .context("recording the notification endpoint")?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &transport.tls {
         builder = builder
@@ -307,13 +314,19 @@ pub async fn start(
     // stalls them, and they never take the API's connections.
     if background.sweeper {
         let jobs = App {
-            pool: side_pool(&app.pool, 3),
+            pool: side_pool(&app.pool, 2),
             ..app.clone()
         };
         tokio::spawn(jobs::sweeper::run(jobs.clone(), shutdown.clone()));
         tokio::spawn(jobs::retention::run(jobs.clone(), shutdown.clone()));
-        tokio::spawn(jobs::census::run(jobs.clone(), shutdown.clone()));
-        tokio::spawn(jobs::webhooks::run(jobs, shutdown.clone()));
+        tokio::spawn(jobs::census::run(jobs, shutdown.clone()));
+        // Webhook attempts record their outcomes concurrently: a pool of
+        // their own, so they never delay the sweeper's deadlines.
+        let webhooks = App {
+            pool: side_pool(&app.pool, 4),
+            ..app.clone()
+        };
+        tokio::spawn(jobs::webhooks::run(webhooks, shutdown.clone()));
     }
     let feed = side_pool(&app.pool, 3);
     let horizon = store::sessions::feed_horizon(&feed)

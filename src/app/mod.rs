@@ -62,8 +62,10 @@ pub struct Rules {
 }
 
 /// How webhook deliveries are attempted and retried.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WebhookRules {
+    /// The notification endpoint's URL and signing secret, when configured.
+    pub notifications: Option<(String, crate::config::Secret)>,
     /// A failing delivery is retried for this long, then FAILED.
     pub retry_period: chrono::Duration,
     /// The longest one attempt takes.

@@ -346,10 +346,12 @@ impl App {
         if changes.is_empty() {
             return Ok(before);
         }
-        let s = Session {
+        let mut s = Session {
             config: updated,
             ..before.clone()
         };
+        // A new check-in interval applies from now on, not to the past.
+        session::reschedule_check_ins(&mut s, &before, super::now());
         let event = EventInput {
             event_type: EventType::ConfigUpdated,
             actor: &actor,

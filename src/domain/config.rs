@@ -31,7 +31,14 @@ pub struct Notifications {
     pub notify_on_blocker: bool,
     pub notify_on_escalation: bool,
     pub notify_on_completion: bool,
+    /// On by default (configs stored before it existed read as on).
+    #[serde(default = "on")]
+    pub notify_on_queued: bool,
     pub recipients: Vec<String>,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl Default for Notifications {
@@ -43,6 +50,7 @@ impl Default for Notifications {
             notify_on_blocker: true,
             notify_on_escalation: true,
             notify_on_completion: true,
+            notify_on_queued: true,
             recipients: Vec::new(),
         }
     }
@@ -213,6 +221,7 @@ impl SessionConfig {
                 "notifications.notify_on_blocker" => out.notifications.notify_on_blocker = n.notify_on_blocker,
                 "notifications.notify_on_escalation" => out.notifications.notify_on_escalation = n.notify_on_escalation,
                 "notifications.notify_on_completion" => out.notifications.notify_on_completion = n.notify_on_completion,
+                "notifications.notify_on_queued" => out.notifications.notify_on_queued = n.notify_on_queued,
                 "notifications.recipients" => out.notifications.recipients = n.recipients.clone(),
                 "custom_settings" => out.custom_settings = patch.custom_settings.clone(),
                 "allowed_stages" => out.allowed_stages = patch.allowed_stages.clone(),
@@ -265,6 +274,7 @@ fn flatten(c: &SessionConfig) -> Vec<(String, serde_json::Value)> {
             "notifications.notify_on_completion".into(),
             json!(n.notify_on_completion),
         ),
+        ("notifications.notify_on_queued".into(), json!(n.notify_on_queued)),
         ("notifications.recipients".into(), json!(n.recipients)),
         (
             "custom_settings".into(),

@@ -135,6 +135,7 @@ fn fields(c: &SessionConfig) -> Vec<(String, Value)> {
             "notifications.notify_on_completion".into(),
             n.notify_on_completion.into(),
         ),
+        ("notifications.notify_on_queued".into(), n.notify_on_queued.into()),
         ("notifications.recipients".into(), n.recipients.clone().into()),
         ("allowed_stages".into(), c.allowed_stages.clone().into()),
     ];

@@ -532,6 +532,30 @@ pub fn check_in(s: &mut super::model::Session, now: chrono::DateTime<chrono::Utc
     };
 }
 
+/// The check-in interval of `s` changed from `before`'s at `now`: the
+/// next check-in is due at the sooner of the old due time and one new
+/// interval from now (so a shorter interval never counts misses in the
+/// past, and a longer one never postpones a check-in already due). Misses
+/// and level are kept.
+pub fn reschedule_check_ins(
+    s: &mut super::model::Session,
+    before: &super::model::Session,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let (old, new) = (before.config.check_in_interval_secs, s.config.check_in_interval_secs);
+    if old == new {
+        return;
+    }
+    let used = s.active_duration(now).num_microseconds().unwrap_or(i64::MAX);
+    let rounds = i64::from(s.check_ins.missed).saturating_add(1);
+    let old_due = old
+        .saturating_mul(1_000_000)
+        .saturating_mul(rounds)
+        .saturating_add(before.check_ins.anchor_us);
+    let due = old_due.min(used.saturating_add(new.saturating_mul(1_000_000)));
+    s.check_ins.anchor_us = due.saturating_sub(new.saturating_mul(1_000_000).saturating_mul(rounds));
+}
+
 /// A check-in came due without one: one more miss. Returns the new
 /// escalation level when it rose.
 pub fn miss_check_in(s: &mut super::model::Session) -> Option<i32> {
@@ -646,6 +670,36 @@ mod check_in_tests {
         // Absurd stored values mean no due time, not a panic.
         s.config.check_in_interval_secs = i64::MAX;
         assert_eq!(check_in_due(&s), None);
+    }
+
+    #[test]
+    fn a_new_interval_applies_from_now_on() {
+        let t0 = Utc.with_ymd_and_hms(2027, 1, 4, 9, 0, 0).unwrap();
+        let mut before = active(t0);
+        before.config.check_in_interval_secs = 3600;
+        let now = t0 + Duration::minutes(55);
+        // Shorter: due five minutes from now, not eleven times over already.
+        let mut s = before.clone();
+        s.config.check_in_interval_secs = 300;
+        reschedule_check_ins(&mut s, &before, now);
+        assert_eq!(check_in_due(&s), Some(now + Duration::minutes(5)));
+        // Longer: still due when it was (five minutes from now).
+        let mut s = before.clone();
+        s.config.check_in_interval_secs = 7200;
+        reschedule_check_ins(&mut s, &before, now);
+        assert_eq!(check_in_due(&s), Some(t0 + Duration::minutes(60)));
+        // After a miss the rule is the same, and the misses stay.
+        let mut missed = before.clone();
+        miss_check_in(&mut missed);
+        let later = t0 + Duration::minutes(70);
+        let mut s = missed.clone();
+        s.config.check_in_interval_secs = 600;
+        reschedule_check_ins(&mut s, &missed, later);
+        assert_eq!(s.check_ins.missed, 1);
+        assert_eq!(check_in_due(&s), Some(later + Duration::minutes(10)));
+        // Then each miss adds one new interval.
+        miss_check_in(&mut s);
+        assert_eq!(check_in_due(&s), Some(later + Duration::minutes(20)));
     }
 
     #[test]

@@ -10,10 +10,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::{Error, Result, model::EventType, model::FeedEvent};
+use super::{Error, Result, config::Notifications, model::EventType, model::FeedEvent};
 
 /// A subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub id: Uuid,
     pub url: String,
@@ -34,6 +34,20 @@ pub struct Filter {
     pub mentor_id: Option<Uuid>,
     pub mentee_id: Option<Uuid>,
     pub listing_id: Option<Uuid>,
+}
+
+impl std::fmt::Debug for Webhook {
+    /// Never shows the secret, nor a Slack URL's path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.shown_url())
+            .field("event_types", &self.event_types)
+            .field("filter", &self.filter)
+            .field("enabled", &self.enabled)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhook {
@@ -87,6 +101,11 @@ pub fn check_url(field: &str, raw: &str) -> Result<String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(bad("must name a host"));
+    }
+    if slack_path(raw).is_some_and(|path| path.contains('*')) {
+        return Err(bad(
+            "is a Slack URL as shown back (its path hidden); give the whole incoming-webhook URL",
+        ));
     }
     Ok(raw.to_owned())
 }
@@ -160,6 +179,59 @@ pub fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({ "text": text })
 }
 
+/// The notice a committed event makes, if the session's settings want it
+/// (SPEC §4.6): a blocker, an escalation, a completion, a session joining
+/// the queue, or any other status change. Each setting covers its kind
+/// alone: with `notify_on_completion` off a completion sends nothing, even
+/// with `notify_on_state_change` on.
+pub fn notice(e: &super::model::SessionEvent, n: &Notifications) -> Option<&'static str> {
+    use super::session::SessionStatus::{Completed, Queued};
+    let (kind, wanted) = match e.event_type {
+        EventType::BlockerReported => ("blocker", n.notify_on_blocker),
+        EventType::Escalated => ("escalation", n.notify_on_escalation),
+        EventType::Created | EventType::StatusChanged if e.from_status != e.to_status => match e.to_status {
+            Some(Queued) => ("queued", n.notify_on_queued),
+            Some(Completed) => ("completion", n.notify_on_completion),
+            _ => ("state_change", n.notify_on_state_change),
+        },
+        _ => return None,
+    };
+    wanted.then_some(kind)
+}
+
+/// The channels a session's notices go out on.
+pub fn channels(n: &Notifications) -> Vec<&'static str> {
+    [("slack", n.slack), ("email", n.email)]
+        .into_iter()
+        .filter_map(|(channel, on)| on.then_some(channel))
+        .collect()
+}
+
+/// The body of a notification intent: what to tell, on which channel, to
+/// whom; the service sends no Slack message or e-mail itself.
+pub fn notification(
+    e: &FeedEvent,
+    kind: &str,
+    channel: &str,
+    recipients: &[String],
+    estimated_wait: Option<chrono::Duration>,
+) -> serde_json::Value {
+    let event = payload(e);
+    serde_json::json!({
+        "type": "notification",
+        "timestamp": event["timestamp"],
+        "data": {
+            "kind": kind,
+            "channel": channel,
+            "recipients": recipients,
+            "session_id": e.event.session_id,
+            "seq": e.event.seq,
+            "estimated_wait_seconds": estimated_wait.map(|w| w.num_seconds()),
+            "event": event["data"],
+        }
+    })
+}
+
 /// The wait before attempt `attempts + 1`, after `attempts` failures:
 /// exponential from 1 s, doubling, at most an hour, with `jitter` in
 /// `[0, 1)` taking up to half of it away (so failing deliveries spread out).
@@ -195,6 +267,78 @@ mod tests {
     }
 
     #[test]
+    fn each_setting_covers_its_own_kind_of_notice() {
+        use crate::domain::{
+            access::{Actor, ActorKind},
+            model::SessionEvent,
+            session::SessionStatus::*,
+        };
+        let event = |event_type, from, to| SessionEvent {
+            session_id: Uuid::nil(),
+            seq: 1,
+            event_type,
+            from_status: from,
+            to_status: Some(to),
+            from_stage: None,
+            to_stage: None,
+            actor: Actor {
+                kind: ActorKind::System,
+                id: String::new(),
+            },
+            reason: String::new(),
+            details: serde_json::Value::Null,
+            occurred_at: Utc::now(),
+        };
+        let all = Notifications::default();
+        let cases = [
+            (event(EventType::Created, None, Active), Some("state_change")),
+            (event(EventType::Created, None, Queued), Some("queued")),
+            (
+                event(EventType::StatusChanged, Some(Active), Paused),
+                Some("state_change"),
+            ),
+            (
+                event(EventType::StatusChanged, Some(Active), Completed),
+                Some("completion"),
+            ),
+            (event(EventType::BlockerReported, Some(Active), Active), Some("blocker")),
+            (event(EventType::Escalated, Some(Active), Active), Some("escalation")),
+            (event(EventType::CheckedIn, Some(Active), Active), None),
+            (event(EventType::StageChanged, Some(Active), Active), None),
+        ];
+        for (e, kind) in &cases {
+            assert_eq!(notice(e, &all), *kind, "{:?}", e.event_type);
+        }
+        let none = Notifications {
+            notify_on_state_change: false,
+            notify_on_blocker: false,
+            notify_on_escalation: false,
+            notify_on_completion: false,
+            notify_on_queued: false,
+            ..Notifications::default()
+        };
+        assert!(cases.iter().all(|(e, _)| notice(e, &none).is_none()));
+        let only_state = Notifications {
+            notify_on_completion: false,
+            ..Notifications::default()
+        };
+        assert_eq!(
+            notice(&cases[3].0, &only_state),
+            None,
+            "a completion is not sent as a state change"
+        );
+        assert_eq!(channels(&all), ["slack"]);
+        assert_eq!(
+            channels(&Notifications {
+                email: true,
+                ..all.clone()
+            }),
+            ["slack", "email"]
+        );
+        assert!(channels(&Notifications { slack: false, ..all }).is_empty());
+    }
+
+    #[test]
     fn urls_are_absolute_http_and_slack_ones_are_hidden() {
         assert!(check_url("u", "https://example.com/hook").is_ok());
         assert!(check_url("u", "http://127.0.0.1:8080/x").is_ok());
@@ -202,6 +346,10 @@ mod tests {
             assert!(check_url("u", bad).is_err(), "{bad}");
         }
         assert!(check_url("u", &format!("https://e.com/{}", "a".repeat(MAX_URL))).is_err());
+        assert!(
+            check_url("u", "https://hooks.slack.com/***").is_err(),
+            "the shown form is refused"
+        );
         let slack = Webhook {
             id: Uuid::nil(),
             url: "https://hooks.slack.com/services/T000/B000/XXXX".into(),
@@ -214,6 +362,8 @@ mod tests {
             updated_at: Utc::now(),
         };
         assert!(slack.is_slack());
+        let shown = format!("{slack:?}");
+        assert!(!shown.contains(&slack.secret) && !shown.contains("XXXX"), "{shown}");
         assert_eq!(slack.shown_url(), "https://hooks.slack.com/***");
         assert!(new_secret().starts_with("whsec_"));
     }

@@ -311,6 +311,7 @@ pub fn session_config(c: &SessionConfig) -> pb::SessionConfig {
             notify_on_blocker: c.notifications.notify_on_blocker,
             notify_on_escalation: c.notifications.notify_on_escalation,
             notify_on_completion: c.notifications.notify_on_completion,
+            notify_on_queued: Some(c.notifications.notify_on_queued),
             recipients: c.notifications.recipients.clone(),
         }),
         custom_settings: json_to_struct(&serde_json::Value::Object(c.custom_settings.clone())),
@@ -524,6 +525,8 @@ pub fn config_patch(c: &pb::SessionConfig, paths: &[String], prefix: &str) -> Re
             notify_on_blocker: n.notify_on_blocker,
             notify_on_escalation: n.notify_on_escalation,
             notify_on_completion: n.notify_on_completion,
+            // Unset reads as on: the default, for clients that predate it.
+            notify_on_queued: n.notify_on_queued.unwrap_or(true),
             recipients: n.recipients,
         },
         custom_settings: struct_to_map(c.custom_settings.as_ref()),

@@ -161,7 +161,7 @@ fn shown(w: &Webhook) -> pb::Webhook {
             mentee_id: id(w.filter.mentee_id),
             listing_id: id(w.filter.listing_id),
         }),
-        enabled: w.enabled,
+        enabled: Some(w.enabled),
         create_time: Some(convert::timestamp(w.created_at)),
         update_time: Some(convert::timestamp(w.updated_at)),
         etag: crate::app::sessions::etag(w.version),
@@ -267,7 +267,7 @@ fn fields(w: &pb::Webhook, v: &mut Violations, only: Option<&[String]>) -> Optio
         url: url?,
         event_types: event_types?,
         filter: filter?,
-        enabled: w.enabled,
+        enabled: w.enabled.unwrap_or(true),
     })
 }
 

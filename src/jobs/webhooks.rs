@@ -57,15 +57,64 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
                     webhook_id: w.id,
                     session_id: e.event.session_id,
                     seq: e.event.seq,
+                    channel: "",
                     event_type: e.event.event_type,
                     payload: webhook::payload(e),
                 })
         })
         .collect();
-    store::insert_deliveries(&mut tx, &new, app.rules.webhooks.retry_period).await?;
+    let mut new = new;
+    if let Some(endpoint) = store::notification_endpoint(&mut *tx).await? {
+        new.extend(notices(app, &mut tx, &endpoint, &page.events).await?);
+    }
+    store::insert_deliveries(&mut tx, &new).await?;
     store::set_cursor(&mut tx, last).await?;
     crate::store::commit(tx).await?;
     Ok(page.events.len())
+}
+
+/// The notification intents of `events` for the notification endpoint:
+/// one per notice the session's settings want and channel they name, with
+/// the settings as they are now (SPEC §4.6).
+async fn notices(
+    app: &App,
+    tx: &mut crate::store::Tx,
+    endpoint: &webhook::Webhook,
+    events: &[crate::domain::model::FeedEvent],
+) -> Result<Vec<store::NewDelivery>> {
+    let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event.session_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let configs = store::configs(&mut **tx, &ids).await?;
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.event.occurred_at >= endpoint.created_at) {
+        // A session purged meanwhile has no settings left: nothing to tell.
+        let Some(config) = configs.get(&e.event.session_id) else {
+            continue;
+        };
+        let n = &config.notifications;
+        let Some(kind) = webhook::notice(&e.event, n) else {
+            continue;
+        };
+        let wait = match kind {
+            "queued" => match sessions::get(&mut **tx, e.event.session_id).await? {
+                Some(s) => app.with_queue_info(tx, s).await?.queue.map(|q| q.estimated_wait),
+                None => None,
+            },
+            _ => None,
+        };
+        for channel in webhook::channels(n) {
+            out.push(store::NewDelivery {
+                webhook_id: endpoint.id,
+                session_id: e.event.session_id,
+                seq: e.event.seq,
+                channel,
+                event_type: e.event.event_type,
+                payload: webhook::notification(e, kind, channel, &n.recipients, wait),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Claims the due deliveries and makes one attempt of each, at once;
@@ -86,7 +135,8 @@ async fn claim(app: &App, limit: i64) -> Result<Vec<store::Claimed>> {
         return Ok(Vec::new());
     }
     let mut tx = crate::store::begin(&app.pool).await?;
-    let claimed = store::claim(&mut tx, limit, app.rules.webhooks.lease).await?;
+    let rules = &app.rules.webhooks;
+    let claimed = store::claim(&mut tx, limit, rules.lease, rules.retry_period, uuid::Uuid::new_v4()).await?;
     crate::store::commit(tx).await?;
     Ok(claimed)
 }
@@ -131,7 +181,7 @@ async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Resu
     if let Some(error) = &error {
         tracing::info!(delivery_id = %id, webhook_id = %d.webhook_id, status_code, error, "webhook delivery failed; retrying later");
     }
-    store::record_attempt(&app.pool, d.id, record, succeeded, retry_at).await
+    store::record_attempt(&app.pool, d.id, d.token, record, succeeded, retry_at).await
 }
 
 /// A transport error, without the URL (it may be a secret Slack URL).

@@ -106,7 +106,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
         WebhookRow,
         "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
-         FROM webhooks WHERE id = $1 FOR UPDATE",
+         FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION' FOR UPDATE",
         id
     )
     .fetch_optional(&mut **tx)
@@ -120,7 +120,7 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webho
         WebhookRow,
         "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
-         FROM webhooks WHERE id = $1",
+         FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION'",
         id
     )
     .fetch_optional(db)
@@ -141,7 +141,7 @@ pub async fn list(
         "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks
-         WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2)
+         WHERE kind = 'SUBSCRIPTION' AND ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
          ORDER BY created_at DESC, id DESC LIMIT $3",
         at,
         id,
@@ -160,7 +160,7 @@ pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Erro
         WebhookRow,
         "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
-         FROM webhooks WHERE enabled"
+         FROM webhooks WHERE enabled AND kind = 'SUBSCRIPTION'"
     )
     .fetch_all(db)
     .await?
@@ -171,10 +171,65 @@ pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Erro
 
 /// Deletes a subscription and its deliveries; whether there was one.
 pub async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
-    let deleted = sqlx::query!("DELETE FROM webhooks WHERE id = $1", id)
+    let deleted = sqlx::query!("DELETE FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION'", id)
         .execute(&mut **tx)
         .await?;
     Ok(deleted.rows_affected() == 1)
+}
+
+/// The notification endpoint, when one is configured and enabled.
+pub async fn notification_endpoint(db: impl sqlx::PgExecutor<'_>) -> Result<Option<Webhook>, Error> {
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+                created_at, updated_at
+         FROM webhooks WHERE kind = 'NOTIFICATIONS' AND enabled"
+    )
+    .fetch_optional(db)
+    .await?
+    .map(TryInto::try_into)
+    .transpose()
+}
+
+/// Makes the notification endpoint what the config says: `(url, secret)`,
+/// or disabled when none is configured (its pending intents wait).
+pub async fn set_notification_endpoint(pool: &sqlx::PgPool, endpoint: Option<(&str, &str)>) -> Result<(), Error> {
+    match endpoint {
+        Some((url, secret)) => {
+            sqlx::query!(
+                "INSERT INTO webhooks (id, url, enabled, secret, kind) VALUES ($1, $2, true, $3, 'NOTIFICATIONS')
+                 ON CONFLICT (kind) WHERE kind = 'NOTIFICATIONS'
+                 DO UPDATE SET url = $2, secret = $3, enabled = true, updated_at = now()
+                 WHERE webhooks.url <> $2 OR webhooks.secret <> $3 OR NOT webhooks.enabled",
+                Uuid::now_v7(),
+                url,
+                secret
+            )
+            .execute(pool)
+            .await?;
+        }
+        None => {
+            sqlx::query!("UPDATE webhooks SET enabled = false WHERE kind = 'NOTIFICATIONS' AND enabled")
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Session configs by id (the notification settings of a page's sessions).
+pub async fn configs(
+    db: impl sqlx::PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, crate::domain::config::SessionConfig>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT id, config AS "config: sqlx::types::Json<crate::domain::config::SessionConfig>"
+           FROM sessions WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.config.0)).collect())
 }
 
 /// The dispatcher's cursor, locked; `None` while another replica's
@@ -198,13 +253,15 @@ pub struct NewDelivery {
     pub webhook_id: Uuid,
     pub session_id: Uuid,
     pub seq: i64,
+    /// A notification intent's channel; empty for a subscription.
+    pub channel: &'static str,
     pub event_type: EventType,
     pub payload: serde_json::Value,
 }
 
-/// Inserts deliveries (one already made for the same subscription and
-/// event is left alone), due now, given up on after `retry_period`.
-pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery], retry_period: chrono::Duration) -> Result<(), Error> {
+/// Inserts deliveries (one already made for the same subscription, event
+/// and channel is left alone), due now.
+pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), Error> {
     if new.is_empty() {
         return Ok(());
     }
@@ -212,25 +269,30 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery], retry_period: c
     let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
     let sessions: Vec<Uuid> = new.iter().map(|d| d.session_id).collect();
     let seqs: Vec<i64> = new.iter().map(|d| d.seq).collect();
+    let channels: Vec<String> = new.iter().map(|d| d.channel.to_owned()).collect();
     let types: Vec<String> = new.iter().map(|d| d.event_type.as_str().to_owned()).collect();
     let payloads: Vec<serde_json::Value> = new.iter().map(|d| d.payload.clone()).collect();
     sqlx::query!(
-        "INSERT INTO webhook_deliveries (id, webhook_id, session_id, seq, event_type, payload, next_attempt_at, give_up_at)
-         SELECT d.*, now(), now() + make_interval(secs => $7)
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[]) AS d
-         ON CONFLICT (webhook_id, session_id, seq) DO NOTHING",
+        "INSERT INTO webhook_deliveries (id, webhook_id, session_id, seq, event_type, payload, channel, next_attempt_at)
+         SELECT d.*, now()
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::text[]) AS d
+         ON CONFLICT (webhook_id, session_id, seq, channel) DO NOTHING",
         &ids,
         &webhooks,
         &sessions,
         &seqs,
         &types,
         &payloads,
-        retry_period.num_milliseconds() as f64 / 1000.0
+        &channels
     )
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
+
+/// Attempts of one subscription in flight at once, across the replicas: a
+/// slow endpoint takes at most this many of a replica's attempt slots.
+pub const PER_SUBSCRIPTION: i64 = 8;
 
 /// A delivery claimed for one attempt.
 pub struct Claimed {
@@ -241,32 +303,65 @@ pub struct Claimed {
     pub payload: serde_json::Value,
     /// Attempts made before this one.
     pub attempts: i32,
+    /// The claim this attempt is made under.
+    pub token: Uuid,
 }
 
-/// Claims up to `limit` due deliveries for one attempt each: a delivery
-/// whose session has an earlier one still pending for the same
-/// subscription waits (unless RetryDelivery sent it), and a claimed one is
-/// not due again until `lease` has passed, so a replica that dies
-/// mid-attempt leaves it to another after the lease.
-pub async fn claim(tx: &mut Tx, limit: i64, lease: std::time::Duration) -> Result<Vec<Claimed>, Error> {
+/// Claims up to `limit` due deliveries for one attempt each, under the
+/// claim `token`. A delivery waits while its session has an earlier one for
+/// the same subscription still pending, or an earlier event not yet
+/// dispatched (the feed orders by transaction, not by seq); RetryDelivery's
+/// go regardless and hold no one back. At most [`PER_SUBSCRIPTION`]
+/// attempts of a subscription are in flight. A claimed delivery is not due
+/// again until `lease` has passed, so a replica that dies mid-attempt leaves
+/// it to another after the lease. The first claim starts the retry period.
+pub async fn claim(
+    tx: &mut Tx,
+    limit: i64,
+    lease: std::time::Duration,
+    retry_period: chrono::Duration,
+    token: Uuid,
+) -> Result<Vec<Claimed>, Error> {
     let rows = sqlx::query!(
-        r#"WITH due AS (
-               SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+        r#"WITH busy AS (
+               SELECT webhook_id, count(*) AS n FROM webhook_deliveries
+               WHERE status = 'PENDING' AND claim IS NOT NULL AND next_attempt_at > now()
+               GROUP BY webhook_id
+           ), candidates AS (
+               SELECT d.id, row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id)
+                            + coalesce(b.n, 0) AS load
+               FROM webhook_deliveries d
+               JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+               LEFT JOIN busy b ON b.webhook_id = d.webhook_id
                WHERE d.status = 'PENDING' AND d.next_attempt_at <= now()
-                 AND (d.manual OR NOT EXISTS (
-                     SELECT 1 FROM webhook_deliveries e
-                     WHERE e.webhook_id = d.webhook_id AND e.session_id = d.session_id
-                       AND e.status = 'PENDING' AND e.seq < d.seq))
+                 AND (d.manual OR (
+                     NOT EXISTS (
+                         SELECT 1 FROM webhook_deliveries e
+                         WHERE e.webhook_id = d.webhook_id AND e.session_id = d.session_id
+                           AND e.status = 'PENDING' AND NOT e.manual AND e.seq < d.seq)
+                     AND NOT EXISTS (
+                         SELECT 1 FROM session_events ev, webhook_cursor c
+                         WHERE ev.session_id = d.session_id AND ev.seq < d.seq
+                           AND (ev.txid, ev.id) > (c.txid, c.event_id))))
+           ), due AS (
+               SELECT d.id FROM webhook_deliveries d JOIN candidates c ON c.id = d.id
+               WHERE c.load <= $3 AND d.status = 'PENDING' AND d.next_attempt_at <= now()
                ORDER BY d.next_attempt_at LIMIT $1
                FOR UPDATE OF d SKIP LOCKED
            )
-           UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
+           UPDATE webhook_deliveries d SET
+               next_attempt_at = now() + make_interval(secs => $2),
+               claim = $4,
+               give_up_at = coalesce(d.give_up_at, now() + make_interval(secs => $5))
            FROM due, webhooks w
            WHERE d.id = due.id AND w.id = d.webhook_id
            RETURNING d.id, d.webhook_id, w.url, w.secret, d.payload,
                      jsonb_array_length(d.attempts) AS "attempts!""#,
         limit,
-        lease.as_secs_f64()
+        lease.as_secs_f64(),
+        PER_SUBSCRIPTION,
+        token,
+        retry_period.num_milliseconds() as f64 / 1000.0
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -279,15 +374,19 @@ pub async fn claim(tx: &mut Tx, limit: i64, lease: std::time::Duration) -> Resul
             secret: r.secret,
             payload: r.payload,
             attempts: r.attempts,
+            token,
         })
         .collect())
 }
 
-/// Records an attempt: SUCCEEDED, or PENDING again at `retry_at`, or
-/// FAILED when `retry_at` is past the delivery's retry period.
+/// Records an attempt made under the claim `token` (nothing, when the
+/// delivery has been claimed again since, or retried): SUCCEEDED, or
+/// PENDING again at `retry_at`, or FAILED when `retry_at` is past the retry
+/// period.
 pub async fn record_attempt(
     db: impl sqlx::PgExecutor<'_>,
     id: Uuid,
+    token: Uuid,
     attempt: serde_json::Value,
     succeeded: bool,
     retry_at: DateTime<Utc>,
@@ -295,14 +394,16 @@ pub async fn record_attempt(
     sqlx::query!(
         "UPDATE webhook_deliveries SET
              attempts = attempts || jsonb_build_array($2::jsonb),
-             manual = false,
+             claim = NULL,
+             manual = manual AND NOT ($3 OR $4 > give_up_at),
              status = CASE WHEN $3 THEN 'SUCCEEDED' WHEN $4 > give_up_at THEN 'FAILED' ELSE 'PENDING' END,
              next_attempt_at = CASE WHEN $3 OR $4 > give_up_at THEN NULL ELSE $4 END
-         WHERE id = $1 AND status = 'PENDING'",
+         WHERE id = $1 AND claim = $5 AND status = 'PENDING'",
         id,
         attempt,
         succeeded,
-        retry_at
+        retry_at,
+        token
     )
     .execute(db)
     .await?;
@@ -353,8 +454,8 @@ pub async fn deliveries(
 pub async fn retry(tx: &mut Tx, id: Uuid, retry_period: chrono::Duration) -> Result<Option<(Delivery, bool)>, Error> {
     let Some(d) = sqlx::query_as!(
         Delivery,
-        "UPDATE webhook_deliveries SET status = 'PENDING', manual = true, next_attempt_at = now(),
-                give_up_at = greatest(give_up_at, now() + make_interval(secs => $2))
+        "UPDATE webhook_deliveries SET status = 'PENDING', manual = true, next_attempt_at = now(), claim = NULL,
+                give_up_at = now() + make_interval(secs => $2)
          WHERE id = $1
          RETURNING id, webhook_id, session_id, seq, event_type, status, attempts, next_attempt_at, created_at",
         id,

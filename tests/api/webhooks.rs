@@ -25,6 +25,8 @@ pub struct Received {
     pub timestamp: String,
     pub signature: String,
     pub body: serde_json::Value,
+    /// The body's bytes as received (signatures cover these).
+    pub raw: Vec<u8>,
     /// What the receiver answered.
     pub status: u16,
 }
@@ -74,6 +76,7 @@ async fn receive(
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        raw: body.to_vec(),
         status: status.as_u16(),
     };
     received.lock().expect("received").push(record);
@@ -154,7 +157,7 @@ fn verifies(r: &Received, secret: &str, raw_body: &[u8]) -> bool {
 fn subscription(url: &str, w: &World) -> pb::Webhook {
     pb::Webhook {
         url: url.into(),
-        enabled: true,
+        enabled: Some(true),
         filter: Some(pb::WebhookFilter {
             mentee_id: w.mentee.to_string(),
             ..Default::default()
@@ -266,7 +269,7 @@ async fn subscriptions_are_managed_by_coordinators_and_services_and_the_secret_i
             webhook: Some(pb::Webhook {
                 id: webhook.id.clone(),
                 url: "https://hooks.slack.com/services/T0/B0/secret-token".into(),
-                enabled: false,
+                enabled: Some(false),
                 ..Default::default()
             }),
             update_mask: Some(mask(&["url", "enabled"])),
@@ -277,7 +280,7 @@ async fn subscriptions_are_managed_by_coordinators_and_services_and_the_secret_i
         .webhook
         .expect("webhook");
     assert_eq!(updated.url, "https://hooks.slack.com/***");
-    assert!(!updated.enabled);
+    assert_eq!(updated.enabled, Some(false));
     assert_eq!(updated.event_types, webhook.event_types, "unmasked fields kept");
     assert_ne!(updated.etag, webhook.etag);
     let rotated = c
@@ -363,8 +366,7 @@ async fn deliveries_are_signed_sent_in_order_and_retried_after_failures() {
     );
     assert_eq!(got[0].id, got[2].id, "one webhook-id across the attempts");
     for r in &got {
-        let raw = serde_json::to_vec(&r.body).expect("body");
-        assert!(verifies(r, &secret, &raw), "signature of {r:?}");
+        assert!(verifies(r, &secret, &r.raw), "signature of {r:?}");
         assert_eq!(r.body["data"]["session_id"], s.id.as_str());
     }
     assert_eq!(got[0].body["type"], "session.created");
@@ -503,4 +505,149 @@ async fn nothing_is_lost_when_a_replica_dies_mid_delivery() {
     assert_eq!(statuses, ["SUCCEEDED", "SUCCEEDED"], "each delivery once, none lost");
     drop(second);
     let _ = std::fs::remove_file(&config);
+}
+
+#[tokio::test]
+async fn notification_intents_follow_each_sessions_settings() {
+    use mentorship::{app::Rules, config::Secret, domain::capacity::Limits};
+    let receiver = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let defaults = Rules::default();
+    let rules = Rules {
+        // One slot per mentee: a second session queues.
+        limits: Limits {
+            per_mentee: 1,
+            ..defaults.limits
+        },
+        webhooks: mentorship::app::WebhookRules {
+            notifications: Some((receiver.url(), Secret::new(secret))),
+            ..defaults.webhooks.clone()
+        },
+        ..defaults
+    };
+    let app = spawn_with(1, rules).await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let settings = |slack, email, completion| pb::SessionConfig {
+        notifications: Some(pb::NotificationSettings {
+            slack,
+            email,
+            notify_on_state_change: true,
+            notify_on_blocker: true,
+            notify_on_escalation: true,
+            notify_on_completion: completion,
+            notify_on_queued: None,
+            recipients: vec!["lead@example.com".into()],
+        }),
+        ..Default::default()
+    };
+    // A: both channels, completion off. B: queued behind A. C: no channel at all.
+    let a = on_demand(&app, &w, Some((settings(true, true, false), vec!["notifications"])))
+        .await
+        .expect("a");
+    let b = on_demand(&app, &w, None).await.expect("b");
+    assert_eq!(b.status(), pb::SessionStatus::Queued);
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    // Dispatched while B waits (as the running loop does, right after the
+    // commit): its notice carries the estimated wait.
+    mentorship::jobs::webhooks::step(replica, &client).await.expect("step");
+    let other = world(&app).await;
+    let quiet = on_demand(
+        &app,
+        &other,
+        Some((settings(false, false, true), vec!["notifications"])),
+    )
+    .await
+    .expect("c");
+    c.record_check_in(&a.id, "blocked on review", true)
+        .await
+        .expect("blocker");
+    c.complete_session(&a.id, None).await.expect("complete a");
+    assert_eq!(
+        get_session(&app, &b.id).await.status(),
+        pb::SessionStatus::Active,
+        "b promoted"
+    );
+    c.pause_session(&quiet.id, "lunch").await.expect("pause c");
+
+    for _ in 0..6 {
+        mentorship::jobs::webhooks::step(replica, &client).await.expect("step");
+    }
+    let got = receiver.received();
+    let mut notices: Vec<(String, String, String)> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.body["type"], "notification");
+            assert!(verifies(r, secret, &r.raw), "signed with the configured secret");
+            let d = &r.body["data"];
+            let who = if d["session_id"] == a.id.as_str() {
+                "a"
+            } else if d["session_id"] == b.id.as_str() {
+                "b"
+            } else {
+                "c"
+            };
+            (
+                who.to_owned(),
+                d["kind"].as_str().unwrap_or("").to_owned(),
+                d["channel"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    notices.sort();
+    let expected: Vec<(String, String, String)> = [
+        ("a", "blocker", "email"),
+        ("a", "blocker", "slack"),
+        ("a", "state_change", "email"),
+        ("a", "state_change", "slack"),
+        ("b", "queued", "slack"),
+        ("b", "state_change", "slack"),
+    ]
+    .iter()
+    .map(|(s, k, c)| (s.to_string(), k.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(notices, expected, "A's completion is off, C has no channel");
+    let queued = got.iter().find(|r| r.body["data"]["kind"] == "queued").expect("queued");
+    assert!(
+        queued.body["data"]["estimated_wait_seconds"].as_i64().is_some(),
+        "{:?}",
+        queued.body
+    );
+    let to_a = got
+        .iter()
+        .find(|r| r.body["data"]["session_id"] == a.id.as_str())
+        .expect("a");
+    assert_eq!(to_a.body["data"]["recipients"], serde_json::json!(["lead@example.com"]));
+    // The endpoint is no subscription: the API never shows it.
+    let listed = c.call(pb::ListWebhooksRequest::default()).await.expect("list");
+    assert!(listed.webhooks.is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_holds_at_most_its_own_share_of_attempts() {
+    // Real time: the replica's own loop; the slow endpoint never answers
+    // until released.
+    let app = spawn_jobs(1, roomy_rules(), Jobs::RealTime).await;
+    let slow = Receiver::start().await;
+    slow.hold();
+    let live = Receiver::start().await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    create(&c, subscription(&slow.url(), &w)).await;
+    // Twelve sessions: twelve deliveries that could all go at once.
+    let cap = mentorship::store::webhooks::PER_SUBSCRIPTION as usize;
+    for _ in 0..cap + 4 {
+        on_demand(&app, &w, None).await.expect("create");
+    }
+    let held = slow.wait_for(Duration::from_secs(5), |got| got.len() >= cap).await;
+    assert_eq!(held.len(), cap, "as many as the cap, at once");
+    // Another subscription is served meanwhile, and the slow one gets no more.
+    let other = world(&app).await;
+    create(&c, subscription(&live.url(), &other)).await;
+    on_demand(&app, &other, None).await.expect("create");
+    let got = live.wait_for(Duration::from_secs(5), |got| !got.is_empty()).await;
+    assert_eq!(got.len(), 1, "the live endpoint is not held up");
+    assert_eq!(slow.received().len(), cap, "no more than its share in flight");
+    slow.release();
 }
