@@ -39,12 +39,7 @@ impl pb::webhook_service_server::WebhookService for Api {
                     webhook: Some(shown(&w)),
                 })
             },
-            // A retry gets the subscription, not the secret.
-            |r| {
-                let mut r = r.clone();
-                r.signing_secret.clear();
-                prost::Message::encode_to_vec(&r)
-            },
+            without_secret,
         )
         .await
     }
@@ -111,11 +106,7 @@ impl pb::webhook_service_server::WebhookService for Api {
                     webhook: Some(shown(&w)),
                 })
             },
-            |r| {
-                let mut r = r.clone();
-                r.signing_secret.clear();
-                prost::Message::encode_to_vec(&r)
-            },
+            without_secret,
         )
         .await
     }
@@ -147,6 +138,31 @@ impl pb::webhook_service_server::WebhookService for Api {
         })
         .await
     }
+}
+
+/// A response that shows a signing secret once.
+trait ShowsSecret: prost::Message + Clone {
+    fn secret(&mut self) -> &mut String;
+}
+
+impl ShowsSecret for pb::CreateWebhookResponse {
+    fn secret(&mut self) -> &mut String {
+        &mut self.signing_secret
+    }
+}
+
+impl ShowsSecret for pb::RotateWebhookSecretResponse {
+    fn secret(&mut self) -> &mut String {
+        &mut self.signing_secret
+    }
+}
+
+/// The response remembered for a retry with the same request_id: without
+/// the secret (a retry gets the subscription, not the secret).
+fn without_secret<R: ShowsSecret>(response: &R) -> Vec<u8> {
+    let mut remembered = response.clone();
+    remembered.secret().clear();
+    remembered.encode_to_vec()
 }
 
 /// A subscription as shown: never its secret, and a Slack URL's path hidden.

@@ -908,6 +908,44 @@ pub async fn add_listing(app: &TestApp, mentor: Option<Uuid>) -> Uuid {
     listing.id.parse().expect("uuid")
 }
 
+/// A mentee, a mentor and a listing, made through `c` (a binary's caller).
+pub async fn world_on(c: &Caller) -> World {
+    let mentee = Uuid::new_v4();
+    c.upsert_mentee(pb::Mentee {
+        id: mentee.to_string(),
+        display_name: "Ada".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("mentee");
+    let mentor_user = Uuid::new_v4();
+    let mentor = c
+        .upsert_mentor(pb::Mentor {
+            user_id: mentor_user.to_string(),
+            display_name: "Grace".into(),
+            timezone: "UTC".into(),
+            accepting_sessions: true,
+            ..Default::default()
+        })
+        .await
+        .expect("mentor");
+    let listing = c
+        .upsert_listing(pb::Listing {
+            mentor_id: mentor.id.clone(),
+            title: "Review".into(),
+            skill_area: "rust".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listing");
+    World {
+        mentee,
+        mentor: mentor.id.parse().expect("uuid"),
+        mentor_user,
+        listing: listing.id.parse().expect("uuid"),
+    }
+}
+
 /// A mentee and a mentor always available, with a listing.
 pub async fn world(app: &TestApp) -> World {
     let mentee = add_mentee(app).await;

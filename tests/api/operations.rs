@@ -699,37 +699,11 @@ async fn internal_errors_never_carry_sql_or_internals() {
 async fn sigterm_ends_open_streams_cleanly_and_the_server_exits() {
     let mut server = spawn_binary(&fresh_database().await, &[]).await;
     let c = server.as_(&coordinator());
-    let mentee = uuid::Uuid::new_v4();
-    c.upsert_mentee(pb::Mentee {
-        id: mentee.to_string(),
-        display_name: "Ada".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("mentee");
-    let mentor = c
-        .upsert_mentor(pb::Mentor {
-            user_id: uuid::Uuid::new_v4().to_string(),
-            display_name: "Grace".into(),
-            timezone: "UTC".into(),
-            accepting_sessions: true,
-            ..Default::default()
-        })
-        .await
-        .expect("mentor");
-    let listing = c
-        .upsert_listing(pb::Listing {
-            mentor_id: mentor.id,
-            title: "Review".into(),
-            skill_area: "rust".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("listing");
+    let w = world_on(&c).await;
     let session = c
         .create_session(pb::CreateSessionRequest {
-            mentee_id: mentee.to_string(),
-            listing_id: listing.id,
+            mentee_id: w.mentee.to_string(),
+            listing_id: w.listing.to_string(),
             ..Default::default()
         })
         .await

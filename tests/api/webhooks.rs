@@ -175,44 +175,6 @@ async fn create(c: &Caller, webhook: pb::Webhook) -> pb::CreateWebhookResponse {
     .expect("create webhook")
 }
 
-/// A mentee, a mentor and a listing, made through `c` (a binary's caller).
-async fn world_on(c: &Caller) -> World {
-    let mentee = uuid::Uuid::new_v4();
-    c.upsert_mentee(pb::Mentee {
-        id: mentee.to_string(),
-        display_name: "Ada".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("mentee");
-    let mentor_user = uuid::Uuid::new_v4();
-    let mentor = c
-        .upsert_mentor(pb::Mentor {
-            user_id: mentor_user.to_string(),
-            display_name: "Grace".into(),
-            timezone: "UTC".into(),
-            accepting_sessions: true,
-            ..Default::default()
-        })
-        .await
-        .expect("mentor");
-    let listing = c
-        .upsert_listing(pb::Listing {
-            mentor_id: mentor.id.clone(),
-            title: "Review".into(),
-            skill_area: "rust".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("listing");
-    World {
-        mentee,
-        mentor: mentor.id.parse().expect("uuid"),
-        mentor_user,
-        listing: listing.id.parse().expect("uuid"),
-    }
-}
-
 /// Makes every pending delivery due now (skipping the backoff's wait).
 async fn due_now(app: &TestApp) {
     sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE status = 'PENDING'")
