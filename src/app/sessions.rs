@@ -222,11 +222,16 @@ impl App {
 
     /// A check-in of session `id` came due without one (the sweeper holds
     /// its row): CHECK_IN_MISSED, then ESCALATED when the level rises, both
-    /// as SYSTEM. A session no longer ACTIVE only loses its due time.
+    /// as SYSTEM. A session whose check-in is not due after all (no longer
+    /// ACTIVE, say) only gets its due time corrected.
     pub async fn miss_check_in(&self, unit: &mut Unit, id: Uuid) -> Result<()> {
         let before = lock_visible(unit, Requester::System, id, None).await?;
-        if before.status != SessionStatus::Active {
-            return store_sessions::clear_check_in_due(unit.tx(), id).await;
+        // The stored due time is only a copy: a replica of an older release
+        // may have moved the session without keeping it. The session's own
+        // clocks decide; a copy that was wrong is put right instead.
+        let due = session::check_in_due(&before);
+        if due.is_none_or(|at| at > super::now()) {
+            return store_sessions::set_check_in_due(unit.tx(), id, due).await;
         }
         let decision = session::decide(
             id,

@@ -451,10 +451,10 @@ pub async fn lock_due_check_in(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<Uuid
     .map_err(Error::from)
 }
 
-/// Forgets a check-in due time that no longer applies (a session a
-/// replica of an older release moved out of ACTIVE).
-pub async fn clear_check_in_due(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
-    sqlx::query!("UPDATE sessions SET check_in_due = NULL WHERE id = $1", id)
+/// Corrects a session's stored check-in due time (a session a replica of
+/// an older release moved without keeping it).
+pub async fn set_check_in_due(tx: &mut Tx, id: Uuid, due: Option<DateTime<Utc>>) -> Result<(), Error> {
+    sqlx::query!("UPDATE sessions SET check_in_due = $2 WHERE id = $1", id, due)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -277,3 +277,32 @@ async fn a_missed_check_in_fires_on_its_own() {
         "fired {late} after it was due"
     );
 }
+
+#[tokio::test]
+async fn a_stale_stored_due_time_is_corrected_not_counted_as_a_miss() {
+    // As a replica of an older release leaves it: the stored copy says due,
+    // the session's own clocks say not yet.
+    let app = spawn_with(1, roomy_rules()).await;
+    let w = world(&app).await;
+    let s = active_with(&app, &w, pb::EscalationPolicy::Immediate).await;
+    sqlx::query("UPDATE sessions SET check_in_due = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&s.id)
+        .execute(&app.pool)
+        .await
+        .expect("stale copy");
+    app.sweep().await;
+    let log = event_log(&app, &s.id).await;
+    assert!(log.iter().all(|e| e.r#type() != Type::CheckInMissed), "{log:?}");
+    let now = get_session(&app, &s.id).await;
+    assert_eq!((now.missed_check_ins, now.escalation_level), (0, 0));
+    let stored: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT check_in_due FROM sessions WHERE id = $1::uuid")
+        .bind(&s.id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("stored");
+    assert_eq!(
+        stored,
+        ts_of(&s.check_in_due_time),
+        "put back to the session's own due time"
+    );
+}

@@ -263,10 +263,16 @@ impl TestApp {
     }
 
     /// Makes a session's next check-in due now, as if its interval of
-    /// active time had passed.
+    /// active time had passed: its anchor moves back so that the session's
+    /// own clocks say so, and the stored due time follows.
     pub async fn expire_check_in(&self, session_id: &str) {
         let armed = sqlx::query(
-            "UPDATE sessions SET check_in_due = now() - interval '1 millisecond' WHERE id = $1::uuid AND check_in_due IS NOT NULL",
+            "UPDATE sessions SET
+                 check_in_due = now() - interval '1 millisecond',
+                 check_in_anchor_us = active_banked_us
+                     + (extract(epoch FROM (now() - interval '1 millisecond' - active_since)) * 1000000)::bigint
+                     - (config->>'check_in_interval_secs')::bigint * 1000000 * (check_ins_missed + 1)
+             WHERE id = $1::uuid AND check_in_due IS NOT NULL AND active_since IS NOT NULL",
         )
         .bind(session_id)
         .execute(&self.pool)

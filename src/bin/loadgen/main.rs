@@ -87,6 +87,10 @@ struct Args {
     /// `transitions`: also watch every session on the first and the last replica.
     #[arg(long)]
     watch: bool,
+    /// `transitions`: also subscribe a webhook receiver (in this process) to
+    /// every event, for deliveries/s and commit-to-POST latency.
+    #[arg(long)]
+    webhooks: bool,
     /// `idle-streams`: how many.
     #[arg(long, default_value_t = 10_000)]
     streams: usize,
@@ -532,7 +536,11 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Prepare => return write_path::prepare(&channels[0], &token, need_pool()?, args.workers).await,
         Scenario::Transitions => {
             let pool = need_pool()?;
-            return write_path::transitions(&channels, &token, pool, args.workers, args.seconds, args.watch).await;
+            let watch = write_path::Watch {
+                streams: args.watch,
+                webhooks: args.webhooks,
+            };
+            return write_path::transitions(&channels, &token, pool, args.workers, args.seconds, watch).await;
         }
         Scenario::Reads => return write_path::reads(&channels, &token, need_pool()?, args.workers, args.seconds).await,
         Scenario::IdleStreams => {

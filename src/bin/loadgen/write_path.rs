@@ -203,6 +203,57 @@ fn delivery(responses: &[Responses], arrivals: &[Arc<Mutex<Vec<Instant>>>]) -> V
     latencies
 }
 
+/// What the transitions scenario also measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// WatchSession streams on the first and the last replica.
+    pub streams: bool,
+    /// A webhook subscription to a receiver in this process.
+    pub webhooks: bool,
+}
+
+/// Starts an HTTP receiver here and subscribes it (through the service) to
+/// the events of `ids`; returns, per session, when each POST arrived
+/// (deliveries come in seq order per session).
+async fn receive_webhooks(channel: Channel, token: &str, ids: &[String]) -> anyhow::Result<Vec<Responses>> {
+    use std::collections::HashMap;
+    let arrivals: Vec<Responses> = ids.iter().map(|_| Responses::default()).collect();
+    let index: Arc<HashMap<String, Responses>> = Arc::new(ids.iter().cloned().zip(arrivals.iter().cloned()).collect());
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let index = index.clone();
+            async move {
+                let at = Instant::now();
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if let Some(arrived) = body["data"]["session_id"].as_str().and_then(|id| index.get(id))
+                    && let Ok(mut arrived) = arrived.lock()
+                {
+                    arrived.push(at);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    mentorship::grpc::pb::webhook_service_client::WebhookServiceClient::new(channel)
+        .create_webhook(authed(
+            token,
+            pb::CreateWebhookRequest {
+                webhook: Some(pb::Webhook {
+                    url: format!("http://{addr}/hook"),
+                    enabled: Some(true),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?;
+    Ok(arrivals)
+}
+
 /// `workers` callers pause and resume their own session on one channel
 /// (replica 1) for `seconds`. With `watch`, every session is also watched on
 /// replica 1 and on the last replica given, for delivery latency.
@@ -212,11 +263,15 @@ pub async fn transitions(
     pool: &PgPool,
     workers: usize,
     seconds: u64,
-    watch: bool,
+    watch: Watch,
 ) -> anyhow::Result<()> {
     let ids = sessions(pool, workers).await?;
     let (mut same, mut cross) = (Vec::new(), Vec::new());
-    if watch {
+    let posts = match watch.webhooks {
+        true => Some(receive_webhooks(channels[0].clone(), token, &ids).await?),
+        false => None,
+    };
+    if watch.streams {
         for id in &ids {
             same.push(watcher(channels[0].clone(), token.to_owned(), id.clone()).await?);
             if channels.len() > 1 {
@@ -261,7 +316,30 @@ pub async fn transitions(
     for (what, n) in &failures {
         println!("  failed {n}× {what}");
     }
-    if watch {
+    if let Some(posts) = &posts {
+        // Wait (at most 30 s) for the last deliveries.
+        let sent: usize = responses.iter().map(|r| r.lock().map_or(0, |r| r.len())).sum();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let arrived = || posts.iter().map(|a| a.lock().map_or(0, |a| a.len())).sum::<usize>();
+        while arrived() < sent && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let last = posts
+            .iter()
+            .filter_map(|a| a.lock().ok().and_then(|a| a.last().copied()))
+            .max()
+            .unwrap_or(started);
+        let d = delivery(&responses, posts);
+        println!(
+            "webhooks: delivered={} of {sent} per_s={:.0} p50_ms={} p99_ms={} max_ms={}",
+            d.len(),
+            d.len() as f64 / last.saturating_duration_since(started).as_secs_f64().max(0.001),
+            ms(percentile(&d, 50.0)),
+            ms(percentile(&d, 99.0)),
+            ms(d.last().copied().unwrap_or_default())
+        );
+    }
+    if watch.streams {
         // Let the last deliveries land.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for (name, arrivals) in [("same replica", &same), ("across replicas", &cross)] {
