@@ -34,7 +34,10 @@ CREATE TABLE webhook_deliveries (
     channel         text        NOT NULL DEFAULT '',
     event_type      text        NOT NULL,
     payload         jsonb       NOT NULL,
-    status          text        NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SUCCEEDED', 'FAILED')),
+    -- WAITING: behind an earlier delivery of the same subscription and
+    -- session, which promotes it to PENDING when it ends.
+    status          text        NOT NULL DEFAULT 'PENDING'
+                                CHECK (status IN ('WAITING', 'PENDING', 'SUCCEEDED', 'FAILED')),
     -- PENDING: when it may be tried next (a claim moves it to the end of its lease).
     next_attempt_at timestamptz,
     -- Set by the first claim: retried until then, FAILED after.
@@ -51,7 +54,8 @@ CREATE TABLE webhook_deliveries (
     CHECK ((status = 'PENDING') = (next_attempt_at IS NOT NULL))
 );
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'PENDING';
-CREATE INDEX webhook_deliveries_pending_idx ON webhook_deliveries (webhook_id, session_id, seq) WHERE status = 'PENDING';
+CREATE INDEX webhook_deliveries_open_idx ON webhook_deliveries (webhook_id, session_id, seq)
+    WHERE status IN ('WAITING', 'PENDING');
 CREATE INDEX webhook_deliveries_list_idx ON webhook_deliveries (webhook_id, created_at DESC, id DESC);
 
 -- Where the dispatcher is in the feed: every event at or before it has its deliveries.

@@ -194,6 +194,7 @@ fn delivery(d: &Delivery) -> Result<pb::Delivery> {
         "PENDING" => pb::DeliveryStatus::Pending,
         "SUCCEEDED" => pb::DeliveryStatus::Succeeded,
         "FAILED" => pb::DeliveryStatus::Failed,
+        "WAITING" => pb::DeliveryStatus::Waiting,
         other => return Err(Error::Internal(anyhow::anyhow!("stored delivery status {other:?}"))),
     };
     let attempts = d

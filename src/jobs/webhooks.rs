@@ -37,7 +37,7 @@ const IDLE: Duration = Duration::from_millis(500);
 /// subscriptions; returns how many events it read (0 when another replica
 /// holds the cursor).
 pub async fn dispatch_once(app: &App) -> Result<usize> {
-    let mut tx = crate::store::begin(&app.pool).await?;
+    let mut tx = store::begin(&app.pool).await?;
     let Some(cursor) = store::lock_cursor(&mut tx).await? else {
         return Ok(0);
     };
@@ -134,15 +134,26 @@ async fn claim(app: &App, limit: i64) -> Result<Vec<store::Claimed>> {
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let mut tx = crate::store::begin(&app.pool).await?;
+    let mut tx = store::begin(&app.pool).await?;
     let rules = &app.rules.webhooks;
     let claimed = store::claim(&mut tx, limit, rules.lease, rules.retry_period, uuid::Uuid::new_v4()).await?;
     crate::store::commit(tx).await?;
     Ok(claimed)
 }
 
-/// One POST of one delivery, and its record.
+/// One attempt of a claimed delivery and, while they succeed, of the next
+/// ones of its session that its record hands over.
 async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Result<()> {
+    let mut next = Some(d);
+    while let Some(d) = next {
+        next = attempt_one(app, client, d).await?;
+    }
+    Ok(())
+}
+
+/// One POST of one delivery, and its record; the next delivery of its
+/// session, claimed, when this one succeeded and one waits.
+async fn attempt_one(app: &App, client: &reqwest::Client, d: store::Claimed) -> Result<Option<store::Claimed>> {
     let id = d.id.to_string();
     let now = chrono::Utc::now();
     let slack = d.url.starts_with("https://hooks.slack.com/");
@@ -181,7 +192,17 @@ async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Resu
     if let Some(error) = &error {
         tracing::info!(delivery_id = %id, webhook_id = %d.webhook_id, status_code, error, "webhook delivery failed; retrying later");
     }
-    store::record_attempt(&app.pool, d.id, d.token, record, succeeded, retry_at).await
+    let rules = &app.rules.webhooks;
+    store::record_attempt(
+        &app.pool,
+        &d,
+        record,
+        succeeded,
+        retry_at,
+        rules.lease,
+        rules.retry_period,
+    )
+    .await
 }
 
 /// A transport error, without the URL (it may be a secret Slack URL).

@@ -260,22 +260,56 @@ pub struct NewDelivery {
 }
 
 /// Inserts deliveries (one already made for the same subscription, event
-/// and channel is left alone), due now.
+/// and channel is left alone): each pair of subscription and session gets
+/// one PENDING delivery, due now, at a time; the ones behind it wait
+/// (WAITING) until it ends. Runs in the dispatcher's transaction, which
+/// locks the pairs' open deliveries (without waiting for any), so an
+/// attempt that ends meanwhile promotes what this one inserts.
 pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), Error> {
     if new.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
     let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
     let sessions: Vec<Uuid> = new.iter().map(|d| d.session_id).collect();
+    // Per pair, its newest open delivery, locked: when that is the only one
+    // (the head), an attempt ending now waits for this transaction, and then
+    // promotes what it inserts.
+    let open = sqlx::query!(
+        r#"SELECT p.webhook_id AS "webhook_id!", p.session_id AS "session_id!"
+           FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[]) AS p(webhook_id, session_id)) p
+           CROSS JOIN LATERAL (
+               SELECT 1 FROM webhook_deliveries d
+               WHERE d.webhook_id = p.webhook_id AND d.session_id = p.session_id
+                 AND d.status IN ('WAITING', 'PENDING')
+               ORDER BY d.seq DESC LIMIT 1
+               FOR UPDATE SKIP LOCKED
+           ) newest"#,
+        &webhooks,
+        &sessions
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut busy: std::collections::HashSet<(Uuid, Uuid)> =
+        open.into_iter().map(|r| (r.webhook_id, r.session_id)).collect();
+    let statuses: Vec<String> = new
+        .iter()
+        .map(|d| {
+            // The first of a pair with nothing open goes now; the rest wait.
+            let first = busy.insert((d.webhook_id, d.session_id));
+            if first { "PENDING" } else { "WAITING" }.to_owned()
+        })
+        .collect();
+    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
     let seqs: Vec<i64> = new.iter().map(|d| d.seq).collect();
     let channels: Vec<String> = new.iter().map(|d| d.channel.to_owned()).collect();
     let types: Vec<String> = new.iter().map(|d| d.event_type.as_str().to_owned()).collect();
     let payloads: Vec<serde_json::Value> = new.iter().map(|d| d.payload.clone()).collect();
     sqlx::query!(
-        "INSERT INTO webhook_deliveries (id, webhook_id, session_id, seq, event_type, payload, channel, next_attempt_at)
-         SELECT d.*, now()
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::text[]) AS d
+        "INSERT INTO webhook_deliveries (id, webhook_id, session_id, seq, event_type, payload, channel, status,
+                                         next_attempt_at)
+         SELECT d.*, CASE WHEN d.status = 'PENDING' THEN now() END
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::text[],
+                     $8::text[]) AS d(id, webhook_id, session_id, seq, event_type, payload, channel, status)
          ON CONFLICT (webhook_id, session_id, seq, channel) DO NOTHING",
         &ids,
         &webhooks,
@@ -283,11 +317,26 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
         &seqs,
         &types,
         &payloads,
-        &channels
+        &channels,
+        &statuses
     )
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Opens a transaction of the webhook pipeline. Its commits do not wait
+/// for the WAL flush (`synchronous_commit = off`): what a crash can lose of
+/// them is a cursor move (the events are dispatched again, and the unique
+/// key keeps one delivery each), a claim (the delivery is claimed again) or
+/// a record (the delivery is sent again, with the same `webhook-id`), all
+/// within at least once.
+pub async fn begin(pool: &sqlx::PgPool) -> Result<Tx, Error> {
+    let mut tx = super::begin(pool).await?;
+    sqlx::query!("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// Attempts of one subscription in flight at once, across the replicas: a
@@ -308,13 +357,16 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due deliveries for one attempt each, under the
-/// claim `token`. A delivery waits while its session has an earlier one for
-/// the same subscription still pending, or an earlier event not yet
-/// dispatched (the feed orders by transaction, not by seq); RetryDelivery's
-/// go regardless and hold no one back. At most [`PER_SUBSCRIPTION`]
-/// attempts of a subscription are in flight. A claimed delivery is not due
-/// again until `lease` has passed, so a replica that dies mid-attempt leaves
-/// it to another after the lease. The first claim starts the retry period.
+/// claim `token`. Only the head of each subscription and session pair is
+/// PENDING (the rest wait, WAITING), so the scan sees one row per pair. A
+/// delivery also waits while its session's previous event has not been
+/// dispatched yet (the feed is in transaction order, which for two events
+/// of one session can differ from seq order), or an earlier delivery of the
+/// pair is still PENDING; RetryDelivery's go regardless. At most
+/// [`PER_SUBSCRIPTION`] attempts of a subscription are in flight. A claimed
+/// delivery is not due again until `lease` has passed, so a replica that
+/// dies mid-attempt leaves it to another after the lease. The first claim
+/// starts the retry period.
 pub async fn claim(
     tx: &mut Tx,
     limit: i64,
@@ -341,7 +393,7 @@ pub async fn claim(
                            AND e.status = 'PENDING' AND NOT e.manual AND e.seq < d.seq)
                      AND NOT EXISTS (
                          SELECT 1 FROM session_events ev, webhook_cursor c
-                         WHERE ev.session_id = d.session_id AND ev.seq < d.seq
+                         WHERE ev.session_id = d.session_id AND ev.seq = d.seq - 1
                            AND (ev.txid, ev.id) > (c.txid, c.event_id))))
            ), due AS (
                SELECT d.id FROM webhook_deliveries d JOIN candidates c ON c.id = d.id
@@ -382,32 +434,101 @@ pub async fn claim(
 /// Records an attempt made under the claim `token` (nothing, when the
 /// delivery has been claimed again since, or retried): SUCCEEDED, or
 /// PENDING again at `retry_at`, or FAILED when `retry_at` is past the retry
-/// period.
+/// period. A delivery that ends promotes the next one of its subscription
+/// and session, in the same transaction, and returns it claimed under the
+/// same token when the attempt succeeded (so the same task sends it at
+/// once: a session's deliveries follow each other without a round trip
+/// through the loop).
 pub async fn record_attempt(
-    db: impl sqlx::PgExecutor<'_>,
-    id: Uuid,
-    token: Uuid,
+    pool: &sqlx::PgPool,
+    d: &Claimed,
     attempt: serde_json::Value,
     succeeded: bool,
     retry_at: DateTime<Utc>,
-) -> Result<(), Error> {
-    sqlx::query!(
+    lease: std::time::Duration,
+    retry_period: chrono::Duration,
+) -> Result<Option<Claimed>, Error> {
+    let mut tx = begin(pool).await?;
+    let ended = sqlx::query!(
         "UPDATE webhook_deliveries SET
              attempts = attempts || jsonb_build_array($2::jsonb),
              claim = NULL,
              manual = manual AND NOT ($3 OR $4 > give_up_at),
              status = CASE WHEN $3 THEN 'SUCCEEDED' WHEN $4 > give_up_at THEN 'FAILED' ELSE 'PENDING' END,
              next_attempt_at = CASE WHEN $3 OR $4 > give_up_at THEN NULL ELSE $4 END
-         WHERE id = $1 AND claim = $5 AND status = 'PENDING'",
-        id,
+         WHERE id = $1 AND claim = $5 AND status = 'PENDING'
+         RETURNING webhook_id, session_id, status",
+        d.id,
         attempt,
         succeeded,
         retry_at,
-        token
+        d.token
     )
-    .execute(db)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(())
+    let mut next = None;
+    if let Some(ended) = ended.filter(|e| e.status != "PENDING")
+        && let Some(promoted) = promote(&mut tx, ended.webhook_id, ended.session_id).await?
+        && succeeded
+    {
+        next = claim_one(&mut tx, promoted, lease, retry_period, d.token).await?;
+    }
+    super::commit(tx).await?;
+    Ok(next)
+}
+
+/// Makes the first WAITING delivery of a pair PENDING, due now, unless a
+/// delivery of the pair (not a RetryDelivery) is still PENDING; its id.
+async fn promote(tx: &mut Tx, webhook_id: Uuid, session_id: Uuid) -> Result<Option<Uuid>, Error> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE webhook_deliveries SET status = 'PENDING', next_attempt_at = now()
+         WHERE id = (SELECT id FROM webhook_deliveries
+                     WHERE webhook_id = $1 AND session_id = $2 AND status = 'WAITING'
+                     ORDER BY seq, channel LIMIT 1 FOR UPDATE)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries
+                           WHERE webhook_id = $1 AND session_id = $2 AND status = 'PENDING' AND NOT manual)
+         RETURNING id",
+        webhook_id,
+        session_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Claims the delivery `id` (just promoted) under `token`, when its
+/// subscription is enabled.
+async fn claim_one(
+    tx: &mut Tx,
+    id: Uuid,
+    lease: std::time::Duration,
+    retry_period: chrono::Duration,
+    token: Uuid,
+) -> Result<Option<Claimed>, Error> {
+    let row = sqlx::query!(
+        r#"UPDATE webhook_deliveries d SET
+               next_attempt_at = now() + make_interval(secs => $2),
+               claim = $3,
+               give_up_at = coalesce(d.give_up_at, now() + make_interval(secs => $4))
+           FROM webhooks w
+           WHERE d.id = $1 AND w.id = d.webhook_id AND w.enabled AND d.status = 'PENDING'
+           RETURNING d.id, d.webhook_id, w.url, w.secret, d.payload,
+                     jsonb_array_length(d.attempts) AS "attempts!""#,
+        id,
+        lease.as_secs_f64(),
+        token,
+        retry_period.num_milliseconds() as f64 / 1000.0
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| Claimed {
+        id: r.id,
+        webhook_id: r.webhook_id,
+        url: r.url,
+        secret: r.secret,
+        payload: r.payload,
+        attempts: r.attempts,
+        token,
+    }))
 }
 
 /// A delivery as listed.
@@ -470,7 +591,7 @@ pub async fn retry(tx: &mut Tx, id: Uuid, retry_period: chrono::Duration) -> Res
         r#"SELECT EXISTS (
                SELECT 1 FROM webhook_deliveries
                WHERE webhook_id = $1 AND session_id = $2 AND id <> $4
-                 AND ((seq < $3 AND status = 'PENDING') OR (seq > $3 AND status = 'SUCCEEDED'))
+                 AND ((seq < $3 AND status IN ('WAITING', 'PENDING')) OR (seq > $3 AND status = 'SUCCEEDED'))
            ) AS "out_of_order!""#,
         d.webhook_id,
         d.session_id,

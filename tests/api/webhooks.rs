@@ -307,6 +307,24 @@ async fn deliveries_are_signed_sent_in_order_and_retried_after_failures() {
     // One delivery per event; only the first may go while it is pending.
     let (dispatched, attempted) = step().await.expect("step");
     assert_eq!((dispatched, attempted), (3, 1));
+    let listed = c
+        .call(pb::ListDeliveriesRequest {
+            webhook_id: webhook_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list deliveries");
+    let mut statuses: Vec<(i64, pb::DeliveryStatus)> = listed.deliveries.iter().map(|d| (d.seq, d.status())).collect();
+    statuses.sort_by_key(|(seq, _)| *seq);
+    assert_eq!(
+        statuses,
+        [
+            (1, pb::DeliveryStatus::Pending),
+            (2, pb::DeliveryStatus::Waiting),
+            (3, pb::DeliveryStatus::Waiting)
+        ],
+        "the later ones wait behind the failing first one"
+    );
     for _ in 0..2 {
         due_now(&app).await;
         assert_eq!(step().await.expect("step").1, 1, "the failing first one, again");
@@ -384,15 +402,24 @@ async fn a_dead_endpoint_never_delays_another_subscription() {
     c.pause_session(&s.id, "lunch").await.expect("pause");
     let got = receiver.wait_for(Duration::from_secs(5), |got| got.len() >= 2).await;
     assert_eq!(got.len(), 2, "the live endpoint got both events");
-    // The dead one was tried and waits for its retry, holding back only its own.
-    let dead_deliveries = c
-        .call(pb::ListDeliveriesRequest {
-            webhook_id: dead_hook.webhook.expect("webhook").id,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .deliveries;
+    // The dead one was tried (its attempt may still be on its way) and waits
+    // for its retry, holding back only its own.
+    let dead_id = dead_hook.webhook.expect("webhook").id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let dead_deliveries = loop {
+        let listed = c
+            .call(pb::ListDeliveriesRequest {
+                webhook_id: dead_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .deliveries;
+        if listed.iter().any(|d| !d.attempts.is_empty()) || tokio::time::Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(dead_deliveries.len(), 2);
     let tried: Vec<_> = dead_deliveries.iter().filter(|d| !d.attempts.is_empty()).collect();
     assert_eq!(tried.len(), 1, "the second waits behind the first: {dead_deliveries:?}");
