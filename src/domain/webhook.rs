@@ -71,11 +71,6 @@ impl Webhook {
             None => self.url.clone(),
         }
     }
-
-    /// Whether deliveries go to Slack as `{"text": …}`.
-    pub fn is_slack(&self) -> bool {
-        slack_path(&self.url).is_some()
-    }
 }
 
 const SLACK_PREFIX: &str = "https://hooks.slack.com/";
@@ -160,8 +155,16 @@ pub fn payload(e: &FeedEvent) -> serde_json::Value {
     })
 }
 
-/// The body sent to a Slack incoming webhook for `payload`.
-pub fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
+/// The body POSTed to `url` for `payload`: the payload itself, or Slack's
+/// `{"text": …}` for a Slack incoming-webhook URL.
+pub fn body(url: &str, payload: &serde_json::Value) -> serde_json::Value {
+    match slack_path(url) {
+        Some(_) => slack_body(payload),
+        None => payload.clone(),
+    }
+}
+
+fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
     let data = &payload["data"];
     let mut text = format!(
         "Session {} — {}",
@@ -361,7 +364,15 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
-        assert!(slack.is_slack());
+        let text = body(
+            &slack.url,
+            &serde_json::json!({"data": {"session_id": "s1", "event_type": "CREATED"}}),
+        );
+        assert_eq!(text, serde_json::json!({"text": "Session s1 — CREATED"}));
+        assert_eq!(
+            body("https://e.com/h", &serde_json::json!({"a": 1})),
+            serde_json::json!({"a": 1})
+        );
         let shown = format!("{slack:?}");
         assert!(!shown.contains(&slack.secret) && !shown.contains("XXXX"), "{shown}");
         assert_eq!(slack.shown_url(), "https://hooks.slack.com/***");

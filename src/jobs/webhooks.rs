@@ -46,24 +46,23 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
         return Ok(0);
     };
     let subscriptions = store::enabled(&mut *tx).await?;
-    let new: Vec<store::NewDelivery> = page
-        .events
-        .iter()
-        .flat_map(|e| {
-            subscriptions
-                .iter()
-                .filter(|w| w.wants(e))
-                .map(move |w| store::NewDelivery {
-                    webhook_id: w.id,
-                    session_id: e.event.session_id,
-                    seq: e.event.seq,
-                    channel: "",
-                    event_type: e.event.event_type,
-                    payload: webhook::payload(e),
-                })
-        })
-        .collect();
-    let mut new = new;
+    let mut new = Vec::new();
+    for e in &page.events {
+        let mut wanting = subscriptions.iter().filter(|w| w.wants(e)).peekable();
+        if wanting.peek().is_none() {
+            continue;
+        }
+        // One body per event, whatever the number of subscriptions.
+        let payload = webhook::payload(e);
+        new.extend(wanting.map(|w| store::NewDelivery {
+            webhook_id: w.id,
+            session_id: e.event.session_id,
+            seq: e.event.seq,
+            channel: "",
+            event_type: e.event.event_type,
+            payload: payload.clone(),
+        }));
+    }
     if let Some(endpoint) = store::notification_endpoint(&mut *tx).await? {
         new.extend(notices(app, &mut tx, &endpoint, &page.events).await?);
     }
@@ -156,13 +155,8 @@ async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Resu
 async fn attempt_one(app: &App, client: &reqwest::Client, d: store::Claimed) -> Result<Option<store::Claimed>> {
     let id = d.id.to_string();
     let now = chrono::Utc::now();
-    let slack = d.url.starts_with("https://hooks.slack.com/");
-    let body = if slack {
-        webhook::slack_body(&d.payload)
-    } else {
-        d.payload.clone()
-    };
-    let body = serde_json::to_vec(&body).map_err(|e| crate::domain::Error::Internal(e.into()))?;
+    let body =
+        serde_json::to_vec(&webhook::body(&d.url, &d.payload)).map_err(|e| crate::domain::Error::Internal(e.into()))?;
     let signature = webhook::sign(&d.secret, &id, now.timestamp(), &body)?;
     let sent = client
         .post(&d.url)
