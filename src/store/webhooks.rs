@@ -261,24 +261,33 @@ pub struct NewDelivery {
 
 /// Inserts deliveries (one already made for the same subscription, event
 /// and channel is left alone): each pair of subscription and session gets
-/// one PENDING delivery, due now, at a time; the ones behind it wait
-/// (WAITING) until it ends. Runs in the dispatcher's transaction, which
-/// locks the pairs' open deliveries (without waiting for any), so an
-/// attempt that ends meanwhile promotes what this one inserts.
+/// one PENDING delivery, due now, at a time, its lowest seq; the ones behind
+/// it wait (WAITING) until it ends. The feed is in transaction order, which
+/// for two events of one session can differ from seq order, so a new
+/// delivery below every open one of its pair is PENDING too (the claim
+/// sends the lower first). Runs in the dispatcher's transaction, which
+/// locks the pairs' open deliveries (without waiting for any), so an attempt
+/// that ends meanwhile promotes what this one inserts.
 pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), Error> {
     if new.is_empty() {
         return Ok(());
     }
+    let mut new: Vec<&NewDelivery> = new.iter().collect();
+    new.sort_by_key(|d| (d.webhook_id, d.session_id, d.seq, d.channel));
     let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
     let sessions: Vec<Uuid> = new.iter().map(|d| d.session_id).collect();
-    // Per pair, its newest open delivery, locked: when that is the only one
-    // (the head), an attempt ending now waits for this transaction, and then
-    // promotes what it inserts.
+    // Per pair with open deliveries, the lowest open seq, and its newest
+    // open delivery, locked: when that is the only one (the head), an
+    // attempt ending now waits for this transaction, and then promotes what
+    // it inserts.
     let open = sqlx::query!(
-        r#"SELECT p.webhook_id AS "webhook_id!", p.session_id AS "session_id!"
+        r#"SELECT p.webhook_id AS "webhook_id!", p.session_id AS "session_id!", newest.lowest AS "lowest!"
            FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[]) AS p(webhook_id, session_id)) p
            CROSS JOIN LATERAL (
-               SELECT 1 FROM webhook_deliveries d
+               SELECT (SELECT min(o.seq) FROM webhook_deliveries o
+                       WHERE o.webhook_id = p.webhook_id AND o.session_id = p.session_id
+                         AND o.status IN ('WAITING', 'PENDING')) AS lowest
+               FROM webhook_deliveries d
                WHERE d.webhook_id = p.webhook_id AND d.session_id = p.session_id
                  AND d.status IN ('WAITING', 'PENDING')
                ORDER BY d.seq DESC LIMIT 1
@@ -289,13 +298,18 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
     )
     .fetch_all(&mut **tx)
     .await?;
-    let mut busy: std::collections::HashSet<(Uuid, Uuid)> =
-        open.into_iter().map(|r| (r.webhook_id, r.session_id)).collect();
+    let lowest_open: std::collections::HashMap<(Uuid, Uuid), i64> = open
+        .into_iter()
+        .map(|r| ((r.webhook_id, r.session_id), r.lowest))
+        .collect();
+    let mut headed = std::collections::HashSet::new();
     let statuses: Vec<String> = new
         .iter()
         .map(|d| {
-            // The first of a pair with nothing open goes now; the rest wait.
-            let first = busy.insert((d.webhook_id, d.session_id));
+            // The lowest new one of a pair goes now, unless an open one of
+            // the pair comes before it; the rest wait.
+            let pair = (d.webhook_id, d.session_id);
+            let first = headed.insert(pair) && lowest_open.get(&pair).is_none_or(|&lowest| d.seq < lowest);
             if first { "PENDING" } else { "WAITING" }.to_owned()
         })
         .collect();

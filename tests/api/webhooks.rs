@@ -403,6 +403,66 @@ async fn deliveries_are_signed_sent_in_order_and_retried_after_failures() {
     assert_eq!(last.id, deliveries[0].id);
 }
 
+/// Two transactions on one session can reach the feed in the opposite order
+/// to their seqs: the feed is in transaction-id order, and a transaction
+/// that took its id before it locked the session (the sweeper finishing one
+/// session, then promoting a queued one) writes the later seq with the
+/// earlier id. The test makes that interleaving with a transaction of its
+/// own that stands in for such a writer.
+#[tokio::test]
+async fn deliveries_keep_the_sessions_order_when_the_feed_shows_a_later_event_first() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let receiver = Receiver::start().await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    create(&c, subscription(&receiver.url(), &w)).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    dispatch(replica, 1).await;
+    mentorship::jobs::webhooks::deliver_once(replica, &client)
+        .await
+        .expect("deliver");
+
+    // A writer takes its transaction id, then the pause commits seq 2, and
+    // then the writer commits seq 3 under its older id.
+    let mut writer = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *writer)
+        .await
+        .expect("take an id");
+    c.pause_session(&s.id, "lunch").await.expect("pause");
+    sqlx::query(
+        "INSERT INTO session_events (session_id, seq, type, actor_kind, reason)
+         VALUES ($1::uuid, 3, 'CHECKED_IN', 'SYSTEM', 'written with the older transaction id')",
+    )
+    .bind(&s.id)
+    .execute(&mut *writer)
+    .await
+    .expect("seq 3");
+    writer.commit().await.expect("commit");
+    let feed: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM session_events WHERE session_id = $1::uuid ORDER BY txid, id")
+            .bind(&s.id)
+            .fetch_all(&app.pool)
+            .await
+            .expect("feed order");
+    assert_eq!(feed, [1, 3, 2], "the feed shows seq 3 before seq 2");
+
+    dispatch(replica, 2).await;
+    for _ in 0..3 {
+        mentorship::jobs::webhooks::deliver_once(replica, &client)
+            .await
+            .expect("deliver");
+    }
+    let seqs: Vec<i64> = receiver
+        .received()
+        .iter()
+        .map(|r| r.body["data"]["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "in the session's order");
+}
+
 #[tokio::test]
 async fn a_dead_endpoint_never_delays_another_subscription() {
     // Real time: the replica's own webhook loop delivers.
