@@ -16,6 +16,7 @@ use crate::store::{unit::Unit, webhooks as store};
 pub struct WebhookFields {
     pub url: String,
     pub event_types: Vec<crate::domain::model::EventType>,
+    pub booking_event_types: Vec<crate::domain::booking::BookingStatus>,
     pub filter: webhook::Filter,
     pub enabled: bool,
 }
@@ -29,7 +30,7 @@ pub struct WebhookUpdate {
 }
 
 /// The paths UpdateWebhook accepts.
-pub const UPDATABLE: [&str; 4] = ["url", "event_types", "filter", "enabled"];
+pub const UPDATABLE: [&str; 5] = ["url", "event_types", "booking_event_types", "filter", "enabled"];
 
 impl App {
     /// A new subscription with a new signing secret (returned with it).
@@ -39,6 +40,7 @@ impl App {
             id: Uuid::now_v7(),
             url: fields.url,
             event_types: fields.event_types,
+            booking_event_types: fields.booking_event_types,
             filter: fields.filter,
             enabled: fields.enabled,
             secret: webhook::new_secret(),
@@ -69,6 +71,7 @@ impl App {
             match path.as_str() {
                 "url" => w.url = u.patch.url.clone(),
                 "event_types" => w.event_types = u.patch.event_types.clone(),
+                "booking_event_types" => w.booking_event_types = u.patch.booking_event_types.clone(),
                 "filter" => w.filter = u.patch.filter,
                 "enabled" => w.enabled = u.patch.enabled,
                 _ => {}

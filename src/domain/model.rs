@@ -219,6 +219,18 @@ pub struct FeedEvent {
     pub listing_id: Uuid,
 }
 
+/// A committed booking event as the booking feed carries it (webhooks
+/// read it): its place in that feed, its row id, and whose booking it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingFeedEvent {
+    pub event: BookingEvent,
+    pub id: i64,
+    pub position: super::query::FeedPosition,
+    pub mentor_id: Uuid,
+    pub mentee_id: Uuid,
+    pub listing_id: Uuid,
+}
+
 impl FeedEvent {
     /// `event` of `session`, at `position`.
     pub fn of(session: &Session, event: SessionEvent, position: super::query::FeedPosition) -> FeedEvent {

@@ -10,15 +10,24 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::{Error, Result, config::Notifications, model::EventType, model::FeedEvent};
+use super::{
+    Error, Result,
+    booking::BookingStatus,
+    config::Notifications,
+    model::{BookingFeedEvent, EventType, FeedEvent},
+};
 
 /// A subscription.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub id: Uuid,
     pub url: String,
-    /// Empty: every type.
+    /// The session event types wanted.
     pub event_types: Vec<EventType>,
+    /// The booking events wanted, by the status each moves its booking to
+    /// (DRAFT: a new booking). Both lists empty: every event, session and
+    /// booking; otherwise exactly the ones named.
+    pub booking_event_types: Vec<BookingStatus>,
     pub filter: Filter,
     pub enabled: bool,
     /// `whsec_` + base64 key. Never returned by reads.
@@ -43,6 +52,7 @@ impl std::fmt::Debug for Webhook {
             .field("id", &self.id)
             .field("url", &self.shown_url())
             .field("event_types", &self.event_types)
+            .field("booking_event_types", &self.booking_event_types)
             .field("filter", &self.filter)
             .field("enabled", &self.enabled)
             .field("secret", &"<redacted>")
@@ -51,16 +61,31 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    /// Whether this subscription receives `e`: enabled, of a wanted type,
-    /// matching the filter, and committed after the subscription was made.
+    /// Whether this subscription receives the session event `e`: enabled,
+    /// of a wanted type, matching the filter, and committed after the
+    /// subscription was made.
     pub fn wants(&self, e: &FeedEvent) -> bool {
+        (self.wants_everything() || self.event_types.contains(&e.event.event_type))
+            && self.admits(e.mentor_id, e.mentee_id, e.listing_id, e.event.occurred_at)
+    }
+
+    /// [`Webhook::wants`] for a booking event.
+    pub fn wants_booking(&self, e: &BookingFeedEvent) -> bool {
+        (self.wants_everything() || self.booking_event_types.contains(&e.event.to_status))
+            && self.admits(e.mentor_id, e.mentee_id, e.listing_id, e.event.occurred_at)
+    }
+
+    fn wants_everything(&self) -> bool {
+        self.event_types.is_empty() && self.booking_event_types.is_empty()
+    }
+
+    fn admits(&self, mentor_id: Uuid, mentee_id: Uuid, listing_id: Uuid, at: DateTime<Utc>) -> bool {
         let f = &self.filter;
         self.enabled
-            && (self.event_types.is_empty() || self.event_types.contains(&e.event.event_type))
-            && f.mentor_id.is_none_or(|id| id == e.mentor_id)
-            && f.mentee_id.is_none_or(|id| id == e.mentee_id)
-            && f.listing_id.is_none_or(|id| id == e.listing_id)
-            && e.event.occurred_at >= self.created_at
+            && f.mentor_id.is_none_or(|id| id == mentor_id)
+            && f.mentee_id.is_none_or(|id| id == mentee_id)
+            && f.listing_id.is_none_or(|id| id == listing_id)
+            && at >= self.created_at
     }
 
     /// The URL as shown back: a Slack incoming-webhook URL is itself a
@@ -155,6 +180,35 @@ pub fn payload(e: &FeedEvent) -> serde_json::Value {
     })
 }
 
+/// The JSON body of a booking event's delivery: `type` is `booking.` and
+/// what happened (created, accepted, declined, cancelled); `data` the
+/// entry of the booking's log, and the booking's participants.
+pub fn booking_payload(e: &BookingFeedEvent) -> serde_json::Value {
+    let ev = &e.event;
+    let happened = match ev.to_status {
+        BookingStatus::Draft => "created",
+        BookingStatus::Accepted => "accepted",
+        BookingStatus::Declined => "declined",
+        BookingStatus::Cancelled => "cancelled",
+    };
+    serde_json::json!({
+        "type": format!("booking.{happened}"),
+        "timestamp": ev.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "data": {
+            "booking_id": ev.booking_id,
+            "seq": ev.seq,
+            "from_status": ev.from_status.map(BookingStatus::as_str),
+            "to_status": ev.to_status.as_str(),
+            "actor": { "kind": ev.actor.kind.as_str(), "id": ev.actor.id },
+            "reason": ev.reason,
+            "occurred_at": ev.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "mentor_id": e.mentor_id,
+            "mentee_id": e.mentee_id,
+            "listing_id": e.listing_id,
+        }
+    })
+}
+
 /// The body POSTed to `url` for `payload`: the payload itself, or Slack's
 /// `{"text": …}` for a Slack incoming-webhook URL.
 pub fn body(url: &str, payload: &serde_json::Value) -> serde_json::Value {
@@ -166,11 +220,17 @@ pub fn body(url: &str, payload: &serde_json::Value) -> serde_json::Value {
 
 fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
     let data = &payload["data"];
-    let mut text = format!(
-        "Session {} — {}",
-        data["session_id"].as_str().unwrap_or_default(),
-        data["event_type"].as_str().unwrap_or_default()
-    );
+    let mut text = match data["booking_id"].as_str() {
+        Some(booking) => format!(
+            "Booking {booking} — {}",
+            data["to_status"].as_str().unwrap_or_default()
+        ),
+        None => format!(
+            "Session {} — {}",
+            data["session_id"].as_str().unwrap_or_default(),
+            data["event_type"].as_str().unwrap_or_default()
+        ),
+    };
     if let (Some(from), Some(to)) = (data["from_status"].as_str(), data["to_status"].as_str())
         && from != to
     {
@@ -342,6 +402,79 @@ mod tests {
     }
 
     #[test]
+    fn empty_type_lists_want_everything_and_any_list_wants_only_what_it_names() {
+        use crate::domain::access::{Actor, ActorKind};
+        use crate::domain::model::{BookingEvent, SessionEvent};
+        let now = Utc::now();
+        let actor = Actor {
+            kind: ActorKind::System,
+            id: String::new(),
+        };
+        let session = FeedEvent {
+            event: SessionEvent {
+                session_id: Uuid::nil(),
+                seq: 1,
+                event_type: EventType::Created,
+                from_status: None,
+                to_status: None,
+                from_stage: None,
+                to_stage: None,
+                actor: actor.clone(),
+                reason: String::new(),
+                details: serde_json::Value::Null,
+                occurred_at: now,
+            },
+            position: (1, 1),
+            mentor_id: Uuid::nil(),
+            mentee_id: Uuid::nil(),
+            listing_id: Uuid::nil(),
+        };
+        let booking = BookingFeedEvent {
+            event: BookingEvent {
+                booking_id: Uuid::nil(),
+                seq: 1,
+                from_status: None,
+                to_status: BookingStatus::Draft,
+                actor,
+                reason: String::new(),
+                occurred_at: now,
+            },
+            id: 1,
+            position: (1, 1),
+            mentor_id: Uuid::nil(),
+            mentee_id: Uuid::nil(),
+            listing_id: Uuid::nil(),
+        };
+        let hook = |event_types: Vec<EventType>, booking_event_types: Vec<BookingStatus>| Webhook {
+            id: Uuid::nil(),
+            url: "https://e.com/h".into(),
+            event_types,
+            booking_event_types,
+            filter: Filter::default(),
+            enabled: true,
+            secret: new_secret(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let wants = |w: &Webhook| (w.wants(&session), w.wants_booking(&booking));
+        assert_eq!(wants(&hook(vec![], vec![])), (true, true));
+        assert_eq!(wants(&hook(vec![EventType::Created], vec![])), (true, false));
+        assert_eq!(wants(&hook(vec![EventType::Escalated], vec![])), (false, false));
+        assert_eq!(wants(&hook(vec![], vec![BookingStatus::Draft])), (false, true));
+        assert_eq!(wants(&hook(vec![], vec![BookingStatus::Accepted])), (false, false));
+        let filtered = Webhook {
+            filter: Filter {
+                mentee_id: Some(Uuid::max()),
+                ..Filter::default()
+            },
+            ..hook(vec![], vec![])
+        };
+        assert_eq!(wants(&filtered), (false, false), "the filter applies to both");
+        assert_eq!(booking_payload(&booking)["type"], "booking.created");
+    }
+
+    #[test]
     fn urls_are_absolute_http_and_slack_ones_are_hidden() {
         assert!(check_url("u", "https://example.com/hook").is_ok());
         assert!(check_url("u", "http://127.0.0.1:8080/x").is_ok());
@@ -357,6 +490,7 @@ mod tests {
             id: Uuid::nil(),
             url: "https://hooks.slack.com/services/T000/B000/XXXX".into(),
             event_types: vec![],
+            booking_event_types: vec![],
             filter: Filter::default(),
             enabled: true,
             secret: new_secret(),
@@ -369,6 +503,11 @@ mod tests {
             &serde_json::json!({"data": {"session_id": "s1", "event_type": "CREATED"}}),
         );
         assert_eq!(text, serde_json::json!({"text": "Session s1 — CREATED"}));
+        let text = body(
+            &slack.url,
+            &serde_json::json!({"data": {"booking_id": "b1", "from_status": "DRAFT", "to_status": "ACCEPTED"}}),
+        );
+        assert_eq!(text, serde_json::json!({"text": "Booking b1 — ACCEPTED: DRAFT → ACCEPTED"}));
         assert_eq!(
             body("https://e.com/h", &serde_json::json!({"a": 1})),
             serde_json::json!({"a": 1})

@@ -182,7 +182,7 @@ pub fn booking_statuses(field: &str, raw: &[i32]) -> Result<Vec<&'static str>> {
         .map(distinct)
 }
 
-fn booking_status(s: BookingStatus) -> pb::BookingStatus {
+pub fn booking_status(s: BookingStatus) -> pb::BookingStatus {
     match s {
         BookingStatus::Draft => pb::BookingStatus::Draft,
         BookingStatus::Accepted => pb::BookingStatus::Accepted,

@@ -7,6 +7,7 @@ use super::{Api, Parse, convert, mutating, pb};
 use crate::app::webhooks::{UPDATABLE, WebhookFields, WebhookUpdate};
 use crate::domain::{
     Error, Result, Violations, input,
+    booking::BookingStatus,
     model::EventType,
     query::Page,
     webhook::{self, Filter, Webhook},
@@ -172,6 +173,11 @@ fn shown(w: &Webhook) -> pb::Webhook {
         id: w.id.to_string(),
         url: w.shown_url(),
         event_types: w.event_types.iter().map(|t| event_type(*t) as i32).collect(),
+        booking_event_types: w
+            .booking_event_types
+            .iter()
+            .map(|s| convert::booking_status(*s) as i32)
+            .collect(),
         filter: Some(pb::WebhookFilter {
             mentor_id: id(w.filter.mentor_id),
             mentee_id: id(w.filter.mentee_id),
@@ -215,17 +221,33 @@ fn delivery(d: &Delivery) -> Result<pb::Delivery> {
             error: a["error"].as_str().unwrap_or_default().to_owned(),
         })
         .collect();
-    Ok(pb::Delivery {
+    let mut shown = pb::Delivery {
         id: d.id.to_string(),
         webhook_id: d.webhook_id.to_string(),
-        session_id: d.session_id.to_string(),
         seq: d.seq,
-        event_type: EventType::parse(&d.event_type).map_or(pb::SessionEventType::Unspecified, event_type) as i32,
         status: status as i32,
         attempts,
         next_attempt_time: d.next_attempt_at.map(convert::timestamp),
         create_time: Some(convert::timestamp(d.created_at)),
-    })
+        ..Default::default()
+    };
+    match d.subject.as_str() {
+        "SESSION" => {
+            shown.session_id = d.subject_id.to_string();
+            shown.event_type =
+                EventType::parse(&d.event_type).map_or(pb::SessionEventType::Unspecified, event_type) as i32;
+        }
+        "BOOKING" => {
+            shown.booking_id = d.subject_id.to_string();
+            let status: BookingStatus = d
+                .event_type
+                .parse()
+                .map_err(|_| Error::Internal(anyhow::anyhow!("stored booking delivery type {:?}", d.event_type)))?;
+            shown.booking_status = convert::booking_status(status) as i32;
+        }
+        other => return Err(Error::Internal(anyhow::anyhow!("stored delivery subject {other:?}"))),
+    }
+    Ok(shown)
 }
 
 /// The fields of a subscription in a request, each checked; `None` where a
@@ -265,6 +287,15 @@ fn fields(w: &pb::Webhook, v: &mut Violations, only: Option<&[String]>) -> Optio
     } else {
         Some(Vec::new())
     };
+    let booking_event_types = if wanted("booking_event_types") {
+        v.check(convert::booking_statuses(
+            "webhook.booking_event_types",
+            &w.booking_event_types,
+        ))
+        .map(|names| names.iter().filter_map(|n| n.parse().ok()).collect())
+    } else {
+        Some(Vec::new())
+    };
     let filter = if wanted("filter") {
         let f = w.filter.clone().unwrap_or_default();
         let mentor_id = v.check(input::optional_id("webhook.filter.mentor_id", &f.mentor_id));
@@ -283,6 +314,7 @@ fn fields(w: &pb::Webhook, v: &mut Violations, only: Option<&[String]>) -> Optio
     Some(WebhookFields {
         url: url?,
         event_types: event_types?,
+        booking_event_types: booking_event_types?,
         filter: filter?,
         enabled: w.enabled.unwrap_or(true),
     })
@@ -327,7 +359,8 @@ impl Parse for pb::UpdateWebhookRequest {
                 v.add(
                     "update_mask",
                     format!(
-                        "{:?} is not a field UpdateWebhook changes (url, event_types, filter, enabled)",
+                        "{:?} is not a field UpdateWebhook changes (url, event_types, booking_event_types, filter, \
+                         enabled)",
                         input::truncate(path)
                     ),
                 );

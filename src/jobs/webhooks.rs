@@ -1,11 +1,12 @@
 //! Webhook deliveries (SPEC §4.6), from committed events only, on every
 //! replica:
 //!
-//! - the **dispatcher** ([`dispatch_once`]) reads the feed of committed
-//!   session events after its cursor (`webhook_cursor`, taken with SKIP
-//!   LOCKED, so one replica at a time) and, in the transaction that moves the
-//!   cursor, inserts one delivery per event and matching subscription: an
-//!   event is fanned out once, and only once it has committed;
+//! - the **dispatcher** ([`dispatch_once`]) reads the feeds of committed
+//!   session and booking events after its cursor (`webhook_cursor`, taken
+//!   with SKIP LOCKED, so one replica at a time) and, in the transaction
+//!   that moves the cursor, inserts one delivery per event and matching
+//!   subscription: an event is fanned out once, and only once it has
+//!   committed;
 //! - the **deliverer** ([`deliver_once`]) claims due deliveries (SKIP
 //!   LOCKED, in order per subscription and session), commits the claim as a
 //!   lease, POSTs each signed body outside any transaction, and records the
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::domain::{Result, webhook};
-use crate::store::{sessions, webhooks as store};
+use crate::store::{bookings, sessions, webhooks as store};
 
 /// Events read per dispatch.
 const PAGE: i64 = 500;
@@ -33,43 +34,76 @@ const BATCH: i64 = 64;
 /// other replicas' commits).
 const IDLE: Duration = Duration::from_millis(500);
 
-/// Fans the committed events after the cursor out to the matching
-/// subscriptions; returns how many events it read (0 when another replica
-/// holds the cursor).
+/// Fans the committed session and booking events after the cursor out to
+/// the matching subscriptions; returns how many events it read (0 when
+/// another replica holds the cursor).
 pub async fn dispatch_once(app: &App) -> Result<usize> {
     let mut tx = store::begin(&app.pool).await?;
-    let Some(cursor) = store::lock_cursor(&mut tx).await? else {
+    let Some(mut cursor) = store::lock_cursor(&mut tx).await? else {
         return Ok(0);
     };
-    let page = sessions::feed_page(&mut *tx, cursor, PAGE).await?;
-    let Some(last) = page.events.last().map(|e| e.position) else {
+    let page = sessions::feed_page(&mut *tx, cursor.sessions, PAGE).await?.events;
+    let booking_page = bookings::feed_page(&mut *tx, cursor.bookings, PAGE).await?;
+    if page.is_empty() && booking_page.is_empty() {
         return Ok(0);
-    };
+    }
     let subscriptions = store::enabled(&mut *tx).await?;
     let mut new = Vec::new();
-    for e in &page.events {
-        let mut wanting = subscriptions.iter().filter(|w| w.wants(e)).peekable();
-        if wanting.peek().is_none() {
-            continue;
-        }
-        // One body per event, whatever the number of subscriptions.
-        let payload = webhook::payload(e);
-        new.extend(wanting.map(|w| store::NewDelivery {
+    for e in &page {
+        new.extend(fan_out(&subscriptions, |w| w.wants(e), || webhook::payload(e), |w, payload| store::NewDelivery {
             webhook_id: w.id,
-            session_id: e.event.session_id,
+            subject: store::Subject::Session,
+            subject_id: e.event.session_id,
             seq: e.event.seq,
+            event_id: None,
             channel: "",
-            event_type: e.event.event_type,
-            payload: payload.clone(),
+            event_type: e.event.event_type.as_str(),
+            payload,
+        }));
+    }
+    for e in &booking_page {
+        new.extend(fan_out(&subscriptions, |w| w.wants_booking(e), || webhook::booking_payload(e), |w, payload| {
+            store::NewDelivery {
+                webhook_id: w.id,
+                subject: store::Subject::Booking,
+                subject_id: e.event.booking_id,
+                seq: e.event.seq,
+                event_id: Some(e.id),
+                channel: "",
+                event_type: e.event.to_status.as_str(),
+                payload,
+            }
         }));
     }
     if let Some(endpoint) = store::notification_endpoint(&mut *tx).await? {
-        new.extend(notices(app, &mut tx, &endpoint, &page.events).await?);
+        new.extend(notices(app, &mut tx, &endpoint, &page).await?);
     }
     store::insert_deliveries(&mut tx, &new).await?;
-    store::set_cursor(&mut tx, last).await?;
+    if let Some(last) = page.last() {
+        cursor.sessions = last.position;
+    }
+    if let Some(last) = booking_page.last() {
+        cursor.bookings = last.position;
+    }
+    store::set_cursor(&mut tx, cursor).await?;
     crate::store::commit(tx).await?;
-    Ok(page.events.len())
+    Ok(page.len() + booking_page.len())
+}
+
+/// One event's deliveries: one per subscription that `wants` it, with one
+/// body built once, whatever the number of subscriptions.
+fn fan_out<'w>(
+    subscriptions: &'w [webhook::Webhook],
+    wants: impl Fn(&webhook::Webhook) -> bool,
+    payload: impl FnOnce() -> serde_json::Value,
+    delivery: impl Fn(&webhook::Webhook, serde_json::Value) -> store::NewDelivery,
+) -> Vec<store::NewDelivery> {
+    let wanting: Vec<&'w webhook::Webhook> = subscriptions.iter().filter(|w| wants(w)).collect();
+    if wanting.is_empty() {
+        return Vec::new();
+    }
+    let payload = payload();
+    wanting.into_iter().map(|w| delivery(w, payload.clone())).collect()
 }
 
 /// The notification intents of `events` for the notification endpoint:
@@ -105,10 +139,12 @@ async fn notices(
         for channel in webhook::channels(n) {
             out.push(store::NewDelivery {
                 webhook_id: endpoint.id,
-                session_id: e.event.session_id,
+                subject: store::Subject::Session,
+                subject_id: e.event.session_id,
                 seq: e.event.seq,
+                event_id: None,
                 channel,
-                event_type: e.event.event_type,
+                event_type: e.event.event_type.as_str(),
                 payload: webhook::notification(e, kind, channel, &n.recipients, wait),
             });
         }
@@ -228,6 +264,7 @@ pub async fn dispatch_all(app: &App) -> Result<usize> {
     loop {
         let n = dispatch_once(app).await?;
         dispatched += n;
+        // A full page of either feed means more may follow.
         if n < PAGE as usize {
             return Ok(dispatched);
         }

@@ -9,8 +9,8 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     booking::BookingStatus,
-    model::{Booking, BookingEvent},
-    query::ParticipantFilter,
+    model::{Booking, BookingEvent, BookingFeedEvent},
+    query::{FeedPosition, ParticipantFilter},
 };
 
 #[derive(sqlx::FromRow)]
@@ -171,17 +171,89 @@ pub async fn events(
     .await?;
     rows.into_iter()
         .map(|r| {
-            Ok(BookingEvent {
+            event(
                 booking_id,
-                seq: r.seq,
-                from_status: r.from_status.map(|s| s.parse().map_err(corrupt)).transpose()?,
-                to_status: r.to_status.parse().map_err(corrupt)?,
-                actor: Actor {
-                    kind: ActorKind::parse(&r.actor_kind).ok_or_else(|| corrupt(&r.actor_kind))?,
-                    id: r.actor_id,
-                },
-                reason: r.reason,
-                occurred_at: r.occurred_at,
+                r.seq,
+                r.from_status,
+                &r.to_status,
+                &r.actor_kind,
+                r.actor_id,
+                r.reason,
+                r.occurred_at,
+            )
+        })
+        .collect()
+}
+
+/// One audit entry from its stored columns.
+#[allow(clippy::too_many_arguments)]
+fn event(
+    booking_id: Uuid,
+    seq: i64,
+    from_status: Option<String>,
+    to_status: &str,
+    actor_kind: &str,
+    actor_id: String,
+    reason: String,
+    occurred_at: DateTime<Utc>,
+) -> Result<BookingEvent, Error> {
+    Ok(BookingEvent {
+        booking_id,
+        seq,
+        from_status: from_status.map(|s| s.parse().map_err(corrupt)).transpose()?,
+        to_status: to_status.parse().map_err(corrupt)?,
+        actor: Actor {
+            kind: ActorKind::parse(actor_kind).ok_or_else(|| corrupt(actor_kind))?,
+            id: actor_id,
+        },
+        reason,
+        occurred_at,
+    })
+}
+
+/// The next `limit` committed booking events after `after` in the booking
+/// feed, (txid, id) order, with their bookings' participants: like the
+/// session feed, only transactions older than every open one (the
+/// snapshot's xmin), so nothing can commit behind a position once read.
+/// Entries from before the feed existed (no txid) are not in it.
+pub async fn feed_page(
+    db: impl sqlx::PgExecutor<'_>,
+    after: FeedPosition,
+    limit: i64,
+) -> Result<Vec<BookingFeedEvent>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT e.id, e.txid AS "txid!", e.booking_id, e.from_status, e.to_status, e.actor_kind, e.actor_id,
+                  e.reason, e.occurred_at, b.mentor_id, b.mentee_id, b.listing_id,
+                  (SELECT count(*) FROM booking_events x WHERE x.booking_id = e.booking_id AND x.id <= e.id)
+                      AS "seq!"
+           FROM booking_events e JOIN bookings b ON b.id = e.booking_id
+           WHERE (e.txid, e.id) > ($1, $2)
+             AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+           ORDER BY e.txid, e.id LIMIT $3"#,
+        after.0,
+        after.1,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(BookingFeedEvent {
+                event: event(
+                    r.booking_id,
+                    r.seq,
+                    r.from_status,
+                    &r.to_status,
+                    &r.actor_kind,
+                    r.actor_id,
+                    r.reason,
+                    r.occurred_at,
+                )?,
+                id: r.id,
+                position: (r.txid, r.id),
+                mentor_id: r.mentor_id,
+                mentee_id: r.mentee_id,
+                listing_id: r.listing_id,
             })
         })
         .collect()

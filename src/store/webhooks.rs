@@ -15,6 +15,7 @@ struct WebhookRow {
     id: Uuid,
     url: String,
     event_types: Vec<String>,
+    booking_event_types: Vec<String>,
     mentor_id: Option<Uuid>,
     mentee_id: Option<Uuid>,
     listing_id: Option<Uuid>,
@@ -33,10 +34,16 @@ impl TryFrom<WebhookRow> for Webhook {
             .iter()
             .map(|t| EventType::parse(t).ok_or_else(|| corrupt(format!("webhook event type {t:?}"))))
             .collect::<Result<_, _>>()?;
+        let booking_event_types = r
+            .booking_event_types
+            .iter()
+            .map(|t| t.parse().map_err(corrupt))
+            .collect::<Result<_, _>>()?;
         Ok(Webhook {
             id: r.id,
             url: r.url,
             event_types,
+            booking_event_types,
             filter: Filter {
                 mentor_id: r.mentor_id,
                 mentee_id: r.mentee_id,
@@ -55,13 +62,19 @@ fn type_names(w: &Webhook) -> Vec<String> {
     w.event_types.iter().map(|t| t.as_str().to_owned()).collect()
 }
 
+fn booking_type_names(w: &Webhook) -> Vec<String> {
+    w.booking_event_types.iter().map(|t| t.as_str().to_owned()).collect()
+}
+
 /// Stores a new subscription.
 pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
     let row = sqlx::query_as!(
         WebhookRow,
-        "INSERT INTO webhooks (id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         RETURNING id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "INSERT INTO webhooks (id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret,
+                               booking_event_types)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret,
+                   version,
                    created_at, updated_at",
         w.id,
         w.url,
@@ -70,7 +83,8 @@ pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
         w.filter.mentee_id,
         w.filter.listing_id,
         w.enabled,
-        w.secret
+        w.secret,
+        &booking_type_names(w)
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -82,9 +96,10 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
     let row = sqlx::query_as!(
         WebhookRow,
         "UPDATE webhooks SET url = $2, event_types = $3, mentor_id = $4, mentee_id = $5, listing_id = $6,
-                enabled = $7, secret = $8, version = version + 1, updated_at = now()
+                enabled = $7, secret = $8, booking_event_types = $9, version = version + 1, updated_at = now()
          WHERE id = $1
-         RETURNING id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+         RETURNING id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret,
+                   version,
                    created_at, updated_at",
         w.id,
         w.url,
@@ -93,7 +108,8 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
         w.filter.mentee_id,
         w.filter.listing_id,
         w.enabled,
-        w.secret
+        w.secret,
+        &booking_type_names(w)
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -104,7 +120,7 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
 pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION' FOR UPDATE",
         id
@@ -118,7 +134,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
 pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION'",
         id
@@ -138,7 +154,7 @@ pub async fn list(
     let (at, id) = after.unzip();
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks
          WHERE kind = 'SUBSCRIPTION' AND ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
@@ -158,7 +174,7 @@ pub async fn list(
 pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE enabled AND kind = 'SUBSCRIPTION'"
     )
@@ -181,7 +197,7 @@ pub async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
 pub async fn notification_endpoint(db: impl sqlx::PgExecutor<'_>) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE kind = 'NOTIFICATIONS' AND enabled"
     )
@@ -232,30 +248,70 @@ pub async fn configs(
     Ok(rows.into_iter().map(|r| (r.id, r.config.0)).collect())
 }
 
-/// The dispatcher's cursor, locked; `None` while another replica's
-/// dispatcher holds it (it carries on from there).
-pub async fn lock_cursor(tx: &mut Tx) -> Result<Option<FeedPosition>, Error> {
-    let row = sqlx::query!("SELECT txid, event_id FROM webhook_cursor FOR UPDATE SKIP LOCKED")
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|r| (r.txid, r.event_id)))
+/// Where the dispatcher is in each feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub sessions: FeedPosition,
+    pub bookings: FeedPosition,
 }
 
-pub async fn set_cursor(tx: &mut Tx, at: FeedPosition) -> Result<(), Error> {
-    sqlx::query!("UPDATE webhook_cursor SET txid = $1, event_id = $2", at.0, at.1)
-        .execute(&mut **tx)
-        .await?;
+/// The dispatcher's cursor, locked; `None` while another replica's
+/// dispatcher holds it (it carries on from there).
+pub async fn lock_cursor(tx: &mut Tx) -> Result<Option<Cursor>, Error> {
+    let row = sqlx::query!(
+        "SELECT txid, event_id, booking_txid, booking_event_id FROM webhook_cursor FOR UPDATE SKIP LOCKED"
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| Cursor {
+        sessions: (r.txid, r.event_id),
+        bookings: (r.booking_txid, r.booking_event_id),
+    }))
+}
+
+pub async fn set_cursor(tx: &mut Tx, at: Cursor) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE webhook_cursor SET txid = $1, event_id = $2, booking_txid = $3, booking_event_id = $4",
+        at.sessions.0,
+        at.sessions.1,
+        at.bookings.0,
+        at.bookings.1
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// What a delivery is about: a session's event, or a booking's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    Session,
+    Booking,
+}
+
+impl Subject {
+    fn as_str(self) -> &'static str {
+        match self {
+            Subject::Session => "SESSION",
+            Subject::Booking => "BOOKING",
+        }
+    }
 }
 
 /// A delivery to make.
 pub struct NewDelivery {
     pub webhook_id: Uuid,
-    pub session_id: Uuid,
+    pub subject: Subject,
+    /// The session's id, or the booking's.
+    pub subject_id: Uuid,
+    /// The event's seq in its session's or booking's log.
     pub seq: i64,
+    /// A booking event's row (the claim's order check reads it).
+    pub event_id: Option<i64>,
     /// A notification intent's channel; empty for a subscription.
     pub channel: &'static str,
-    pub event_type: EventType,
+    /// The session event's type, or the status a booking event moved to.
+    pub event_type: &'static str,
     pub payload: serde_json::Value,
 }
 
@@ -273,9 +329,9 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
         return Ok(());
     }
     let mut new: Vec<&NewDelivery> = new.iter().collect();
-    new.sort_by_key(|d| (d.webhook_id, d.session_id, d.seq, d.channel));
+    new.sort_by_key(|d| (d.webhook_id, d.subject_id, d.seq, d.channel));
     let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
-    let sessions: Vec<Uuid> = new.iter().map(|d| d.session_id).collect();
+    let subjects: Vec<Uuid> = new.iter().map(|d| d.subject_id).collect();
     // Per pair with open deliveries, the lowest open seq, and its newest
     // open delivery, locked: when that is the only one (the head), an
     // attempt ending now waits for this transaction, and then promotes what
@@ -294,7 +350,7 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
                FOR UPDATE SKIP LOCKED
            ) newest"#,
         &webhooks,
-        &sessions
+        &subjects
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -308,7 +364,7 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
         .map(|d| {
             // The lowest new one of a pair goes now, unless an open one of
             // the pair comes before it; the rest wait.
-            let pair = (d.webhook_id, d.session_id);
+            let pair = (d.webhook_id, d.subject_id);
             let first = headed.insert(pair) && lowest_open.get(&pair).is_none_or(|&lowest| d.seq < lowest);
             if first { "PENDING" } else { "WAITING" }.to_owned()
         })
@@ -316,23 +372,28 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
     let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
     let seqs: Vec<i64> = new.iter().map(|d| d.seq).collect();
     let channels: Vec<String> = new.iter().map(|d| d.channel.to_owned()).collect();
-    let types: Vec<String> = new.iter().map(|d| d.event_type.as_str().to_owned()).collect();
+    let types: Vec<String> = new.iter().map(|d| d.event_type.to_owned()).collect();
     let payloads: Vec<serde_json::Value> = new.iter().map(|d| d.payload.clone()).collect();
+    let kinds: Vec<String> = new.iter().map(|d| d.subject.as_str().to_owned()).collect();
+    let event_ids: Vec<Option<i64>> = new.iter().map(|d| d.event_id).collect();
     sqlx::query!(
         "INSERT INTO webhook_deliveries (id, webhook_id, session_id, seq, event_type, payload, channel, status,
-                                         next_attempt_at)
+                                         subject, event_id, next_attempt_at)
          SELECT d.*, CASE WHEN d.status = 'PENDING' THEN now() END
          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::text[],
-                     $8::text[]) AS d(id, webhook_id, session_id, seq, event_type, payload, channel, status)
+                     $8::text[], $9::text[], $10::bigint[])
+              AS d(id, webhook_id, session_id, seq, event_type, payload, channel, status, subject, event_id)
          ON CONFLICT (webhook_id, session_id, seq, channel) DO NOTHING",
         &ids,
         &webhooks,
-        &sessions,
+        &subjects,
         &seqs,
         &types,
         &payloads,
         &channels,
-        &statuses
+        &statuses,
+        &kinds,
+        &event_ids as &[Option<i64>]
     )
     .execute(&mut **tx)
     .await?;
@@ -407,8 +468,12 @@ pub async fn claim(
                            AND e.status = 'PENDING' AND NOT e.manual AND e.seq < d.seq)
                      AND NOT EXISTS (
                          SELECT 1 FROM session_events ev, webhook_cursor c
-                         WHERE ev.session_id = d.session_id AND ev.seq = d.seq - 1
-                           AND (ev.txid, ev.id) > (c.txid, c.event_id))))
+                         WHERE d.subject = 'SESSION' AND ev.session_id = d.session_id AND ev.seq = d.seq - 1
+                           AND (ev.txid, ev.id) > (c.txid, c.event_id))
+                     AND NOT EXISTS (
+                         SELECT 1 FROM booking_events ev, webhook_cursor c
+                         WHERE d.subject = 'BOOKING' AND ev.booking_id = d.session_id AND ev.id < d.event_id
+                           AND (ev.txid, ev.id) > (c.booking_txid, c.booking_event_id))))
            ), due AS (
                SELECT d.id FROM webhook_deliveries d JOIN candidates c ON c.id = d.id
                WHERE c.load <= $3 AND d.status = 'PENDING' AND d.next_attempt_at <= now()
@@ -493,7 +558,7 @@ pub async fn record_attempt(
 
 /// Makes the first WAITING delivery of a pair PENDING, due now, unless a
 /// delivery of the pair (not a RetryDelivery) is still PENDING; its id.
-async fn promote(tx: &mut Tx, webhook_id: Uuid, session_id: Uuid) -> Result<Option<Uuid>, Error> {
+async fn promote(tx: &mut Tx, webhook_id: Uuid, subject_id: Uuid) -> Result<Option<Uuid>, Error> {
     Ok(sqlx::query_scalar!(
         "UPDATE webhook_deliveries SET status = 'PENDING', next_attempt_at = now()
          WHERE id = (SELECT id FROM webhook_deliveries
@@ -503,7 +568,7 @@ async fn promote(tx: &mut Tx, webhook_id: Uuid, session_id: Uuid) -> Result<Opti
                            WHERE webhook_id = $1 AND session_id = $2 AND status = 'PENDING' AND NOT manual)
          RETURNING id",
         webhook_id,
-        session_id
+        subject_id
     )
     .fetch_optional(&mut **tx)
     .await?)
@@ -550,7 +615,9 @@ async fn claim_one(
 pub struct Delivery {
     pub id: Uuid,
     pub webhook_id: Uuid,
-    pub session_id: Uuid,
+    /// `SESSION` or `BOOKING`: whose id `subject_id` is.
+    pub subject: String,
+    pub subject_id: Uuid,
     pub seq: i64,
     pub event_type: String,
     pub status: String,
@@ -569,7 +636,8 @@ pub async fn deliveries(
     let (at, id) = after.unzip();
     Ok(sqlx::query_as!(
         Delivery,
-        "SELECT id, webhook_id, session_id, seq, event_type, status, attempts, next_attempt_at, created_at
+        "SELECT id, webhook_id, subject, session_id AS subject_id, seq, event_type, status, attempts, next_attempt_at,
+                created_at
          FROM webhook_deliveries
          WHERE webhook_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
          ORDER BY created_at DESC, id DESC LIMIT $4",
@@ -592,7 +660,8 @@ pub async fn retry(tx: &mut Tx, id: Uuid, retry_period: chrono::Duration) -> Res
         "UPDATE webhook_deliveries SET status = 'PENDING', manual = true, next_attempt_at = now(), claim = NULL,
                 give_up_at = now() + make_interval(secs => $2)
          WHERE id = $1
-         RETURNING id, webhook_id, session_id, seq, event_type, status, attempts, next_attempt_at, created_at",
+         RETURNING id, webhook_id, subject, session_id AS subject_id, seq, event_type, status, attempts,
+                   next_attempt_at, created_at",
         id,
         retry_period.num_milliseconds() as f64 / 1000.0
     )
@@ -608,7 +677,7 @@ pub async fn retry(tx: &mut Tx, id: Uuid, retry_period: chrono::Duration) -> Res
                  AND ((seq < $3 AND status IN ('WAITING', 'PENDING')) OR (seq > $3 AND status = 'SUCCEEDED'))
            ) AS "out_of_order!""#,
         d.webhook_id,
-        d.session_id,
+        d.subject_id,
         d.seq,
         d.id
     )

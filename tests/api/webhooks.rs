@@ -153,8 +153,21 @@ fn verifies(r: &Received, secret: &str, raw_body: &[u8]) -> bool {
     r.signature.split(' ').any(|s| s == format!("v1,{expected}"))
 }
 
-/// A webhook for `url`, for the events of `w`'s mentee.
+/// A webhook for `url`, for the session events of `w`'s mentee that the
+/// tests make (creations and status changes; every session also makes a
+/// booking event, which only `everything` wants).
 fn subscription(url: &str, w: &World) -> pb::Webhook {
+    pb::Webhook {
+        event_types: vec![
+            pb::SessionEventType::Created as i32,
+            pb::SessionEventType::StatusChanged as i32,
+        ],
+        ..everything(url, w)
+    }
+}
+
+/// A webhook for `url`, for every event of `w`'s mentee.
+fn everything(url: &str, w: &World) -> pb::Webhook {
     pb::Webhook {
         url: url.into(),
         enabled: Some(true),
@@ -320,7 +333,8 @@ async fn deliveries_are_signed_sent_in_order_and_retried_after_failures() {
     let step = || mentorship::jobs::webhooks::step(replica, &client);
 
     // One delivery per event; only the first may go while it is pending.
-    dispatch(replica, 3).await;
+    // And the on-demand session's booking event.
+    dispatch(replica, 4).await;
     let attempted = mentorship::jobs::webhooks::deliver_once(replica, &client)
         .await
         .expect("deliver");
@@ -415,11 +429,11 @@ async fn deliveries_keep_the_sessions_order_when_the_feed_shows_a_later_event_fi
     let receiver = Receiver::start().await;
     let c = app.coordinator();
     let w = world(&app).await;
-    create(&c, subscription(&receiver.url(), &w)).await;
+    create(&c, everything(&receiver.url(), &w)).await;
     let s = on_demand(&app, &w, None).await.expect("create");
     let replica = &app.replicas[0].app;
     let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
-    dispatch(replica, 1).await;
+    dispatch(replica, 2).await; // CREATED and its booking's event
     mentorship::jobs::webhooks::deliver_once(replica, &client)
         .await
         .expect("deliver");
@@ -458,9 +472,138 @@ async fn deliveries_keep_the_sessions_order_when_the_feed_shows_a_later_event_fi
     let seqs: Vec<i64> = receiver
         .received()
         .iter()
+        .filter(|r| r.body["data"]["session_id"] == s.id.as_str())
         .map(|r| r.body["data"]["seq"].as_i64().expect("seq"))
         .collect();
     assert_eq!(seqs, [1, 2, 3], "in the session's order");
+}
+
+#[tokio::test]
+async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_them() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let (all_events, bookings, sessions) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let all = create(&c, everything(&all_events.url(), &w)).await;
+    let accepted = create(
+        &c,
+        pb::Webhook {
+            booking_event_types: vec![pb::BookingStatus::Accepted as i32],
+            ..everything(&bookings.url(), &w)
+        },
+    )
+    .await
+    .webhook
+    .expect("webhook");
+    assert_eq!(accepted.booking_event_types, [pb::BookingStatus::Accepted as i32]);
+    create(
+        &c,
+        pb::Webhook {
+            event_types: vec![pb::SessionEventType::Created as i32],
+            ..everything(&sessions.url(), &w)
+        },
+    )
+    .await;
+    let bad = c
+        .call(pb::CreateWebhookRequest {
+            webhook: Some(pb::Webhook {
+                booking_event_types: vec![0],
+                ..everything(&bookings.url(), &w)
+            }),
+            request_id: String::new(),
+        })
+        .await;
+    let status = assert_status(bad, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(violated_fields(&status), ["webhook.booking_event_types"]);
+
+    // Booking 1 is made and accepted (which makes a session); the
+    // subscription for accepted bookings also takes cancelled ones from now
+    // on; booking 2 is made and cancelled.
+    let b1 = draft(&app, &w, monday_at(10), monday_at(11)).await;
+    let session = accept(&app, &b1.id).await.expect("accept").session.expect("session");
+    let updated = c
+        .call(pb::UpdateWebhookRequest {
+            webhook: Some(pb::Webhook {
+                id: accepted.id.clone(),
+                booking_event_types: vec![
+                    pb::BookingStatus::Accepted as i32,
+                    pb::BookingStatus::Cancelled as i32,
+                ],
+                ..Default::default()
+            }),
+            update_mask: Some(mask(&["booking_event_types"])),
+            request_id: String::new(),
+        })
+        .await
+        .expect("update")
+        .webhook
+        .expect("webhook");
+    assert_eq!(updated.booking_event_types.len(), 2);
+    let b2 = draft(&app, &w, monday_at(13), monday_at(14)).await;
+    c.cancel_booking(&b2.id, "changed my mind").await.expect("cancel");
+
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    dispatch(replica, 5).await;
+    for _ in 0..4 {
+        mentorship::jobs::webhooks::deliver_once(replica, &client)
+            .await
+            .expect("deliver");
+    }
+
+    // Everything: the four booking events, each booking's in order, and the session's.
+    let got = all_events.received();
+    let of = |booking: &str| -> Vec<(i64, String)> {
+        got.iter()
+            .filter(|r| r.body["data"]["booking_id"] == booking)
+            .map(|r| (r.body["data"]["seq"].as_i64().expect("seq"), r.body["type"].as_str().expect("type").to_owned()))
+            .collect()
+    };
+    assert_eq!(of(&b1.id), [(1, "booking.created".into()), (2, "booking.accepted".into())]);
+    assert_eq!(of(&b2.id), [(1, "booking.created".into()), (2, "booking.cancelled".into())]);
+    let types: Vec<&str> = got.iter().filter_map(|r| r.body["type"].as_str()).collect();
+    assert_eq!(types.len(), 5, "{types:?}");
+    assert!(types.contains(&"session.created"));
+    for r in &got {
+        assert!(verifies(r, &all.signing_secret, &r.raw), "signature of {r:?}");
+    }
+    let accepted_body = &got.iter().find(|r| r.body["type"] == "booking.accepted").expect("accepted").body;
+    assert_eq!(accepted_body["data"]["from_status"], "DRAFT");
+    assert_eq!(accepted_body["data"]["to_status"], "ACCEPTED");
+    assert_eq!(accepted_body["data"]["mentee_id"], w.mentee.to_string());
+    assert_eq!(accepted_body["data"]["actor"]["kind"], "COORDINATOR");
+
+    // Only what each asked for.
+    let types = |r: &Receiver| -> Vec<String> {
+        r.received()
+            .iter()
+            .map(|r| r.body["type"].as_str().expect("type").to_owned())
+            .collect()
+    };
+    assert_eq!(types(&bookings), ["booking.accepted", "booking.cancelled"]);
+    assert_eq!(types(&sessions), ["session.created"]);
+    assert_eq!(sessions.received()[0].body["data"]["session_id"], session.id.as_str());
+
+    // ListDeliveries names each delivery's booking or session.
+    let listed = c
+        .call(pb::ListDeliveriesRequest {
+            webhook_id: accepted.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list deliveries")
+        .deliveries;
+    let mut shown: Vec<(String, String, i32, i64, pb::DeliveryStatus)> = listed
+        .iter()
+        .map(|d| (d.booking_id.clone(), d.session_id.clone(), d.booking_status, d.seq, d.status()))
+        .collect();
+    shown.sort();
+    let mut want = vec![
+        (b1.id.clone(), String::new(), pb::BookingStatus::Accepted as i32, 2, pb::DeliveryStatus::Succeeded),
+        (b2.id.clone(), String::new(), pb::BookingStatus::Cancelled as i32, 2, pb::DeliveryStatus::Succeeded),
+    ];
+    want.sort();
+    assert_eq!(shown, want);
 }
 
 #[tokio::test]
@@ -618,7 +761,7 @@ async fn notification_intents_follow_each_sessions_settings() {
     let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
     // Dispatched while B waits (as the running loop does, right after the
     // commit): its notice carries the estimated wait.
-    dispatch(replica, 2).await;
+    dispatch(replica, 4).await; // two sessions, two bookings
     let other = world(&app).await;
     let quiet = on_demand(
         &app,
@@ -639,7 +782,7 @@ async fn notification_intents_follow_each_sessions_settings() {
     c.pause_session(&quiet.id, "lunch").await.expect("pause c");
 
     // C created and paused, A's blocker and completion, B's promotion.
-    dispatch(replica, 5).await;
+    dispatch(replica, 6).await; // and C's booking
     for _ in 0..6 {
         mentorship::jobs::webhooks::step(replica, &client).await.expect("step");
     }
