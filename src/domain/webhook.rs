@@ -221,10 +221,7 @@ pub fn body(url: &str, payload: &serde_json::Value) -> serde_json::Value {
 fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
     let data = &payload["data"];
     let mut text = match data["booking_id"].as_str() {
-        Some(booking) => format!(
-            "Booking {booking} — {}",
-            data["to_status"].as_str().unwrap_or_default()
-        ),
+        Some(booking) => format!("Booking {booking} — {}", data["to_status"].as_str().unwrap_or_default()),
         None => format!(
             "Session {} — {}",
             data["session_id"].as_str().unwrap_or_default(),
@@ -507,7 +504,10 @@ mod tests {
             &slack.url,
             &serde_json::json!({"data": {"booking_id": "b1", "from_status": "DRAFT", "to_status": "ACCEPTED"}}),
         );
-        assert_eq!(text, serde_json::json!({"text": "Booking b1 — ACCEPTED: DRAFT → ACCEPTED"}));
+        assert_eq!(
+            text,
+            serde_json::json!({"text": "Booking b1 — ACCEPTED: DRAFT → ACCEPTED"})
+        );
         assert_eq!(
             body("https://e.com/h", &serde_json::json!({"a": 1})),
             serde_json::json!({"a": 1})

@@ -6,8 +6,9 @@ use uuid::Uuid;
 use super::{Api, Parse, convert, mutating, pb};
 use crate::app::webhooks::{UPDATABLE, WebhookFields, WebhookUpdate};
 use crate::domain::{
-    Error, Result, Violations, input,
+    Error, Result, Violations,
     booking::BookingStatus,
+    input,
     model::EventType,
     query::Page,
     webhook::{self, Filter, Webhook},

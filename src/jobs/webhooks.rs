@@ -50,20 +50,28 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
     let subscriptions = store::enabled(&mut *tx).await?;
     let mut new = Vec::new();
     for e in &page {
-        new.extend(fan_out(&subscriptions, |w| w.wants(e), || webhook::payload(e), |w, payload| store::NewDelivery {
-            webhook_id: w.id,
-            subject: store::Subject::Session,
-            subject_id: e.event.session_id,
-            seq: e.event.seq,
-            event_id: None,
-            channel: "",
-            event_type: e.event.event_type.as_str(),
-            payload,
-        }));
+        new.extend(fan_out(
+            &subscriptions,
+            |w| w.wants(e),
+            || webhook::payload(e),
+            |w, payload| store::NewDelivery {
+                webhook_id: w.id,
+                subject: store::Subject::Session,
+                subject_id: e.event.session_id,
+                seq: e.event.seq,
+                event_id: None,
+                channel: "",
+                event_type: e.event.event_type.as_str(),
+                payload,
+            },
+        ));
     }
     for e in &booking_page {
-        new.extend(fan_out(&subscriptions, |w| w.wants_booking(e), || webhook::booking_payload(e), |w, payload| {
-            store::NewDelivery {
+        new.extend(fan_out(
+            &subscriptions,
+            |w| w.wants_booking(e),
+            || webhook::booking_payload(e),
+            |w, payload| store::NewDelivery {
                 webhook_id: w.id,
                 subject: store::Subject::Booking,
                 subject_id: e.event.booking_id,
@@ -72,8 +80,8 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
                 channel: "",
                 event_type: e.event.to_status.as_str(),
                 payload,
-            }
-        }));
+            },
+        ));
     }
     if let Some(endpoint) = store::notification_endpoint(&mut *tx).await? {
         new.extend(notices(app, &mut tx, &endpoint, &page).await?);

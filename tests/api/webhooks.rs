@@ -483,7 +483,11 @@ async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_th
     let app = spawn_with(1, roomy_rules()).await;
     let c = app.coordinator();
     let w = world(&app).await;
-    let (all_events, bookings, sessions) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let (all_events, bookings, sessions) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
     let all = create(&c, everything(&all_events.url(), &w)).await;
     let accepted = create(
         &c,
@@ -525,10 +529,7 @@ async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_th
         .call(pb::UpdateWebhookRequest {
             webhook: Some(pb::Webhook {
                 id: accepted.id.clone(),
-                booking_event_types: vec![
-                    pb::BookingStatus::Accepted as i32,
-                    pb::BookingStatus::Cancelled as i32,
-                ],
+                booking_event_types: vec![pb::BookingStatus::Accepted as i32, pb::BookingStatus::Cancelled as i32],
                 ..Default::default()
             }),
             update_mask: Some(mask(&["booking_event_types"])),
@@ -556,18 +557,33 @@ async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_th
     let of = |booking: &str| -> Vec<(i64, String)> {
         got.iter()
             .filter(|r| r.body["data"]["booking_id"] == booking)
-            .map(|r| (r.body["data"]["seq"].as_i64().expect("seq"), r.body["type"].as_str().expect("type").to_owned()))
+            .map(|r| {
+                (
+                    r.body["data"]["seq"].as_i64().expect("seq"),
+                    r.body["type"].as_str().expect("type").to_owned(),
+                )
+            })
             .collect()
     };
-    assert_eq!(of(&b1.id), [(1, "booking.created".into()), (2, "booking.accepted".into())]);
-    assert_eq!(of(&b2.id), [(1, "booking.created".into()), (2, "booking.cancelled".into())]);
+    assert_eq!(
+        of(&b1.id),
+        [(1, "booking.created".into()), (2, "booking.accepted".into())]
+    );
+    assert_eq!(
+        of(&b2.id),
+        [(1, "booking.created".into()), (2, "booking.cancelled".into())]
+    );
     let types: Vec<&str> = got.iter().filter_map(|r| r.body["type"].as_str()).collect();
     assert_eq!(types.len(), 5, "{types:?}");
     assert!(types.contains(&"session.created"));
     for r in &got {
         assert!(verifies(r, &all.signing_secret, &r.raw), "signature of {r:?}");
     }
-    let accepted_body = &got.iter().find(|r| r.body["type"] == "booking.accepted").expect("accepted").body;
+    let accepted_body = &got
+        .iter()
+        .find(|r| r.body["type"] == "booking.accepted")
+        .expect("accepted")
+        .body;
     assert_eq!(accepted_body["data"]["from_status"], "DRAFT");
     assert_eq!(accepted_body["data"]["to_status"], "ACCEPTED");
     assert_eq!(accepted_body["data"]["mentee_id"], w.mentee.to_string());
@@ -595,15 +611,107 @@ async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_th
         .deliveries;
     let mut shown: Vec<(String, String, i32, i64, pb::DeliveryStatus)> = listed
         .iter()
-        .map(|d| (d.booking_id.clone(), d.session_id.clone(), d.booking_status, d.seq, d.status()))
+        .map(|d| {
+            (
+                d.booking_id.clone(),
+                d.session_id.clone(),
+                d.booking_status,
+                d.seq,
+                d.status(),
+            )
+        })
         .collect();
     shown.sort();
     let mut want = vec![
-        (b1.id.clone(), String::new(), pb::BookingStatus::Accepted as i32, 2, pb::DeliveryStatus::Succeeded),
-        (b2.id.clone(), String::new(), pb::BookingStatus::Cancelled as i32, 2, pb::DeliveryStatus::Succeeded),
+        (
+            b1.id.clone(),
+            String::new(),
+            pb::BookingStatus::Accepted as i32,
+            2,
+            pb::DeliveryStatus::Succeeded,
+        ),
+        (
+            b2.id.clone(),
+            String::new(),
+            pb::BookingStatus::Cancelled as i32,
+            2,
+            pb::DeliveryStatus::Succeeded,
+        ),
     ];
     want.sort();
     assert_eq!(shown, want);
+}
+
+#[tokio::test]
+async fn a_delivery_failing_past_its_retry_period_is_failed_and_lets_the_next_one_go() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let receiver = Receiver::start().await;
+    receiver.fail_first(usize::MAX);
+    let c = app.coordinator();
+    let w = world(&app).await;
+    let webhook_id = create(&c, subscription(&receiver.url(), &w))
+        .await
+        .webhook
+        .expect("webhook")
+        .id;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    c.pause_session(&s.id, "lunch").await.expect("pause");
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
+    dispatch(replica, 3).await;
+    assert_eq!(deliver().await.expect("deliver"), 1, "the first, which fails");
+
+    // The first claim started the retry period: 24 hours by default.
+    let period: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM give_up_at - created_at)::float8 FROM webhook_deliveries
+         WHERE webhook_id = $1::uuid AND seq = 1",
+    )
+    .bind(&webhook_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("give_up_at");
+    assert!(
+        (24.0 * 3600.0 - 60.0..24.0 * 3600.0 + 60.0).contains(&period),
+        "{period}"
+    );
+
+    // The period runs out (moved, not waited for): the next failure is the last.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET give_up_at = now() - interval '1 second', next_attempt_at = now()
+         WHERE webhook_id = $1::uuid AND seq = 1",
+    )
+    .bind(&webhook_id)
+    .execute(&app.pool)
+    .await
+    .expect("run the period out");
+    assert_eq!(deliver().await.expect("deliver"), 1, "the first, once more");
+    let listed = |webhook_id: String| async {
+        let mut d = c
+            .call(pb::ListDeliveriesRequest {
+                webhook_id,
+                ..Default::default()
+            })
+            .await
+            .expect("list deliveries")
+            .deliveries;
+        d.sort_by_key(|d| d.seq);
+        d
+    };
+    let deliveries = listed(webhook_id.clone()).await;
+    assert_eq!(deliveries[0].status(), pb::DeliveryStatus::Failed);
+    assert_eq!(deliveries[0].attempts.len(), 2);
+    assert!(deliveries[0].attempts.iter().all(|a| a.status_code == 500));
+    assert!(deliveries[0].next_attempt_time.is_none());
+    // Failed for good, it no longer holds the session's next one back.
+    assert_eq!(deliveries[1].status(), pb::DeliveryStatus::Pending);
+    assert_eq!(deliver().await.expect("deliver"), 1, "the second goes");
+    let seqs: Vec<i64> = receiver
+        .received()
+        .iter()
+        .map(|r| r.body["data"]["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [1, 1, 2]);
 }
 
 #[tokio::test]
