@@ -316,14 +316,17 @@ pub struct NewDelivery {
 }
 
 /// Inserts deliveries (one already made for the same subscription, event
-/// and channel is left alone): each pair of subscription and session gets
-/// one PENDING delivery, due now, at a time, its lowest seq; the ones behind
-/// it wait (WAITING) until it ends. The feed is in transaction order, which
+/// and channel is left alone). A pair of subscription and session (or
+/// booking) has its lowest open delivery PENDING, due now, and the ones
+/// behind it WAITING until it ends. The feed is in transaction order, which
 /// for two events of one session can differ from seq order, so a new
 /// delivery below every open one of its pair is PENDING too (the claim
-/// sends the lower first). Runs in the dispatcher's transaction, which
-/// locks the pairs' open deliveries (without waiting for any), so an attempt
-/// that ends meanwhile promotes what this one inserts.
+/// sends the lower first).
+///
+/// Runs in the dispatcher's transaction, which locks each pair's lowest
+/// open delivery, waiting for an attempt being recorded: so either the
+/// record commits first, and this sees what it ended and promoted, or this
+/// commits first, and the record's promotion sees what this inserted.
 pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), Error> {
     if new.is_empty() {
         return Ok(());
@@ -332,23 +335,18 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
     new.sort_by_key(|d| (d.webhook_id, d.subject_id, d.seq, d.channel));
     let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
     let subjects: Vec<Uuid> = new.iter().map(|d| d.subject_id).collect();
-    // Per pair with open deliveries, the lowest open seq, and its newest
-    // open delivery, locked: when that is the only one (the head), an
-    // attempt ending now waits for this transaction, and then promotes what
-    // it inserts.
+    // Per pair with open deliveries, the lowest, locked (pairs in order).
     let open = sqlx::query!(
-        r#"SELECT p.webhook_id AS "webhook_id!", p.session_id AS "session_id!", newest.lowest AS "lowest!"
-           FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[]) AS p(webhook_id, session_id)) p
+        r#"SELECT p.webhook_id AS "webhook_id!", p.session_id AS "session_id!", lowest.seq AS "lowest!"
+           FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[]) AS p(webhook_id, session_id)
+                 ORDER BY 1, 2) p
            CROSS JOIN LATERAL (
-               SELECT (SELECT min(o.seq) FROM webhook_deliveries o
-                       WHERE o.webhook_id = p.webhook_id AND o.session_id = p.session_id
-                         AND o.status IN ('WAITING', 'PENDING')) AS lowest
-               FROM webhook_deliveries d
+               SELECT d.seq FROM webhook_deliveries d
                WHERE d.webhook_id = p.webhook_id AND d.session_id = p.session_id
                  AND d.status IN ('WAITING', 'PENDING')
-               ORDER BY d.seq DESC LIMIT 1
-               FOR UPDATE SKIP LOCKED
-           ) newest"#,
+               ORDER BY d.seq LIMIT 1
+               FOR UPDATE
+           ) lowest"#,
         &webhooks,
         &subjects
     )
@@ -432,13 +430,13 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due deliveries for one attempt each, under the
-/// claim `token`. Only the head of each subscription and session pair is
-/// PENDING (the rest wait, WAITING), so the scan sees one row per pair. A
-/// delivery also waits while its session's previous event has not been
-/// dispatched yet (the feed is in transaction order, which for two events
-/// of one session can differ from seq order), or an earlier delivery of the
-/// pair is still PENDING; RetryDelivery's go regardless. At most
-/// [`PER_SUBSCRIPTION`] attempts of a subscription are in flight. A claimed
+/// claim `token`. Mostly only the lowest of each subscription and session
+/// pair is PENDING (the rest wait, WAITING), so the scan sees about one row
+/// per pair. A delivery is sent only once every earlier one of its pair has
+/// ended and every earlier event of its session (or booking) has been
+/// dispatched (the feed is in transaction order, which for two events of
+/// one session can differ from seq order); `claim_one` checks the same.
+/// RetryDelivery's go regardless. At most [`PER_SUBSCRIPTION`] attempts of a subscription are in flight. A claimed
 /// delivery is not due again until `lease` has passed, so a replica that
 /// dies mid-attempt leaves it to another after the lease. The first claim
 /// starts the retry period.
@@ -462,13 +460,14 @@ pub async fn claim(
                LEFT JOIN busy b ON b.webhook_id = d.webhook_id
                WHERE d.status = 'PENDING' AND d.next_attempt_at <= now()
                  AND (d.manual OR (
+                     -- Ready: as in claim_one.
                      NOT EXISTS (
                          SELECT 1 FROM webhook_deliveries e
                          WHERE e.webhook_id = d.webhook_id AND e.session_id = d.session_id
-                           AND e.status = 'PENDING' AND NOT e.manual AND e.seq < d.seq)
+                           AND e.status IN ('WAITING', 'PENDING') AND NOT e.manual AND e.seq < d.seq)
                      AND NOT EXISTS (
                          SELECT 1 FROM session_events ev, webhook_cursor c
-                         WHERE d.subject = 'SESSION' AND ev.session_id = d.session_id AND ev.seq = d.seq - 1
+                         WHERE d.subject = 'SESSION' AND ev.session_id = d.session_id AND ev.seq < d.seq
                            AND (ev.txid, ev.id) > (c.txid, c.event_id))
                      AND NOT EXISTS (
                          SELECT 1 FROM booking_events ev, webhook_cursor c
@@ -556,17 +555,22 @@ pub async fn record_attempt(
     Ok(next)
 }
 
-/// Makes the first WAITING delivery of a pair PENDING, due now, unless a
-/// delivery of the pair (not a RetryDelivery) is still PENDING; its id.
+/// Makes the lowest WAITING delivery of a pair PENDING, due now, unless a
+/// lower delivery of the pair (not a RetryDelivery) is still PENDING; its id.
 async fn promote(tx: &mut Tx, webhook_id: Uuid, subject_id: Uuid) -> Result<Option<Uuid>, Error> {
     Ok(sqlx::query_scalar!(
-        "UPDATE webhook_deliveries SET status = 'PENDING', next_attempt_at = now()
-         WHERE id = (SELECT id FROM webhook_deliveries
-                     WHERE webhook_id = $1 AND session_id = $2 AND status = 'WAITING'
-                     ORDER BY seq, channel LIMIT 1 FOR UPDATE)
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries
-                           WHERE webhook_id = $1 AND session_id = $2 AND status = 'PENDING' AND NOT manual)
-         RETURNING id",
+        "WITH next AS (
+             SELECT id, seq FROM webhook_deliveries
+             WHERE webhook_id = $1 AND session_id = $2 AND status = 'WAITING'
+             ORDER BY seq, channel LIMIT 1 FOR UPDATE
+         )
+         UPDATE webhook_deliveries d SET status = 'PENDING', next_attempt_at = now()
+         FROM next
+         WHERE d.id = next.id
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                           WHERE p.webhook_id = $1 AND p.session_id = $2 AND p.status = 'PENDING'
+                             AND NOT p.manual AND p.seq < next.seq)
+         RETURNING d.id",
         webhook_id,
         subject_id
     )
@@ -575,7 +579,9 @@ async fn promote(tx: &mut Tx, webhook_id: Uuid, subject_id: Uuid) -> Result<Opti
 }
 
 /// Claims the delivery `id` (just promoted) under `token`, when its
-/// subscription is enabled.
+/// subscription is enabled and it is ready to go (the claim's checks: an
+/// earlier event of its session may not have been dispatched yet, and then
+/// it stays PENDING for a later claim).
 async fn claim_one(
     tx: &mut Tx,
     id: Uuid,
@@ -590,6 +596,19 @@ async fn claim_one(
                give_up_at = coalesce(d.give_up_at, now() + make_interval(secs => $4))
            FROM webhooks w
            WHERE d.id = $1 AND w.id = d.webhook_id AND w.enabled AND d.status = 'PENDING'
+             -- Ready: as in claim.
+             AND NOT EXISTS (
+                 SELECT 1 FROM webhook_deliveries e
+                 WHERE e.webhook_id = d.webhook_id AND e.session_id = d.session_id
+                   AND e.status IN ('WAITING', 'PENDING') AND NOT e.manual AND e.seq < d.seq)
+             AND NOT EXISTS (
+                 SELECT 1 FROM session_events ev, webhook_cursor c
+                 WHERE d.subject = 'SESSION' AND ev.session_id = d.session_id AND ev.seq < d.seq
+                   AND (ev.txid, ev.id) > (c.txid, c.event_id))
+             AND NOT EXISTS (
+                 SELECT 1 FROM booking_events ev, webhook_cursor c
+                 WHERE d.subject = 'BOOKING' AND ev.booking_id = d.session_id AND ev.id < d.event_id
+                   AND (ev.txid, ev.id) > (c.booking_txid, c.booking_event_id))
            RETURNING d.id, d.webhook_id, w.url, w.secret, d.payload,
                      jsonb_array_length(d.attempts) AS "attempts!""#,
         id,

@@ -478,6 +478,109 @@ async fn deliveries_keep_the_sessions_order_when_the_feed_shows_a_later_event_fi
     assert_eq!(seqs, [1, 2, 3], "in the session's order");
 }
 
+/// A transaction of the test's own that has taken its transaction id: the
+/// feed shows nothing newer until it ends.
+async fn holding_an_id(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *tx)
+        .await
+        .expect("take an id");
+    tx
+}
+
+/// Commits, in `writer` (which took its id earlier), the session's seq 4.
+async fn write_seq_4(mut writer: sqlx::Transaction<'static, sqlx::Postgres>, session_id: &str) {
+    sqlx::query(
+        "INSERT INTO session_events (session_id, seq, type, actor_kind, reason)
+         VALUES ($1::uuid, 4, 'CHECKED_IN', 'SYSTEM', 'written with an older transaction id')",
+    )
+    .bind(session_id)
+    .execute(&mut *writer)
+    .await
+    .expect("seq 4");
+    writer.commit().await.expect("commit");
+}
+
+/// The seqs of `session_id`'s deliveries that reached `receiver`, in order.
+fn session_seqs(receiver: &Receiver, session_id: &str) -> Vec<i64> {
+    receiver
+        .received()
+        .iter()
+        .filter(|r| r.body["data"]["session_id"] == session_id)
+        .map(|r| r.body["data"]["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_later_event_dispatched_first_waits_for_the_earlier_ones_dispatched_after_it() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let receiver = Receiver::start().await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    create(&c, everything(&receiver.url(), &w)).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
+    dispatch(replica, 2).await;
+    deliver().await.expect("deliver");
+
+    // Seq 4 has the oldest id; a transaction opened after it holds seqs 2
+    // and 3 back, so the dispatcher reads 4 alone, and 2 and 3 later.
+    let writer = holding_an_id(&app.pool).await;
+    let horizon = holding_an_id(&app.pool).await;
+    c.pause_session(&s.id, "lunch").await.expect("pause");
+    c.resume_session(&s.id).await.expect("resume");
+    write_seq_4(writer, &s.id).await;
+    dispatch(replica, 1).await;
+    assert_eq!(
+        deliver().await.expect("deliver"),
+        0,
+        "seq 4 waits for the events before it"
+    );
+    horizon.rollback().await.expect("end");
+    dispatch(replica, 2).await;
+    for _ in 0..4 {
+        deliver().await.expect("deliver");
+    }
+    assert_eq!(session_seqs(&receiver, &s.id), [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_delivery_sent_right_after_the_one_before_it_still_waits_for_an_undispatched_event() {
+    let app = spawn_with(1, roomy_rules()).await;
+    let receiver = Receiver::start().await;
+    let c = app.coordinator();
+    let w = world(&app).await;
+    create(&c, everything(&receiver.url(), &w)).await;
+    let s = on_demand(&app, &w, None).await.expect("create");
+    let replica = &app.replicas[0].app;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
+    dispatch(replica, 2).await;
+    deliver().await.expect("deliver");
+
+    // Seq 4 has the oldest id, seq 2 the next; a transaction opened between
+    // seq 2 and seq 3 holds seq 3 back: the dispatcher reads 2 and 4 first.
+    let writer = holding_an_id(&app.pool).await;
+    c.pause_session(&s.id, "lunch").await.expect("pause");
+    let horizon = holding_an_id(&app.pool).await;
+    c.resume_session(&s.id).await.expect("resume");
+    write_seq_4(writer, &s.id).await;
+    dispatch(replica, 2).await;
+    // Seq 2 goes, and its success hands seq 4 over, which must not go
+    // before seq 3.
+    assert_eq!(deliver().await.expect("deliver"), 1);
+    assert_eq!(session_seqs(&receiver, &s.id), [1, 2]);
+    horizon.rollback().await.expect("end");
+    dispatch(replica, 1).await;
+    for _ in 0..3 {
+        deliver().await.expect("deliver");
+    }
+    assert_eq!(session_seqs(&receiver, &s.id), [1, 2, 3, 4]);
+}
+
 #[tokio::test]
 async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_them() {
     let app = spawn_with(1, roomy_rules()).await;
