@@ -624,8 +624,9 @@ async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_th
     assert_eq!(violated_fields(&status), ["webhook.booking_event_types"]);
 
     // Booking 1 is made and accepted (which makes a session); the
-    // subscription for accepted bookings also takes cancelled ones from now
-    // on; booking 2 is made and cancelled.
+    // subscription for accepted bookings is changed to take cancelled ones
+    // too (a subscription is matched when the dispatcher reads the event,
+    // which here is after all of them); booking 2 is made and cancelled.
     let b1 = draft(&app, &w, monday_at(10), monday_at(11)).await;
     let session = accept(&app, &b1.id).await.expect("accept").session.expect("session");
     let updated = c
