@@ -512,19 +512,30 @@ fn session_seqs(receiver: &Receiver, session_id: &str) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_later_event_dispatched_first_waits_for_the_earlier_ones_dispatched_after_it() {
+/// An app with a subscription to every event of a world's mentee, and an
+/// on-demand session whose first events have been delivered.
+async fn with_one_session_delivered() -> (TestApp, Receiver, pb::Session) {
     let app = spawn_with(1, roomy_rules()).await;
     let receiver = Receiver::start().await;
-    let c = app.coordinator();
     let w = world(&app).await;
-    create(&c, everything(&receiver.url(), &w)).await;
+    create(&app.coordinator(), everything(&receiver.url(), &w)).await;
     let s = on_demand(&app, &w, None).await.expect("create");
+    let replica = &app.replicas[0].app;
+    dispatch(replica, 2).await;
+    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+    mentorship::jobs::webhooks::deliver_once(replica, &client)
+        .await
+        .expect("deliver");
+    (app, receiver, s)
+}
+
+#[tokio::test]
+async fn a_later_event_dispatched_first_waits_for_the_earlier_ones_dispatched_after_it() {
+    let (app, receiver, s) = with_one_session_delivered().await;
+    let c = app.coordinator();
     let replica = &app.replicas[0].app;
     let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
     let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
-    dispatch(replica, 2).await;
-    deliver().await.expect("deliver");
 
     // Seq 4 has the oldest id; a transaction opened after it holds seqs 2
     // and 3 back, so the dispatcher reads 4 alone, and 2 and 3 later.
@@ -549,17 +560,11 @@ async fn a_later_event_dispatched_first_waits_for_the_earlier_ones_dispatched_af
 
 #[tokio::test]
 async fn a_delivery_sent_right_after_the_one_before_it_still_waits_for_an_undispatched_event() {
-    let app = spawn_with(1, roomy_rules()).await;
-    let receiver = Receiver::start().await;
+    let (app, receiver, s) = with_one_session_delivered().await;
     let c = app.coordinator();
-    let w = world(&app).await;
-    create(&c, everything(&receiver.url(), &w)).await;
-    let s = on_demand(&app, &w, None).await.expect("create");
     let replica = &app.replicas[0].app;
     let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
     let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
-    dispatch(replica, 2).await;
-    deliver().await.expect("deliver");
 
     // Seq 4 has the oldest id, seq 2 the next; a transaction opened between
     // seq 2 and seq 3 holds seq 3 back: the dispatcher reads 2 and 4 first.
