@@ -111,9 +111,7 @@ async fn a_deadline_ends_the_wait_not_the_work_and_a_retry_answers_what_happened
     // The row frees well within the lock timeout: the work under way goes
     // on by itself, with no call waiting for it.
     held.rollback().await.expect("release");
-    let mut stored = 0;
     for _ in 0..100 {
-        stored = app.count("session_events").await;
         if event_log(&app, &id).await.iter().any(|e| e.to_stage == "review") {
             break;
         }
@@ -123,6 +121,8 @@ async fn a_deadline_ends_the_wait_not_the_work_and_a_retry_answers_what_happened
         event_log(&app, &id).await.iter().any(|e| e.to_stage == "review"),
         "the abandoned call committed its change"
     );
+    // Counted once the change is seen (a count taken before could miss it).
+    let stored = app.count("session_events").await;
     // The retry replays it: the same answer, no new event.
     let retried = c.advance_stage(&id, "review").await.expect("retry");
     assert_eq!(app.count("session_events").await, stored);
