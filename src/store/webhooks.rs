@@ -335,6 +335,15 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
     new.sort_by_key(|d| (d.webhook_id, d.subject_id, d.seq, d.channel));
     let webhooks: Vec<Uuid> = new.iter().map(|d| d.webhook_id).collect();
     let subjects: Vec<Uuid> = new.iter().map(|d| d.subject_id).collect();
+    // The subscriptions first (the foreign key's lock, taken anyway by the
+    // insert), so a DeleteWebhook, which locks its subscription and then
+    // its deliveries, never deadlocks with this.
+    sqlx::query!(
+        "SELECT 1 AS one FROM webhooks WHERE id = ANY($1) ORDER BY id FOR KEY SHARE",
+        &webhooks
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     // Per pair with open deliveries, the lowest, locked (pairs in order).
     let open = sqlx::query!(
         r#"SELECT p.webhook_id AS "webhook_id!", p.session_id AS "session_id!", lowest.seq AS "lowest!"
@@ -403,12 +412,17 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
 /// them is a cursor move (the events are dispatched again, and the unique
 /// key keeps one delivery each), a claim (the delivery is claimed again) or
 /// a record (the delivery is sent again, with the same `webhook-id`), all
-/// within at least once.
+/// within at least once. Its lock waits may last 5 s, not the API's 1 s:
+/// the dispatcher and an attempt's record wait for each other on a pair's
+/// deliveries, and a record given up would send its delivery again.
 pub async fn begin(pool: &sqlx::PgPool) -> Result<Tx, Error> {
     let mut tx = super::begin(pool).await?;
-    sqlx::query!("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "SELECT set_config('synchronous_commit', 'off', true) AS synchronous_commit,
+                set_config('lock_timeout', '5s', true) AS lock_timeout"
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     Ok(tx)
 }
 
@@ -555,22 +569,18 @@ pub async fn record_attempt(
     Ok(next)
 }
 
-/// Makes the lowest WAITING delivery of a pair PENDING, due now, unless a
-/// lower delivery of the pair (not a RetryDelivery) is still PENDING; its id.
+/// Makes the lowest WAITING delivery of a pair PENDING, due now; its id.
+/// Always, even while a lower one is still PENDING: the claim's checks
+/// (fresh at each claim) keep the order, while a check here, against this
+/// statement's snapshot, could miss an end committing at the same moment
+/// and leave the pair WAITING for good.
 async fn promote(tx: &mut Tx, webhook_id: Uuid, subject_id: Uuid) -> Result<Option<Uuid>, Error> {
     Ok(sqlx::query_scalar!(
-        "WITH next AS (
-             SELECT id, seq FROM webhook_deliveries
-             WHERE webhook_id = $1 AND session_id = $2 AND status = 'WAITING'
-             ORDER BY seq, channel LIMIT 1 FOR UPDATE
-         )
-         UPDATE webhook_deliveries d SET status = 'PENDING', next_attempt_at = now()
-         FROM next
-         WHERE d.id = next.id
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
-                           WHERE p.webhook_id = $1 AND p.session_id = $2 AND p.status = 'PENDING'
-                             AND NOT p.manual AND p.seq < next.seq)
-         RETURNING d.id",
+        "UPDATE webhook_deliveries SET status = 'PENDING', next_attempt_at = now()
+         WHERE id = (SELECT id FROM webhook_deliveries
+                     WHERE webhook_id = $1 AND session_id = $2 AND status = 'WAITING'
+                     ORDER BY seq, channel LIMIT 1 FOR UPDATE)
+         RETURNING id",
         webhook_id,
         subject_id
     )
