@@ -306,6 +306,34 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{
+        access::{Actor, ActorKind},
+        model::SessionEvent,
+        session::SessionStatus,
+    };
+
+    fn system() -> Actor {
+        Actor {
+            kind: ActorKind::System,
+            id: String::new(),
+        }
+    }
+
+    fn session_event(event_type: EventType, from: Option<SessionStatus>, to: Option<SessionStatus>) -> SessionEvent {
+        SessionEvent {
+            session_id: Uuid::nil(),
+            seq: 1,
+            event_type,
+            from_status: from,
+            to_status: to,
+            from_stage: None,
+            to_stage: None,
+            actor: system(),
+            reason: String::new(),
+            details: serde_json::Value::Null,
+            occurred_at: Utc::now(),
+        }
+    }
 
     #[test]
     fn signatures_match_the_standard_webhooks_example() {
@@ -328,27 +356,8 @@ mod tests {
 
     #[test]
     fn each_setting_covers_its_own_kind_of_notice() {
-        use crate::domain::{
-            access::{Actor, ActorKind},
-            model::SessionEvent,
-            session::SessionStatus::*,
-        };
-        let event = |event_type, from, to| SessionEvent {
-            session_id: Uuid::nil(),
-            seq: 1,
-            event_type,
-            from_status: from,
-            to_status: Some(to),
-            from_stage: None,
-            to_stage: None,
-            actor: Actor {
-                kind: ActorKind::System,
-                id: String::new(),
-            },
-            reason: String::new(),
-            details: serde_json::Value::Null,
-            occurred_at: Utc::now(),
-        };
+        use SessionStatus::*;
+        let event = |event_type, from, to| session_event(event_type, from, Some(to));
         let all = Notifications::default();
         let cases = [
             (event(EventType::Created, None, Active), Some("state_change")),
@@ -400,27 +409,10 @@ mod tests {
 
     #[test]
     fn empty_type_lists_want_everything_and_any_list_wants_only_what_it_names() {
-        use crate::domain::access::{Actor, ActorKind};
-        use crate::domain::model::{BookingEvent, SessionEvent};
+        use crate::domain::model::BookingEvent;
         let now = Utc::now();
-        let actor = Actor {
-            kind: ActorKind::System,
-            id: String::new(),
-        };
         let session = FeedEvent {
-            event: SessionEvent {
-                session_id: Uuid::nil(),
-                seq: 1,
-                event_type: EventType::Created,
-                from_status: None,
-                to_status: None,
-                from_stage: None,
-                to_stage: None,
-                actor: actor.clone(),
-                reason: String::new(),
-                details: serde_json::Value::Null,
-                occurred_at: now,
-            },
+            event: session_event(EventType::Created, None, None),
             position: (1, 1),
             mentor_id: Uuid::nil(),
             mentee_id: Uuid::nil(),
@@ -432,7 +424,7 @@ mod tests {
                 seq: 1,
                 from_status: None,
                 to_status: BookingStatus::Draft,
-                actor,
+                actor: system(),
                 reason: String::new(),
                 occurred_at: now,
             },

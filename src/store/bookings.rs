@@ -159,8 +159,9 @@ pub async fn events(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<BookingEvent>, Error> {
-    let rows = sqlx::query!(
-        r#"SELECT seq AS "seq!", from_status, to_status, actor_kind, actor_id, reason, occurred_at
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT booking_id, seq AS "seq!", from_status, to_status, actor_kind, actor_id, reason, occurred_at
            FROM (SELECT row_number() OVER (ORDER BY id) AS seq, * FROM booking_events WHERE booking_id = $1) e
            WHERE seq > $2 ORDER BY seq LIMIT $3"#,
         booking_id,
@@ -168,47 +169,40 @@ pub async fn events(
         limit
     )
     .fetch_all(db)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            event(
-                booking_id,
-                r.seq,
-                r.from_status,
-                &r.to_status,
-                &r.actor_kind,
-                r.actor_id,
-                r.reason,
-                r.occurred_at,
-            )
-        })
-        .collect()
+    .await?
+    .into_iter()
+    .map(TryInto::try_into)
+    .collect()
 }
 
-/// One audit entry from its stored columns.
-#[allow(clippy::too_many_arguments)]
-fn event(
+/// One audit entry as stored.
+struct EventRow {
     booking_id: Uuid,
     seq: i64,
     from_status: Option<String>,
-    to_status: &str,
-    actor_kind: &str,
+    to_status: String,
+    actor_kind: String,
     actor_id: String,
     reason: String,
     occurred_at: DateTime<Utc>,
-) -> Result<BookingEvent, Error> {
-    Ok(BookingEvent {
-        booking_id,
-        seq,
-        from_status: from_status.map(|s| s.parse().map_err(corrupt)).transpose()?,
-        to_status: to_status.parse().map_err(corrupt)?,
-        actor: Actor {
-            kind: ActorKind::parse(actor_kind).ok_or_else(|| corrupt(actor_kind))?,
-            id: actor_id,
-        },
-        reason,
-        occurred_at,
-    })
+}
+
+impl TryFrom<EventRow> for BookingEvent {
+    type Error = Error;
+    fn try_from(r: EventRow) -> Result<BookingEvent, Error> {
+        Ok(BookingEvent {
+            booking_id: r.booking_id,
+            seq: r.seq,
+            from_status: r.from_status.map(|s| s.parse().map_err(corrupt)).transpose()?,
+            to_status: r.to_status.parse().map_err(corrupt)?,
+            actor: Actor {
+                kind: ActorKind::parse(&r.actor_kind).ok_or_else(|| corrupt(&r.actor_kind))?,
+                id: r.actor_id,
+            },
+            reason: r.reason,
+            occurred_at: r.occurred_at,
+        })
+    }
 }
 
 /// The next `limit` committed booking events after `after` in the booking
@@ -239,16 +233,17 @@ pub async fn feed_page(
     rows.into_iter()
         .map(|r| {
             Ok(BookingFeedEvent {
-                event: event(
-                    r.booking_id,
-                    r.seq,
-                    r.from_status,
-                    &r.to_status,
-                    &r.actor_kind,
-                    r.actor_id,
-                    r.reason,
-                    r.occurred_at,
-                )?,
+                event: EventRow {
+                    booking_id: r.booking_id,
+                    seq: r.seq,
+                    from_status: r.from_status,
+                    to_status: r.to_status,
+                    actor_kind: r.actor_kind,
+                    actor_id: r.actor_id,
+                    reason: r.reason,
+                    occurred_at: r.occurred_at,
+                }
+                .try_into()?,
                 id: r.id,
                 position: (r.txid, r.id),
                 mentor_id: r.mentor_id,

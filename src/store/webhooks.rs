@@ -461,7 +461,8 @@ pub async fn claim(
     retry_period: chrono::Duration,
     token: Uuid,
 ) -> Result<Vec<Claimed>, Error> {
-    let rows = sqlx::query!(
+    Ok(sqlx::query_as!(
+        Claimed,
         r#"WITH busy AS (
                SELECT webhook_id, count(*) AS n FROM webhook_deliveries
                WHERE status = 'PENDING' AND claim IS NOT NULL AND next_attempt_at > now()
@@ -500,7 +501,7 @@ pub async fn claim(
            FROM due, webhooks w
            WHERE d.id = due.id AND w.id = d.webhook_id
            RETURNING d.id, d.webhook_id, w.url, w.secret, d.payload,
-                     jsonb_array_length(d.attempts) AS "attempts!""#,
+                     jsonb_array_length(d.attempts) AS "attempts!", $4::uuid AS "token!""#,
         limit,
         lease.as_secs_f64(),
         PER_SUBSCRIPTION,
@@ -508,19 +509,7 @@ pub async fn claim(
         retry_period.num_milliseconds() as f64 / 1000.0
     )
     .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Claimed {
-            id: r.id,
-            webhook_id: r.webhook_id,
-            url: r.url,
-            secret: r.secret,
-            payload: r.payload,
-            attempts: r.attempts,
-            token,
-        })
-        .collect())
+    .await?)
 }
 
 /// Records an attempt made under the claim `token` (nothing, when the
@@ -599,7 +588,8 @@ async fn claim_one(
     retry_period: chrono::Duration,
     token: Uuid,
 ) -> Result<Option<Claimed>, Error> {
-    let row = sqlx::query!(
+    Ok(sqlx::query_as!(
+        Claimed,
         r#"UPDATE webhook_deliveries d SET
                next_attempt_at = now() + make_interval(secs => $2),
                claim = $3,
@@ -620,23 +610,14 @@ async fn claim_one(
                  WHERE d.subject = 'BOOKING' AND ev.booking_id = d.session_id AND ev.id < d.event_id
                    AND (ev.txid, ev.id) > (c.booking_txid, c.booking_event_id))
            RETURNING d.id, d.webhook_id, w.url, w.secret, d.payload,
-                     jsonb_array_length(d.attempts) AS "attempts!""#,
+                     jsonb_array_length(d.attempts) AS "attempts!", $3::uuid AS "token!""#,
         id,
         lease.as_secs_f64(),
         token,
         retry_period.num_milliseconds() as f64 / 1000.0
     )
     .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|r| Claimed {
-        id: r.id,
-        webhook_id: r.webhook_id,
-        url: r.url,
-        secret: r.secret,
-        payload: r.payload,
-        attempts: r.attempts,
-        token,
-    }))
+    .await?)
 }
 
 /// A delivery as listed.

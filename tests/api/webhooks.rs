@@ -514,28 +514,49 @@ fn session_seqs(receiver: &Receiver, session_id: &str) -> Vec<i64> {
 
 /// An app with a subscription to every event of a world's mentee, and an
 /// on-demand session whose first events have been delivered.
-async fn with_one_session_delivered() -> (TestApp, Receiver, pb::Session) {
-    let app = spawn_with(1, roomy_rules()).await;
-    let receiver = Receiver::start().await;
-    let w = world(&app).await;
-    create(&app.coordinator(), everything(&receiver.url(), &w)).await;
-    let s = on_demand(&app, &w, None).await.expect("create");
-    let replica = &app.replicas[0].app;
-    dispatch(replica, 2).await;
-    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
-    mentorship::jobs::webhooks::deliver_once(replica, &client)
-        .await
-        .expect("deliver");
-    (app, receiver, s)
+struct OneSession {
+    app: TestApp,
+    receiver: Receiver,
+    s: pb::Session,
+    client: reqwest::Client,
+}
+
+impl OneSession {
+    async fn start() -> OneSession {
+        let app = spawn_with(1, roomy_rules()).await;
+        let receiver = Receiver::start().await;
+        let w = world(&app).await;
+        create(&app.coordinator(), everything(&receiver.url(), &w)).await;
+        let s = on_demand(&app, &w, None).await.expect("create");
+        let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
+        let one = OneSession {
+            app,
+            receiver,
+            s,
+            client,
+        };
+        one.dispatch(2).await;
+        one.deliver().await;
+        one
+    }
+
+    async fn dispatch(&self, n: usize) {
+        dispatch(&self.app.replicas[0].app, n).await;
+    }
+
+    /// One round of attempts; how many.
+    async fn deliver(&self) -> usize {
+        mentorship::jobs::webhooks::deliver_once(&self.app.replicas[0].app, &self.client)
+            .await
+            .expect("deliver")
+    }
 }
 
 #[tokio::test]
 async fn a_later_event_dispatched_first_waits_for_the_earlier_ones_dispatched_after_it() {
-    let (app, receiver, s) = with_one_session_delivered().await;
+    let one = OneSession::start().await;
+    let (app, receiver, s) = (&one.app, &one.receiver, &one.s);
     let c = app.coordinator();
-    let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
-    let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
 
     // Seq 4 has the oldest id; a transaction opened after it holds seqs 2
     // and 3 back, so the dispatcher reads 4 alone, and 2 and 3 later.
@@ -544,27 +565,21 @@ async fn a_later_event_dispatched_first_waits_for_the_earlier_ones_dispatched_af
     c.pause_session(&s.id, "lunch").await.expect("pause");
     c.resume_session(&s.id).await.expect("resume");
     write_seq_4(writer, &s.id).await;
-    dispatch(replica, 1).await;
-    assert_eq!(
-        deliver().await.expect("deliver"),
-        0,
-        "seq 4 waits for the events before it"
-    );
+    one.dispatch(1).await;
+    assert_eq!(one.deliver().await, 0, "seq 4 waits for the events before it");
     horizon.rollback().await.expect("end");
-    dispatch(replica, 2).await;
+    one.dispatch(2).await;
     for _ in 0..4 {
-        deliver().await.expect("deliver");
+        one.deliver().await;
     }
-    assert_eq!(session_seqs(&receiver, &s.id), [1, 2, 3, 4]);
+    assert_eq!(session_seqs(receiver, &s.id), [1, 2, 3, 4]);
 }
 
 #[tokio::test]
 async fn a_delivery_sent_right_after_the_one_before_it_still_waits_for_an_undispatched_event() {
-    let (app, receiver, s) = with_one_session_delivered().await;
+    let one = OneSession::start().await;
+    let (app, receiver, s) = (&one.app, &one.receiver, &one.s);
     let c = app.coordinator();
-    let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::client(Duration::from_secs(5));
-    let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
 
     // Seq 4 has the oldest id, seq 2 the next; a transaction opened between
     // seq 2 and seq 3 holds seq 3 back: the dispatcher reads 2 and 4 first.
@@ -573,17 +588,17 @@ async fn a_delivery_sent_right_after_the_one_before_it_still_waits_for_an_undisp
     let horizon = holding_an_id(&app.pool).await;
     c.resume_session(&s.id).await.expect("resume");
     write_seq_4(writer, &s.id).await;
-    dispatch(replica, 2).await;
+    one.dispatch(2).await;
     // Seq 2 goes, and its success hands seq 4 over, which must not go
     // before seq 3.
-    assert_eq!(deliver().await.expect("deliver"), 1);
-    assert_eq!(session_seqs(&receiver, &s.id), [1, 2]);
+    assert_eq!(one.deliver().await, 1);
+    assert_eq!(session_seqs(receiver, &s.id), [1, 2]);
     horizon.rollback().await.expect("end");
-    dispatch(replica, 1).await;
+    one.dispatch(1).await;
     for _ in 0..3 {
-        deliver().await.expect("deliver");
+        one.deliver().await;
     }
-    assert_eq!(session_seqs(&receiver, &s.id), [1, 2, 3, 4]);
+    assert_eq!(session_seqs(receiver, &s.id), [1, 2, 3, 4]);
 }
 
 #[tokio::test]
