@@ -4,5 +4,5 @@
 SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
        stage, config, queued_at, started_at, ended_at,
        active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-       created_at, updated_at
+       created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
 FROM sessions WHERE id = (SELECT id FROM bench_sessions WHERE n = :n);

@@ -8,13 +8,14 @@ BEGIN;
 SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
        stage, config, queued_at, started_at, ended_at,
        active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-       created_at, updated_at
+       created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
 FROM sessions WHERE id = (SELECT id FROM bench_sessions WHERE n = :n) FOR UPDATE;
 WITH saved AS (
     UPDATE sessions SET status = 'PAUSED', stage = NULL, config = '{"template_id": "", "notifications": {"email": false, "slack": true, "recipients": [], "notify_on_blocker": true, "notify_on_completion": true, "notify_on_escalation": true, "notify_on_state_change": true}, "allowed_stages": [], "custom_settings": {}, "escalation_policy": "PROGRESSIVE", "max_duration_secs": 28800, "quality_tier_override": null, "check_in_interval_secs": 1800}',
         queued_at = NULL, started_at = started_at, ended_at = NULL, active_banked_us = active_banked_us,
         active_since = NULL, paused_at = now(), report = NULL, failure = NULL, cancel_reason = '',
         deadline = now() + interval '24 hours', deadline_kind = 'PAUSE_TIMEOUT', mentor_id = mentor_id,
+        check_in_anchor_us = check_in_anchor_us, check_ins_missed = 0, escalation_level = 0, check_in_due = NULL,
         last_seq = last_seq + 1, version = version + 1, updated_at = now()
     WHERE id = (SELECT id FROM bench_sessions WHERE n = :n)
     RETURNING id, status, stage, last_seq, version, updated_at
@@ -32,13 +33,15 @@ BEGIN;
 SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
        stage, config, queued_at, started_at, ended_at,
        active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-       created_at, updated_at
+       created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
 FROM sessions WHERE id = (SELECT id FROM bench_sessions WHERE n = :n) FOR UPDATE;
 WITH saved AS (
     UPDATE sessions SET status = 'ACTIVE', stage = NULL, config = '{"template_id": "", "notifications": {"email": false, "slack": true, "recipients": [], "notify_on_blocker": true, "notify_on_completion": true, "notify_on_escalation": true, "notify_on_state_change": true}, "allowed_stages": [], "custom_settings": {}, "escalation_policy": "PROGRESSIVE", "max_duration_secs": 28800, "quality_tier_override": null, "check_in_interval_secs": 1800}',
         queued_at = NULL, started_at = started_at, ended_at = NULL, active_banked_us = active_banked_us,
         active_since = now(), paused_at = NULL, report = NULL, failure = NULL, cancel_reason = '',
         deadline = now() + interval '8 hours', deadline_kind = 'TIMEOUT', mentor_id = mentor_id,
+        check_in_anchor_us = check_in_anchor_us, check_ins_missed = 0, escalation_level = 0,
+        check_in_due = now() + interval '30 minutes',
         last_seq = last_seq + 1, version = version + 1, updated_at = now()
     WHERE id = (SELECT id FROM bench_sessions WHERE n = :n)
     RETURNING id, status, stage, last_seq, version, updated_at

@@ -567,3 +567,91 @@ pub async fn oldest_transaction(pool: &PgPool) -> Result<Option<OldestTransactio
     .fetch_optional(pool)
     .await?)
 }
+
+/// The pgbench scripts of docs/BENCHMARKS.md ("Write path") stand for the
+/// service's own statements; this test keeps them from drifting apart when a
+/// column is added.
+#[cfg(test)]
+mod pgbench_script_tests {
+    const SOURCE: &str = include_str!("sessions.rs");
+    const PAUSE_RESUME: &str = include_str!("../../scripts/pgbench/pause-resume.sql");
+    const GET_SESSION: &str = include_str!("../../scripts/pgbench/get-session.sql");
+
+    /// The SQL literal of the store function `name`.
+    fn statement(name: &str) -> &'static str {
+        let text = &SOURCE[SOURCE.find(&format!("async fn {name}(")).expect("the function")..];
+        between(text, "r#\"", "\"#")
+    }
+
+    /// The text between the first `start` and the next `end` after it.
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let from = text.find(start).unwrap_or_else(|| panic!("{start:?} in {text}")) + start.len();
+        let len = text[from..]
+            .find(end)
+            .unwrap_or_else(|| panic!("{end:?} after {start:?} in {text}"));
+        &text[from..from + len]
+    }
+
+    /// The column each item of a comma-separated list starts with: `a = $1`,
+    /// `b AS "b!"`, `c = '{"x": 1, "y": 2}'` and `d` give a, b, c and d.
+    fn columns(list: &str) -> Vec<String> {
+        let (mut items, mut item, mut quoted, mut depth) = (Vec::new(), String::new(), false, 0);
+        for c in list.chars() {
+            match c {
+                '\'' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth -= 1,
+                ',' if !quoted && depth == 0 => {
+                    items.push(std::mem::take(&mut item));
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        items.push(item);
+        items
+            .iter()
+            .map(|item| item.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// The columns a statement selects, or sets, inserts and returns.
+    fn shape(sql: &str) -> Vec<Vec<String>> {
+        let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !sql.contains("UPDATE sessions SET") {
+            return vec![columns(between(&sql, "SELECT", "FROM sessions"))];
+        }
+        vec![
+            columns(between(&sql, "UPDATE sessions SET", " WHERE")),
+            columns(between(&sql, "RETURNING", ")")),
+            columns(between(&sql, "INSERT INTO session_events (", ")")),
+            columns(between(
+                between(&sql, "event AS (", "FROM saved, event"),
+                "RETURNING",
+                ")",
+            )),
+            columns(between(
+                &sql[sql.rfind(") SELECT").expect("the last SELECT")..],
+                "SELECT",
+                "FROM saved, event",
+            )),
+        ]
+    }
+
+    #[test]
+    fn the_pgbench_scripts_run_the_services_statements() {
+        let resume = PAUSE_RESUME.find("COMMIT;").expect("two transactions") + "COMMIT;".len();
+        for script in [&PAUSE_RESUME[..resume], &PAUSE_RESUME[resume..]] {
+            assert_eq!(
+                shape(between(script, "BEGIN;", "FOR UPDATE;")),
+                shape(statement("lock"))
+            );
+            assert_eq!(
+                shape(between(script, "FOR UPDATE;", "COMMIT;")),
+                shape(statement("save_with_event"))
+            );
+        }
+        assert_eq!(shape(GET_SESSION), shape(statement("get")));
+    }
+}
