@@ -7,6 +7,11 @@ use mentorship::{
     config::{Cli, Command},
 };
 
+/// mimalloc: cheaper allocation than glibc's on the request path
+/// (docs/ARCHITECTURE.md, "Dependencies and why").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
     let logs = args.serve.log_format;
