@@ -128,6 +128,8 @@ pub struct App {
     pub watches: slots::Slots,
     /// This replica's metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// GetSession's reads, coalesced.
+    pub reads: crate::store::reads::Reads,
 }
 
 impl App {
@@ -140,13 +142,15 @@ impl App {
             per_caller: (rules.watch_streams.per_caller, "watch_streams_per_caller"),
             total: (rules.watch_streams.per_replica, "watch_streams_per_replica"),
         });
+        let metrics: std::sync::Arc<crate::metrics::Metrics> = Default::default();
         App {
+            reads: crate::store::reads::Reads::new(pool.clone(), metrics.clone()),
             pool,
             rules,
             hub,
             exports,
             watches,
-            metrics: Default::default(),
+            metrics,
         }
     }
 

@@ -61,8 +61,9 @@ pub fn etag(version: i64) -> String {
 
 impl App {
     pub async fn get_session(&self, who: &Principal, id: Uuid) -> Result<Session> {
-        let mut conn = self.connection().await?;
-        let session = store_sessions::get(&mut *conn, id)
+        let session = self
+            .reads
+            .get(id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Session, id))?;
         if !who.can_see(session.participants()) {
@@ -70,6 +71,10 @@ impl App {
                 "only the session's participants, coordinators and services may read it",
             ));
         }
+        if session.status != SessionStatus::Queued {
+            return Ok(session);
+        }
+        let mut conn = self.connection().await?;
         self.with_queue_info(&mut conn, session).await
     }
 

@@ -258,6 +258,25 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Sessi
     .transpose()
 }
 
+/// The sessions of `ids` that exist, in no particular order: one statement
+/// for many GetSession calls (`store::reads`).
+pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Session>, Error> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
+                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
+                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
+                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
+           FROM sessions WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(TryInto::try_into)
+    .collect()
+}
+
 /// Loads a session and locks it until the transaction ends: every change to a
 /// session happens under this lock, which is what keeps `seq` gapless.
 pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
@@ -652,6 +671,6 @@ mod pgbench_script_tests {
                 shape(statement("save_with_event"))
             );
         }
-        assert_eq!(shape(GET_SESSION), shape(statement("get")));
+        assert_eq!(shape(GET_SESSION), shape(statement("get_many")));
     }
 }

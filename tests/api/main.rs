@@ -19,6 +19,7 @@ mod history;
 mod observability;
 mod operations;
 mod races;
+mod reads;
 mod retention;
 mod transitions;
 mod watching;
