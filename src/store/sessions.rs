@@ -243,19 +243,7 @@ pub(super) async fn save_with_event(
 }
 
 pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Session>, Error> {
-    sqlx::query_as!(
-        SessionRow,
-        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
-                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
-           FROM sessions WHERE id = $1"#,
-        id
-    )
-    .fetch_optional(db)
-    .await?
-    .map(TryInto::try_into)
-    .transpose()
+    Ok(get_many(db, &[id]).await?.pop())
 }
 
 /// The sessions of `ids` that exist, in no particular order: one statement

@@ -213,9 +213,9 @@ pub struct Watch {
 }
 
 /// Starts an HTTP receiver here and subscribes it (through the service) to
-/// the events of `ids`; returns, per session, when each POST arrived
-/// (deliveries come in seq order per session).
-async fn receive_webhooks(channel: Channel, token: &str, ids: &[String]) -> anyhow::Result<Vec<Responses>> {
+/// the events of `ids`; returns the subscription's id and, per session, when
+/// each POST arrived (deliveries come in seq order per session).
+async fn receive_webhooks(channel: Channel, token: &str, ids: &[String]) -> anyhow::Result<(String, Vec<Responses>)> {
     use std::collections::HashMap;
     let arrivals: Vec<Responses> = ids.iter().map(|_| Responses::default()).collect();
     let index: Arc<HashMap<String, Responses>> = Arc::new(ids.iter().cloned().zip(arrivals.iter().cloned()).collect());
@@ -238,7 +238,7 @@ async fn receive_webhooks(channel: Channel, token: &str, ids: &[String]) -> anyh
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, router).await });
-    mentorship::grpc::pb::webhook_service_client::WebhookServiceClient::new(channel)
+    let subscription = mentorship::grpc::pb::webhook_service_client::WebhookServiceClient::new(channel)
         .create_webhook(authed(
             token,
             pb::CreateWebhookRequest {
@@ -250,8 +250,9 @@ async fn receive_webhooks(channel: Channel, token: &str, ids: &[String]) -> anyh
                 request_id: String::new(),
             },
         ))
-        .await?;
-    Ok(arrivals)
+        .await?
+        .into_inner();
+    Ok((subscription.webhook.map(|w| w.id).unwrap_or_default(), arrivals))
 }
 
 /// `workers` callers pause and resume their own session on one channel
@@ -316,7 +317,7 @@ pub async fn transitions(
     for (what, n) in &failures {
         println!("  failed {n}× {what}");
     }
-    if let Some(posts) = &posts {
+    if let Some((subscription, posts)) = &posts {
         // Wait (at most 30 s) for the last deliveries.
         let sent: usize = responses.iter().map(|r| r.lock().map_or(0, |r| r.len())).sum();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -338,6 +339,16 @@ pub async fn transitions(
             ms(percentile(&d, 99.0)),
             ms(d.last().copied().unwrap_or_default())
         );
+        // What is still open must not load the runs that follow.
+        mentorship::grpc::pb::webhook_service_client::WebhookServiceClient::new(channels[0].clone())
+            .delete_webhook(authed(
+                token,
+                pb::DeleteWebhookRequest {
+                    webhook_id: subscription.clone(),
+                    request_id: String::new(),
+                },
+            ))
+            .await?;
     }
     if watch.streams {
         // Let the last deliveries land.
