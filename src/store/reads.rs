@@ -8,11 +8,16 @@
 //! A batch is read after each of its calls arrived, so it sees every change
 //! committed before the call: a read after a write sees the write, on any
 //! replica. The caller's access is checked per call on the row read
-//! (`App::get_session`), never per batch.
+//! (`App::get_session`), never per batch. Only a table lock (a migration's
+//! ALTER, say) makes a read wait, and it makes every read wait, coalesced or
+//! not, up to the lock timeout (ABORTED, retryable).
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use sqlx::PgPool;
@@ -34,13 +39,20 @@ type Call = (Uuid, oneshot::Sender<Answer>);
 /// One replica's coalesced session reads.
 #[derive(Debug, Clone)]
 pub struct Reads {
+    reader: Reader,
+    /// The coalescer's queue, started by the first call on its runtime.
+    calls: Arc<OnceLock<mpsc::UnboundedSender<Call>>>,
+}
+
+/// What the coalescer reads with (and not its own queue, so that it ends
+/// once the replica drops its last `Reads`).
+#[derive(Debug, Clone)]
+struct Reader {
     pool: PgPool,
     metrics: Arc<Metrics>,
     /// Batches read at once: one per core the replica may use (a batch is
     /// decoded while the next ones are read), and at most half the pool.
     slots: usize,
-    /// Started by the first call, on its runtime.
-    calls: Arc<OnceLock<mpsc::UnboundedSender<Call>>>,
     counts: Arc<Counts>,
 }
 
@@ -55,11 +67,13 @@ impl Reads {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let half_the_pool = pool.options().get_max_connections() as usize / 2;
         Reads {
-            slots: cores.min(half_the_pool).max(1),
-            pool,
-            metrics,
+            reader: Reader {
+                slots: cores.min(half_the_pool).max(1),
+                pool,
+                metrics,
+                counts: Default::default(),
+            },
             calls: Default::default(),
-            counts: Default::default(),
         }
     }
 
@@ -67,10 +81,10 @@ impl Reads {
     pub async fn get(&self, id: Uuid) -> Answer {
         let calls = self.calls.get_or_init(|| {
             let (send, receive) = mpsc::unbounded_channel();
-            tokio::spawn(self.clone().coalesce(receive));
+            tokio::spawn(self.reader.clone().coalesce(receive));
             send
         });
-        self.counts.calls.fetch_add(1, Ordering::Relaxed);
+        self.reader.counts.calls.fetch_add(1, Ordering::Relaxed);
         let (answer, read) = oneshot::channel();
         if calls.send((id, answer)).is_ok()
             && let Ok(answer) = read.await
@@ -78,22 +92,25 @@ impl Reads {
             return answer;
         }
         // The coalescer is gone (its runtime is shutting down): read alone.
-        sessions::get(&self.pool, id).await
+        sessions::get(&self.reader.pool, id).await
     }
 
     /// Batches read at once.
     pub fn slots(&self) -> usize {
-        self.slots
+        self.reader.slots
     }
 
     /// Calls so far, and the statements that read them.
     pub fn counts(&self) -> (u64, u64) {
+        let counts = &self.reader.counts;
         (
-            self.counts.calls.load(Ordering::Relaxed),
-            self.counts.statements.load(Ordering::Relaxed),
+            counts.calls.load(Ordering::Relaxed),
+            counts.statements.load(Ordering::Relaxed),
         )
     }
+}
 
+impl Reader {
     /// Whenever a slot is free, takes every call waiting and reads them in a
     /// task of their own. Ends when the replica drops its last `Reads`.
     async fn coalesce(self, mut calls: mpsc::UnboundedReceiver<Call>) {
@@ -102,10 +119,10 @@ impl Reads {
         while let Ok(slot) = slots.clone().acquire_owned().await
             && calls.recv_many(&mut batch, MOST_PER_BATCH).await > 0
         {
-            let reads = self.clone();
+            let reader = self.clone();
             let batch = std::mem::take(&mut batch);
             tokio::spawn(async move {
-                let found = reads.read(&batch).await;
+                let found = reader.read(&batch).await;
                 drop(slot);
                 answer(batch, found);
             });
@@ -113,7 +130,7 @@ impl Reads {
     }
 
     /// One statement for the sessions of `batch`.
-    async fn read(&self, batch: &[Call]) -> Result<Vec<Session>, Error> {
+    async fn read(&self, batch: &[Call]) -> Result<Vec<(Uuid, Result<Session, Error>)>, Error> {
         self.counts.statements.fetch_add(1, Ordering::Relaxed);
         let mut conn = {
             let _waiting = self.metrics.waiting_for_connection();
@@ -124,14 +141,18 @@ impl Reads {
     }
 }
 
-/// Gives each call its session (or none), or the batch's error. A call whose
-/// caller has gone takes nothing.
-fn answer(batch: Vec<Call>, found: Result<Vec<Session>, Error>) {
+/// Gives each call its session (or none), or the error of its row or of the
+/// whole statement. A call whose caller has gone takes nothing.
+fn answer(batch: Vec<Call>, found: Result<Vec<(Uuid, Result<Session, Error>)>, Error>) {
     match found {
         Ok(found) => {
-            let found: std::collections::HashMap<Uuid, Session> = found.into_iter().map(|s| (s.id, s)).collect();
+            let found: HashMap<Uuid, Result<Session, Error>> = found.into_iter().collect();
             for (id, answer) in batch {
-                let _ = answer.send(Ok(found.get(&id).cloned()));
+                let _ = answer.send(match found.get(&id) {
+                    Some(Ok(session)) => Ok(Some(session.clone())),
+                    Some(Err(err)) => Err(shared(err)),
+                    None => Ok(None),
+                });
             }
         }
         Err(err) => {
@@ -142,12 +163,39 @@ fn answer(batch: Vec<Call>, found: Result<Vec<Session>, Error>) {
     }
 }
 
-/// The batch's error, for one of its calls: an unreachable database stays
-/// UNAVAILABLE (retryable); anything else is INTERNAL, with the batch's error
-/// as its cause (logged per call, never shown).
+/// An error, for each call it answers: an unreachable database stays
+/// UNAVAILABLE and a lock wait past the lock timeout ABORTED (both
+/// retryable); anything else is INTERNAL, with the error as its cause
+/// (logged per call, never shown).
 fn shared(err: &Error) -> Error {
     match err {
         Error::Unavailable(message) => Error::Unavailable(message.clone()),
+        Error::Aborted { reason, message } => Error::Aborted {
+            reason: *reason,
+            message: message.clone(),
+        },
         other => Error::Internal(anyhow::anyhow!("a coalesced read failed: {other:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Reason;
+
+    #[test]
+    fn a_shared_error_keeps_what_a_client_may_retry() {
+        let unavailable = Error::Unavailable("the database cannot be reached".into());
+        assert!(matches!(shared(&unavailable), Error::Unavailable(m) if m == "the database cannot be reached"));
+        let aborted = Error::Aborted {
+            reason: Reason::LockTimeout,
+            message: "locked".into(),
+        };
+        assert!(matches!(
+            shared(&aborted),
+            Error::Aborted { reason: Reason::LockTimeout, message } if message == "locked"
+        ));
+        let internal = Error::Internal(anyhow::anyhow!("stored status 'NEW'").context("session row"));
+        assert!(matches!(shared(&internal), Error::Internal(e) if format!("{e:#}").contains("stored status 'NEW'")));
     }
 }

@@ -243,13 +243,17 @@ pub(super) async fn save_with_event(
 }
 
 pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Session>, Error> {
-    Ok(get_many(db, &[id]).await?.pop())
+    get_many(db, &[id]).await?.pop().map(|(_, s)| s).transpose()
 }
 
 /// The sessions of `ids` that exist, in no particular order: one statement
-/// for many GetSession calls (`store::reads`).
-pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Session>, Error> {
-    sqlx::query_as!(
+/// for many GetSession calls (`store::reads`). Each row is decoded on its
+/// own, so a row that cannot be read fails only the calls that asked for it.
+pub async fn get_many(
+    db: impl sqlx::PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Result<Session, Error>)>, Error> {
+    Ok(sqlx::query_as!(
         SessionRow,
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
                   stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
@@ -261,8 +265,8 @@ pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec
     .fetch_all(db)
     .await?
     .into_iter()
-    .map(TryInto::try_into)
-    .collect()
+    .map(|row| (row.id, row.try_into()))
+    .collect())
 }
 
 /// Loads a session and locks it until the transaction ends: every change to a

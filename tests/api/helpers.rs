@@ -154,6 +154,26 @@ pub async fn spawn_serving(
     app
 }
 
+/// One replica whose statements wait up to `lock` for a lock: for tests that
+/// hold a table lock on purpose for longer than the service's 1 s.
+pub async fn spawn_waiting_for_locks(rules: Rules, lock: std::time::Duration) -> TestApp {
+    let mut app = empty_app().await;
+    let timeouts = mentorship::DbTimeouts {
+        lock,
+        ..Default::default()
+    };
+    let pool = mentorship::connect_with(&app.database_url, 10, timeouts)
+        .await
+        .expect("server pool");
+    let background = mentorship::Background {
+        sweeper: false,
+        announce: true,
+    };
+    let replica = start_replica_on(pool, rules, background, mentorship::Transport::default()).await;
+    app.replicas.push(replica);
+    app
+}
+
 /// A fresh database with no replica yet.
 async fn empty_app() -> TestApp {
     let database_url = fresh_database().await;
@@ -186,6 +206,16 @@ pub async fn start_replica_with(
     transport: mentorship::Transport,
 ) -> Replica {
     let pool = mentorship::connect(database_url, 10).await.expect("server pool");
+    start_replica_on(pool, rules, background, transport).await
+}
+
+/// [`start_replica_with`] on a pool of the test's making.
+async fn start_replica_on(
+    pool: sqlx::PgPool,
+    rules: Rules,
+    background: mentorship::Background,
+    transport: mentorship::Transport,
+) -> Replica {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let app = App::new(pool, rules);
     let server = mentorship::start(

@@ -81,7 +81,7 @@ async fn fill_the_slots(
 
 #[tokio::test]
 async fn calls_queued_together_are_read_by_one_statement_and_each_gets_its_own_answer() {
-    let app = spawn_with(1, roomy_rules()).await;
+    let app = spawn_waiting_for_locks(roomy_rules(), StdDuration::from_secs(60)).await;
     let reads = &app.replicas[0].app.reads;
     let mut worlds = Vec::new();
     let mut sessions = Vec::new();
@@ -135,7 +135,7 @@ async fn calls_queued_together_are_read_by_one_statement_and_each_gets_its_own_a
 
 #[tokio::test]
 async fn a_failed_batch_answers_each_of_its_calls_with_its_error_and_the_next_batch_reads() {
-    let app = spawn_with(1, roomy_rules()).await;
+    let app = spawn_waiting_for_locks(roomy_rules(), StdDuration::from_secs(60)).await;
     let w = world(&app).await;
     let s = on_demand(&app, &w, None).await.expect("create");
     let call = (w.mentee_token(), s.id.clone());
@@ -161,6 +161,48 @@ async fn a_failed_batch_answers_each_of_its_calls_with_its_error_and_the_next_ba
     for call in queued {
         assert_eq!(
             stored(call.await.expect("task").expect("read by the next batch")),
+            expected
+        );
+    }
+}
+
+/// A row the service cannot read (a status written by a newer release, say)
+/// fails only the calls that asked for it, not the rest of its batch.
+#[tokio::test]
+async fn a_row_that_cannot_be_read_fails_only_the_calls_that_asked_for_it() {
+    let app = spawn_waiting_for_locks(roomy_rules(), StdDuration::from_secs(60)).await;
+    let good = on_demand(&app, &world(&app).await, None).await.expect("create");
+    let bad = on_demand(&app, &world(&app).await, None).await.expect("create");
+    sqlx::raw_sql("ALTER TABLE sessions DROP CONSTRAINT sessions_status_check")
+        .execute(&app.pool)
+        .await
+        .expect("drop the check");
+    sqlx::query("UPDATE sessions SET status = 'HIBERNATING', active_since = NULL WHERE id = $1::uuid")
+        .bind(&bad.id)
+        .execute(&app.pool)
+        .await
+        .expect("a status this release does not know");
+    let (good_call, bad_call) = ((coordinator(), good.id.clone()), (coordinator(), bad.id.clone()));
+    let mut lock = app.pool.acquire().await.expect("connection");
+    let queued = vec![bad_call, good_call.clone(), good_call.clone()];
+    let (slots, queued) = fill_the_slots(&app, &mut lock, good_call, queued).await;
+    sqlx::query("COMMIT").execute(&mut *lock).await.expect("commit");
+
+    let expected = stored(get_session(&app, &good.id).await);
+    for call in slots {
+        assert_eq!(stored(call.await.expect("task").expect("a slot's read")), expected);
+    }
+    let mut queued = queued.into_iter();
+    let status = queued
+        .next()
+        .expect("the bad call")
+        .await
+        .expect("task")
+        .expect_err("unreadable");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    for call in queued {
+        assert_eq!(
+            stored(call.await.expect("task").expect("same batch, own row")),
             expected
         );
     }
