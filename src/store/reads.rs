@@ -130,7 +130,7 @@ impl Reader {
     }
 
     /// One statement for the sessions of `batch`.
-    async fn read(&self, batch: &[Call]) -> Result<Vec<(Uuid, Result<Session, Error>)>, Error> {
+    async fn read(&self, batch: &[Call]) -> Result<sessions::ById, Error> {
         self.counts.statements.fetch_add(1, Ordering::Relaxed);
         let mut conn = {
             let _waiting = self.metrics.waiting_for_connection();
@@ -143,7 +143,7 @@ impl Reader {
 
 /// Gives each call its session (or none), or the error of its row or of the
 /// whole statement. A call whose caller has gone takes nothing.
-fn answer(batch: Vec<Call>, found: Result<Vec<(Uuid, Result<Session, Error>)>, Error>) {
+fn answer(batch: Vec<Call>, found: Result<sessions::ById, Error>) {
     match found {
         Ok(found) => {
             let found: HashMap<Uuid, Result<Session, Error>> = found.into_iter().collect();

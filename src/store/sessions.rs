@@ -246,6 +246,9 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Sessi
     get_many(db, &[id]).await?.pop().map(|(_, s)| s).transpose()
 }
 
+/// Sessions read by id, each row decoded on its own.
+pub type ById = Vec<(Uuid, Result<Session, Error>)>;
+
 /// The sessions of `ids` that exist, in no particular order: one statement
 /// for many GetSession calls (`store::reads`). Each row is decoded on its
 /// own, so a row that cannot be read fails only the calls that asked for it.
