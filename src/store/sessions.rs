@@ -252,10 +252,7 @@ pub type ById = Vec<(Uuid, Result<Session, Error>)>;
 /// The sessions of `ids` that exist, in no particular order: one statement
 /// for many GetSession calls (`store::reads`). Each row is decoded on its
 /// own, so a row that cannot be read fails only the calls that asked for it.
-pub async fn get_many(
-    db: impl sqlx::PgExecutor<'_>,
-    ids: &[Uuid],
-) -> Result<Vec<(Uuid, Result<Session, Error>)>, Error> {
+pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ById, Error> {
     Ok(sqlx::query_as!(
         SessionRow,
         r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,

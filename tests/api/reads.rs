@@ -10,16 +10,18 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-/// Batch statements waiting on the table lock of [`hold_reads`].
+/// The backends of batch statements waiting on the table lock of
+/// [`fill_the_slots`].
+const BLOCKED_BATCHES: &str = "FROM pg_stat_activity
+     WHERE datname = current_database() AND wait_event_type = 'Lock'
+       AND query LIKE '%FROM sessions WHERE id = ANY($1)'";
+
+/// How many batch statements wait on the table lock.
 async fn blocked_batches(app: &TestApp) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event_type = 'Lock'
-           AND query LIKE '%FROM sessions WHERE id = ANY($1)'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("pg_stat_activity")
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) {BLOCKED_BATCHES}")))
+        .fetch_one(&app.pool)
+        .await
+        .expect("pg_stat_activity")
 }
 
 /// Polls (bounded) until `done`.
@@ -142,11 +144,9 @@ async fn a_failed_batch_answers_each_of_its_calls_with_its_error_and_the_next_ba
     let mut lock = app.pool.acquire().await.expect("connection");
     let (slots, queued) = fill_the_slots(&app, &mut lock, call.clone(), vec![call; 6]).await;
     // The database ends the connections of the batches in the slots.
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event_type = 'Lock'
-           AND query LIKE '%FROM sessions WHERE id = ANY($1)'",
-    )
+    let ended: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(pg_terminate_backend(pid)) {BLOCKED_BATCHES}"
+    )))
     .fetch_one(&mut *lock)
     .await
     .expect("terminate");
