@@ -276,8 +276,10 @@ pub struct ServerSection {
     pub max_watch_streams: usize,
     /// …and per caller (`sub`).
     pub max_watch_streams_per_caller: usize,
-    /// Most grpc.health.v1.Health/Watch streams open on a replica.
+    /// Most grpc.health.v1.Health/Watch streams open on a replica…
     pub max_health_watch_streams: usize,
+    /// …and from one peer address.
+    pub max_health_watch_streams_per_peer: usize,
     /// Most calls whose work runs at once on a replica.
     pub max_calls_in_flight: usize,
 }
@@ -292,6 +294,7 @@ impl Default for ServerSection {
             max_watch_streams: crate::app::StreamLimits::WATCH.per_replica,
             max_watch_streams_per_caller: crate::app::StreamLimits::WATCH.per_caller,
             max_health_watch_streams: crate::Transport::default().health_watch_streams,
+            max_health_watch_streams_per_peer: crate::Transport::default().health_watch_streams_per_peer,
             max_calls_in_flight: crate::Transport::default().max_calls_in_flight,
         }
     }
@@ -302,6 +305,7 @@ impl ServerSection {
     pub fn transport(&self) -> crate::Transport {
         crate::Transport {
             health_watch_streams: self.max_health_watch_streams,
+            health_watch_streams_per_peer: self.max_health_watch_streams_per_peer,
             max_calls_in_flight: self.max_calls_in_flight,
             call_deadline: self.call_deadline_seconds.map_or(
                 crate::grpc::complete::DEFAULT_DEADLINE,
@@ -534,6 +538,10 @@ impl ServiceConfig {
             (self.server.max_watch_streams, "max_watch_streams"),
             (self.server.max_watch_streams_per_caller, "max_watch_streams_per_caller"),
             (self.server.max_health_watch_streams, "max_health_watch_streams"),
+            (
+                self.server.max_health_watch_streams_per_peer,
+                "max_health_watch_streams_per_peer",
+            ),
             (self.server.max_calls_in_flight, "max_calls_in_flight"),
         ] {
             ensure!(

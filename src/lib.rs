@@ -216,9 +216,12 @@ pub struct Transport {
     #[serde(skip)]
     pub call_deadline: Duration,
     /// Most grpc.health.v1.Health/Watch streams open at once
-    /// (`server.max_health_watch_streams`).
+    /// (`server.max_health_watch_streams`)…
     #[serde(skip)]
     pub health_watch_streams: usize,
+    /// …and from one peer address (`server.max_health_watch_streams_per_peer`).
+    #[serde(skip)]
+    pub health_watch_streams_per_peer: usize,
     /// Most calls whose work runs at once (`server.max_calls_in_flight`),
     /// answered or not; past it a call is UNAVAILABLE / OVERLOADED.
     #[serde(skip)]
@@ -238,6 +241,7 @@ impl Default for Transport {
             max_local_error_reset_streams: 1 << 20,
             call_deadline: grpc::complete::DEFAULT_DEADLINE,
             health_watch_streams: 1024,
+            health_watch_streams_per_peer: 16,
             max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
             metrics_addr: None,
             tls: None,
@@ -315,6 +319,9 @@ pub async fn start(
     )
     .await
     .context("recording the notification endpoint")?;
+    if let Err(err) = store::nesting::warn_at_start(&app.pool).await {
+        tracing::warn!(error = %err, "could not read the values found nested too deep");
+    }
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &transport.tls {
         builder = builder
@@ -399,6 +406,7 @@ pub async fn start(
             .layer(grpc::trace::layer())
             .layer(grpc::metered::MeteredLayer::new(metrics))
             .layer(grpc::health_watch::HealthWatchLayer::new(
+                transport.health_watch_streams_per_peer,
                 transport.health_watch_streams,
             ))
             .layer(AuthLayer::new(verifier))

@@ -1,5 +1,8 @@
-//! The replica's Prometheus metrics (`prometheus-client`), served as
-//! OpenMetrics text on `MENTORSHIP_METRICS_ADDR` at `/metrics`.
+//! The replica's Prometheus metrics (`prometheus-client`), served on
+//! `MENTORSHIP_METRICS_ADDR` at `/metrics` as OpenMetrics text when the
+//! scraper asks for it (`Accept: application/openmetrics-text`, as
+//! Prometheus does) and as the Prometheus text format 0.0.4 otherwise
+//! ([`Format`]).
 //!
 //! Each replica owns one [`Metrics`] (in [`App`]); nothing is global except
 //! database errors, which are counted where sqlx errors are classified
@@ -339,25 +342,103 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The two text formats of a scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0: counters are families `x` with samples `x_total`, and `# EOF` ends it.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4: every family is named as its samples are.
+    Prometheus,
+}
+
+impl Format {
+    /// The format a scrape's `Accept` header prefers: OpenMetrics only when
+    /// it names `application/openmetrics-text` with a weight above every
+    /// other type it names; the 0.0.4 text otherwise (the format every
+    /// scraper reads, and Prometheus's own client libraries' fallback).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut best = (0.0_f32, Format::Prometheus);
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let format = match parts.next().unwrap_or_default().to_ascii_lowercase().as_str() {
+                "application/openmetrics-text" => Format::OpenMetrics,
+                "text/plain" | "*/*" | "text/*" => Format::Prometheus,
+                _ => continue,
+            };
+            let weight = parts
+                .find_map(|p| p.strip_prefix("q=").and_then(|q| q.parse().ok()))
+                .unwrap_or(1.0);
+            if weight > best.0 {
+                best = (weight, format);
+            }
+        }
+        best.1
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter's
+/// `# HELP` and `# TYPE` name its samples (`x_total`), `unknown` is
+/// `untyped`, and `# UNIT` and `# EOF` go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            let counter = lines
+                .peek()
+                .is_some_and(|next| *next == format!("# TYPE {name} counter"));
+            if counter {
+                let help = rest[name.len()..].trim_start();
+                let _ = writeln!(out, "# HELP {name}_total {help}");
+                let _ = writeln!(out, "# TYPE {name}_total counter");
+                lines.next();
+                continue;
+            }
+        }
+        if let Some(name) = line.strip_prefix("# TYPE ").and_then(|t| t.strip_suffix(" unknown")) {
+            let _ = writeln!(out, "# TYPE {name} untyped");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Serves `/metrics` on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: App,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    use axum::{http::header::CONTENT_TYPE, routing::get};
+    use axum::{
+        http::{HeaderMap, header},
+        routing::get,
+    };
     let router = axum::Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: HeaderMap| {
             let app = app.clone();
             async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    app.metrics.render(&app),
-                )
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let format = Format::negotiate(accept);
+                let text = app.metrics.render(&app);
+                let body = match format {
+                    Format::OpenMetrics => text,
+                    Format::Prometheus => to_prometheus_text(&text),
+                };
+                ([(header::CONTENT_TYPE, format.content_type())], body)
             }
         }),
     );
@@ -370,6 +451,34 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scrapers_accept_header_chooses_the_format() {
+        use Format::*;
+        let prometheus_server = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(Format::negotiate(Some(prometheus_server)), OpenMetrics);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text")), OpenMetrics);
+        assert_eq!(Format::negotiate(Some("text/plain; version=0.0.4")), Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;q=0.9, application/openmetrics-text;q=0.1")),
+            Prometheus
+        );
+        assert_eq!(Format::negotiate(Some("*/*")), Prometheus);
+        assert_eq!(Format::negotiate(None), Prometheus);
+    }
+
+    #[test]
+    fn openmetrics_counters_become_families_named_as_their_samples() {
+        let om = "# HELP calls Calls.\n# TYPE calls counter\ncalls_total{a=\"b\"} 1\n\
+                  # HELP lag_seconds Lag.\n# TYPE lag_seconds gauge\n# UNIT lag_seconds seconds\nlag_seconds 2\n\
+                  # HELP odd Odd.\n# TYPE odd unknown\nodd 3\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP calls_total Calls.\n# TYPE calls_total counter\ncalls_total{a=\"b\"} 1\n\
+             # HELP lag_seconds Lag.\n# TYPE lag_seconds gauge\nlag_seconds 2\n\
+             # HELP odd Odd.\n# TYPE odd untyped\nodd 3\n"
+        );
+    }
 
     #[test]
     fn every_code_has_its_canonical_name() {

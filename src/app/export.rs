@@ -315,6 +315,7 @@ impl Exports {
         Exports(Slots::new(Limits {
             what: "exports",
             reason: Reason::TooManyExports,
+            caller: "caller",
             per_caller: (per_caller, "exports_per_caller"),
             total: (usize::MAX, "exports"),
         }))

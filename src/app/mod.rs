@@ -139,6 +139,7 @@ impl App {
         let watches = slots::Slots::new(slots::Limits {
             what: "watch streams",
             reason: crate::domain::Reason::TooManyStreams,
+            caller: "caller",
             per_caller: (rules.watch_streams.per_caller, "watch_streams_per_caller"),
             total: (rules.watch_streams.per_replica, "watch_streams_per_replica"),
         });

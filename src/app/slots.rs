@@ -23,6 +23,8 @@ pub struct Limits {
     /// What a slot is, in messages ("watch streams").
     pub what: &'static str,
     pub reason: Reason,
+    /// Who one count belongs to, in messages ("caller", "peer address").
+    pub caller: &'static str,
     /// Most slots one caller may hold, and the limit's name in metadata.
     pub per_caller: (usize, &'static str),
     /// Most slots of the replica, and the limit's name in metadata.
@@ -56,6 +58,7 @@ impl Slots {
         let Limits {
             what,
             reason,
+            caller: who,
             per_caller,
             total,
         } = self.limits;
@@ -76,9 +79,7 @@ impl Slots {
             return refuse(
                 per_caller,
                 mine,
-                format!(
-                    "this caller already has {mine} {what} on this replica, the most one caller may; end one first"
-                ),
+                format!("this {who} already has {mine} {what} on this replica, the most one {who} may; end one first"),
             );
         }
         if held.total >= total.0 {
@@ -126,6 +127,7 @@ mod tests {
         Slots::new(Limits {
             what: "streams",
             reason: Reason::TooManyStreams,
+            caller: "caller",
             per_caller: (per_caller, "per_caller"),
             total: (total, "per_replica"),
         })

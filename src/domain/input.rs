@@ -88,10 +88,27 @@ pub fn at_most(field: &str, len: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Deepest nesting of objects and arrays in a Struct a request may carry
+/// (the Struct itself is level 1). Every level of objects is three protobuf
+/// messages deep on the wire (Struct, its map entry, Value), so 16 levels
+/// plus the messages around them (a ListSessionsResponse, its Session, the
+/// config) stay near 55, well under the recursion limit of 100 in prost and
+/// upb (Python) and far under Go's 10,000: whatever is stored and served
+/// decodes in every standard client.
+pub const MAX_NESTING: usize = 16;
+
 /// A JSON object (a `google.protobuf.Struct` on the wire) of at most
-/// `max_bytes` when encoded as JSON, with no NUL character in any key or
-/// string (PostgreSQL's `jsonb` cannot store one).
+/// `max_bytes` when encoded as JSON and at most [`MAX_NESTING`] levels
+/// deep, with no NUL character in any key or string (PostgreSQL's `jsonb`
+/// cannot store one).
 pub fn json_object(field: &str, value: &serde_json::Map<String, serde_json::Value>, max_bytes: usize) -> Result<()> {
+    let depth = object_depth(value);
+    if depth > MAX_NESTING {
+        return Err(Error::invalid(
+            field,
+            format!("must nest objects and lists at most {MAX_NESTING} levels deep, got {depth}"),
+        ));
+    }
     let size = serde_json::to_vec(value).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > max_bytes {
         return Err(Error::invalid(
@@ -118,6 +135,19 @@ fn nul_in_object(object: &serde_json::Map<String, serde_json::Value>) -> Option<
         }
         nul_in(value).map(|rest| format!("{}{rest}", at()))
     })
+}
+
+/// How many levels of objects and arrays `object` nests, itself included.
+pub fn object_depth(object: &serde_json::Map<String, serde_json::Value>) -> usize {
+    1 + object.values().map(depth).max().unwrap_or(0)
+}
+
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => object_depth(o),
+        _ => 0,
+    }
 }
 
 fn nul_in(value: &serde_json::Value) -> Option<String> {
@@ -182,6 +212,28 @@ mod tests {
         assert!(json_object("data", key.as_object().unwrap(), 1024).is_err());
         let fine = serde_json::json!({"a": ["\n", {"b": null}]});
         assert!(json_object("data", fine.as_object().unwrap(), 1024).is_ok());
+    }
+
+    /// `{"a": [{"a": [...]}]}`: an object `levels` deep, counting lists.
+    fn nested(levels: usize) -> serde_json::Map<String, serde_json::Value> {
+        let mut value = serde_json::json!(1);
+        for level in (2..=levels).rev() {
+            value = if level % 2 == 0 {
+                serde_json::json!([value])
+            } else {
+                serde_json::json!({ "a": value })
+            };
+        }
+        serde_json::json!({ "a": value }).as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn json_objects_are_capped_by_nesting() {
+        assert_eq!(object_depth(&serde_json::Map::new()), 1);
+        assert_eq!(object_depth(&nested(3)), 3);
+        assert!(json_object("data", &nested(MAX_NESTING), 1 << 20).is_ok());
+        let err = json_object("data", &nested(MAX_NESTING + 1), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("at most 16 levels deep, got 17"), "{err}");
     }
 
     #[test]

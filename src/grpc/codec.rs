@@ -1,5 +1,8 @@
 //! The protobuf codec of every `mentorship.v1` service: prost's, with a
-//! small first encode buffer.
+//! small first encode buffer, and a request that cannot be decoded (nested
+//! past prost's recursion limit, truncated, a wrong wire type) answered
+//! INVALID_ARGUMENT with a field violation: it is the caller's input, not
+//! the server's failure (prost's decoder says INTERNAL).
 //!
 //! tonic allocates a response's encode buffer when the response starts, 8 KiB
 //! by default: a replica holding 10,000 idle WatchSession streams would keep
@@ -8,8 +11,13 @@
 
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec};
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+use crate::domain::Error;
 
 /// First size of a response's encode buffer.
 pub const ENCODE_BUFFER: usize = 1024;
@@ -34,13 +42,42 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = ProstEncoder<T>;
-    type Decoder = ProstDecoder<U>;
+    type Decoder = InputDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstCodec::<T, U>::raw_encoder(BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::raw_decoder(BufferSettings::default())
+        InputDecoder(ProstCodec::<T, U>::raw_decoder(BufferSettings::default()))
+    }
+}
+
+/// prost's decoder, whose failures are the caller's bad input.
+#[derive(Debug)]
+pub struct InputDecoder<U>(ProstDecoder<U>);
+
+impl<U: prost::Message + Default> Decoder for InputDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|status| {
+            Error::invalid(
+                "request",
+                format!(
+                    "is not a valid {} message ({}); nesting is limited to 100 levels",
+                    std::any::type_name::<U>().rsplit("::").next().unwrap_or("request"),
+                    status
+                        .message()
+                        .trim_start_matches("failed to decode Protobuf message: "),
+                ),
+            )
+            .into()
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
     }
 }

@@ -1,6 +1,9 @@
-//! A cap on open `grpc.health.v1.Health/Watch` streams. Health needs no
-//! token, so without a cap anyone could hold any number of streams open,
-//! each getting the serving status for as long as it stays.
+//! Caps on open `grpc.health.v1.Health/Watch` streams, per peer address
+//! and in all. Health needs no token, so without a cap anyone could hold
+//! any number of streams open; with only a total, one peer could take them
+//! all and every other client's health check (gRPC's client-side health
+//! checking uses Watch) would be refused. The peer is its IP address, not
+//! its port: one host opening many connections is one peer.
 
 use std::{
     pin::Pin,
@@ -21,13 +24,15 @@ pub struct HealthWatchLayer {
 }
 
 impl HealthWatchLayer {
-    /// At most `max` Health/Watch streams open at once on this replica.
-    pub fn new(max: usize) -> Self {
+    /// At most `per_peer` Health/Watch streams open at once from one peer
+    /// address, and `max` on this replica.
+    pub fn new(per_peer: usize, max: usize) -> Self {
         HealthWatchLayer {
             slots: Slots::new(Limits {
                 what: "Health/Watch streams",
                 reason: Reason::TooManyStreams,
-                per_caller: (max, "health_watch_streams"),
+                caller: "peer address",
+                per_caller: (per_peer, "health_watch_streams_per_peer"),
                 total: (max, "health_watch_streams"),
             }),
         }
@@ -70,8 +75,9 @@ where
         if req.uri().path() != PATH {
             return Box::pin(inner.call(req));
         }
-        // Every caller of health is anonymous: one count for all.
-        let slot = match self.slots.acquire("") {
+        // Every caller of health is anonymous: counted by its address.
+        let peer = peer_ip(&req).map(|ip| ip.to_string()).unwrap_or_default();
+        let slot = match self.slots.acquire(&peer) {
             Ok(slot) => slot,
             Err(err) => {
                 let response = tonic::Status::from(err).into_http();
@@ -83,6 +89,18 @@ where
             Ok(response.map(|body| tonic::body::Body::new(Held { body, _slot: slot })))
         })
     }
+}
+
+/// The IP address a request came from, over TCP or TLS.
+pub fn peer_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = req.extensions();
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })?;
+    tcp.remote_addr().map(|addr| addr.ip())
 }
 
 /// A response body that holds its stream's slot until it is dropped.

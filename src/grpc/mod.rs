@@ -63,6 +63,10 @@ pub trait Parse {
 /// A mutating request: it may carry a `request_id`.
 pub trait Mutating: prost::Message {
     fn request_id(&self) -> &str;
+    /// The request's encoding with its `request_id` written as `id` (in
+    /// its one canonical form), so that the same request with its id in
+    /// another case has the same fingerprint.
+    fn encode_with_request_id(&self, id: uuid::Uuid) -> Vec<u8>;
 }
 
 /// Implements [`Mutating`] for requests with a `request_id` field.
@@ -72,15 +76,23 @@ macro_rules! mutating {
             fn request_id(&self) -> &str {
                 &self.request_id
             }
+            fn encode_with_request_id(&self, id: uuid::Uuid) -> Vec<u8> {
+                let canonical = Self {
+                    request_id: id.to_string(),
+                    ..self.clone()
+                };
+                prost::Message::encode_to_vec(&canonical)
+            }
         })*
     };
 }
 pub(crate) use mutating;
 
-/// How a mutation begins: a replay of a remembered response, or a fresh
-/// unit of work to make the change in.
+/// How a mutation begins: a replay of a remembered response (with the unit
+/// of work the replay's access check runs in), or a fresh unit of work to
+/// make the change in.
 enum Begun<Resp> {
-    Replay(Resp),
+    Replay(Unit, Resp),
     Fresh(Unit, Option<uuid::Uuid>),
 }
 
@@ -123,7 +135,22 @@ impl Api {
         let request = req.into_inner();
         let parsed = request.parse()?;
         let (mut unit, key) = match self.begin(&who, method, &request).await? {
-            Begun::Replay(response) => return Ok(Response::new(response)),
+            Begun::Replay(mut unit, response) => {
+                // A remembered response goes only to a caller who may make
+                // this call now (the same request_id may come back with
+                // other roles or another mentor claim under the same `sub`):
+                // the use case runs again as a fresh call would, in a
+                // transaction that is rolled back, and an access error it
+                // meets is the answer. Any other outcome (done, or refused
+                // because the first call already changed the state) gets
+                // the first response.
+                let rerun = run(&self.app, &mut unit, &who, parsed).await;
+                drop(unit);
+                return match rerun {
+                    Err(err @ (Error::PermissionDenied(_) | Error::Unauthenticated(_))) => Err(err.into()),
+                    _ => Ok(Response::new(response)),
+                };
+            }
             Begun::Fresh(unit, key) => (unit, key),
         };
         let response = run(&self.app, &mut unit, &who, parsed).await?;
@@ -147,14 +174,16 @@ impl Api {
             return Ok(Begun::Fresh(unit, None));
         };
         tracing::Span::current().record("request_id", tracing::field::display(key));
-        // A request id belongs to its caller: it is stored under a key derived
-        // from both, so two callers' ids never meet, and neither learns of the other's.
-        let key = uuid::Uuid::new_v5(&who.user_id, key.as_bytes());
-        // The same id is the same request only from the same caller, for the same RPC, with the same body.
+        // The same id is the same request only from the same caller, for the
+        // same RPC, with the same body; ids are compared as UUIDs, whatever
+        // their case.
         let mut hasher = Sha256::new();
         hasher.update(method.as_bytes());
         hasher.update(who.user_id.as_bytes());
-        hasher.update(request.encode_to_vec());
+        hasher.update(request.encode_with_request_id(key));
+        // A request id belongs to its caller: it is stored under a key derived
+        // from both, so two callers' ids never meet, and neither learns of the other's.
+        let key = uuid::Uuid::new_v5(&who.user_id, key.as_bytes());
         let fingerprint = hasher.finalize().to_vec();
         match idempotency::claim(unit.tx(), key, &fingerprint).await? {
             Claim::Fresh => Ok(Begun::Fresh(unit, Some(key))),
@@ -163,7 +192,7 @@ impl Api {
                 "was already used for a different request; use a new request_id",
             )),
             Claim::Seen { response, .. } => Resp::decode(response.as_slice())
-                .map(Begun::Replay)
+                .map(|response| Begun::Replay(unit, response))
                 .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response"))),
         }
     }

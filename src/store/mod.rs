@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod census;
 pub mod directory;
 pub mod idempotency;
+pub mod nesting;
 pub mod reads;
 pub mod retention;
 pub mod seed;

@@ -587,11 +587,15 @@ async fn watch_streams_are_capped_per_caller_and_per_replica() {
     let _again = opens_again(|| alice.watch_session(&id, None)).await;
 }
 
+/// Health/Watch needs no token, so its streams are capped per peer address
+/// as well as in all: one peer holding its whole share leaves the others
+/// theirs, and each refusal names the cap it hit.
 #[tokio::test]
-async fn health_watch_streams_are_capped() {
+async fn health_watch_streams_are_capped_per_peer_and_in_all() {
     let database_url = fresh_database().await;
     let transport = mentorship::Transport {
-        health_watch_streams: 2,
+        health_watch_streams: 4,
+        health_watch_streams_per_peer: 2,
         ..Default::default()
     };
     let replica = start_replica_with(
@@ -604,8 +608,18 @@ async fn health_watch_streams_are_capped() {
         transport,
     )
     .await;
-    let health = HealthClient::new(replica.channel.clone());
-    let watch = || {
+    let addr = replica.server.addr;
+    // Three peers: clients connecting from three loopback addresses.
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        async move { HealthClient::new(channel_from(ip, addr).await) }
+    };
+    let (a, b, c) = (
+        from("127.0.0.1").await,
+        from("127.0.0.2").await,
+        from("127.0.0.3").await,
+    );
+    let watch = |health: &HealthClient<tonic::transport::Channel>| {
         let mut health = health.clone();
         async move {
             let mut stream = health
@@ -617,18 +631,37 @@ async fn health_watch_streams_are_capped() {
             Ok::<_, Status>(stream)
         }
     };
-    let first = watch().await.expect("first");
-    let _second = watch().await.expect("second");
-    let limit = exhausted(watch().await);
-    assert_eq!(limit, ("health_watch_streams".into(), "2".into(), "2".into()));
+    let first = watch(&a).await.expect("a's first");
+    let _second = watch(&a).await.expect("a's second");
+    let refused = watch(&a).await;
+    let status = refused.as_ref().map(|_| ()).expect_err("a's third");
+    assert!(
+        status.message().contains("this peer address already has 2"),
+        "{status:?}"
+    );
+    assert_eq!(
+        exhausted(refused),
+        ("health_watch_streams_per_peer".into(), "2".into(), "2".into())
+    );
+    // Another peer still has its share.
+    let _b1 = watch(&b).await.expect("b's first");
+    let _b2 = watch(&b).await.expect("b's second");
+    // The replica's total is reached: a third peer is refused, saying so.
+    let refused = watch(&c).await;
+    let status = refused.as_ref().map(|_| ()).expect_err("the replica is full");
+    assert!(status.message().contains("this replica already serves 4"), "{status:?}");
+    assert_eq!(
+        exhausted(refused),
+        ("health_watch_streams".into(), "4".into(), "4".into())
+    );
     // Check is not a stream: never capped.
-    let mut check = health.clone();
+    let mut check = c.clone();
     check
         .check(HealthCheckRequest { service: String::new() })
         .await
         .expect("check");
     drop(first);
-    let _third = opens_again(watch).await;
+    let _third = opens_again(|| watch(&c)).await;
 }
 
 /// Transactions committed or rolled back in `database` over `window`, as

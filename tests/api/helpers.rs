@@ -238,6 +238,24 @@ async fn start_replica_on(
     }
 }
 
+/// A channel to `addr` whose connections come from the local address `ip`
+/// (any of 127.0.0.0/8 on loopback): a client on another host, as the
+/// server sees it.
+pub async fn channel_from(ip: std::net::IpAddr, addr: std::net::SocketAddr) -> Channel {
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+    });
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_with_connector(connector)
+        .await
+        .expect("connect channel")
+}
+
 async fn connect(addr: &str) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("uri")

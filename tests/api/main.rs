@@ -1,6 +1,7 @@
 //! The integration suite: gRPC over loopback to the real server on a real
 //! PostgreSQL. One binary, one private cluster, a fresh database per test.
 
+mod abuse;
 mod access;
 mod assignment;
 mod bad_input;

@@ -11,8 +11,18 @@ use crate::helpers::*;
 
 /// GETs `path` from `addr` over HTTP/1.1; returns the content type and body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    http_get_accepting(addr, path, "").await
+}
+
+/// [`http_get`] with an `Accept` header ("" sends none).
+pub async fn http_get_accepting(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let accept = if accept.is_empty() {
+        String::new()
+    } else {
+        format!("Accept: {accept}\r\n")
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
@@ -246,12 +256,76 @@ async fn metrics_count_a_known_sequence_of_calls() {
     );
 }
 
+/// Feeds `text` to `program args…` on stdin; returns whether it passed and what it printed.
+fn check_with(program: &str, args: &[&str], text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program} (.ci/run installs it): {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && printed.trim().is_empty(), printed)
+}
+
+/// The scraper chooses the format: the Prometheus text format 0.0.4 when it
+/// asks for `text/plain` (or names nothing), checked clean by `promtool
+/// check metrics`; OpenMetrics when it asks as Prometheus does, read by the
+/// reference OpenMetrics parser (Python's prometheus_client). Every family
+/// has its help text in both, counters included, and the metrics port
+/// serves nothing else.
 #[tokio::test]
-async fn metrics_are_openmetrics_text_and_only_on_metrics() {
+async fn metrics_negotiate_their_format_and_both_pass_the_reference_checkers() {
     let app = spawn_serving(Rules::default(), STEPPED, with_metrics()).await;
     let addr = app.replicas[0].server.metrics_addr.expect("served");
-    app.coordinator().list_config_templates().await.expect("a call");
-    let (content_type, body) = http_get(addr, "/metrics").await;
+    let w = world(&app).await;
+    on_demand(&app, &w, None).await.expect("a transition");
+    app.coordinator()
+        .get_session(&uuid::Uuid::new_v4().to_string())
+        .await
+        .expect_err("a NOT_FOUND");
+
+    let (content_type, text) = http_get_accepting(addr, "/metrics", "text/plain; version=0.0.4").await;
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    // The counters the attack found without help text (database errors
+    // too, when this process has seen one: a family with no samples is not
+    // written at all).
+    let mut families = vec![
+        "grpc_server_handled_total",
+        "grpc_server_started_total",
+        "mentorship_session_transitions_total",
+    ];
+    if text.contains("\nmentorship_db_errors_total{") {
+        families.push("mentorship_db_errors_total");
+    }
+    for family in families {
+        assert!(text.contains(&format!("# HELP {family} ")), "{family}: {text}");
+        assert!(text.contains(&format!("# TYPE {family} counter")), "{family}: {text}");
+    }
+    let (clean, printed) = check_with("promtool", &["check", "metrics"], &text);
+    assert!(clean, "promtool check metrics: {printed}\n{text}");
+    let (_, unasked) = http_get(addr, "/metrics").await;
+    assert!(
+        unasked.contains("# TYPE grpc_server_handled_total counter"),
+        "no Accept: text 0.0.4"
+    );
+
+    let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+    let (content_type, body) = http_get_accepting(addr, "/metrics", prometheus).await;
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
@@ -259,6 +333,15 @@ async fn metrics_are_openmetrics_text_and_only_on_metrics() {
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     assert!(body.contains("# TYPE grpc_server_handled counter"), "{body}");
     assert!(body.contains("# TYPE grpc_server_handling_seconds histogram"), "{body}");
+    let parse = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+        families = list(parse(sys.stdin.read()))\n\
+        bare = [f.name for f in families if not f.documentation]\n\
+        assert not bare, bare\n\
+        assert 'grpc_server_handled' in [f.name for f in families]\n";
+    let (clean, printed) = check_with("python3", &["-c", parse], &body);
+    assert!(clean, "the OpenMetrics parser: {printed}\n{body}");
+
     // The metrics port serves nothing else.
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream

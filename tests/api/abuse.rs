@@ -1,0 +1,256 @@
+//! What an attacker with a valid token, or none, tried in the second attack
+//! on the running service: replays under other roles, request ids in
+//! another case, nesting that clients cannot decode, undecodable requests.
+//! Each test reproduces one finding and checks the fix.
+
+use chrono::Duration;
+use mentorship::grpc::pb;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// A remembered response goes only to a caller who may make that call now:
+/// the same `sub` with other roles, or with another mentor claim, gets what
+/// a fresh call would get. And a request id is compared as a UUID, so the
+/// same id in upper case is the same request.
+#[tokio::test]
+async fn a_replay_is_authorized_again_and_request_ids_compare_as_uuids() {
+    let app = spawn_app().await;
+    let (w, other) = (world(&app).await, world(&app).await);
+    let t = monday_at(10);
+    let sub = Uuid::new_v4();
+    let request_id = Uuid::new_v4().to_string();
+    let for_other = booking_request(w.listing, other.mentee, t, t + Duration::hours(1));
+
+    let coordinator = token(&["coordinator"], sub, None);
+    let booked = app
+        .as_(&coordinator)
+        .with_request_id(&request_id)
+        .create_booking(for_other.clone())
+        .await
+        .expect("a coordinator books for any mentee");
+
+    // The same sub as a mentee: a fresh call is refused, and so is the replay.
+    let mentee = token(&["mentee"], sub, None);
+    let fresh = app
+        .as_(&mentee)
+        .with_request_id(&Uuid::new_v4().to_string())
+        .create_booking(for_other.clone())
+        .await;
+    assert_status(fresh, Code::PermissionDenied, "PERMISSION_DENIED");
+    let replay = app
+        .as_(&mentee)
+        .with_request_id(&request_id)
+        .create_booking(for_other.clone())
+        .await;
+    assert_status(replay, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_eq!(app.count("bookings").await, 1, "neither call booked");
+
+    // The coordinator's retry with the id in upper case is the same request.
+    let upper = app
+        .as_(&coordinator)
+        .with_request_id(&request_id.to_uppercase())
+        .create_booking(for_other)
+        .await
+        .expect("the same id in upper case replays");
+    assert_eq!(upper, booked);
+    assert_eq!(app.count("bookings").await, 1);
+
+    // A mentor's accept, replayed with the same sub but another mentor claim.
+    let accept_id = Uuid::new_v4().to_string();
+    let accepted = app
+        .as_(&w.mentor_token())
+        .with_request_id(&accept_id)
+        .accept_booking(&booked.id)
+        .await
+        .expect("the booking's mentor accepts");
+    let elsewhere = token(&["mentor"], w.mentor_user, Some(other.mentor));
+    let replay = app
+        .as_(&elsewhere)
+        .with_request_id(&accept_id)
+        .accept_booking(&booked.id)
+        .await;
+    assert_status(replay, Code::PermissionDenied, "PERMISSION_DENIED");
+    // The mentor's own retry still gets the first response, though the
+    // booking is no longer a DRAFT.
+    let again = app
+        .as_(&w.mentor_token())
+        .with_request_id(&accept_id.to_uppercase())
+        .accept_booking(&booked.id)
+        .await
+        .expect("the mentor's retry replays");
+    assert_eq!(again, accepted);
+    assert_eq!(app.count("sessions").await, 1);
+}
+
+/// A Struct of `levels` levels of objects (the worst case: each is three
+/// protobuf messages deep), with a number at the bottom.
+fn nested_objects(levels: usize) -> prost_types::Struct {
+    let mut value = serde_json::json!(1);
+    for _ in 1..levels {
+        value = serde_json::json!({ "deeper": value });
+    }
+    mentorship::grpc::convert::json_to_struct(&serde_json::json!({ "top": value })).expect("an object")
+}
+
+/// A Struct holding `levels` lists inside each other.
+fn nested_lists(levels: usize) -> prost_types::Struct {
+    let mut value = serde_json::json!(1);
+    for _ in 0..levels {
+        value = serde_json::json!([value]);
+    }
+    mentorship::grpc::convert::json_to_struct(&serde_json::json!({ "list": value })).expect("an object")
+}
+
+/// Every Struct a request carries is bounded in nesting, so that what is
+/// stored and served decodes in every standard client: the deepest values
+/// accepted (config, failure details, report data) are read back by the
+/// Python client (grpcio on upb) through GetSession, ListSessionEvents,
+/// WatchSession and ListSessions; one level more is INVALID_ARGUMENT and
+/// changes nothing; a request nested past what prost decodes is
+/// INVALID_ARGUMENT too, never INTERNAL.
+#[tokio::test]
+async fn every_accepted_struct_decodes_in_the_python_client_and_deeper_ones_are_refused() {
+    use mentorship::domain::input::MAX_NESTING;
+    let app = spawn_with(1, roomy_rules()).await;
+    let c = app.coordinator();
+    let (failing, completing) = (world(&app).await, world(&app).await);
+    let failed = on_demand(&app, &failing, None).await.expect("session to fail");
+    let completed = on_demand(&app, &completing, None).await.expect("session to complete");
+
+    // The deepest config is accepted; one level more, or the reported 48
+    // nested lists, are not, and change nothing.
+    let config = |custom| pb::SessionConfig {
+        custom_settings: Some(custom),
+        ..Default::default()
+    };
+    for too_deep in [nested_objects(MAX_NESTING + 1), nested_lists(48)] {
+        let status = assert_status(
+            c.update_session_config(&failed.id, config(too_deep), &["custom_settings"])
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&status), ["config.custom_settings"], "{status:?}");
+    }
+    assert_eq!(event_log(&app, &failed.id).await.len(), 1, "nothing changed");
+    c.update_session_config(&failed.id, config(nested_objects(MAX_NESTING)), &["custom_settings"])
+        .await
+        .expect("the deepest config");
+
+    // Failure details and report data: the same limit.
+    let status = assert_status(
+        c.fail_session(&failed.id, "boom", Some(nested_objects(MAX_NESTING + 1)))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["details"]);
+    c.fail_session(&failed.id, "boom", Some(nested_objects(MAX_NESTING)))
+        .await
+        .expect("the deepest details");
+    let report = |data| pb::SessionReport {
+        summary: "done".into(),
+        data: Some(data),
+        ..Default::default()
+    };
+    let status = assert_status(
+        c.complete_session(&completed.id, Some(report(nested_objects(MAX_NESTING + 1))))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["report.data"]);
+    c.complete_session(&completed.id, Some(report(nested_objects(MAX_NESTING))))
+        .await
+        .expect("the deepest report");
+
+    // A request nested past prost's recursion limit cannot even be decoded:
+    // still the caller's bad input.
+    let status = assert_status(
+        c.update_session_config(&completed.id, config(nested_objects(60)), &["custom_settings"])
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["request"]);
+
+    // What was accepted reads back in Python.
+    let descriptors = std::env::temp_dir().join(format!("mentorship-{}.pb", Uuid::new_v4().simple()));
+    std::fs::write(&descriptors, mentorship::grpc::pb::FILE_DESCRIPTOR_SET).expect("write descriptors");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/decode_sessions.py");
+    let addr = app.replicas[0].server.addr.to_string();
+    let token = coordinator();
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            descriptors.to_str().expect("utf-8"),
+            &addr,
+            &token,
+            &failed.id,
+            &completed.id,
+        ])
+        .output()
+        .await
+        .expect("run python3 (pip install grpcio protobuf)");
+    std::fs::remove_file(&descriptors).ok();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Python client failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["backend"], "upb", "the standard client's runtime: {seen}");
+    let (f, r) = (&seen["sessions"][&failed.id], &seen["sessions"][&completed.id]);
+    assert_eq!(f["status"], "SESSION_STATUS_FAILED");
+    assert_eq!(f["custom_settings"], MAX_NESTING, "{seen}");
+    // Failure details sit inside the failure; events wrap the changed
+    // setting in their list of changes.
+    assert_eq!(f["failure_details"], MAX_NESTING, "{seen}");
+    assert!(
+        f["event_details"].as_u64().expect("a depth") >= MAX_NESTING as u64,
+        "{seen}"
+    );
+    assert_eq!(r["report_data"], MAX_NESTING, "{seen}");
+    assert!(f["watched"].as_u64().expect("a count") >= 1 && r["watched"].as_u64().expect("a count") >= 1);
+    assert_eq!(seen["listed"], 2);
+}
+
+/// Values stored before the limit may nest deeper: the check the upgrade
+/// ran finds them (here run again on a value written past the API, as an
+/// older release could), and a replica warns about them at start.
+#[tokio::test]
+async fn values_stored_too_deep_are_found_and_reported_at_start() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let session = on_demand(&app, &w, None).await.expect("session");
+    let shallow = on_demand(&app, &world(&app).await, None).await.expect("session");
+    let deep = format!(r#"{{"a": {}1{}}}"#, "[".repeat(47), "]".repeat(47));
+    sqlx::query("UPDATE sessions SET config = jsonb_set(config, '{custom_settings}', $1::jsonb) WHERE id = $2")
+        .bind(&deep)
+        .bind(Uuid::parse_str(&session.id).expect("uuid"))
+        .execute(&app.pool)
+        .await
+        .expect("store a value an older release accepted");
+
+    let pool = &app.replicas[0].app.pool;
+    assert_eq!(mentorship::store::nesting::find(pool).await.expect("find"), 1);
+    assert_eq!(
+        mentorship::store::nesting::find(pool).await.expect("again"),
+        0,
+        "recorded once"
+    );
+    let (listed, total) = mentorship::store::nesting::recorded(pool, 20).await.expect("recorded");
+    assert_eq!(total, 1);
+    assert_eq!(listed[0].row_key, session.id, "not {}", shallow.id);
+    assert_eq!((listed[0].column_name.as_str(), listed[0].nesting), ("config", 49));
+
+    let server = spawn_binary(&app.database_url, &[]).await;
+    let log = server.log_text();
+    assert!(
+        log.contains("stored values nest deeper") && log.contains(&session.id),
+        "{log}"
+    );
+}
