@@ -69,12 +69,17 @@ pub async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The config file, validated (defaults without one).
+/// The config file, validated (defaults without one), with the settings
+/// the environment and flags override.
 fn config_file(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
-    match &args.config_file {
-        Some(path) => ServiceConfig::load(path),
-        None => Ok(ServiceConfig::default()),
+    let mut file = match &args.config_file {
+        Some(path) => ServiceConfig::load(path)?,
+        None => ServiceConfig::default(),
+    };
+    if let Some(allow) = args.webhooks_allow_private_targets {
+        file.webhooks.allow_private_targets = allow;
     }
+    Ok(file)
 }
 
 /// `mentorship purge [--dry-run]`: purges (or reports) expired history once and exits.

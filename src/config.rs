@@ -144,6 +144,13 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3_600_000)
     )]
     pub db_idle_in_transaction_timeout_ms: u64,
+
+    /// Whether webhook subscriptions may target loopback, private,
+    /// link-local and cloud metadata addresses: for development and tests
+    /// only [default: the config file's webhooks.allow_private_targets,
+    /// else false].
+    #[arg(long, env = "MENTORSHIP_WEBHOOKS_ALLOW_PRIVATE_TARGETS", global = true)]
+    pub webhooks_allow_private_targets: Option<bool>,
 }
 
 /// A setting that may hold a secret (the JWT secret; a database URL with its
@@ -478,6 +485,10 @@ pub struct WebhookSection {
     pub notification_endpoint_url: Option<String>,
     /// Their signing secret (`whsec_` + base64), with the URL.
     pub notification_signing_secret: Option<Secret>,
+    /// Whether subscriptions may target loopback, private, link-local and
+    /// metadata addresses (development and tests only; overridden by
+    /// `MENTORSHIP_WEBHOOKS_ALLOW_PRIVATE_TARGETS`).
+    pub allow_private_targets: bool,
 }
 
 impl Default for WebhookSection {
@@ -487,6 +498,7 @@ impl Default for WebhookSection {
             timeout_seconds: 10.0,
             notification_endpoint_url: None,
             notification_signing_secret: None,
+            allow_private_targets: false,
         }
     }
 }
@@ -724,6 +736,7 @@ impl ServiceConfig {
                     // An attempt (connect and response, each within the
                     // timeout) ends well within this.
                     lease: timeout * 2 + std::time::Duration::from_secs(1),
+                    targets: crate::app::targets::Targets::allowing_private(self.webhooks.allow_private_targets),
                 }
             },
         })

@@ -10,6 +10,7 @@ pub mod history;
 pub mod page;
 pub mod sessions;
 pub mod slots;
+pub mod targets;
 pub mod watch;
 pub mod webhooks;
 
@@ -73,6 +74,8 @@ pub struct WebhookRules {
     /// A claimed delivery is not claimed again before this (a replica that
     /// died mid-attempt leaves it to another after it).
     pub lease: std::time::Duration,
+    /// Where subscriptions' deliveries may go (`webhooks.allow_private_targets`).
+    pub targets: targets::Targets,
 }
 
 /// Most open streams per caller and per replica.

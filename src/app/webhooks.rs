@@ -35,6 +35,7 @@ pub const UPDATABLE: [&str; 5] = ["url", "event_types", "booking_event_types", "
 impl App {
     /// A new subscription with a new signing secret (returned with it).
     pub async fn create_webhook(&self, unit: &mut Unit, fields: WebhookFields) -> Result<Webhook> {
+        self.rules.webhooks.targets.check("webhook.url", &fields.url).await?;
         let now = super::now();
         let w = Webhook {
             id: Uuid::now_v7(),
@@ -65,6 +66,9 @@ impl App {
     }
 
     pub async fn update_webhook(&self, unit: &mut Unit, u: WebhookUpdate) -> Result<Webhook> {
+        if u.paths.iter().any(|p| p == "url") {
+            self.rules.webhooks.targets.check("webhook.url", &u.patch.url).await?;
+        }
         let before = locked(unit, u.id).await?;
         let mut w = before.clone();
         for path in &u.paths {

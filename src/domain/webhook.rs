@@ -130,6 +130,52 @@ pub fn check_url(field: &str, raw: &str) -> Result<String> {
     Ok(raw.to_owned())
 }
 
+/// Why a delivery may not go to `ip`, when it may not (unless the operator
+/// allows private targets): the addresses of the service's own host and
+/// networks, which a caller could otherwise reach and scan through
+/// webhooks. IPv4 inside IPv6 (mapped, compatible, NAT64) counts as the
+/// IPv4 address it carries.
+pub fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    /// AWS's instance metadata service over IPv6 (inside fc00::/7).
+    const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    fn v4(ip: Ipv4Addr) -> Option<&'static str> {
+        let [a, b, ..] = ip.octets();
+        Some(match ip {
+            // AWS, GCP, Azure, OpenStack (169.254.169.254) and Alibaba Cloud.
+            _ if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(100, 100, 100, 200) => {
+                "a cloud metadata address"
+            }
+            _ if a == 0 => "an unspecified address",
+            _ if ip.is_loopback() => "a loopback address",
+            _ if ip.is_private() => "a private address (RFC 1918)",
+            _ if ip.is_link_local() => "a link-local address",
+            _ if ip.is_multicast() => "a multicast address",
+            _ if a >= 240 => "a reserved address",
+            _ if a == 100 && (b & 0xc0) == 64 => "a shared address (RFC 6598)",
+            _ => return None,
+        })
+    }
+    let v6 = match ip {
+        IpAddr::V4(ip) => return v4(ip),
+        IpAddr::V6(ip) => ip,
+    };
+    let s = v6.segments();
+    let embedded = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    Some(match v6 {
+        _ if v6.is_unspecified() => "an unspecified address",
+        _ if v6.is_loopback() => "a loopback address",
+        _ if v6 == AWS_METADATA_V6 => "a cloud metadata address",
+        _ if v6.is_multicast() => "a multicast address",
+        _ if (s[0] & 0xfe00) == 0xfc00 => "a private address (RFC 4193)",
+        _ if (s[0] & 0xffc0) == 0xfe80 => "a link-local address",
+        // ::ffff:a.b.c.d, ::a.b.c.d and 64:ff9b::a.b.c.d.
+        _ if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) => return v4(embedded),
+        _ if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => return v4(embedded),
+        _ => return None,
+    })
+}
+
 /// A new signing secret: `whsec_` and 32 random bytes in base64.
 pub fn new_secret() -> String {
     let key: [u8; 32] = rand::random();
@@ -461,6 +507,48 @@ mod tests {
         };
         assert_eq!(wants(&filtered), (false, false), "the filter applies to both");
         assert_eq!(booking_payload(&booking)["type"], "booking.created");
+    }
+
+    #[test]
+    fn addresses_inside_are_refused_and_public_ones_allowed() {
+        let refused = |ip: &str| refused_address(ip.parse().expect("an address"));
+        for (ip, why) in [
+            ("127.0.0.1", "loopback"),
+            ("127.9.9.9", "loopback"),
+            ("0.0.0.0", "unspecified"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("192.168.1.1", "private"),
+            ("169.254.169.254", "metadata"),
+            ("100.100.100.200", "metadata"),
+            ("169.254.1.1", "link-local"),
+            ("224.0.0.1", "multicast"),
+            ("255.255.255.255", "reserved"),
+            ("100.64.0.1", "shared"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fd12:3456::1", "private"),
+            ("fd00:ec2::254", "metadata"),
+            ("fe80::1", "link-local"),
+            ("ff02::1", "multicast"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:169.254.169.254", "metadata"),
+            ("::10.0.0.1", "private"),
+            ("64:ff9b::a9fe:a9fe", "metadata"),
+        ] {
+            let got = refused(ip);
+            assert!(got.is_some_and(|g| g.contains(why)), "{ip}: {got:?}");
+        }
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert_eq!(refused(ip), None, "{ip}");
+        }
     }
 
     #[test]

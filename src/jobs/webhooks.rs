@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, targets::Targets};
 use crate::domain::{Result, webhook};
 use crate::store::{bookings, sessions, webhooks as store};
 
@@ -162,7 +162,7 @@ async fn notices(
 
 /// Claims the due deliveries and makes one attempt of each, at once;
 /// returns how many it attempted.
-pub async fn deliver_once(app: &App, client: &reqwest::Client) -> Result<usize> {
+pub async fn deliver_once(app: &App, client: &Clients) -> Result<usize> {
     let claimed = claim(app, BATCH).await?;
     let n = claimed.len();
     let attempts = claimed.into_iter().map(|d| attempt(app, client, d));
@@ -186,7 +186,7 @@ async fn claim(app: &App, limit: i64) -> Result<Vec<store::Claimed>> {
 
 /// One attempt of a claimed delivery and, while they succeed, of the next
 /// ones of its session that its record hands over.
-async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Result<()> {
+async fn attempt(app: &App, client: &Clients, d: store::Claimed) -> Result<()> {
     let mut next = Some(d);
     while let Some(d) = next {
         next = attempt_one(app, client, d).await?;
@@ -196,28 +196,43 @@ async fn attempt(app: &App, client: &reqwest::Client, d: store::Claimed) -> Resu
 
 /// One POST of one delivery, and its record; the next delivery of its
 /// session, claimed, when this one succeeded and one waits.
-async fn attempt_one(app: &App, client: &reqwest::Client, d: store::Claimed) -> Result<Option<store::Claimed>> {
+async fn attempt_one(app: &App, clients: &Clients, d: store::Claimed) -> Result<Option<store::Claimed>> {
     let id = d.id.to_string();
     let now = chrono::Utc::now();
     let body =
         serde_json::to_vec(&webhook::body(&d.url, &d.payload)).map_err(|e| crate::domain::Error::Internal(e.into()))?;
     let signature = webhook::sign(&d.secret, &id, now.timestamp(), &body)?;
-    let sent = client
-        .post(&d.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", now.timestamp().to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await;
+    let sent = match clients.for_url(app, &d.url) {
+        Ok(client) => client
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.timestamp().to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(Some),
+        Err(why) => {
+            tracing::warn!(delivery_id = %id, webhook_id = %d.webhook_id, why, "webhook target refused; nothing sent");
+            Err(None)
+        }
+    };
     let (status_code, error) = match sent {
         Ok(response) if response.status().is_success() => (response.status().as_u16(), None),
         Ok(response) => (
             response.status().as_u16(),
             Some(format!("the endpoint answered {}", response.status())),
         ),
-        Err(err) => (0, Some(describe(&err))),
+        Err(err) => {
+            if let Some(err) = err {
+                tracing::info!(delivery_id = %id, error = %describe(&err), "webhook request failed");
+            }
+            // Callers see only that it failed: what kind of network failure
+            // it was (refused, timed out, reset) would let them map the
+            // networks this replica reaches.
+            (0, Some(FAILED.to_owned()))
+        }
     };
     let succeeded = error.is_none();
     let wait = webhook::backoff(u32::try_from(d.attempts).unwrap_or(0) + 1, rand::random::<f64>());
@@ -243,27 +258,67 @@ async fn attempt_one(app: &App, client: &reqwest::Client, d: store::Claimed) -> 
     .await
 }
 
-/// A transport error, without the URL (it may be a secret Slack URL).
-fn describe(err: &reqwest::Error) -> String {
+/// What an attempt that got no HTTP answer records: nothing more.
+pub const FAILED: &str = "the request failed";
+
+/// A transport error for the log, without the URL (it may be a secret
+/// Slack URL).
+fn describe(err: &reqwest::Error) -> &'static str {
     if err.is_timeout() {
-        "timed out".into()
+        "timed out"
     } else if err.is_connect() {
-        "could not connect".into()
+        "could not connect"
     } else {
-        "the request failed".into()
+        "the request failed"
     }
 }
 
-/// The HTTP client of the deliveries: a timeout per attempt, no redirects
-/// (a subscription names its endpoint exactly), rustls.
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mentorship-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
+/// The HTTP clients of the deliveries: one for subscriptions, held to
+/// [`Targets`], and one for the operator's notification endpoint, which
+/// may be anywhere. Each has a timeout per attempt, no redirects (a
+/// subscription names its endpoint exactly), no proxy from the environment
+/// (the connection goes where the target resolves), and rustls.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    subscriptions: reqwest::Client,
+    operator: reqwest::Client,
+    targets: Targets,
+}
+
+impl Clients {
+    pub fn new(timeout: Duration, targets: Targets) -> Clients {
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .user_agent(concat!("mentorship-webhooks/", env!("CARGO_PKG_VERSION")))
+        };
+        let subscriptions = match targets {
+            Targets::Public => builder().dns_resolver(std::sync::Arc::new(crate::app::targets::PublicOnly)),
+            Targets::Any => builder(),
+        };
+        Clients {
+            subscriptions: subscriptions.build().unwrap_or_default(),
+            operator: builder().build().unwrap_or_default(),
+            targets,
+        }
+    }
+
+    /// The client that sends to `url`; why nothing may be sent there, when
+    /// its host is an address that is refused (a name is checked by the
+    /// client's resolver, against every address it would connect to).
+    fn for_url(&self, app: &App, url: &str) -> Result<&reqwest::Client, &'static str> {
+        let operator = app.rules.webhooks.notifications.as_ref().is_some_and(|(n, _)| n == url);
+        if operator {
+            return Ok(&self.operator);
+        }
+        match self.targets.refuses_literal(url) {
+            Some(why) => Err(why),
+            None => Ok(&self.subscriptions),
+        }
+    }
 }
 
 /// Fans out everything committed so far; returns how many events.
@@ -281,7 +336,7 @@ pub async fn dispatch_all(app: &App) -> Result<usize> {
 
 /// One round, for tests: dispatch everything committed, then attempt
 /// everything due (and wait for the attempts).
-pub async fn step(app: &App, client: &reqwest::Client) -> Result<(usize, usize)> {
+pub async fn step(app: &App, client: &Clients) -> Result<(usize, usize)> {
     let dispatched = dispatch_all(app).await?;
     Ok((dispatched, deliver_once(app, client).await?))
 }
@@ -294,7 +349,7 @@ const IN_FLIGHT: usize = 64;
 /// a task of its own (at most [`IN_FLIGHT`]), so a slow endpoint holds up
 /// only its own deliveries.
 pub async fn run(app: App, shutdown: CancellationToken) {
-    let client = client(app.rules.webhooks.timeout);
+    let client = Clients::new(app.rules.webhooks.timeout, app.rules.webhooks.targets);
     let mut changes = app.hub.subscribe_committed();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let finished = std::sync::Arc::new(tokio::sync::Notify::new());

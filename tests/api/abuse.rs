@@ -254,3 +254,145 @@ async fn values_stored_too_deep_are_found_and_reported_at_start() {
         "{log}"
     );
 }
+
+/// Webhook targets may not reach inside the service's host or networks.
+/// Every address form the attack used, and a name that resolves to
+/// loopback, is refused at create and at update with the reason named,
+/// and nothing is stored. A subscription made while such targets were
+/// allowed (as with a name that resolved elsewhere then: DNS rebinding)
+/// gets nothing delivered by a replica that refuses them, and its attempts
+/// say only that they failed; a replica that allows them delivers.
+#[tokio::test]
+async fn webhook_targets_inside_are_refused_at_create_update_and_delivery() {
+    use crate::webhooks::{Receiver, due_now, subscription};
+    use mentorship::{
+        app::targets::Targets,
+        jobs::webhooks::{Clients, deliver_once, dispatch_all},
+    };
+    let mut app = spawn_with(1, roomy_rules()).await;
+    let allowing = crate::webhooks::allowing_loopback(roomy_rules());
+    app.replicas
+        .push(start_replica(&app.database_url, allowing, Jobs::Stepped).await);
+    let (refusing, lenient) = (app.as_(&coordinator()), app.on(1, &coordinator()));
+    let w = world(&app).await;
+    let receiver = Receiver::start().await;
+    let port = receiver.addr.port();
+    let pg_port = app
+        .database_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .expect("port");
+    let grpc_port = app.replicas[0].server.addr.port();
+    let inside = [
+        (format!("http://127.0.0.1:{port}/hook"), "loopback"),
+        (format!("http://localhost:{port}/hook"), "loopback"),
+        (format!("http://0.0.0.0:{port}/hook"), "unspecified"),
+        (format!("http://2130706433:{port}/hook"), "loopback"),
+        (format!("http://0x7f.1:{port}/hook"), "loopback"),
+        (format!("http://[::1]:{port}/hook"), "loopback"),
+        (format!("http://[::ffff:127.0.0.1]:{port}/hook"), "loopback"),
+        ("http://169.254.169.254/latest/meta-data/".to_owned(), "metadata"),
+        ("http://10.1.2.3/hook".to_owned(), "private"),
+        ("http://[fd00::1]/hook".to_owned(), "private"),
+        (format!("http://127.0.0.1:{pg_port}/"), "loopback"),
+        (format!("http://127.0.0.1:{grpc_port}/"), "loopback"),
+    ];
+    for (url, why) in &inside {
+        let status = assert_status(
+            refusing
+                .call(pb::CreateWebhookRequest {
+                    webhook: Some(subscription(url, &w)),
+                    request_id: String::new(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert_eq!(violated_fields(&status), ["webhook.url"], "{url}");
+        assert!(status.message().contains(why), "{url}: {status:?}");
+    }
+    assert_eq!(app.count("webhooks").await, 0, "nothing stored");
+
+    // A public target is fine; moving it inside is refused and changes nothing.
+    let public = refusing
+        .call(pb::CreateWebhookRequest {
+            webhook: Some(subscription("https://93.184.216.34/hook", &w)),
+            request_id: String::new(),
+        })
+        .await
+        .expect("a public address")
+        .webhook
+        .expect("webhook");
+    let status = assert_status(
+        refusing
+            .call(pb::UpdateWebhookRequest {
+                webhook: Some(pb::Webhook {
+                    id: public.id.clone(),
+                    url: format!("http://localhost:{port}/hook"),
+                    ..Default::default()
+                }),
+                update_mask: Some(mask(&["url"])),
+                request_id: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert!(status.message().contains("loopback"), "{status:?}");
+    let stored = refusing
+        .call(pb::GetWebhookRequest {
+            webhook_id: public.id.clone(),
+        })
+        .await
+        .expect("get");
+    assert_eq!(stored.webhook.expect("webhook").url, "https://93.184.216.34/hook");
+    refusing
+        .call(pb::DeleteWebhookRequest {
+            webhook_id: public.id,
+            request_id: String::new(),
+        })
+        .await
+        .expect("delete");
+
+    // Made where inside targets are allowed: a name and a literal address.
+    for url in [format!("http://localhost:{port}/hook"), receiver.url()] {
+        lenient
+            .call(pb::CreateWebhookRequest {
+                webhook: Some(subscription(&url, &w)),
+                request_id: String::new(),
+            })
+            .await
+            .expect("allowed on the lenient replica");
+    }
+    on_demand(&app, &w, None).await.expect("an event to deliver");
+    let strict_app = &app.replicas[0].app;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.count("webhook_deliveries").await < 2 && tokio::time::Instant::now() < deadline {
+        dispatch_all(strict_app).await.expect("dispatch");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.count("webhook_deliveries").await, 2);
+    let strict = Clients::new(std::time::Duration::from_secs(5), Targets::Public);
+    assert_eq!(deliver_once(strict_app, &strict).await.expect("attempts"), 2);
+    assert!(receiver.received().is_empty(), "nothing reached the inside address");
+    let errors: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (a->>'status_code')::bigint, a->>'error' FROM webhook_deliveries, jsonb_array_elements(attempts) a",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("attempts");
+    assert_eq!(
+        errors,
+        vec![(0, "the request failed".to_owned()); 2],
+        "only that it failed"
+    );
+
+    // The lenient replica delivers them: the receiver was there all along.
+    due_now(&app).await;
+    let lenient_clients = Clients::new(std::time::Duration::from_secs(5), Targets::Any);
+    deliver_once(&app.replicas[1].app, &lenient_clients)
+        .await
+        .expect("attempts");
+    assert_eq!(receiver.received().len(), 2);
+}
