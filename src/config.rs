@@ -289,6 +289,8 @@ pub struct ServerSection {
     pub max_health_watch_streams_per_peer: usize,
     /// Most calls whose work runs at once on a replica.
     pub max_calls_in_flight: usize,
+    /// Each caller's budgets of reads, writes and stream opens per replica.
+    pub rate_limits: crate::grpc::rate_limit::RateLimits,
 }
 
 impl Default for ServerSection {
@@ -303,6 +305,7 @@ impl Default for ServerSection {
             max_health_watch_streams: crate::Transport::default().health_watch_streams,
             max_health_watch_streams_per_peer: crate::Transport::default().health_watch_streams_per_peer,
             max_calls_in_flight: crate::Transport::default().max_calls_in_flight,
+            rate_limits: crate::grpc::rate_limit::RateLimits::default(),
         }
     }
 }
@@ -313,6 +316,7 @@ impl ServerSection {
         crate::Transport {
             health_watch_streams: self.max_health_watch_streams,
             health_watch_streams_per_peer: self.max_health_watch_streams_per_peer,
+            rate_limits: self.rate_limits,
             max_calls_in_flight: self.max_calls_in_flight,
             call_deadline: self.call_deadline_seconds.map_or(
                 crate::grpc::complete::DEFAULT_DEADLINE,
@@ -561,6 +565,7 @@ impl ServiceConfig {
                 "server.{field} must be between 1 and 1000000"
             );
         }
+        self.server.rate_limits.validate()?;
         ensure!(
             self.server.max_watch_streams_per_caller <= self.server.max_watch_streams,
             "server.max_watch_streams_per_caller must be at most server.max_watch_streams"

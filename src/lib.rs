@@ -222,6 +222,10 @@ pub struct Transport {
     /// …and from one peer address (`server.max_health_watch_streams_per_peer`).
     #[serde(skip)]
     pub health_watch_streams_per_peer: usize,
+    /// Each caller's budgets of reads, writes and stream opens on this
+    /// replica (`server.rate_limits`).
+    #[serde(skip)]
+    pub rate_limits: grpc::rate_limit::RateLimits,
     /// Most calls whose work runs at once (`server.max_calls_in_flight`),
     /// answered or not; past it a call is UNAVAILABLE / OVERLOADED.
     #[serde(skip)]
@@ -242,6 +246,7 @@ impl Default for Transport {
             call_deadline: grpc::complete::DEFAULT_DEADLINE,
             health_watch_streams: 1024,
             health_watch_streams_per_peer: 16,
+            rate_limits: grpc::rate_limit::RateLimits::default(),
             max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
             metrics_addr: None,
             tls: None,
@@ -387,6 +392,8 @@ pub async fn start(
         None => None,
     };
 
+    let limiters = Arc::new(grpc::rate_limit::Limiters::new(transport.rate_limits));
+    tokio::spawn(forget_idle_buckets(limiters.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         // Small request/response messages: disable Nagle so replies are not held back.
@@ -410,6 +417,7 @@ pub async fn start(
                 transport.health_watch_streams,
             ))
             .layer(AuthLayer::new(verifier))
+            .layer(grpc::rate_limit::RateLimitLayer::new(limiters))
             .layer(grpc::complete::CompleteLayer::new(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
@@ -434,4 +442,14 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Forgets the rate-limit buckets that have filled up again, every minute.
+async fn forget_idle_buckets(limiters: Arc<grpc::rate_limit::Limiters>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => limiters.forget_idle(),
+        }
+    }
 }

@@ -57,12 +57,13 @@ pub enum Reason {
     Overloaded,
     WebhookNotFound,
     DeliveryNotFound,
+    RateLimited,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -95,6 +96,7 @@ impl Reason {
         Reason::Overloaded,
         Reason::WebhookNotFound,
         Reason::DeliveryNotFound,
+        Reason::RateLimited,
         Reason::Internal,
     ];
 
@@ -133,6 +135,7 @@ impl Reason {
             Reason::Overloaded => "OVERLOADED",
             Reason::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             Reason::DeliveryNotFound => "DELIVERY_NOT_FOUND",
+            Reason::RateLimited => "RATE_LIMITED",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -233,6 +236,16 @@ pub enum Error {
     /// The call's deadline passed before its answer was ready.
     #[error("{0}")]
     DeadlineExceeded(String),
+
+    /// The caller has used its budget of one kind of call on this replica;
+    /// it may call again after `retry_after`.
+    #[error("rate limited: this caller has used its budget of {budget} on this replica ({per_second} a second, bursts of {burst}); retry after {} ms", .retry_after.as_millis())]
+    RateLimited {
+        budget: &'static str,
+        per_second: u32,
+        burst: u32,
+        retry_after: std::time::Duration,
+    },
 
     /// The replica takes no more calls now: retrying later is safe.
     #[error("{message}")]

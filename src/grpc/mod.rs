@@ -9,6 +9,7 @@ pub mod convert;
 mod directory;
 pub mod health_watch;
 pub mod metered;
+pub mod rate_limit;
 mod sessions;
 pub mod status;
 pub mod trace;

@@ -70,6 +70,24 @@ impl From<Error> for Status {
                 );
                 Code::ResourceExhausted
             }
+            Error::RateLimited {
+                budget,
+                per_second,
+                burst,
+                retry_after,
+            } => {
+                info(
+                    &mut details,
+                    Reason::RateLimited,
+                    HashMap::from([
+                        ("budget".to_owned(), budget.to_owned()),
+                        ("per_second".to_owned(), per_second.to_string()),
+                        ("burst".to_owned(), burst.to_string()),
+                    ]),
+                );
+                details.set_retry_info(Some(retry_after));
+                Code::ResourceExhausted
+            }
             Error::Unauthenticated(_) => {
                 info(&mut details, Reason::Unauthenticated, HashMap::new());
                 Code::Unauthenticated

@@ -396,3 +396,85 @@ async fn webhook_targets_inside_are_refused_at_create_update_and_delivery() {
         .expect("attempts");
     assert_eq!(receiver.received().len(), 2);
 }
+
+/// Each caller has budgets of reads, writes and stream opens per replica.
+/// One caller flooding both replicas with reads gets RESOURCE_EXHAUSTED
+/// with RATE_LIMITED and a RetryInfo once its bucket is empty, and never
+/// more than a bucket's worth per replica; meanwhile another caller's
+/// calls, on both replicas, all succeed, and the flooder's writes and
+/// stream opens draw on budgets of their own.
+#[tokio::test]
+async fn a_caller_over_its_budget_is_refused_with_retry_info_and_slows_no_one_else() {
+    use mentorship::grpc::rate_limit::{Budget, RateLimits};
+    use tonic_types::StatusExt;
+    let budget = Budget {
+        per_second: 1,
+        burst: 10,
+    };
+    let transport = mentorship::Transport {
+        rate_limits: RateLimits {
+            reads: budget,
+            writes: budget,
+            streams: budget,
+        },
+        ..Default::default()
+    };
+    let background = mentorship::Background {
+        sweeper: false,
+        announce: true,
+    };
+    let app = spawn_many_serving(2, roomy_rules(), background, transport).await;
+    let w = world(&app).await;
+    let session = on_demand(&app, &w, None).await.expect("a session to read");
+    let (flooder, other) = (coordinator(), coordinator());
+
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let c = app.on(i % 2, &flooder);
+        let id = session.id.clone();
+        calls.push(tokio::spawn(async move { (i % 2, c.get_session(&id).await) }));
+    }
+    let mut others = Vec::new();
+    for i in 0..16 {
+        let c = app.on(i % 2, &other);
+        let id = session.id.clone();
+        others.push(tokio::spawn(async move { c.get_session(&id).await }));
+    }
+    let mut answered = [0_u32; 2];
+    let mut refused = 0;
+    for call in calls {
+        let (replica, result) = call.await.expect("join");
+        match result {
+            Ok(_) => answered[replica] += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                let info = status.get_details_error_info().expect("ErrorInfo");
+                assert_eq!(info.reason, "RATE_LIMITED");
+                assert_eq!(info.metadata["budget"], "reads");
+                let retry = status.get_details_retry_info().expect("RetryInfo");
+                let after = retry.retry_delay.expect("a delay");
+                assert!(after > std::time::Duration::ZERO && after <= std::time::Duration::from_secs(1));
+                refused += 1;
+            }
+        }
+    }
+    for call in others {
+        call.await.expect("join").expect("the other caller is never limited");
+    }
+    // A bucket's worth per replica, and what refilled while the flood ran.
+    let refilled = started.elapsed().as_secs() as u32 + 1;
+    for n in answered {
+        assert!((10..=10 + refilled).contains(&n), "{answered:?}");
+    }
+    assert_eq!(refused, 200 - answered[0] - answered[1]);
+
+    // The flooder's other budgets are untouched.
+    let flooding = app.as_(&flooder);
+    flooding
+        .pause_session(&session.id, "")
+        .await
+        .expect("writes have their own budget");
+    let stream = flooding.watch_session(&session.id, None).await;
+    assert!(stream.is_ok(), "stream opens have their own budget");
+}

@@ -148,9 +148,21 @@ pub async fn spawn_serving(
     background: mentorship::Background,
     transport: mentorship::Transport,
 ) -> TestApp {
+    spawn_many_serving(1, rules, background, transport).await
+}
+
+/// [`spawn_serving`] with `n` replicas on one database.
+pub async fn spawn_many_serving(
+    n: usize,
+    rules: Rules,
+    background: mentorship::Background,
+    transport: mentorship::Transport,
+) -> TestApp {
     let mut app = empty_app().await;
-    let replica = start_replica_with(&app.database_url, rules, background, transport).await;
-    app.replicas.push(replica);
+    for _ in 0..n {
+        let replica = start_replica_with(&app.database_url, rules.clone(), background, transport.clone()).await;
+        app.replicas.push(replica);
+    }
     app
 }
 
