@@ -21,9 +21,20 @@ const DEV_SECRET_FILE: &str = "dev-jwt-secret";
 
 /// Runs a command that needs the async runtime, logging to stderr in `format`.
 pub fn run(format: LogFormat, command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    run_parking(format, || {}, command)
+}
+
+/// [`run`], calling `on_park` on a worker thread each time it goes idle
+/// (the binary returns its allocator's freed memory there).
+pub fn run_parking(
+    format: LogFormat,
+    on_park: impl Fn() + Send + Sync + 'static,
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     init_logging(format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(on_park)
         .build()?
         .block_on(command)
 }
@@ -114,9 +125,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (url, devdb) = database(&args).await?;
     let verifier = verifier(&args, listen_addr, devdb.is_some())?;
     let pool = crate::connect_with(&url, args.db_max_connections, args.db_timeouts()).await?;
-    let listener = tokio::net::TcpListener::bind(listen_addr)
-        .await
-        .with_context(|| format!("binding {listen_addr}"))?;
+    let listener = crate::grpc::connections::bind(listen_addr).with_context(|| format!("binding {listen_addr}"))?;
     let transport = crate::Transport {
         metrics_addr: args.metrics_addr.or(file.server.metrics_addr),
         tls,

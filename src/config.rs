@@ -291,6 +291,14 @@ pub struct ServerSection {
     pub max_calls_in_flight: usize,
     /// Each caller's budgets of reads, writes and stream opens per replica.
     pub rate_limits: crate::grpc::rate_limit::RateLimits,
+    /// The largest request metadata accepted, in bytes as HTTP/2 counts them.
+    pub max_metadata_bytes: u32,
+    /// Most client connections open at once on a replica.
+    pub max_connections: usize,
+    /// How long a new connection has to make its first call.
+    pub handshake_timeout_seconds: f64,
+    /// How long a connection may stay open with no call.
+    pub idle_timeout_seconds: f64,
 }
 
 impl Default for ServerSection {
@@ -306,8 +314,19 @@ impl Default for ServerSection {
             max_health_watch_streams_per_peer: crate::Transport::default().health_watch_streams_per_peer,
             max_calls_in_flight: crate::Transport::default().max_calls_in_flight,
             rate_limits: crate::grpc::rate_limit::RateLimits::default(),
+            max_metadata_bytes: crate::grpc::metadata_limit::DEFAULT_MAX_METADATA_BYTES,
+            max_connections: ConnectionLimits::default().max,
+            handshake_timeout_seconds: ConnectionLimits::default().handshake.as_secs_f64(),
+            idle_timeout_seconds: ConnectionLimits::default().idle.as_secs_f64(),
         }
     }
+}
+
+use crate::grpc::connections::ConnectionLimits;
+
+/// A number of seconds from the config file (validated finite and in range by `rules`).
+fn seconds(value: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(value).unwrap_or(std::time::Duration::from_secs(1))
 }
 
 impl ServerSection {
@@ -317,6 +336,12 @@ impl ServerSection {
             health_watch_streams: self.max_health_watch_streams,
             health_watch_streams_per_peer: self.max_health_watch_streams_per_peer,
             rate_limits: self.rate_limits,
+            max_metadata_bytes: self.max_metadata_bytes,
+            connections: ConnectionLimits {
+                max: self.max_connections,
+                handshake: seconds(self.handshake_timeout_seconds),
+                idle: seconds(self.idle_timeout_seconds),
+            },
             max_calls_in_flight: self.max_calls_in_flight,
             call_deadline: self.call_deadline_seconds.map_or(
                 crate::grpc::complete::DEFAULT_DEADLINE,
@@ -559,6 +584,7 @@ impl ServiceConfig {
                 "max_health_watch_streams_per_peer",
             ),
             (self.server.max_calls_in_flight, "max_calls_in_flight"),
+            (self.server.max_connections, "max_connections"),
         ] {
             ensure!(
                 (1..=1_000_000).contains(&value),
@@ -566,6 +592,19 @@ impl ServiceConfig {
             );
         }
         self.server.rate_limits.validate()?;
+        for (value, field) in [
+            (self.server.handshake_timeout_seconds, "handshake_timeout_seconds"),
+            (self.server.idle_timeout_seconds, "idle_timeout_seconds"),
+        ] {
+            ensure!(
+                value.is_finite() && (0.1..=86_400.0).contains(&value),
+                "server.{field} must be between 0.1 and 86400"
+            );
+        }
+        ensure!(
+            (1024..=1 << 20).contains(&self.server.max_metadata_bytes),
+            "server.max_metadata_bytes must be between 1024 and 1048576"
+        );
         ensure!(
             self.server.max_watch_streams_per_caller <= self.server.max_watch_streams,
             "server.max_watch_streams_per_caller must be at most server.max_watch_streams"

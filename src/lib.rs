@@ -226,6 +226,15 @@ pub struct Transport {
     /// replica (`server.rate_limits`).
     #[serde(skip)]
     pub rate_limits: grpc::rate_limit::RateLimits,
+    /// The bounds on client connections: a cap, the handshake deadline and
+    /// the idle timeout (`server.max_connections`, …).
+    #[serde(skip)]
+    pub connections: grpc::connections::ConnectionLimits,
+    /// The largest request metadata accepted (`server.max_metadata_bytes`);
+    /// the transport takes header lists up to four times larger, so that a
+    /// request between the two gets a status clients can read.
+    #[serde(skip)]
+    pub max_metadata_bytes: u32,
     /// Most calls whose work runs at once (`server.max_calls_in_flight`),
     /// answered or not; past it a call is UNAVAILABLE / OVERLOADED.
     #[serde(skip)]
@@ -247,6 +256,8 @@ impl Default for Transport {
             health_watch_streams: 1024,
             health_watch_streams_per_peer: 16,
             rate_limits: grpc::rate_limit::RateLimits::default(),
+            max_metadata_bytes: grpc::metadata_limit::DEFAULT_MAX_METADATA_BYTES,
+            connections: grpc::connections::ConnectionLimits::default(),
             max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
             metrics_addr: None,
             tls: None,
@@ -290,13 +301,13 @@ impl Tls {
         })
     }
 
-    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+    fn server_config(&self, handshake: Duration) -> tonic::transport::ServerTlsConfig {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
         let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             // A client that opens a connection and never finishes its
-            // handshake is dropped.
-            .timeout(Duration::from_secs(10));
+            // handshake is dropped (`server.handshake_timeout_seconds`).
+            .timeout(handshake);
         match &self.client_ca_pem {
             Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
             None => config,
@@ -330,7 +341,7 @@ pub async fn start(
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &transport.tls {
         builder = builder
-            .tls_config(tls.server_config())
+            .tls_config(tls.server_config(transport.connections.handshake))
             .context("the TLS certificate or key (MENTORSHIP_TLS_*)")?;
     }
     // Bound now, served once everything else has started.
@@ -373,6 +384,7 @@ pub async fn start(
     }
     let hub = app.hub.clone();
     let metrics = app.metrics.clone();
+    let refused = metrics.refused_connections.clone();
     let metrics_app = app.clone();
     let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
@@ -393,25 +405,26 @@ pub async fn start(
     };
 
     let limiters = Arc::new(grpc::rate_limit::Limiters::new(transport.rate_limits));
+
     tokio::spawn(forget_idle_buckets(limiters.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        // Small request/response messages: disable Nagle so replies are not held back.
-        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-            conn.inspect(|stream| {
-                let _ = stream.set_nodelay(true);
-            })
-        });
+        let incoming = grpc::connections::incoming(listener, transport.connections, refused);
         builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(transport.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams as usize))
+            .http2_max_header_list_size(grpc::metadata_limit::transport_limit(transport.max_metadata_bytes))
             .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
                 http::header::AUTHORIZATION,
             ]))
             .layer(grpc::trace::layer())
             .layer(grpc::metered::MeteredLayer::new(metrics))
+            .layer(grpc::connections::ConnectionLayer)
+            .layer(grpc::metadata_limit::MetadataLimitLayer::new(
+                transport.max_metadata_bytes,
+            ))
             .layer(grpc::health_watch::HealthWatchLayer::new(
                 transport.health_watch_streams_per_peer,
                 transport.health_watch_streams,

@@ -19,6 +19,29 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Token(token)) => cli::token(&args.serve, &token),
         Some(Command::Migrate) => cli::run(logs, cli::migrate(args.serve)),
         Some(Command::Purge(purge)) => cli::run(logs, cli::purge(args.serve, purge)),
-        Some(Command::Serve) | None => cli::run(logs, cli::serve(args.serve)),
+        Some(Command::Serve) | None => cli::run_parking(logs, return_freed_memory, cli::serve(args.serve)),
     }
+}
+
+/// How often an idle worker thread hands its freed memory back.
+const RETURN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Run by each worker thread as it goes idle, at most every [`RETURN_EVERY`]:
+/// mimalloc keeps a thread's freed pages for that thread to reuse and
+/// returns them to the system only when the thread allocates again, so a
+/// server gone quiet after a burst (thousands of connections closed) would
+/// hold the burst's memory; collecting on an idle thread gives it back.
+fn return_freed_memory() {
+    use std::{cell::Cell, time::Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    if LAST.get().is_some_and(|last| now.duration_since(last) < RETURN_EVERY) {
+        return;
+    }
+    LAST.set(Some(now));
+    // SAFETY: mi_collect only walks and releases the calling thread's own
+    // mimalloc heap, which is this binary's global allocator.
+    unsafe { libmimalloc_sys::mi_collect(false) };
 }

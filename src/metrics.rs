@@ -113,6 +113,8 @@ pub struct Metrics {
     pool_in_use: Gauge,
     pool_max: Gauge,
     pool_waiting: Gauge,
+    /// Connections closed at accept, the replica having as many as it takes.
+    pub refused_connections: Counter,
     /// The census last read, and the sweeper's next deadline: scrape-time
     /// inputs whose ages are computed when scraped.
     census: Mutex<Census>,
@@ -147,6 +149,7 @@ impl Metrics {
             pool_in_use: Gauge::default(),
             pool_max: Gauge::default(),
             pool_waiting: Gauge::default(),
+            refused_connections: Counter::default(),
             census: Mutex::default(),
             sweeper_next: Mutex::default(),
             waiting: AtomicI64::new(0),
@@ -230,6 +233,11 @@ impl Metrics {
             m.pool_waiting.clone(),
         );
         s.register("db_errors", "Database errors by kind (this process)", DB_ERRORS.clone());
+        s.register(
+            "connections_refused",
+            "Connections closed as soon as accepted: the replica had server.max_connections open",
+            m.refused_connections.clone(),
+        );
         m
     }
 

@@ -58,12 +58,13 @@ pub enum Reason {
     WebhookNotFound,
     DeliveryNotFound,
     RateLimited,
+    MetadataTooLarge,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -97,6 +98,7 @@ impl Reason {
         Reason::WebhookNotFound,
         Reason::DeliveryNotFound,
         Reason::RateLimited,
+        Reason::MetadataTooLarge,
         Reason::Internal,
     ];
 
@@ -136,6 +138,7 @@ impl Reason {
             Reason::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             Reason::DeliveryNotFound => "DELIVERY_NOT_FOUND",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::MetadataTooLarge => "METADATA_TOO_LARGE",
             Reason::Internal => "INTERNAL",
         }
     }

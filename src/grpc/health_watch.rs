@@ -12,7 +12,7 @@ use std::{
 
 use tower::{Layer, Service};
 
-use crate::app::slots::{Limits, Slot, Slots};
+use crate::app::slots::{Limits, Slots};
 use crate::domain::Reason;
 
 const PATH: &str = "/grpc.health.v1.Health/Watch";
@@ -86,7 +86,7 @@ where
         };
         Box::pin(async move {
             let response = inner.call(req).await?;
-            Ok(response.map(|body| tonic::body::Body::new(Held { body, _slot: slot })))
+            Ok(response.map(|body| tonic::body::Body::new(super::body::Holding::new(body, slot))))
         })
     }
 }
@@ -101,30 +101,4 @@ pub fn peer_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
             .map(TlsConnectInfo::get_ref)
     })?;
     tcp.remote_addr().map(|addr| addr.ip())
-}
-
-/// A response body that holds its stream's slot until it is dropped.
-struct Held {
-    body: tonic::body::Body,
-    _slot: Slot,
-}
-
-impl http_body::Body for Held {
-    type Data = <tonic::body::Body as http_body::Body>::Data;
-    type Error = <tonic::body::Body as http_body::Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }

@@ -2,12 +2,15 @@
 //! health and reflection. Every tonic type of the service lives under here.
 
 pub mod auth;
+mod body;
 mod bookings;
 pub mod codec;
 pub mod complete;
+pub mod connections;
 pub mod convert;
 mod directory;
 pub mod health_watch;
+pub mod metadata_limit;
 pub mod metered;
 pub mod rate_limit;
 mod sessions;

@@ -297,6 +297,8 @@ async fn webhook_targets_inside_are_refused_at_create_update_and_delivery() {
         ("http://[fd00::1]/hook".to_owned(), "private"),
         (format!("http://127.0.0.1:{pg_port}/"), "loopback"),
         (format!("http://127.0.0.1:{grpc_port}/"), "loopback"),
+        // The metrics port, as the README binds it.
+        ("http://127.0.0.1:9090/metrics".to_owned(), "loopback"),
     ];
     for (url, why) in &inside {
         let status = assert_status(
@@ -477,4 +479,161 @@ async fn a_caller_over_its_budget_is_refused_with_retry_info_and_slows_no_one_el
         .expect("writes have their own budget");
     let stream = flooding.watch_session(&session.id, None).await;
     assert!(stream.is_ok(), "stream opens have their own budget");
+}
+
+/// Request metadata past the server's limit gets RESOURCE_EXHAUSTED /
+/// METADATA_TOO_LARGE naming the limit, where the attack saw UNKNOWN (an
+/// HTTP 431) or a dropped connection; metadata under it is served; and the
+/// channel goes on serving after each refusal.
+#[tokio::test]
+async fn oversized_metadata_gets_a_status_that_names_the_limit() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_types::StatusExt;
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.replicas[0].channel.clone());
+    let padded = |bytes: usize| {
+        let mut req = tonic::Request::new(HealthCheckRequest::default());
+        req.metadata_mut()
+            .insert("x-padding", "a".repeat(bytes).parse().expect("ascii"));
+        req
+    };
+    health.check(padded(10 * 1024)).await.expect("10 KiB is served");
+    for kib in [20, 60] {
+        let status = health.check(padded(kib * 1024)).await.expect_err("too large");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{kib} KiB: {status:?}");
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "METADATA_TOO_LARGE");
+        assert_eq!(info.metadata["maximum"], "16384");
+        assert!(status.message().contains("more than the 16384"), "{status:?}");
+        health.check(padded(0)).await.expect("the channel still serves");
+    }
+    // A mentorship call too, before its token is read.
+    let mut req = authed(
+        &coordinator(),
+        pb::GetSessionRequest {
+            session_id: Uuid::new_v4().to_string(),
+        },
+    );
+    req.metadata_mut()
+        .insert("x-padding", "a".repeat(20 * 1024).parse().expect("ascii"));
+    let status = app.replicas[0]
+        .sessions
+        .clone()
+        .get_session(req)
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+/// Nothing holds a connection open for free. A flood of 1,000 half-open
+/// connections (a partial HTTP/2 preface, then silence) and 400 idle ones
+/// (the handshake done, no call) stays within a stated memory bound (64
+/// KiB a connection) while the replica answers; connections past the cap
+/// are closed at accept; the half-open ones are closed at the handshake
+/// deadline and the idle ones at the idle timeout; and the memory comes
+/// back to near where it started.
+#[tokio::test]
+async fn connection_floods_are_bounded_closed_and_their_memory_returned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let database_url = fresh_database().await;
+    let config = std::env::temp_dir().join(format!("mentorship-{}.yaml", Uuid::new_v4()));
+    std::fs::write(
+        &config,
+        "server:\n  max_connections: 1500\n  handshake_timeout_seconds: 5\n  idle_timeout_seconds: 5\n",
+    )
+    .expect("config");
+    let path = config.to_str().expect("utf-8").to_owned();
+    let server = spawn_binary(&database_url, &[("MENTORSHIP_CONFIG", &path)]).await;
+    let addr: std::net::SocketAddr = server.addr.parse().expect("addr");
+    let health = || async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await?;
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .map_err(Into::into)
+            .map(|_| ())
+    };
+    let answers = || async { health().await.map_err(|e: Box<dyn std::error::Error>| e.to_string()) };
+    answers().await.expect("serving");
+    let baseline = server.rss_kib();
+
+    // The flood is made well within the handshake deadline (5 s).
+    let started = std::time::Instant::now();
+    let half_open_one = || async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"PRI * HTTP/2.0\r\n").await.expect("part of the preface");
+        s
+    };
+    let idle_one = || async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (send, connection) = h2::client::handshake(tcp).await.expect("handshake");
+        (send, tokio::spawn(connection))
+    };
+    let mut half_open = futures::future::join_all((0..1000).map(|_| half_open_one())).await;
+    let idle = futures::future::join_all((0..400).map(|_| idle_one())).await;
+    answers().await.expect("the replica answers during the flood");
+    let flooded = server.rss_kib();
+    assert!(
+        flooded <= baseline + 1400 * 64,
+        "{} KiB more for 1,400 connections ({baseline} KiB before)",
+        flooded.saturating_sub(baseline)
+    );
+
+    // Past the cap (1,500 with the flood's 1,400 and the health checks'),
+    // a connection is closed as soon as it is accepted.
+    let mut past = Vec::new();
+    for _ in 0..300 {
+        past.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the flood took {:?}",
+        started.elapsed()
+    );
+    let mut refused = 0;
+    for s in &mut past {
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_millis(500), s.read_to_end(&mut sink)).await;
+        // Closed without a byte: never served (a served one gets SETTINGS first).
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            refused += 1;
+        }
+    }
+    // At most 100 places were left (a few more if the health checks'
+    // own connections have closed).
+    assert!(refused >= 190, "only {refused} of 300 past the cap were closed");
+    drop(past);
+
+    // The half-open ones go at the handshake deadline, the idle ones at the idle timeout.
+    // (The server writes its SETTINGS first: read up to the end.)
+    for s in &mut half_open {
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "a half-open connection stayed open");
+    }
+    for (_send, connection) in idle {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+        assert!(ended.is_ok(), "an idle connection stayed open");
+    }
+    drop(half_open);
+    answers().await.expect("the replica answers after the flood");
+
+    // The memory comes back to within 8 MiB of where it started (idle
+    // worker threads hand their freed pages back; src/main.rs).
+    let mut after = server.rss_kib();
+    for _ in 0..50 {
+        if after <= baseline + 8 * 1024 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = server.rss_kib();
+    }
+    assert!(
+        after <= baseline + 8 * 1024,
+        "{after} KiB after the flood, {baseline} KiB before, {flooded} KiB during"
+    );
+    std::fs::remove_file(&config).ok();
 }

@@ -195,7 +195,7 @@ async fn a_call_without_a_deadline_gets_the_servers() {
     let database_url = fresh_database().await;
     let transport = mentorship::Transport {
         call_deadline: StdDuration::from_millis(200),
-        ..Default::default()
+        ..transport()
     };
     let replica = start_replica_with(
         &database_url,
@@ -596,7 +596,7 @@ async fn health_watch_streams_are_capped_per_peer_and_in_all() {
     let transport = mentorship::Transport {
         health_watch_streams: 4,
         health_watch_streams_per_peer: 2,
-        ..Default::default()
+        ..transport()
     };
     let replica = start_replica_with(
         &database_url,
@@ -742,7 +742,7 @@ async fn calls_in_flight_are_bounded_per_replica() {
         },
         mentorship::Transport {
             max_calls_in_flight: 2,
-            ..Default::default()
+            ..transport()
         },
     )
     .await;

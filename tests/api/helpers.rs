@@ -181,9 +181,28 @@ pub async fn spawn_waiting_for_locks(rules: Rules, lock: std::time::Duration) ->
         sweeper: false,
         announce: true,
     };
-    let replica = start_replica_on(pool, rules, background, mentorship::Transport::default()).await;
+    let replica = start_replica_on(pool, rules, background, transport()).await;
     app.replicas.push(replica);
     app
+}
+
+/// The transport of the suite's replicas: the defaults, but for rate limits
+/// far above what any test sends from one token (many tests drive bursts
+/// from one caller; the rate-limit tests set their own).
+pub fn transport() -> mentorship::Transport {
+    use mentorship::grpc::rate_limit::{Budget, RateLimits};
+    let lifted = Budget {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    mentorship::Transport {
+        rate_limits: RateLimits {
+            reads: lifted,
+            writes: lifted,
+            streams: lifted,
+        },
+        ..Default::default()
+    }
 }
 
 /// A fresh database with no replica yet.
@@ -206,7 +225,7 @@ pub async fn start_replica(database_url: &str, rules: Rules, jobs: Jobs) -> Repl
         sweeper: jobs == Jobs::RealTime,
         announce: true,
     };
-    start_replica_with(database_url, rules, background, mentorship::Transport::default()).await
+    start_replica_with(database_url, rules, background, transport()).await
 }
 
 /// A replica with the given background work (a test that switches some off)
@@ -228,7 +247,7 @@ async fn start_replica_on(
     background: mentorship::Background,
     transport: mentorship::Transport,
 ) -> Replica {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = mentorship::grpc::connections::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let app = App::new(pool, rules);
     let server = mentorship::start(
         app.clone(),

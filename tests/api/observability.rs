@@ -78,7 +78,7 @@ fn handled<'a>(method: &'a str, code: &'a str) -> [(&'static str, &'a str); 3] {
 fn with_metrics() -> mentorship::Transport {
     mentorship::Transport {
         metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
-        ..Default::default()
+        ..transport()
     }
 }
 

@@ -875,7 +875,7 @@ async fn a_connection_carries_more_calls_than_its_stream_limit_without_transport
     let mut app = spawn_with(0, Default::default()).await;
     let transport = mentorship::Transport {
         max_concurrent_streams: 7,
-        ..Default::default()
+        ..transport()
     };
     app.replicas
         .push(start_replica_with(&app.database_url, Default::default(), stepped(), transport).await);

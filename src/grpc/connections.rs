@@ -1,0 +1,308 @@
+//! Bounds on client connections, so that neither idle nor half-open
+//! connections can pile up on a replica:
+//!
+//! - a cap on the connections open at once ([`ConnectionLimits::max`]):
+//!   past it a new connection is closed as soon as it is accepted;
+//! - a handshake deadline: a connection that has not sent the HTTP/2
+//!   preface (24 bytes; under TLS, the start of its TLS handshake, which
+//!   tonic bounds by the same time) within [`ConnectionLimits::handshake`]
+//!   of being accepted is closed;
+//! - an idle timeout: a connection with no call open for
+//!   [`ConnectionLimits::idle`] (since it was accepted, or since its last
+//!   call ended) is closed; a client reconnects on its next call, and an
+//!   open stream is a call, so watchers are never idle;
+//! - dead peers are found by HTTP/2 keepalive pings (`lib.rs`).
+//!
+//! The accepted socket is wrapped in a [`Conn`] that holds its place under
+//! the cap and checks the deadlines, and whose connect info reaches every
+//! request; [`ConnectionLayer`] tells it when calls start and end.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
+};
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tower::{Layer, Service};
+
+/// The bounds of one replica's connections (`server.max_connections`,
+/// `server.handshake_timeout_seconds`, `server.idle_timeout_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max: usize,
+    pub handshake: Duration,
+    pub idle: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max: 4096,
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4) is this long.
+const PREFACE_LEN: usize = 24;
+
+/// What a connection and its requests share.
+#[derive(Debug)]
+struct Activity {
+    /// Calls open now.
+    open: AtomicUsize,
+    /// When the last call started or ended.
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+}
+
+/// A connection's connect info: tonic's, and its activity.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    activity: Arc<Activity>,
+}
+
+/// An accepted connection under the limits.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    info: ConnInfo,
+    limits: ConnectionLimits,
+    accepted: Instant,
+    /// Bytes received so far, counted up to the preface's length.
+    received: usize,
+    check: Pin<Box<Sleep>>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// When the connection must have shown a sign of life by, as of now; `Err` when it is past.
+    fn deadline(&self) -> Result<Instant, &'static str> {
+        let now = Instant::now();
+        let activity = &self.info.activity;
+        let deadline = if self.received < PREFACE_LEN {
+            let at = self.accepted + self.limits.handshake;
+            if now >= at {
+                return Err("no HTTP/2 preface within the handshake timeout");
+            }
+            at
+        } else if activity.open.load(Ordering::Acquire) > 0 {
+            // Busy: look again an idle period from now.
+            now + self.limits.idle
+        } else {
+            let at = *activity.last.lock().unwrap_or_else(PoisonError::into_inner) + self.limits.idle;
+            if now >= at {
+                return Err("idle past the idle timeout");
+            }
+            at
+        };
+        Ok(deadline)
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // The connection task polls its reads whenever it runs: the check's
+        // timer wakes it when a deadline may have passed.
+        while this.check.as_mut().poll(cx).is_ready() {
+            match this.deadline() {
+                Ok(next) => this.check.as_mut().reset(next),
+                Err(why) => {
+                    tracing::debug!(peer = ?this.info.tcp.remote_addr, why, "closing a connection");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                }
+            }
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.received < PREFACE_LEN {
+            this.received += buf.filled().len() - before;
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The listen backlog of the API's socket: tokio's default (128, the old
+/// `SOMAXCONN`) overflows under a burst of new connections, and a SYN past
+/// it waits a second to be sent again; the kernel caps this at
+/// `net.core.somaxconn`.
+pub const BACKLOG: u32 = 4096;
+
+/// Binds the API's socket with [`BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// The connections accepted on `listener`, each under `limits`: past the
+/// cap, a connection is closed at once (and counted in `refused`,
+/// `mentorship_connections_refused_total`).
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    refused: prometheus_client::metrics::counter::Counter,
+) -> impl tokio_stream::Stream<Item = io::Result<Conn>> {
+    let places = Arc::new(Semaphore::new(limits.max));
+    tokio_stream::StreamExt::filter_map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        move |accepted| {
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(err) => return Some(Err(err)),
+            };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                refused.inc();
+                tracing::debug!("refused a connection: the replica has as many as it takes");
+                return None;
+            };
+            // Small request/response messages: disable Nagle so replies are not held back.
+            let _ = stream.set_nodelay(true);
+            let accepted = Instant::now();
+            let info = ConnInfo {
+                tcp: stream.connect_info(),
+                activity: Arc::new(Activity {
+                    open: AtomicUsize::new(0),
+                    last: Mutex::new(accepted),
+                }),
+            };
+            Some(Ok(Conn {
+                stream,
+                info,
+                limits,
+                accepted,
+                received: 0,
+                check: Box::pin(tokio::time::sleep_until(accepted + limits.handshake)),
+                _place: place,
+            }))
+        },
+    )
+}
+
+/// Tells each request's connection when a call starts and ends, and puts
+/// tonic's own connect info in the request (what `peer_ip` and
+/// `Request::remote_addr` read). It goes before every layer that reads the peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionLayer;
+
+impl<S> Layer<S> for ConnectionLayer {
+    type Service = Connection<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Connection { inner }
+    }
+}
+
+/// See [`ConnectionLayer`].
+#[derive(Debug, Clone)]
+pub struct Connection<S> {
+    inner: S,
+}
+
+/// A call open on its connection until dropped.
+struct OpenCall(Arc<Activity>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for Connection<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let extensions = req.extensions_mut();
+        let info = extensions
+            .get::<ConnInfo>()
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<ConnInfo>>()
+                    .map(TlsConnectInfo::get_ref)
+            })
+            .cloned();
+        let call = info.map(|info| {
+            extensions.insert(info.tcp.clone());
+            let activity = info.activity;
+            activity.open.fetch_add(1, Ordering::AcqRel);
+            activity.touch();
+            OpenCall(activity)
+        });
+        let mut inner = super::take_ready(&mut self.inner);
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            Ok(match call {
+                Some(call) => response.map(|body| tonic::body::Body::new(super::body::Holding::new(body, call))),
+                None => response,
+            })
+        })
+    }
+}
