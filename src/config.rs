@@ -293,8 +293,10 @@ pub struct ServerSection {
     pub rate_limits: crate::grpc::rate_limit::RateLimits,
     /// The largest request metadata accepted, in bytes as HTTP/2 counts them.
     pub max_metadata_bytes: u32,
-    /// Most client connections open at once on a replica.
+    /// Most client connections open at once on a replica…
     pub max_connections: usize,
+    /// …and from one peer address (an IPv6 one by its /64).
+    pub max_connections_per_peer: usize,
     /// How long a new connection has to make its first call.
     pub handshake_timeout_seconds: f64,
     /// How long a connection may stay open with no call.
@@ -316,6 +318,7 @@ impl Default for ServerSection {
             rate_limits: crate::grpc::rate_limit::RateLimits::default(),
             max_metadata_bytes: crate::grpc::metadata_limit::DEFAULT_MAX_METADATA_BYTES,
             max_connections: ConnectionLimits::default().max,
+            max_connections_per_peer: ConnectionLimits::default().per_peer,
             handshake_timeout_seconds: ConnectionLimits::default().handshake.as_secs_f64(),
             idle_timeout_seconds: ConnectionLimits::default().idle.as_secs_f64(),
         }
@@ -339,6 +342,7 @@ impl ServerSection {
             max_metadata_bytes: self.max_metadata_bytes,
             connections: ConnectionLimits {
                 max: self.max_connections,
+                per_peer: self.max_connections_per_peer,
                 handshake: seconds(self.handshake_timeout_seconds),
                 idle: seconds(self.idle_timeout_seconds),
             },
@@ -585,6 +589,7 @@ impl ServiceConfig {
             ),
             (self.server.max_calls_in_flight, "max_calls_in_flight"),
             (self.server.max_connections, "max_connections"),
+            (self.server.max_connections_per_peer, "max_connections_per_peer"),
         ] {
             ensure!(
                 (1..=1_000_000).contains(&value),

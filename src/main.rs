@@ -13,6 +13,7 @@ use mentorship::{
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    raise_open_files_limit();
     let args = Cli::parse();
     let logs = args.serve.log_format;
     match args.command {
@@ -44,4 +45,22 @@ fn return_freed_memory() {
     // SAFETY: mi_collect only walks and releases the calling thread's own
     // mimalloc heap, which is this binary's global allocator.
     unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
+/// Raises the soft limit on open files to the hard one: every client
+/// connection is a file, and a soft limit of 1024 (a common default) would
+/// refuse connections (the accept loop meeting EMFILE) long before
+/// `server.max_connections`.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

@@ -153,6 +153,8 @@ pub fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
             _ if ip.is_multicast() => "a multicast address",
             _ if a >= 240 => "a reserved address",
             _ if a == 100 && (b & 0xc0) == 64 => "a shared address (RFC 6598)",
+            // IETF protocol assignments (192.0.0.0/24) and benchmarking (198.18.0.0/15).
+            _ if (a, b, ip.octets()[2]) == (192, 0, 0) || (a == 198 && (b & 0xfe) == 18) => "a reserved address",
             _ => return None,
         })
     }
@@ -162,6 +164,8 @@ pub fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
     };
     let s = v6.segments();
     let embedded = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    // 6to4 (2002::/16) carries its IPv4 address in the second and third segments.
+    let six_to_four = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
     Some(match v6 {
         _ if v6.is_unspecified() => "an unspecified address",
         _ if v6.is_loopback() => "a loopback address",
@@ -169,9 +173,15 @@ pub fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
         _ if v6.is_multicast() => "a multicast address",
         _ if (s[0] & 0xfe00) == 0xfc00 => "a private address (RFC 4193)",
         _ if (s[0] & 0xffc0) == 0xfe80 => "a link-local address",
-        // ::ffff:a.b.c.d, ::a.b.c.d and 64:ff9b::a.b.c.d.
+        _ if (s[0] & 0xffc0) == 0xfec0 => "a site-local address",
+        _ if s[..4] == [0x100, 0, 0, 0] => "a discard address (RFC 6666)",
+        // ::ffff:a.b.c.d, ::a.b.c.d, ::ffff:0:a.b.c.d, 64:ff9b::a.b.c.d,
+        // 64:ff9b:1::/48 (local NAT64) and 6to4.
         _ if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) => return v4(embedded),
+        _ if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 => return v4(embedded),
         _ if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => return v4(embedded),
+        _ if s[..3] == [0x64, 0xff9b, 1] => return v4(embedded),
+        _ if s[0] == 0x2002 => return v4(six_to_four),
         _ => return None,
     })
 }
@@ -535,6 +545,14 @@ mod tests {
             ("::ffff:169.254.169.254", "metadata"),
             ("::10.0.0.1", "private"),
             ("64:ff9b::a9fe:a9fe", "metadata"),
+            ("64:ff9b:1::7f00:1", "loopback"),
+            ("::ffff:0:7f00:1", "loopback"),
+            ("2002:7f00:1::1", "loopback"),
+            ("2002:a9fe:a9fe::", "metadata"),
+            ("fec0::1", "site-local"),
+            ("100::1", "discard"),
+            ("198.18.0.1", "reserved"),
+            ("192.0.0.8", "reserved"),
         ] {
             let got = refused(ip);
             assert!(got.is_some_and(|g| g.contains(why)), "{ip}: {got:?}");
@@ -544,8 +562,10 @@ mod tests {
             "8.8.8.8",
             "172.32.0.1",
             "100.128.0.1",
+            "198.20.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
         ] {
             assert_eq!(refused(ip), None, "{ip}");
         }

@@ -63,17 +63,16 @@ impl<U: prost::Message + Default> Decoder for InputDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
-            Error::invalid(
-                "request",
-                format!(
-                    "is not a valid {} message ({}); nesting is limited to 100 levels",
-                    std::any::type_name::<U>().rsplit("::").next().unwrap_or("request"),
-                    status
-                        .message()
-                        .trim_start_matches("failed to decode Protobuf message: "),
-                ),
-            )
-            .into()
+            let why = status
+                .message()
+                .trim_start_matches("failed to decode Protobuf message: ");
+            let hint = if why.contains("recursion limit") {
+                "; messages nest at most 100 levels deep"
+            } else {
+                ""
+            };
+            let message = std::any::type_name::<U>().rsplit("::").next().unwrap_or("request");
+            Error::invalid("request", format!("is not a valid {message} message ({why}){hint}")).into()
         })
     }
 

@@ -7,10 +7,11 @@
 //!   preface (24 bytes; under TLS, the start of its TLS handshake, which
 //!   tonic bounds by the same time) within [`ConnectionLimits::handshake`]
 //!   of being accepted is closed;
-//! - an idle timeout: a connection with no call open for
-//!   [`ConnectionLimits::idle`] (since it was accepted, or since its last
-//!   call ended) is closed; a client reconnects on its next call, and an
-//!   open stream is a call, so watchers are never idle;
+//! - an idle timeout: a connection with no call open and nothing received
+//!   for [`ConnectionLimits::idle`] is closed; a client reconnects on its
+//!   next call, and an open stream is a call, so watchers are never idle;
+//! - a cap per peer ([`ConnectionLimits::per_peer`], an IPv6 peer by its
+//!   /64), so one client cannot take every place;
 //! - dead peers are found by HTTP/2 keepalive pings (`lib.rs`).
 //!
 //! The accepted socket is wrapped in a [`Conn`] that holds its place under
@@ -37,11 +38,30 @@ use tokio::{
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+/// Who a per-peer limit counts an address as: an IPv4 address (mapped ones
+/// included) is itself; an IPv6 one is its /64, which one host usually
+/// holds whole. (Behind a proxy every peer is the proxy: see
+/// docs/OPERATIONS.md, "Limits".)
+pub fn peer(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => {
+                let s = v6.segments();
+                std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).into()
+            }
+        },
+    }
+}
+
 /// The bounds of one replica's connections (`server.max_connections`,
 /// `server.handshake_timeout_seconds`, `server.idle_timeout_seconds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     pub max: usize,
+    /// Most connections from one peer ([`peer`]).
+    pub per_peer: usize,
     pub handshake: Duration,
     pub idle: Duration,
 }
@@ -50,6 +70,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max: 4096,
+            per_peer: 256,
             handshake: Duration::from_secs(10),
             idle: Duration::from_secs(300),
         }
@@ -88,10 +109,49 @@ pub struct Conn {
     info: ConnInfo,
     limits: ConnectionLimits,
     accepted: Instant,
-    /// Bytes received so far, counted up to the preface's length.
+    /// Bytes received so far.
     received: usize,
     check: Pin<Box<Sleep>>,
     _place: OwnedSemaphorePermit,
+    _peer_place: Option<PeerPlace>,
+}
+
+/// Connections open per peer.
+type PeerCounts = Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection's place in its peer's count, given back when dropped.
+#[derive(Debug)]
+struct PeerPlace {
+    peer: std::net::IpAddr,
+    counts: PeerCounts,
+}
+
+impl PeerPlace {
+    /// A place for a connection from `peer`, if it has fewer than `max` open.
+    fn take(counts: &PeerCounts, peer: std::net::IpAddr, max: usize) -> Option<PeerPlace> {
+        let mut open = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerPlace {
+            peer,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let mut open = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl Conn {
@@ -129,8 +189,20 @@ impl Connected for Conn {
 impl AsyncRead for Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // The connection task polls its reads whenever it runs: the check's
-        // timer wakes it when a deadline may have passed.
+        // What has arrived is read first, and counts as activity: a call
+        // already on its way is not cut off by the idle check.
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let got = buf.filled().len() - before;
+        if got > 0 {
+            this.received = this.received.saturating_add(got);
+            this.info.activity.touch();
+        }
+        if read.is_ready() {
+            return read;
+        }
+        // Nothing to read: the connection task polls its reads whenever it
+        // runs, and the check's timer wakes it when a deadline may have passed.
         while this.check.as_mut().poll(cx).is_ready() {
             match this.deadline() {
                 Ok(next) => this.check.as_mut().reset(next),
@@ -140,12 +212,7 @@ impl AsyncRead for Conn {
                 }
             }
         }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if this.received < PREFACE_LEN {
-            this.received += buf.filled().len() - before;
-        }
-        read
+        Poll::Pending
     }
 }
 
@@ -201,6 +268,7 @@ pub fn incoming(
     refused: prometheus_client::metrics::counter::Counter,
 ) -> impl tokio_stream::Stream<Item = io::Result<Conn>> {
     let places = Arc::new(Semaphore::new(limits.max));
+    let peers = PeerCounts::default();
     tokio_stream::StreamExt::filter_map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         move |accepted| {
@@ -212,6 +280,18 @@ pub fn incoming(
                 refused.inc();
                 tracing::debug!("refused a connection: the replica has as many as it takes");
                 return None;
+            };
+            // A connection without a known peer address counts only in all.
+            let peer_place = match stream.peer_addr() {
+                Ok(addr) => match PeerPlace::take(&peers, peer(addr.ip()), limits.per_peer) {
+                    Some(place) => Some(place),
+                    None => {
+                        refused.inc();
+                        tracing::debug!(peer = %addr.ip(), "refused a connection: this peer has as many as it may");
+                        return None;
+                    }
+                },
+                Err(_) => None,
             };
             // Small request/response messages: disable Nagle so replies are not held back.
             let _ = stream.set_nodelay(true);
@@ -231,6 +311,7 @@ pub fn incoming(
                 received: 0,
                 check: Box::pin(tokio::time::sleep_until(accepted + limits.handshake)),
                 _place: place,
+                _peer_place: peer_place,
             }))
         },
     )

@@ -91,7 +91,8 @@ where
     }
 }
 
-/// The IP address a request came from, over TCP or TLS.
+/// The peer a request came from, over TCP or TLS, as the per-peer limits
+/// count it ([`super::connections::peer`]: an IPv6 address by its /64).
 pub fn peer_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let extensions = req.extensions();
@@ -100,5 +101,5 @@ pub fn peer_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .map(TlsConnectInfo::get_ref)
     })?;
-    tcp.remote_addr().map(|addr| addr.ip())
+    tcp.remote_addr().map(|addr| super::connections::peer(addr.ip()))
 }

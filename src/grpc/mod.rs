@@ -147,7 +147,10 @@ impl Api {
                 // transaction that is rolled back, and an access error it
                 // meets is the answer. Any other outcome (done, or refused
                 // because the first call already changed the state) gets
-                // the first response.
+                // the first response. So no mutation may take away its own
+                // caller's access, or its retry would be refused; none
+                // does (only coordinators and services reassign, and they
+                // act on every session).
                 let rerun = run(&self.app, &mut unit, &who, parsed).await;
                 drop(unit);
                 return match rerun {

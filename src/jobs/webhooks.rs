@@ -286,7 +286,9 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(timeout: Duration, targets: Targets) -> Clients {
+    /// Fails only when reqwest cannot set up TLS; never falls back to a
+    /// client without the rules.
+    pub fn new(timeout: Duration, targets: Targets) -> Result<Clients, reqwest::Error> {
         let builder = || {
             reqwest::Client::builder()
                 .timeout(timeout)
@@ -299,11 +301,11 @@ impl Clients {
             Targets::Public => builder().dns_resolver(std::sync::Arc::new(crate::app::targets::PublicOnly)),
             Targets::Any => builder(),
         };
-        Clients {
-            subscriptions: subscriptions.build().unwrap_or_default(),
-            operator: builder().build().unwrap_or_default(),
+        Ok(Clients {
+            subscriptions: subscriptions.build()?,
+            operator: builder().build()?,
             targets,
-        }
+        })
     }
 
     /// The client that sends to `url`; why nothing may be sent there, when
@@ -349,7 +351,13 @@ const IN_FLIGHT: usize = 64;
 /// a task of its own (at most [`IN_FLIGHT`]), so a slow endpoint holds up
 /// only its own deliveries.
 pub async fn run(app: App, shutdown: CancellationToken) {
-    let client = Clients::new(app.rules.webhooks.timeout, app.rules.webhooks.targets);
+    let client = match Clients::new(app.rules.webhooks.timeout, app.rules.webhooks.targets) {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "no HTTP client for webhook deliveries: none will be sent");
+            return;
+        }
+    };
     let mut changes = app.hub.subscribe_committed();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let finished = std::sync::Arc::new(tokio::sync::Notify::new());

@@ -375,7 +375,7 @@ async fn webhook_targets_inside_are_refused_at_create_update_and_delivery() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(app.count("webhook_deliveries").await, 2);
-    let strict = Clients::new(std::time::Duration::from_secs(5), Targets::Public);
+    let strict = Clients::new(std::time::Duration::from_secs(5), Targets::Public).expect("clients");
     assert_eq!(deliver_once(strict_app, &strict).await.expect("attempts"), 2);
     assert!(receiver.received().is_empty(), "nothing reached the inside address");
     let errors: Vec<(i64, String)> = sqlx::query_as(
@@ -392,7 +392,7 @@ async fn webhook_targets_inside_are_refused_at_create_update_and_delivery() {
 
     // The lenient replica delivers them: the receiver was there all along.
     due_now(&app).await;
-    let lenient_clients = Clients::new(std::time::Duration::from_secs(5), Targets::Any);
+    let lenient_clients = Clients::new(std::time::Duration::from_secs(5), Targets::Any).expect("clients");
     deliver_once(&app.replicas[1].app, &lenient_clients)
         .await
         .expect("attempts");
@@ -539,7 +539,7 @@ async fn connection_floods_are_bounded_closed_and_their_memory_returned() {
     let config = std::env::temp_dir().join(format!("mentorship-{}.yaml", Uuid::new_v4()));
     std::fs::write(
         &config,
-        "server:\n  max_connections: 1500\n  handshake_timeout_seconds: 5\n  idle_timeout_seconds: 5\n",
+        "server:\n  max_connections: 1500\n  max_connections_per_peer: 1500\n  handshake_timeout_seconds: 5\n  idle_timeout_seconds: 5\n",
     )
     .expect("config");
     let path = config.to_str().expect("utf-8").to_owned();
@@ -636,4 +636,57 @@ async fn connection_floods_are_bounded_closed_and_their_memory_returned() {
         "{after} KiB after the flood, {baseline} KiB before, {flooded} KiB during"
     );
     std::fs::remove_file(&config).ok();
+}
+
+/// One peer cannot take every connection a replica has: past its own cap
+/// its next connection is closed at accept, while another address still
+/// connects and is served.
+#[tokio::test]
+async fn one_peer_cannot_take_every_connection() {
+    use tokio::io::AsyncReadExt;
+    let transport = mentorship::Transport {
+        connections: mentorship::grpc::connections::ConnectionLimits {
+            max: 50,
+            per_peer: 3,
+            ..Default::default()
+        },
+        ..transport()
+    };
+    let background = mentorship::Background {
+        sweeper: false,
+        announce: true,
+    };
+    // The suite's own channel to the replica comes from 127.0.0.1: one place.
+    let app = spawn_serving(roomy_rules(), background, transport).await;
+    let addr = app.replicas[0].server.addr;
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((ip, 0).into()).expect("bind");
+        socket.connect(addr).await.expect("connect")
+    };
+    // A served connection gets the server's SETTINGS; a refused one is closed with nothing.
+    let served = |mut s: tokio::net::TcpStream| async move {
+        let mut byte = [0_u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut byte)).await;
+        (matches!(read, Ok(Ok(1))), s)
+    };
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let (ok, s) = served(from([127, 0, 0, 1]).await).await;
+        assert!(ok, "within the peer's cap");
+        kept.push(s);
+    }
+    let (ok, _) = served(from([127, 0, 0, 1]).await).await;
+    assert!(!ok, "past the peer's cap: closed at accept");
+    let (ok, _other) = served(from([127, 0, 0, 2]).await).await;
+    assert!(ok, "another peer is served");
+    assert!(get_status(&app).await, "the suite's channel still serves");
+}
+
+async fn get_status(app: &TestApp) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(app.replicas[0].channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok()
 }

@@ -342,7 +342,7 @@ async fn deliveries_are_signed_sent_in_order_and_retried_after_failures() {
     c.pause_session(&s.id, "lunch").await.expect("pause");
     c.resume_session(&s.id).await.expect("resume");
     let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any);
+    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any).expect("clients");
     let step = || mentorship::jobs::webhooks::step(replica, &client);
 
     // One delivery per event; only the first may go while it is pending.
@@ -445,7 +445,7 @@ async fn deliveries_keep_the_sessions_order_when_the_feed_shows_a_later_event_fi
     create(&c, everything(&receiver.url(), &w)).await;
     let s = on_demand(&app, &w, None).await.expect("create");
     let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any);
+    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any).expect("clients");
     dispatch(replica, 2).await; // CREATED and its booking's event
     mentorship::jobs::webhooks::deliver_once(replica, &client)
         .await
@@ -541,7 +541,7 @@ impl OneSession {
         let w = world(&app).await;
         create(&app.coordinator(), everything(&receiver.url(), &w)).await;
         let s = on_demand(&app, &w, None).await.expect("create");
-        let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any);
+        let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any).expect("clients");
         let one = OneSession {
             app,
             receiver,
@@ -681,7 +681,7 @@ async fn booking_events_are_delivered_in_order_to_the_subscriptions_that_want_th
     c.cancel_booking(&b2.id, "changed my mind").await.expect("cancel");
 
     let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any);
+    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any).expect("clients");
     dispatch(replica, 5).await;
     for _ in 0..4 {
         mentorship::jobs::webhooks::deliver_once(replica, &client)
@@ -794,7 +794,7 @@ async fn a_delivery_failing_past_its_retry_period_is_failed_and_lets_the_next_on
     let s = on_demand(&app, &w, None).await.expect("create");
     c.pause_session(&s.id, "lunch").await.expect("pause");
     let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any);
+    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any).expect("clients");
     let deliver = || mentorship::jobs::webhooks::deliver_once(replica, &client);
     dispatch(replica, 3).await;
     assert_eq!(deliver().await.expect("deliver"), 1, "the first, which fails");
@@ -1007,7 +1007,7 @@ async fn notification_intents_follow_each_sessions_settings() {
     let b = on_demand(&app, &w, None).await.expect("b");
     assert_eq!(b.status(), pb::SessionStatus::Queued);
     let replica = &app.replicas[0].app;
-    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any);
+    let client = mentorship::jobs::webhooks::Clients::new(Duration::from_secs(5), Targets::Any).expect("clients");
     // Dispatched while B waits (as the running loop does, right after the
     // commit): its notice carries the estimated wait.
     dispatch(replica, 4).await; // two sessions, two bookings
