@@ -29,7 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::App,
-    grpc::auth::{AuthLayer, Verifier},
+    grpc::{
+        auth::{Auth, Verifier},
+        gate::GateLayer,
+    },
 };
 
 /// The PostgreSQL timeouts of the service's own connections
@@ -422,15 +425,15 @@ pub async fn start(
             .layer(grpc::trace::layer())
             .layer(grpc::metered::MeteredLayer::new(metrics))
             .layer(grpc::connections::ConnectionLayer)
-            .layer(grpc::metadata_limit::MetadataLimitLayer::new(
+            .layer(GateLayer::new(grpc::metadata_limit::MetadataLimit::new(
                 transport.max_metadata_bytes,
-            ))
+            )))
             .layer(grpc::health_watch::HealthWatchLayer::new(
                 transport.health_watch_streams_per_peer,
                 transport.health_watch_streams,
             ))
-            .layer(AuthLayer::new(verifier))
-            .layer(grpc::rate_limit::RateLimitLayer::new(limiters))
+            .layer(GateLayer::new(Auth::new(verifier)))
+            .layer(GateLayer::new(grpc::rate_limit::RateLimit(limiters)))
             .layer(grpc::complete::CompleteLayer::new(
                 transport.call_deadline,
                 transport.max_calls_in_flight,

@@ -1,19 +1,17 @@
-//! Identity (SPEC §7) and the first access check (SPEC §6): a tower layer
-//! verifies the bearer JWT once, checks that the caller's roles may ever call
+//! Identity (SPEC §7) and the first access check (SPEC §6): a gate
+//! (`grpc::gate`) verifies the bearer JWT once, checks that the caller's roles may ever call
 //! the RPC (`domain::access::RPC_CALLERS`), and only then lets the request
 //! through, with the [`Principal`] and the [`Method`] in its extensions. So a
 //! caller who may never call an RPC is refused before its request is even
 //! decoded. Health and reflection need no token; every `mentorship.v1` call does.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
-use tower::{Layer, Service};
 use uuid::Uuid;
+
+use super::gate::Check;
 
 use crate::domain::{
     Error,
@@ -195,40 +193,22 @@ pub fn mint_hs256(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
     )?)
 }
 
-/// The RPC a request calls (its method name, e.g. `StartSession`), set by [`AuthLayer`].
+/// The RPC a request calls (its method name, e.g. `StartSession`), set by [`Auth`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Method(pub &'static str);
 
-/// Tower layer that authenticates `mentorship.v1` calls and checks their roles.
+/// The check that authenticates `mentorship.v1` calls and checks their
+/// roles (a [`Check`]: `GateLayer::new(Auth::new(verifier))`).
 #[derive(Clone, Debug)]
-pub struct AuthLayer {
+pub struct Auth {
     verifier: Arc<Verifier>,
 }
 
-impl AuthLayer {
+impl Auth {
     pub fn new(verifier: Arc<Verifier>) -> Self {
-        AuthLayer { verifier }
+        Auth { verifier }
     }
-}
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            verifier: self.verifier.clone(),
-        }
-    }
-}
-
-/// See [`AuthLayer`].
-#[derive(Clone, Debug)]
-pub struct AuthService<S> {
-    inner: S,
-    verifier: Arc<Verifier>,
-}
-
-impl<S> AuthService<S> {
     /// Authentication, then the RPC's roles. An unknown method passes with no
     /// [`Method`]: tonic answers it UNIMPLEMENTED.
     fn admit(&self, header: Option<&str>, method: &str) -> Result<(Principal, Option<Method>), Error> {
@@ -245,47 +225,28 @@ impl<S> AuthService<S> {
 /// Paths under this prefix need a token.
 const PROTECTED_PREFIX: &str = "/mentorship.v1.";
 
-impl<S, B> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if let Some(method) = req.uri().path().strip_prefix(PROTECTED_PREFIX) {
-            let method = method.rsplit('/').next().unwrap_or_default();
-            let header = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            match self.admit(header, method) {
-                Ok((principal, method)) => {
-                    let extensions = req.extensions_mut();
-                    extensions.insert(principal);
-                    if let Some(method) = method {
-                        extensions.insert(method);
-                    }
-                }
-                Err(err) => {
-                    let response = tonic::Status::from(err).into_http();
-                    return Box::pin(async move { Ok(response) });
-                }
-            }
+impl Check for Auth {
+    /// Puts the [`Principal`] and the [`Method`] in the request's extensions.
+    fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Error> {
+        let Some(method) = req.uri().path().strip_prefix(PROTECTED_PREFIX) else {
+            return Ok(());
+        };
+        let method = method.rsplit('/').next().unwrap_or_default();
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (principal, method) = self.admit(header, method)?;
+        let extensions = req.extensions_mut();
+        extensions.insert(principal);
+        if let Some(method) = method {
+            extensions.insert(method);
         }
-        let mut inner = crate::grpc::take_ready(&mut self.inner);
-        Box::pin(inner.call(req))
+        Ok(())
     }
 }
 
-/// The verified caller of a request (set by [`AuthLayer`]).
+/// The verified caller of a request (set by [`Auth`]).
 pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
     req.extensions()
         .get::<Principal>()
@@ -293,7 +254,7 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
         .ok_or_else(|| Error::Unauthenticated("no verified caller".into()).into())
 }
 
-/// The RPC of a request (set by [`AuthLayer`]).
+/// The RPC of a request (set by [`Auth`]).
 pub fn method<T>(req: &tonic::Request<T>) -> Result<&'static str, tonic::Status> {
     req.extensions().get::<Method>().map(|m| m.0).ok_or_else(|| {
         Error::Internal(anyhow::anyhow!(

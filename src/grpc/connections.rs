@@ -23,7 +23,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -85,13 +85,21 @@ const PREFACE_LEN: usize = 24;
 struct Activity {
     /// Calls open now.
     open: AtomicUsize,
-    /// When the last call started or ended.
-    last: Mutex<Instant>,
+    /// When the connection was accepted.
+    accepted: Instant,
+    /// When it was last active (bytes received, a call started or ended),
+    /// in milliseconds after `accepted`: an atomic, as every read touches it.
+    last_ms: AtomicU64,
 }
 
 impl Activity {
     fn touch(&self) {
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.accepted + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -108,7 +116,6 @@ pub struct Conn {
     stream: TcpStream,
     info: ConnInfo,
     limits: ConnectionLimits,
-    accepted: Instant,
     /// Bytes received so far.
     received: usize,
     check: Pin<Box<Sleep>>,
@@ -160,7 +167,7 @@ impl Conn {
         let now = Instant::now();
         let activity = &self.info.activity;
         let deadline = if self.received < PREFACE_LEN {
-            let at = self.accepted + self.limits.handshake;
+            let at = activity.accepted + self.limits.handshake;
             if now >= at {
                 return Err("no HTTP/2 preface within the handshake timeout");
             }
@@ -169,7 +176,7 @@ impl Conn {
             // Busy: look again an idle period from now.
             now + self.limits.idle
         } else {
-            let at = *activity.last.lock().unwrap_or_else(PoisonError::into_inner) + self.limits.idle;
+            let at = activity.last() + self.limits.idle;
             if now >= at {
                 return Err("idle past the idle timeout");
             }
@@ -300,14 +307,14 @@ pub fn incoming(
                 tcp: stream.connect_info(),
                 activity: Arc::new(Activity {
                     open: AtomicUsize::new(0),
-                    last: Mutex::new(accepted),
+                    accepted,
+                    last_ms: AtomicU64::new(0),
                 }),
             };
             Some(Ok(Conn {
                 stream,
                 info,
                 limits,
-                accepted,
                 received: 0,
                 check: Box::pin(tokio::time::sleep_until(accepted + limits.handshake)),
                 _place: place,

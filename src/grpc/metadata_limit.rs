@@ -7,13 +7,7 @@
 //! transport's limit meets HTTP/2's own answers (docs/OPERATIONS.md,
 //! "Limits").
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use tower::{Layer, Service};
-
+use super::gate::Check;
 use crate::domain::{Error, Reason};
 
 /// The largest request metadata accepted by default: 16 KiB, what gRPC's
@@ -34,66 +28,36 @@ pub fn header_list_size(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
-/// See the module documentation.
+/// See the module documentation (a [`Check`]).
 #[derive(Debug, Clone, Copy)]
-pub struct MetadataLimitLayer {
+pub struct MetadataLimit {
     max: u32,
 }
 
-impl MetadataLimitLayer {
+impl MetadataLimit {
     pub fn new(max: u32) -> Self {
-        MetadataLimitLayer { max }
+        MetadataLimit { max }
     }
 }
 
-impl<S> Layer<S> for MetadataLimitLayer {
-    type Service = MetadataLimit<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        MetadataLimit { inner, max: self.max }
-    }
-}
-
-/// See [`MetadataLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct MetadataLimit<S> {
-    inner: S,
-    max: u32,
-}
-
-impl<S, B> Service<http::Request<B>> for MetadataLimit<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+impl Check for MetadataLimit {
+    fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Error> {
         let size = header_list_size(req.headers());
-        if size > self.max as usize {
-            let err = Error::ResourceExhausted {
-                reason: Reason::MetadataTooLarge,
-                message: format!(
-                    "the request's metadata is {size} bytes, more than the {} this server accepts \
-                     (names and values, and 32 bytes per entry, as HTTP/2 counts them)",
-                    self.max
-                ),
-                metadata: vec![
-                    ("limit", "max_metadata_bytes".to_owned()),
-                    ("current", size.to_string()),
-                    ("maximum", self.max.to_string()),
-                ],
-            };
-            let response = tonic::Status::from(err).into_http();
-            return Box::pin(async move { Ok(response) });
+        if size <= self.max as usize {
+            return Ok(());
         }
-        let mut inner = super::take_ready(&mut self.inner);
-        Box::pin(inner.call(req))
+        Err(Error::ResourceExhausted {
+            reason: Reason::MetadataTooLarge,
+            message: format!(
+                "the request's metadata is {size} bytes, more than the {} this server accepts \
+                 (names and values, and 32 bytes per entry, as HTTP/2 counts them)",
+                self.max
+            ),
+            metadata: vec![
+                ("limit", "max_metadata_bytes".to_owned()),
+                ("current", size.to_string()),
+                ("maximum", self.max.to_string()),
+            ],
+        })
     }
 }

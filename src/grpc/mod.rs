@@ -9,6 +9,7 @@ pub mod complete;
 pub mod connections;
 pub mod convert;
 mod directory;
+pub mod gate;
 pub mod health_watch;
 pub mod metadata_limit;
 pub mod metered;

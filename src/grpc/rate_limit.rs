@@ -13,21 +13,12 @@
 //! auth layer are not counted: they cost a signature check and touch no
 //! database.
 
-use std::{
-    collections::HashMap,
-    hash::Hash,
-    net::IpAddr,
-    num::NonZeroU32,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{collections::HashMap, hash::Hash, net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{Quota, RateLimiter, clock::Clock};
-use tower::{Layer, Service};
 use uuid::Uuid;
 
+use super::gate::Check;
 use crate::domain::{Error, access::Principal};
 
 /// One budget: a sustained rate and the burst a full bucket allows.
@@ -230,62 +221,18 @@ fn kinds() -> HashMap<String, Kind> {
     kinds
 }
 
-/// See the module documentation. Goes after the auth layer, which puts
-/// the verified caller in the request's extensions.
+/// See the module documentation (a [`Check`]). Goes after [`super::auth::Auth`],
+/// which puts the verified caller in the request's extensions.
 #[derive(Debug, Clone)]
-pub struct RateLimitLayer {
-    limiters: Arc<Limiters>,
-}
+pub struct RateLimit(pub Arc<Limiters>);
 
-impl RateLimitLayer {
-    pub fn new(limiters: Arc<Limiters>) -> Self {
-        RateLimitLayer { limiters }
-    }
-}
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimited<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimited {
-            inner,
-            limiters: self.limiters.clone(),
-        }
-    }
-}
-
-/// See [`RateLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct RateLimited<S> {
-    inner: S,
-    limiters: Arc<Limiters>,
-}
-
-impl<S, B> Service<http::Request<B>> for RateLimited<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+impl Check for RateLimit {
+    fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Error> {
         let caller = match req.extensions().get::<Principal>() {
             Some(p) => Caller::Sub(p.user_id),
-            None => super::health_watch::peer_ip(&req).map_or(Caller::Unknown, Caller::Peer),
+            None => super::health_watch::peer_ip(req).map_or(Caller::Unknown, Caller::Peer),
         };
-        let kind = self.limiters.kind(req.uri().path());
-        if let Err(err) = self.limiters.take(kind, caller) {
-            let response = tonic::Status::from(err).into_http();
-            return Box::pin(async move { Ok(response) });
-        }
-        let mut inner = super::take_ready(&mut self.inner);
-        Box::pin(inner.call(req))
+        self.0.take(self.0.kind(req.uri().path()), caller)
     }
 }
 

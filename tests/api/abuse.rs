@@ -680,10 +680,11 @@ async fn one_peer_cannot_take_every_connection() {
     assert!(!ok, "past the peer's cap: closed at accept");
     let (ok, _other) = served(from([127, 0, 0, 2]).await).await;
     assert!(ok, "another peer is served");
-    assert!(get_status(&app).await, "the suite's channel still serves");
+    assert!(serves(&app).await, "the suite's channel still serves");
 }
 
-async fn get_status(app: &TestApp) -> bool {
+/// Whether the replica answers a health check on the suite's channel.
+async fn serves(app: &TestApp) -> bool {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     HealthClient::new(app.replicas[0].channel.clone())
         .check(HealthCheckRequest::default())
