@@ -1,9 +1,13 @@
 //! Compiles `proto/mentorship/v1` with protox (no system protoc), writes the
-//! descriptor set for gRPC reflection, generates the tonic services, and
+//! descriptor set for gRPC reflection and the HTTP edge, generates the tonic services, and
 //! generates one `pb::Rpc` impl per unary method (request type → response
 //! type and path), so any RPC can be called by its request alone.
 
 use std::{env, path::PathBuf};
+
+/// Vendored from googleapis: the error details and `google.rpc.Status`, so
+/// the HTTP edge can write an error's details as JSON by their type.
+const VENDORED: [&str; 2] = ["proto/google/rpc/status.proto", "proto/google/rpc/error_details.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -20,12 +24,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `sqlx::migrate!` embeds migrations/ when the crate compiles: a new
     // migration alone must recompile it (as sqlx's docs advise).
     println!("cargo:rerun-if-changed=migrations");
-    let fds = protox::compile(files, ["proto"])?;
+    for vendored in VENDORED {
+        println!("cargo:rerun-if-changed={vendored}");
+    }
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true);
+    compiler.open_files(files.iter().chain(&VENDORED))?;
+    let fds = compiler.file_descriptor_set();
 
     let out = PathBuf::from(env::var("OUT_DIR")?);
+    // Encoded by protox itself, which keeps the options' extensions (the
+    // `google.api.http` routes) that prost's own types would drop.
     std::fs::write(
         out.join("mentorship_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        compiler.encode_file_descriptor_set(),
     )?;
 
     std::fs::write(out.join("mentorship_rpcs.rs"), rpc_impls(&fds))?;

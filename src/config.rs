@@ -301,6 +301,11 @@ pub struct ServerSection {
     pub handshake_timeout_seconds: f64,
     /// How long a connection may stay open with no call.
     pub idle_timeout_seconds: f64,
+    /// Browser origins allowed to call the HTTP API and gRPC-web (CORS),
+    /// such as `https://app.example.com`; none by default (CORS off).
+    pub cors_allowed_origins: Vec<String>,
+    /// How often an idle Server-Sent Events stream gets a comment line.
+    pub event_stream_keepalive_seconds: f64,
 }
 
 impl Default for ServerSection {
@@ -321,6 +326,8 @@ impl Default for ServerSection {
             max_connections_per_peer: ConnectionLimits::default().per_peer,
             handshake_timeout_seconds: ConnectionLimits::default().handshake.as_secs_f64(),
             idle_timeout_seconds: ConnectionLimits::default().idle.as_secs_f64(),
+            cors_allowed_origins: Vec::new(),
+            event_stream_keepalive_seconds: crate::Transport::default().event_keepalive.as_secs_f64(),
         }
     }
 }
@@ -347,6 +354,8 @@ impl ServerSection {
                 idle: seconds(self.idle_timeout_seconds),
             },
             max_calls_in_flight: self.max_calls_in_flight,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+            event_keepalive: seconds(self.event_stream_keepalive_seconds),
             call_deadline: self.call_deadline_seconds.map_or(
                 crate::grpc::complete::DEFAULT_DEADLINE,
                 std::time::Duration::from_secs_f64,
@@ -600,10 +609,24 @@ impl ServiceConfig {
         for (value, field) in [
             (self.server.handshake_timeout_seconds, "handshake_timeout_seconds"),
             (self.server.idle_timeout_seconds, "idle_timeout_seconds"),
+            (
+                self.server.event_stream_keepalive_seconds,
+                "event_stream_keepalive_seconds",
+            ),
         ] {
             ensure!(
                 value.is_finite() && (0.1..=86_400.0).contains(&value),
                 "server.{field} must be between 0.1 and 86400"
+            );
+        }
+        for origin in &self.server.cors_allowed_origins {
+            let parsed = url::Url::parse(origin).ok();
+            ensure!(
+                parsed.as_ref().is_some_and(|u| matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && !origin.ends_with('/')),
+                "server.cors_allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
             );
         }
         ensure!(

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod grpc;
 pub mod jobs;
 pub mod metrics;
+pub mod rest;
 pub mod store;
 pub mod watch;
 
@@ -242,6 +243,14 @@ pub struct Transport {
     /// answered or not; past it a call is UNAVAILABLE / OVERLOADED.
     #[serde(skip)]
     pub max_calls_in_flight: usize,
+    /// Browser origins allowed by CORS (`server.cors_allowed_origins`);
+    /// none: no CORS headers at all.
+    #[serde(skip)]
+    pub cors_allowed_origins: Vec<String>,
+    /// How often an idle event stream gets a comment line
+    /// (`server.event_stream_keepalive_seconds`).
+    #[serde(skip)]
+    pub event_keepalive: Duration,
     /// Where `/metrics` is served (`MENTORSHIP_METRICS_ADDR`); none: not served.
     #[serde(skip)]
     pub metrics_addr: Option<SocketAddr>,
@@ -262,6 +271,8 @@ impl Default for Transport {
             max_metadata_bytes: grpc::metadata_limit::DEFAULT_MAX_METADATA_BYTES,
             connections: grpc::connections::ConnectionLimits::default(),
             max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
+            cors_allowed_origins: Vec::new(),
+            event_keepalive: Duration::from_secs(15),
             metrics_addr: None,
             tls: None,
         }
@@ -408,6 +419,8 @@ pub async fn start(
     };
 
     let limiters = Arc::new(grpc::rate_limit::Limiters::new(transport.rate_limits));
+    let rest = rest::RestLayer::new(transport.event_keepalive)?;
+    let cors = rest::cors(&transport.cors_allowed_origins)?;
 
     tokio::spawn(forget_idle_buckets(limiters.clone(), shutdown.clone()));
     let stop = shutdown.clone();
@@ -419,6 +432,11 @@ pub async fn start(
             .max_concurrent_streams(transport.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(transport.max_local_error_reset_streams as usize))
             .http2_max_header_list_size(grpc::metadata_limit::transport_limit(transport.max_metadata_bytes))
+            // REST and gRPC-web over HTTP/1.1 on the same port as gRPC.
+            .accept_http1(true)
+            .layer(tower::util::option_layer(cors))
+            .layer(rest)
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
                 http::header::AUTHORIZATION,
             ]))

@@ -59,12 +59,14 @@ pub enum Reason {
     DeliveryNotFound,
     RateLimited,
     MetadataTooLarge,
+    RequestTooLarge,
+    RouteNotFound,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 37] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -99,6 +101,8 @@ impl Reason {
         Reason::DeliveryNotFound,
         Reason::RateLimited,
         Reason::MetadataTooLarge,
+        Reason::RequestTooLarge,
+        Reason::RouteNotFound,
         Reason::Internal,
     ];
 
@@ -139,6 +143,8 @@ impl Reason {
             Reason::DeliveryNotFound => "DELIVERY_NOT_FOUND",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::MetadataTooLarge => "METADATA_TOO_LARGE",
+            Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Reason::RouteNotFound => "ROUTE_NOT_FOUND",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -261,6 +267,10 @@ pub enum Error {
     /// past the lock timeout); nothing changed, retrying is safe.
     #[error("{message}")]
     Aborted { reason: Reason, message: String },
+
+    /// No route of the HTTP API matches the request's method and path.
+    #[error("no route matches {0}")]
+    NoRoute(String),
 
     /// Anything unexpected; logged in full, reported without details.
     #[error(transparent)]

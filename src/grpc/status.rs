@@ -116,6 +116,10 @@ impl From<Error> for Status {
                 info(&mut details, Reason::Unavailable, HashMap::new());
                 Code::Unavailable
             }
+            Error::NoRoute(_) => {
+                info(&mut details, Reason::RouteNotFound, HashMap::new());
+                Code::NotFound
+            }
             Error::Internal(err) => {
                 // The full chain goes to the log (inside the call's span); the client learns nothing internal.
                 tracing::error!(error = ?err, "internal error");
