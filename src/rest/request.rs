@@ -126,12 +126,14 @@ fn check_content_type(content_type: Option<&str>, body: &Bytes) -> Result<(), Er
 
 /// One message from JSON, naming the offending field on a refusal.
 fn from_json(desc: MessageDescriptor, body: &[u8], prefix: &str) -> Result<DynamicMessage, Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(if prefix.is_empty() { "body" } else { prefix }, e.to_string()))?;
+    camel_case_masks(&mut value, &desc);
     let mut track = serde_path_to_error::Track::new();
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     let parsed = DynamicMessage::deserialize_with_options(
         desc,
-        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        serde_path_to_error::Deserializer::new(value, &mut track),
         &options,
     );
     let at = |track: serde_path_to_error::Track| {
@@ -164,8 +166,52 @@ fn from_json(desc: MessageDescriptor, body: &[u8], prefix: &str) -> Result<Dynam
             return Err(Error::invalid(field, description));
         }
     };
-    de.end().map_err(|e| Error::invalid("body", e.to_string()))?;
     Ok(message)
+}
+
+/// Field masks are accepted with snake_case paths too (the canonical JSON
+/// form is lowerCamelCase): every mask in `value` is written in the latter.
+fn camel_case_masks(value: &mut serde_json::Value, desc: &MessageDescriptor) {
+    let serde_json::Value::Object(map) = value else { return };
+    for (key, item) in map.iter_mut() {
+        let Some(f) = field(desc, key) else { continue };
+        let Kind::Message(inner) = f.kind() else { continue };
+        if inner.full_name() == "google.protobuf.FieldMask" {
+            if let serde_json::Value::String(paths) = item {
+                *paths = camel_case_paths(paths);
+            }
+        } else if !f.is_map() && !is_scalar_message(&inner) {
+            match item {
+                serde_json::Value::Array(items) => items.iter_mut().for_each(|i| camel_case_masks(i, &inner)),
+                item => camel_case_masks(item, &inner),
+            }
+        }
+    }
+}
+
+/// `check_in_interval,notifications.notify_on_blocker` →
+/// `checkInInterval,notifications.notifyOnBlocker`.
+pub fn camel_case_paths(paths: &str) -> String {
+    let camel = |segment: &str| {
+        let mut out = String::with_capacity(segment.len());
+        let mut upper = false;
+        for c in segment.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    paths
+        .split(',')
+        .map(|path| path.trim().split('.').map(camel).collect::<Vec<_>>().join("."))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The path's values and the query parameters as one message, to merge over
@@ -228,6 +274,9 @@ fn put(
                     "false" => serde_json::Value::Bool(false),
                     _ => return Err(Error::invalid(name, "must be true or false")),
                 },
+                Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => {
+                    serde_json::Value::String(camel_case_paths(value))
+                }
                 _ => serde_json::Value::String(value.to_owned()),
             };
             if field.is_list() {

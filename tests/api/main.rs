@@ -21,6 +21,7 @@ mod observability;
 mod operations;
 mod races;
 mod reads;
+mod rest;
 mod retention;
 mod transitions;
 mod watching;
