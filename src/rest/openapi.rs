@@ -29,7 +29,7 @@ pub fn document(pool: &DescriptorPool, table: &Table) -> Value {
     for route in table.routes() {
         let operation = operation(route, &mut schemas);
         paths
-            .entry(route.template.clone())
+            .entry(route.template.replace('.', "_"))
             .or_default()
             .insert(route.method.as_str().to_ascii_lowercase(), operation);
     }
@@ -82,11 +82,14 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
     let mut parameters: Vec<Value> = route
         .path_fields()
         .map(|f| {
+            // `{mentor.id}` is written `{mentor_id}`: tools read templates
+            // with dots in them as attribute lookups.
             json!({
-                "name": f,
+                "name": f.replace('.', "_"),
                 "in": "path",
                 "required": true,
-                "schema": {"type": "string", "minLength": 1},
+                "description": format!("The request's {f}."),
+                "schema": {"type": "string", "format": "uuid"},
             })
         })
         .collect();
@@ -242,7 +245,11 @@ impl Schemas {
     }
 
     fn field(&mut self, field: &FieldDescriptor) -> Value {
-        let one = self.kind(&field.kind());
+        let one = if is_uuid(field) {
+            json!({"type": "string", "format": "uuid"})
+        } else {
+            self.kind(&field.kind())
+        };
         if field.is_map() {
             let value = match field.kind() {
                 Kind::Message(entry) => entry
@@ -282,6 +289,16 @@ impl Schemas {
             Kind::Message(m) => self.reference(m),
         }
     }
+}
+
+/// Whether a string field holds a UUID: every `id` and `…_id` of the
+/// contract but the configuration templates', which are names.
+fn is_uuid(field: &FieldDescriptor) -> bool {
+    let name = field.name();
+    field.kind() == Kind::String
+        && (name == "id" || name.ends_with("_id"))
+        && name != "template_id"
+        && field.parent_message().name() != "ConfigTemplate"
 }
 
 /// A schema's name: the full name, less this package's prefix.
@@ -325,6 +342,11 @@ mod tests {
         );
         let event = &doc["components"]["schemas"]["SessionEvent"]["properties"];
         assert_eq!(event["seq"]["type"], "string", "{event}");
+        assert_eq!(session["mentorId"]["format"], "uuid");
+        let template = &doc["components"]["schemas"]["ConfigTemplate"]["properties"];
+        assert_eq!(template["id"]["type"], "string");
+        assert!(template["id"].get("format").is_none(), "template ids are names");
+        assert!(doc["paths"].get("/api/mentorship/mentors/{mentor_id}").is_some());
         let get = &doc["paths"]["/api/mentorship/sessions/{session_id}"]["get"];
         assert_eq!(get["operationId"], "SessionService_GetSession");
         assert_eq!(get["parameters"][0]["in"], "path");
