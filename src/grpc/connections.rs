@@ -3,10 +3,11 @@
 //!
 //! - a cap on the connections open at once ([`ConnectionLimits::max`]):
 //!   past it a new connection is closed as soon as it is accepted;
-//! - a handshake deadline: a connection that has not sent the HTTP/2
-//!   preface (24 bytes; under TLS, the start of its TLS handshake, which
-//!   tonic bounds by the same time) within [`ConnectionLimits::handshake`]
-//!   of being accepted is closed;
+//! - a handshake deadline: a connection that has not sent its first 24
+//!   bytes (the HTTP/2 preface, or an HTTP/1.1 request's first line and
+//!   headers; under TLS, the start of its TLS handshake, which tonic bounds
+//!   by the same time) within [`ConnectionLimits::handshake`] of being
+//!   accepted is closed;
 //! - an idle timeout: a connection with no call open and nothing received
 //!   for [`ConnectionLimits::idle`] is closed; a client reconnects on its
 //!   next call, and an open stream is a call, so watchers are never idle;

@@ -307,6 +307,16 @@ mod tests {
         );
     }
 
+    /// The README's table lists every route, as the contract writes it.
+    #[test]
+    fn the_readme_lists_every_route() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for route in table().routes() {
+            let row = format!("| `{} {}` | {}", route.method, route.template, route.rpc.name());
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
+
     #[test]
     fn paths_split_into_segments_and_a_verb() {
         assert_eq!(split("/a/b"), Some((vec!["a", "b"], None)));
