@@ -314,19 +314,6 @@ impl Tls {
             client_ca_pem: client_ca.map(read).transpose()?,
         })
     }
-
-    fn server_config(&self, handshake: Duration) -> tonic::transport::ServerTlsConfig {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            // A client that opens a connection and never finishes its
-            // handshake is dropped (`server.handshake_timeout_seconds`).
-            .timeout(handshake);
-        match &self.client_ca_pem {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
-            None => config,
-        }
-    }
 }
 
 /// Serves the API on `listener` until shut down.
@@ -352,12 +339,9 @@ pub async fn start(
     if let Err(err) = store::nesting::warn_at_start(&app.pool).await {
         tracing::warn!(error = %err, "could not read the values found nested too deep");
     }
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &transport.tls {
-        builder = builder
-            .tls_config(tls.server_config(transport.connections.handshake))
-            .context("the TLS certificate or key (MENTORSHIP_TLS_*)")?;
-    }
+    let builder = tonic::transport::Server::builder();
+    // TLS of our own (grpc::tls), offering HTTP/1.1 as well as HTTP/2.
+    let tls = transport.tls.as_ref().map(grpc::tls::server_config).transpose()?;
     // Bound now, served once everything else has started.
     let metrics_listener = match transport.metrics_addr {
         Some(at) => Some(
@@ -426,7 +410,7 @@ pub async fn start(
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let incoming = grpc::connections::incoming(listener, transport.connections, refused);
-        builder
+        let router = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(transport.max_concurrent_streams)
@@ -456,19 +440,25 @@ pub async fn start(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
             ))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async move {
-                stop.cancelled().await;
-                for name in grpc::SERVICE_NAMES.into_iter().chain([""]) {
-                    reporter
-                        .set_service_status(name, tonic_health::ServingStatus::NotServing)
-                        .await;
-                }
-                // End open streams cleanly so the graceful shutdown does not wait on them.
-                hub.close();
-            })
-            .await
-            .context("serving gRPC")
+            .add_routes(routes);
+        let stopped = async move {
+            stop.cancelled().await;
+            for name in grpc::SERVICE_NAMES.into_iter().chain([""]) {
+                reporter
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            // End open streams cleanly so the graceful shutdown does not wait on them.
+            hub.close();
+        };
+        match tls {
+            Some(config) => {
+                let incoming = grpc::tls::accept(incoming, config, transport.connections.handshake);
+                router.serve_with_incoming_shutdown(incoming, stopped).await
+            }
+            None => router.serve_with_incoming_shutdown(incoming, stopped).await,
+        }
+        .context("serving the API")
     });
     Ok(RunningServer {
         addr,

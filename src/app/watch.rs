@@ -299,13 +299,14 @@ impl App {
     }
 
     /// Opens a WatchSessions feed of the events the caller may see, from
-    /// `cursor` (exclusive) or from now.
+    /// `cursor` (exclusive) or from now; returns the position it starts
+    /// from too.
     pub async fn watch_sessions(
         &self,
         who: &Principal,
         watch: FeedWatch,
-    ) -> Result<impl Stream<Item = Result<FeedItem>> + Send + 'static> {
-        let FeedWatch { filter, cursor } = watch;
+    ) -> Result<(FeedPosition, impl Stream<Item = Result<FeedItem>> + Send + 'static)> {
+        let FeedWatch { filter, cursor, .. } = watch;
         let pages = self.hub.subscribe_feed();
         // From now: the horizon (events of transactions still open may follow).
         let horizon = store_sessions::feed_horizon(&self.pool).await?;
@@ -330,10 +331,11 @@ impl App {
             behind: cursor.is_some(),
             ready: VecDeque::new(),
         };
-        Ok(futures_util::stream::unfold(follower, |mut f| async move {
+        let items = futures_util::stream::unfold(follower, |mut f| async move {
             let item = f.next().await?;
             Some((item, f))
-        }))
+        });
+        Ok((position, items))
     }
 }
 

@@ -121,6 +121,8 @@ impl ParticipantFilter {
 pub struct FeedWatch {
     pub filter: ParticipantFilter,
     pub cursor: Option<FeedPosition>,
+    /// Whether the stream first says where it starts from.
+    pub send_start_position: bool,
 }
 
 /// Output of ExportSessions.

@@ -16,6 +16,7 @@ pub mod metered;
 pub mod rate_limit;
 mod sessions;
 pub mod status;
+pub mod tls;
 pub mod trace;
 mod webhooks;
 

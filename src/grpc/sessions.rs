@@ -313,7 +313,14 @@ impl pb::session_service_server::SessionService for Api {
         req: Request<pb::WatchSessionsRequest>,
     ) -> Result<Response<BoxStream<pb::WatchSessionsResponse>>, Status> {
         self.read(req, async |app, who, watch| {
-            let items = app.watch_sessions(&who, watch).await?;
+            let announce = watch.send_start_position;
+            let (start, items) = app.watch_sessions(&who, watch).await?;
+            let start = announce.then(|| {
+                Ok(pb::WatchSessionsResponse {
+                    event: None,
+                    cursor: encode_cursor(start),
+                })
+            });
             let stream = items.map(|item| {
                 let item = item?;
                 Ok(pb::WatchSessionsResponse {
@@ -321,7 +328,7 @@ impl pb::session_service_server::SessionService for Api {
                     cursor: encode_cursor(item.position),
                 })
             });
-            Ok(Box::pin(stream) as BoxStream<_>)
+            Ok(Box::pin(futures_util::stream::iter(start).chain(stream)) as BoxStream<_>)
         })
         .await
     }
@@ -738,6 +745,7 @@ impl Parse for pb::WatchSessionsRequest {
                     statuses: statuses?,
                 },
                 cursor: cursor?,
+                send_start_position: self.send_start_position,
             })
         })();
         v.into_result(watch)

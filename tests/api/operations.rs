@@ -939,3 +939,52 @@ async fn a_replica_starts_on_a_database_that_a_newer_release_has_migrated() {
         "nothing re-applied, nothing removed"
     );
 }
+
+/// Over TLS, the one port speaks HTTP/1.1 as well (ALPN offers h2 and
+/// http/1.1): REST answers there, and mutual TLS still refuses a client
+/// without a certificate.
+#[tokio::test]
+async fn over_mutual_tls_rest_speaks_http1_on_the_same_port() {
+    let database_url = fresh_database().await;
+    let pki = Pki::new();
+    let server = spawn_binary_with(&database_url, &pki.env(true), Some(pki.client())).await;
+    let port = server.addr.rsplit(':').next().expect("a port").to_owned();
+    let read = |p: &std::path::PathBuf| std::fs::read(p).expect("read PEM");
+    let client = |with_certificate: bool| {
+        let mut builder = reqwest::Client::builder()
+            .http1_only()
+            .add_root_certificate(reqwest::Certificate::from_pem(&read(&pki.ca)).expect("CA"));
+        if with_certificate {
+            let mut pem = read(&pki.client_cert);
+            pem.extend(read(&pki.client_key));
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+        }
+        builder.build().expect("client")
+    };
+    let url = format!("https://localhost:{port}/api/mentorship/queue");
+    let response = client(true)
+        .get(&url)
+        .bearer_auth(coordinator())
+        .send()
+        .await
+        .expect("REST over TLS");
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.status(), 200);
+    let body: Value = serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON");
+    assert!(body["maxConcurrentSessions"].is_number(), "{body}");
+    assert!(
+        client(false).get(&url).bearer_auth(coordinator()).send().await.is_err(),
+        "a client without a certificate was served"
+    );
+    // gRPC (HTTP/2) on the same port, through the suite's TLS channel.
+    let mentee = server
+        .as_(&coordinator())
+        .upsert_mentee(pb::Mentee {
+            id: uuid::Uuid::new_v4().to_string(),
+            display_name: "Ada".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("gRPC over TLS");
+    assert_eq!(mentee.display_name, "Ada");
+}

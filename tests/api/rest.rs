@@ -689,8 +689,15 @@ async fn a_watch_over_sse_resumes_from_last_event_id_losing_and_repeating_nothin
         "the stream ends after the terminal event"
     );
 
-    // The feed: its events carry cursors, and a cursor resumes on either replica.
+    // The feed: it starts with its position, so a stream lost before any
+    // event resumes without a loss; its events carry cursors, and a cursor
+    // resumes on either replica.
     let mut feed = Events::open(&Http::new(&app, &token), &format!("{S}:watch"), None).await;
+    let (start, _, position) = feed.next().await.expect("the start position");
+    assert!(position.get("event").is_none(), "{position}");
+    assert_eq!(start.as_deref(), position["cursor"].as_str(), "{position}");
+    drop(feed);
+    let mut feed = Events::open(&Http::on(&app, 1, &token), &format!("{S}:watch"), start.as_deref()).await;
     let t = grpc
         .create_session(pb::CreateSessionRequest {
             mentee_id: w.mentee.to_string(),

@@ -19,7 +19,10 @@
 //!   across replicas);
 //! - `reads`: GetSession on those sessions;
 //! - `idle-streams`: `--streams` idle WatchSession streams from as many callers:
-//!   memory per stream (of `--pid`) and database transactions/s while idle.
+//!   memory per stream (of `--pid`) and database transactions/s while idle;
+//! - `rest-vs-grpc`: GetSession and PauseSession/ResumeSession over REST/JSON
+//!   and over gRPC in alternating phases, one ACTIVE session per worker:
+//!   REST's throughput and latency as ratios of gRPC's.
 //!
 //! ```sh
 //! MENTORSHIP_JWT_SECRET=… cargo run --release --bin loadgen -- --addr http://127.0.0.1:50051 --workers 16 --seconds 20
@@ -31,6 +34,7 @@ use std::{
 };
 
 mod history;
+mod rest;
 mod write_path;
 
 use anyhow::Context;
@@ -117,6 +121,7 @@ enum Scenario {
     Transitions,
     Reads,
     IdleStreams,
+    RestVsGrpc,
 }
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
@@ -541,6 +546,9 @@ async fn main() -> anyhow::Result<()> {
                 webhooks: args.webhooks,
             };
             return write_path::transitions(&channels, &token, pool, args.workers, args.seconds, watch).await;
+        }
+        Scenario::RestVsGrpc => {
+            return rest::run(&args.addr[0], &channels[0], &token, args.workers, args.seconds).await;
         }
         Scenario::Reads => return write_path::reads(&channels, &token, need_pool()?, args.workers, args.seconds).await,
         Scenario::IdleStreams => {

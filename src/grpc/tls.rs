@@ -1,0 +1,99 @@
+//! TLS on the one port, with ALPN offering `h2` and `http/1.1`: tonic's
+//! own TLS offers only `h2`, which would leave REST and gRPC-web clients
+//! that speak HTTP/1.1 without a protocol. The handshake runs here, on
+//! each connection accepted under [`super::connections`]' bounds, within
+//! the handshake deadline and concurrently with the others; the server then
+//! serves the decrypted stream, HTTP/2 or HTTP/1.1 by its first bytes.
+//! Mutual TLS verifies the client's certificate against the configured CA
+//! as before.
+
+use std::{io, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        RootCertStore, ServerConfig,
+        crypto::ring,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        server::WebPkiClientVerifier,
+    },
+    server::TlsStream,
+};
+use tokio_stream::{Stream, StreamExt};
+
+use super::connections::Conn;
+
+/// The server's rustls configuration from the PEM files of [`crate::Tls`].
+pub fn server_config(tls: &crate::Tls) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &tls.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                roots
+                    .add(cert.context("the client CA (MENTORSHIP_TLS_CLIENT_CA)")?)
+                    .context("the client CA (MENTORSHIP_TLS_CLIENT_CA)")?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .context("the client CA (MENTORSHIP_TLS_CLIENT_CA)")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("the TLS certificate (MENTORSHIP_TLS_CERT)")?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).context("the TLS key (MENTORSHIP_TLS_KEY)")?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .context("the TLS certificate or key (MENTORSHIP_TLS_*)")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `incoming`'s connections after their TLS handshakes. A handshake that
+/// fails or outlasts `handshake` drops its connection; the rest are served
+/// in the order they finish. Accepting stops when the server stops.
+pub fn accept(
+    incoming: impl Stream<Item = io::Result<Conn>> + Send + 'static,
+    config: Arc<ServerConfig>,
+    handshake: Duration,
+) -> impl Stream<Item = io::Result<TlsStream<Conn>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        let acceptor = TlsAcceptor::from(config);
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = incoming.next() => next,
+            };
+            let conn = match next {
+                None => return,
+                Some(Err(err)) => {
+                    if tx.send(Err(err)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Ok(conn)) => conn,
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake, acceptor.accept(conn)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(error = %err, "a TLS handshake failed"),
+                    Err(_) => tracing::debug!("a TLS handshake outlasted the handshake deadline"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
