@@ -1375,6 +1375,16 @@ export declare type WatchSessionsRequest = Message<"mentorship.v1.WatchSessionsR
    * @generated from field: string cursor = 5;
    */
   cursor: string;
+
+  /**
+   * When set, the first response carries no event, only the cursor of the
+   * position the stream starts from: a client that loses the stream before
+   * any event arrives resumes from there and misses nothing. (The HTTP
+   * edge's Server-Sent Events always set it.)
+   *
+   * @generated from field: bool send_start_position = 6;
+   */
+  sendStartPosition: boolean;
 };
 
 /**
@@ -1388,6 +1398,8 @@ export declare const WatchSessionsRequestSchema: GenMessage<WatchSessionsRequest
  */
 export declare type WatchSessionsResponse = Message<"mentorship.v1.WatchSessionsResponse"> & {
   /**
+   * Absent only in the start position's response (send_start_position).
+   *
    * @generated from field: mentorship.v1.SessionEvent event = 1;
    */
   event?: SessionEvent | undefined;
