@@ -94,9 +94,12 @@ pub fn build(route: &Route, body: &Bytes, parts: &Parts) -> Result<DynamicMessag
     if let Some(id) = &parts.last_event_id {
         set_resume(&mut message, id)?;
     }
-    // An event stream's first event says where it starts, so that its id
-    // can resume a stream that ends before any other event.
-    if let Some(f) = message.descriptor().get_field_by_name("send_start_position") {
+    // A new event stream's first event says where it starts, so that its
+    // id can resume a stream that ends before any other event (a resumed
+    // one starts where its Last-Event-ID says).
+    if parts.last_event_id.is_none()
+        && let Some(f) = message.descriptor().get_field_by_name("send_start_position")
+    {
         message.set_field(&f, Value::Bool(true));
     }
     Ok(message)

@@ -911,3 +911,75 @@ async fn the_readme_curl_flow_runs_as_written() {
     assert_eq!(completed.sessions.len(), 1, "the stored outcome");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `Request-Timeout` is the call's deadline, idle event streams get their
+/// comment line, and REST calls count in the RPC's metrics.
+#[tokio::test]
+async fn deadlines_keep_alives_and_metrics_are_the_grpc_ones() {
+    let transport = mentorship::Transport {
+        metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        event_keepalive: StdDuration::from_millis(200),
+        ..transport()
+    };
+    let app = spawn_serving(Default::default(), Default::default(), transport).await;
+    let w = world(&app).await;
+    let token = coordinator();
+    let http = Http::new(&app, &token);
+    let (_, _, created) = http
+        .send(
+            "POST",
+            S,
+            json!({"menteeId": w.mentee.to_string(), "listingId": w.listing.to_string()}),
+        )
+        .await;
+    let id = created["session"]["id"].as_str().expect("a session").to_owned();
+    let handled = |m: &crate::observability::Scrape, method: &str| {
+        m.count(
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "mentorship.v1.SessionService"),
+                ("grpc_method", method),
+                ("grpc_code", "OK"),
+            ],
+        )
+    };
+    let before = handled(&crate::observability::Scrape::of(&app).await, "GetSession");
+    for _ in 0..3 {
+        http.get(&format!("{S}/{id}")).await;
+    }
+    let after = handled(&crate::observability::Scrape::of(&app).await, "GetSession");
+    assert_eq!(after - before, 3.0, "REST calls count as their RPC's");
+
+    // A row held locked by another client: the call waits, and its deadline ends the wait.
+    let mut held = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *held)
+        .await
+        .expect("lock the row");
+    let (status, _, body) = answer(
+        http.request("POST", &format!("{S}/{id}/pause"))
+            .header("request-timeout", "0.3"),
+    )
+    .await;
+    assert_eq!((status, reason(&body).as_str()), (504, "DEADLINE_EXCEEDED"), "{body}");
+    held.rollback().await.expect("release");
+
+    // An idle watch gets a comment line.
+    let response = http
+        .request("GET", &format!("{S}/{id}:watch"))
+        .send()
+        .await
+        .expect("a watch");
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\n: keep-alive\n") {
+        let chunk = tokio::time::timeout(StdDuration::from_secs(5), stream.next())
+            .await
+            .expect("a keep-alive within 5 s")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("data: {\"session\""), "{text}");
+}

@@ -1380,7 +1380,7 @@ export declare type WatchSessionsRequest = Message<"mentorship.v1.WatchSessionsR
    * When set, the first response carries no event, only the cursor of the
    * position the stream starts from: a client that loses the stream before
    * any event arrives resumes from there and misses nothing. (The HTTP
-   * edge's Server-Sent Events always set it.)
+   * edge sets it on a new Server-Sent Events stream.)
    *
    * @generated from field: bool send_start_position = 6;
    */
