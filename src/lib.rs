@@ -382,6 +382,7 @@ pub async fn start(
     }
     let hub = app.hub.clone();
     let metrics = app.metrics.clone();
+    let exports_json_lines = app.rules.history.export_format == domain::query::ExportFormat::JsonLines;
     let refused = metrics.refused_connections.clone();
     let metrics_app = app.clone();
     let health = side_pool(&app.pool, 1);
@@ -403,11 +404,12 @@ pub async fn start(
     };
 
     let limiters = Arc::new(grpc::rate_limit::Limiters::new(transport.rate_limits));
-    let rest = rest::RestLayer::new(transport.event_keepalive)?;
+    let rest = rest::RestLayer::new(transport.event_keepalive, exports_json_lines)?;
     let cors = rest::cors(&transport.cors_allowed_origins)?;
 
     tokio::spawn(forget_idle_buckets(limiters.clone(), shutdown.clone()));
     let stop = shutdown.clone();
+    let tls_stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let incoming = grpc::connections::incoming(listener, transport.connections, refused);
         let router = builder
@@ -453,7 +455,7 @@ pub async fn start(
         };
         match tls {
             Some(config) => {
-                let incoming = grpc::tls::accept(incoming, config, transport.connections.handshake);
+                let incoming = grpc::tls::accept(incoming, config, transport.connections.handshake, tls_stop);
                 router.serve_with_incoming_shutdown(incoming, stopped).await
             }
             None => router.serve_with_incoming_shutdown(incoming, stopped).await,

@@ -8,3 +8,4 @@ export * from "./gen/mentorship/v1/session_service_pb.js";
 export * from "./gen/mentorship/v1/webhook_service_pb.js";
 export * from "./gen/google/rpc/error_details_pb.js";
 export * from "./gen/google/rpc/status_pb.js";
+export * from "./sse.js";

@@ -5,9 +5,9 @@
 //!   past it a new connection is closed as soon as it is accepted;
 //! - a handshake deadline: a connection that has not sent its first 24
 //!   bytes (the HTTP/2 preface, or an HTTP/1.1 request's first line and
-//!   headers; under TLS, the start of its TLS handshake, which tonic bounds
-//!   by the same time) within [`ConnectionLimits::handshake`] of being
-//!   accepted is closed;
+//!   headers; under TLS, the start of its TLS handshake, which must finish
+//!   within the same time, `grpc::tls`) within [`ConnectionLimits::handshake`]
+//!   of being accepted is closed;
 //! - an idle timeout: a connection with no call open and nothing received
 //!   for [`ConnectionLimits::idle`] is closed; a client reconnects on its
 //!   next call, and an open stream is a call, so watchers are never idle;

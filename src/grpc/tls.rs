@@ -58,11 +58,14 @@ pub fn server_config(tls: &crate::Tls) -> anyhow::Result<Arc<ServerConfig>> {
 
 /// `incoming`'s connections after their TLS handshakes. A handshake that
 /// fails or outlasts `handshake` drops its connection; the rest are served
-/// in the order they finish. Accepting stops when the server stops.
+/// in the order they finish. Accepting (and every handshake under way)
+/// stops when `stop` is cancelled or the server drops the stream, which
+/// closes the listener.
 pub fn accept(
     incoming: impl Stream<Item = io::Result<Conn>> + Send + 'static,
     config: Arc<ServerConfig>,
     handshake: Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = io::Result<TlsStream<Conn>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(async move {
@@ -71,6 +74,7 @@ pub fn accept(
         loop {
             let next = tokio::select! {
                 _ = tx.closed() => return,
+                _ = stop.cancelled() => return,
                 next = incoming.next() => next,
             };
             let conn = match next {
@@ -83,9 +87,13 @@ pub fn accept(
                 }
                 Some(Ok(conn)) => conn,
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx, stop) = (acceptor.clone(), tx.clone(), stop.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake, acceptor.accept(conn)).await {
+                let handshaken = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    done = tokio::time::timeout(handshake, acceptor.accept(conn)) => done,
+                };
+                match handshaken {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }

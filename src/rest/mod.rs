@@ -42,9 +42,6 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Where the OpenAPI document is served, without a token.
 pub const OPENAPI_PATH: &str = "/api/mentorship/openapi.json";
 
-/// The prefix of every route.
-pub const PREFIX: &str = "/api/";
-
 /// The contract's descriptors (with the vendored `google.api` and
 /// `google.rpc` files).
 pub fn descriptors() -> DescriptorPool {
@@ -62,6 +59,9 @@ struct Shared {
     status_type: MessageDescriptor,
     openapi: Bytes,
     keepalive: Duration,
+    /// Whether an export that names no format is JSON lines (the configured
+    /// default), for its download's content type.
+    exports_json_lines: bool,
 }
 
 /// The layer of the HTTP/JSON edge, outermost but CORS.
@@ -69,8 +69,9 @@ struct Shared {
 pub struct RestLayer(Arc<Shared>);
 
 impl RestLayer {
-    /// `keepalive`: how often an idle event stream gets a comment line.
-    pub fn new(keepalive: Duration) -> anyhow::Result<RestLayer> {
+    /// `keepalive`: how often an idle event stream gets a comment line;
+    /// `exports_json_lines`: whether exports are JSON lines by default.
+    pub fn new(keepalive: Duration, exports_json_lines: bool) -> anyhow::Result<RestLayer> {
         let pool = descriptors();
         let table = Table::from_pool(&pool)?;
         let status_type = pool
@@ -82,6 +83,7 @@ impl RestLayer {
             status_type,
             openapi,
             keepalive,
+            exports_json_lines,
         })))
     }
 }
@@ -121,7 +123,8 @@ where
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let inner = crate::grpc::take_ready(&mut self.inner);
-        if is_grpc(&req) || !req.uri().path().starts_with(PREFIX) {
+        // Anything that is not gRPC (or gRPC-web) is this edge's: a route, or a 404.
+        if is_grpc(&req) {
             let mut inner = inner;
             return Box::pin(inner.call(req));
         }
@@ -168,11 +171,18 @@ where
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return refuse(too_large(), Some(StatusCode::PAYLOAD_TOO_LARGE));
     }
-    let timeout = match request_timeout(&parts.headers) {
-        Ok(t) => t,
-        Err(err) => return refuse(err, None),
+    // A malformed deadline is refused from inside the call, after the token.
+    let (timeout, refused) = match request_timeout(&parts.headers) {
+        Ok(t) => (t, None),
+        Err(err) => (None, Some(err)),
     };
-    let header_text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // A header that is not text is kept as text no rule accepts.
+    let header_text = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+    };
     let fields = request::Parts {
         captures,
         query: parts.uri.query().map(str::to_owned),
@@ -180,6 +190,7 @@ where
         idempotency_key: header_text("idempotency-key"),
         if_match: request::if_match(parts.headers.get(header::IF_MATCH)),
         last_event_id: header_text("last-event-id"),
+        refused,
     };
     let guarded = matches!(fields.if_match, Ok(Some(_)));
     let overflowed = Arc::new(AtomicBool::new(false));
@@ -208,11 +219,15 @@ where
     *call.uri_mut() = http::Uri::try_from(route.grpc_path.as_str()).unwrap_or_default();
     *call.extensions_mut() = parts.extensions;
     let headers = call.headers_mut();
+    // gRPC's own headers are the edge's to set (a REST caller's
+    // `grpc-encoding` would make the call unreadable).
     for (name, value) in &parts.headers {
+        let text = name.as_str();
         if !matches!(
-            name.as_str(),
-            "content-type" | "content-length" | "transfer-encoding" | "connection" | "te" | "grpc-timeout"
-        ) {
+            text,
+            "content-type" | "content-length" | "transfer-encoding" | "connection" | "te"
+        ) && !text.starts_with("grpc-")
+        {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -327,7 +342,7 @@ async fn read_body(body: tonic::body::Body, overflowed: &AtomicBool) -> Result<B
             overflowed.store(true, Ordering::Relaxed);
             Err(too_large().into())
         }
-        Err(err) => Err(Status::cancelled(format!("the request body could not be read: {err}"))),
+        Err(err) => Err(Error::invalid("body", format!("could not be read: {err}")).into()),
     }
 }
 

@@ -118,7 +118,7 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
             json!({"type": "string", "format": "uuid"}),
         );
     }
-    if input.get_field_by_name("etag").is_some() {
+    if takes_etag(route) {
         header(
             "If-Match",
             "The etag the change needs, as a strong entity tag (\"3\") or *; a stale one answers 412.",
@@ -150,15 +150,28 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
         json!({"text/event-stream": {"schema": {"type": "string"}, "x-event-schema": schemas.reference(&output)}})
     };
     let service = route.rpc.parent_service().name();
+    // The statuses a call can answer besides 200 (grpc-gateway's table of
+    // the codes this service returns), listed so that an undocumented one
+    // fails a conformance check.
+    let mut responses = serde_json::Map::new();
+    responses.insert("200".into(), json!({"description": "OK", "content": ok}));
+    let mut codes = vec!["400", "401", "403", "404", "409", "429", "500", "503", "504"];
+    if takes_etag(route) {
+        codes.push("412");
+    }
+    if route.body != BodyRule::None {
+        codes.push("413");
+    }
+    codes.sort_unstable();
+    for code in codes {
+        responses.insert(code.into(), json!({"$ref": "#/components/responses/Error"}));
+    }
     let mut op = json!({
         "operationId": format!("{service}_{}", route.rpc.name()),
         "tags": [service],
         "summary": route.rpc.name(),
         "parameters": parameters,
-        "responses": {
-            "200": {"description": "OK", "content": ok},
-            "default": {"$ref": "#/components/responses/Error"},
-        },
+        "responses": responses,
     });
     let body_schema = match &route.body {
         BodyRule::None => None,
@@ -169,6 +182,11 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
         op["requestBody"] = json!({"content": {"application/json": {"schema": schema}}});
     }
     op
+}
+
+/// Whether a route's request takes an etag, so that `If-Match` applies.
+fn takes_etag(route: &Route) -> bool {
+    route.rpc.input().get_field_by_name("etag").is_some()
 }
 
 /// Whether a field can be a query parameter: a scalar, an enum, a

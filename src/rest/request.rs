@@ -29,6 +29,9 @@ pub struct Parts {
     /// `If-Match`, already read: `None` for absent or `*`.
     pub if_match: Result<Option<String>, Error>,
     pub last_event_id: Option<String>,
+    /// A refusal of a header read before the call (a malformed
+    /// `Request-Timeout`), reported here, after the token is checked.
+    pub refused: Option<Error>,
 }
 
 /// Reads an `If-Match` header: a strong etag (`"3"`) is the version the
@@ -55,6 +58,9 @@ pub fn if_match(raw: Option<&http::HeaderValue>) -> Result<Option<String>, Error
 
 /// The request message of `route` from the request's body and parts.
 pub fn build(route: &Route, body: &Bytes, parts: &Parts) -> Result<DynamicMessage, Error> {
+    if let Some(err) = &parts.refused {
+        return Err(clone_error(err));
+    }
     let input = route.rpc.input();
     let mut message = match &route.body {
         BodyRule::None => DynamicMessage::new(input.clone()),
@@ -89,7 +95,7 @@ pub fn build(route: &Route, body: &Bytes, parts: &Parts) -> Result<DynamicMessag
         set_request_id(&mut message, key)?;
     }
     if let Some(tag) = parts.if_match.as_ref().map_err(clone_error)? {
-        set_etag(&mut message, tag)?;
+        set_etag(&mut message, route, tag)?;
     }
     if let Some(id) = &parts.last_event_id {
         set_resume(&mut message, id)?;
@@ -240,12 +246,29 @@ fn params(input: &MessageDescriptor, parts: &Parts) -> Result<Option<DynamicMess
     }
     let mut tree = serde_json::Map::new();
     for (name, value) in parts.captures.iter().chain(&query) {
+        if name.split('.').count() > MAX_PARAM_DEPTH {
+            return Err(Error::invalid(
+                truncated(name),
+                format!("nests deeper than {MAX_PARAM_DEPTH} fields"),
+            ));
+        }
         put(&mut tree, input, name, value)?;
     }
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     DynamicMessage::deserialize_with_options(input.clone(), serde_json::Value::Object(tree), &options)
         .map(Some)
         .map_err(|e| Error::invalid("query", e.to_string()))
+}
+
+/// The deepest field path a query parameter may name (`a.b.c` is 3).
+const MAX_PARAM_DEPTH: usize = 8;
+
+/// A parameter's name as a refusal names it: at most 64 characters.
+fn truncated(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_owned(),
+    }
 }
 
 /// Puts one parameter into the JSON tree of [`params`], by its field's kind.
@@ -259,28 +282,30 @@ fn put(
         Some((head, rest)) => (head, Some(rest)),
         None => (name, None),
     };
-    let field = field(message, head).ok_or_else(|| Error::invalid(name, "no such field in the request"))?;
+    let field = field(message, head).ok_or_else(|| Error::invalid(truncated(name), "no such field in the request"))?;
     let key = field.json_name().to_owned();
     match (field.kind(), rest) {
-        (Kind::Message(inner), Some(rest)) if !field.is_list() && !is_scalar_message(&inner) => {
+        (Kind::Message(inner), Some(rest))
+            if !field.is_list() && !field.is_map() && !is_scalar_message(&inner) && !is_json_value(&inner) =>
+        {
             let entry = tree
                 .entry(key)
                 .or_insert_with(|| serde_json::Value::Object(Default::default()));
             let serde_json::Value::Object(sub) = entry else {
-                return Err(Error::invalid(name, "given twice"));
+                return Err(Error::invalid(truncated(name), "given twice"));
             };
             put(sub, &inner, rest, value)
         }
-        (_, Some(_)) => Err(Error::invalid(name, "no such field in the request")),
+        (_, Some(_)) => Err(Error::invalid(truncated(name), "no such field in the request")),
         (kind, None) => {
             if field.is_map() || matches!(&kind, Kind::Message(m) if !is_scalar_message(m)) {
-                return Err(Error::invalid(name, "cannot be given as a query parameter"));
+                return Err(Error::invalid(truncated(name), "cannot be given as a query parameter"));
             }
             let json = match kind {
                 Kind::Bool => match value {
                     "true" => serde_json::Value::Bool(true),
                     "false" => serde_json::Value::Bool(false),
-                    _ => return Err(Error::invalid(name, "must be true or false")),
+                    _ => return Err(Error::invalid(truncated(name), "must be true or false")),
                 },
                 Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => {
                     serde_json::Value::String(camel_case_paths(value))
@@ -293,7 +318,7 @@ fn put(
                     items.push(json);
                 }
             } else if tree.insert(key, json).is_some() {
-                return Err(Error::invalid(name, "given twice"));
+                return Err(Error::invalid(truncated(name), "given twice"));
             }
             Ok(())
         }
@@ -305,6 +330,12 @@ pub fn field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor>
     message
         .get_field_by_name(name)
         .or_else(|| message.get_field_by_json_name(name))
+}
+
+/// `Struct`, `Value` and `ListValue`: free-form JSON, which query
+/// parameters do not reach into.
+fn is_json_value(m: &MessageDescriptor) -> bool {
+    m.full_name().starts_with("google.protobuf.") && matches!(m.name(), "Struct" | "Value" | "ListValue")
 }
 
 /// Well-known types written as one JSON string (a timestamp, a duration, a
@@ -350,19 +381,24 @@ fn set_request_id(message: &mut DynamicMessage, key: &str) -> Result<(), Error> 
     Ok(())
 }
 
-/// `If-Match` is the `etag`, and the same one when the body names one too.
-fn set_etag(message: &mut DynamicMessage, tag: &str) -> Result<(), Error> {
-    let Some((f, current)) = string_field(message, "etag") else {
+/// `If-Match` is the request's `etag`, and the same one when the body names
+/// one too. A route whose request takes no etag refuses it rather than
+/// ignore it.
+fn set_etag(message: &mut DynamicMessage, route: &Route, tag: &str) -> Result<(), Error> {
+    if let Some((f, current)) = string_field(message, "etag") {
+        if !current.is_empty() && current != tag {
+            return Err(Error::invalid(
+                "If-Match",
+                "differs from the body's etag; send one of them, or the same",
+            ));
+        }
+        message.set_field(&f, Value::String(tag.to_owned()));
         return Ok(());
-    };
-    if !current.is_empty() && current != tag {
-        return Err(Error::invalid(
-            "If-Match",
-            "differs from the body's etag; send one of them, or the same",
-        ));
     }
-    message.set_field(&f, Value::String(tag.to_owned()));
-    Ok(())
+    Err(Error::invalid(
+        "If-Match",
+        format!("{} takes no etag, so it cannot be made conditional", route.rpc.name()),
+    ))
 }
 
 /// `Last-Event-ID` is where a stream resumes: a feed's `cursor`, or a

@@ -249,6 +249,21 @@ mod tests {
             .flat_map(|s| s.methods().map(|m| m.full_name().to_owned()).collect::<Vec<_>>())
             .collect();
         assert!(rpcs.len() > 40, "{rpcs:?}");
+        // Each route's own requests reach it and no other.
+        let id = "0190a0a0-0000-7000-8000-000000000001";
+        for route in table.routes() {
+            let path: String = route
+                .template
+                .split('/')
+                .map(|s| match (s.find('{'), s.find('}')) {
+                    (Some(open), Some(close)) => format!("{}{id}{}", &s[..open], &s[close + 1..]),
+                    _ => s.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let (found, _) = table.find(&route.method, &path).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(found.rpc.full_name(), route.rpc.full_name(), "{} {path}", route.method);
+        }
         let routed: Vec<String> = table.routes().iter().map(|r| r.rpc.full_name().to_owned()).collect();
         assert_eq!(rpcs, routed);
         for (i, a) in table.routes().iter().enumerate() {

@@ -35,10 +35,15 @@ pub(super) async fn respond(
         .get_field_by_name("chunk")
         .is_some_and(|f| f.kind() == Kind::Bytes && !f.is_list());
     if download {
-        let json_lines = built
+        // The format asked for (CSV 1, JSON lines 2), else the configured one.
+        let asked = built
             .get()
-            .and_then(|m| m.get_field_by_name("format").map(|v| v.as_enum_number() == Some(2)))
-            .unwrap_or(false);
+            .and_then(|m| m.get_field_by_name("format").and_then(|v| v.as_enum_number()));
+        let json_lines = match asked {
+            Some(1) => false,
+            Some(2) => true,
+            _ => shared.exports_json_lines,
+        };
         let (content_type, name) = if json_lines {
             ("application/x-ndjson", "sessions.jsonl")
         } else {

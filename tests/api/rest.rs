@@ -274,6 +274,58 @@ async fn every_session_route_answers_as_its_grpc_call_does() {
     assert_eq!(status, 400, "{again}");
     assert_eq!(again["code"], by_grpc.code() as i32);
     assert_eq!(again["message"], by_grpc.message());
+
+    // Terminal now, so nothing moves: whole answers compared with gRPC's.
+    let mut sessions = app.sessions();
+    let timeline = sessions
+        .get_session_timeline(authed(&token, pb::GetSessionTimelineRequest { session_id: id.clone() }))
+        .await
+        .expect("timeline")
+        .into_inner();
+    assert_eq!(
+        http.get(&format!("{S}/{id}/timeline")).await,
+        json_of(&timeline, "mentorship.v1.GetSessionTimelineResponse")
+    );
+    let compared = sessions
+        .compare_sessions(authed(
+            &token,
+            pb::CompareSessionsRequest {
+                first_session_id: id.clone(),
+                second_session_id: id.clone(),
+            },
+        ))
+        .await
+        .expect("compare")
+        .into_inner();
+    assert_eq!(
+        http.get(&format!("{S}:compare?firstSessionId={id}&second_session_id={id}"))
+            .await,
+        json_of(&compared, "mentorship.v1.CompareSessionsResponse")
+    );
+    let assignments = sessions
+        .list_mentor_assignments(authed(
+            &token,
+            pb::ListMentorAssignmentsRequest {
+                session_id: id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("assignments")
+        .into_inner();
+    assert_eq!(
+        http.get(&format!("{S}/{id}/assignments")).await,
+        json_of(&assignments, "mentorship.v1.ListMentorAssignmentsResponse")
+    );
+    assert_eq!(
+        http.get(&format!("{S}/{id}")).await,
+        json_of(
+            &pb::GetSessionResponse {
+                session: Some(grpc.get_session(&id).await.unwrap())
+            },
+            "mentorship.v1.GetSessionResponse"
+        )
+    );
     use tonic_types::StatusExt;
     assert_eq!(
         reason(&again),
@@ -410,7 +462,17 @@ async fn the_access_rules_are_the_grpc_ones() {
         (w.mentee_token(), "GET", "/api/mentorship/webhooks".into(), 403),
         (service(), "GET", "/api/mentorship/queue".into(), 200),
         (String::new(), "GET", "/api/mentorship/queue".into(), 401),
-        ("forged.token.here".into(), "GET", "/api/mentorship/queue".into(), 401),
+        ("not.a.token".into(), "GET", "/api/mentorship/queue".into(), 401),
+        (
+            mentorship::grpc::auth::mint_hs256(
+                b"another-secret-another-secret-0123456789",
+                &claims(&["coordinator"], Uuid::new_v4(), None, Duration::hours(1)),
+            )
+            .expect("a token signed with another key"),
+            "GET",
+            "/api/mentorship/queue".into(),
+            401,
+        ),
     ];
     for (token, method, path, expected) in cases {
         let (status, headers, body) = Http::new(&app, &token).send(method, &path, Value::Null).await;
@@ -587,6 +649,72 @@ async fn etags_if_match_and_idempotency_keys() {
     .await;
     assert_eq!(status, 200, "* matches any version: {body}");
     assert_eq!(body["session"]["status"], "SESSION_STATUS_ACTIVE");
+
+    // A route whose request takes no etag refuses If-Match rather than ignore it.
+    let start = monday_at(10) + Duration::weeks(3);
+    let booking = app
+        .coordinator()
+        .create_booking(booking_request(w.listing, w.mentee, start, start + Duration::hours(1)))
+        .await
+        .expect("booking");
+    let (status, _, body) = answer(
+        http.request("POST", &format!("/api/mentorship/bookings/{}/cancel", booking.id))
+            .header("if-match", "\"1\""),
+    )
+    .await;
+    assert_eq!((status, fields(&body)), (400, vec!["If-Match".to_owned()]), "{body}");
+    let stored = app.coordinator().get_booking(&booking.id).await.expect("booking");
+    assert_eq!(stored.status, pb::BookingStatus::Draft as i32, "nothing changed");
+}
+
+#[tokio::test]
+async fn every_refusal_of_the_edge_is_json_and_the_token_comes_first() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let base = format!("http://{}", app.replicas[0].server.addr);
+    // What a new user tries first: not gRPC, not a route.
+    for (method, path) in [
+        ("GET", "/"),
+        ("POST", "/api/mentorship/nothing"),
+        ("GET", "/mentorship.v1.SessionService/GetSession"),
+    ] {
+        let (status, _, body) = answer(client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{base}{path}"),
+        ))
+        .await;
+        assert_eq!(
+            (status, reason(&body).as_str()),
+            (404, "ROUTE_NOT_FOUND"),
+            "{method} {path}: {body}"
+        );
+    }
+    // A malformed deadline without a token: the token is checked first.
+    let (status, _, body) = answer(
+        Http::new(&app, "")
+            .request("GET", "/api/mentorship/queue")
+            .header("request-timeout", "soon"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    // A caller's gRPC headers are not passed on (gzip would make the call unreadable).
+    let (status, _, body) = answer(
+        Http::new(&app, &coordinator())
+            .request("GET", "/api/mentorship/queue")
+            .header("grpc-encoding", "gzip"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A query parameter nested past 8 fields, and a huge one, are refused, not followed.
+    let deep = "config.customSettings.fields.value.structValue.".repeat(100);
+    let (status, _, body) = Http::new(&app, &coordinator())
+        .send("GET", &format!("{S}?{deep}=1"), Value::Null)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = Http::new(&app, &coordinator())
+        .send("GET", &format!("{S}?menteeId.x=1"), Value::Null)
+        .await;
+    assert_eq!((status, fields(&body)), (400, vec!["menteeId.x".to_owned()]), "{body}");
 }
 
 /// Reads Server-Sent Events: `(id, event, data)` per event, skipping comments.
@@ -791,6 +919,15 @@ async fn an_export_downloads_raw_csv_and_json_lines() {
         let lines = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
         assert_eq!(lines, if format.ends_with("CSV") { 4 } else { 3 }, "{format}");
     }
+    // No format: the configured one (JSON lines by default), labelled as such.
+    let response = http
+        .request("GET", &format!("{S}:export?menteeId={}", w.mentee))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let body = response.bytes().await.expect("the file");
+    assert!(body.starts_with(b"{"), "{}", String::from_utf8_lossy(&body));
 }
 
 #[tokio::test]
@@ -860,7 +997,10 @@ async fn cors_grpc_web_and_the_openapi_document_share_the_port() {
         .await
         .unwrap();
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
-    assert_eq!(doc.to_vec(), committed);
+    assert!(
+        doc.to_vec() == committed,
+        "the served document is not docs/openapi.json"
+    );
     let _ = Utc::now();
 }
 

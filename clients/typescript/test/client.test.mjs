@@ -3,14 +3,21 @@
 // coordinator's token).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { fromJson, toJson } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { createRegistry, fromJson, toJson } from "@bufbuild/protobuf";
+import { anyUnpack, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
+  BadRequestSchema,
   BookingService,
   DirectoryService,
   ErrorInfoSchema,
+  PreconditionFailureSchema,
+  ResourceInfoSchema,
+  StatusError,
+  StatusSchema,
+  watchEvents,
+  WatchSessionResponseSchema,
   GetSessionResponseSchema,
   ListSessionEventsResponseSchema,
   SessionService,
@@ -120,9 +127,47 @@ test("REST answers decode with the generated fromJson, equal to gRPC's", async (
     headers: { authorization: `Bearer ${token}` },
   });
   assert.equal(error.status, 404);
-  const status = await error.json();
+  // The whole google.rpc.Status, its details decoded by their @type.
+  const registry = createRegistry(ErrorInfoSchema, BadRequestSchema, PreconditionFailureSchema, ResourceInfoSchema);
+  const status = fromJson(StatusSchema, await error.json(), { registry });
   assert.equal(status.code, Code.NotFound);
-  const info = status.details.find((d) => d["@type"] === "type.googleapis.com/google.rpc.ErrorInfo");
-  const { "@type": _type, ...fields } = info;
-  assert.equal(fromJson(ErrorInfoSchema, fields).reason, "SESSION_NOT_FOUND");
+  const info = status.details.find((d) => d.typeUrl === "type.googleapis.com/google.rpc.ErrorInfo");
+  assert.equal(anyUnpack(info, ErrorInfoSchema).reason, "SESSION_NOT_FOUND");
+});
+
+test("a watch over Server-Sent Events, read with the client's fetch-based reader, resumes by its last id", async () => {
+  const transport = transports.grpc;
+  const { mentee, listing } = await world(transport);
+  const sessions = createClient(SessionService, transport);
+  const { session } = await sessions.createSession({ menteeId: mentee.id, listingId: listing.id });
+  const url = `${baseUrl}/api/mentorship/sessions/${session.id}:watch`;
+  const controller = new AbortController();
+  const events = watchEvents(url, { token, signal: controller.signal });
+  const first = await events.next();
+  const snapshot = fromJson(WatchSessionResponseSchema, first.value.data);
+  assert.equal(snapshot.item.case, "session");
+  assert.equal(snapshot.item.value.id, session.id);
+  await sessions.pauseSession({ sessionId: session.id, reason: "lunch" });
+  const paused = await events.next();
+  const event = fromJson(WatchSessionResponseSchema, paused.value.data);
+  assert.equal(event.item.value.toStatus, SessionStatus.PAUSED);
+  assert.equal(paused.value.id, String(event.item.value.seq));
+  controller.abort();
+  await events.return();
+
+  // Missed while away, then read from where it left off.
+  await sessions.resumeSession({ sessionId: session.id });
+  await sessions.cancelSession({ sessionId: session.id, reason: "done" });
+  const statuses = [];
+  for await (const e of watchEvents(url, { token, lastEventId: paused.value.id })) {
+    statuses.push(fromJson(WatchSessionResponseSchema, e.data).item.value.toStatus);
+  }
+  assert.deepEqual(statuses, [SessionStatus.ACTIVE, SessionStatus.CANCELLED], "each missed event once; ends after the terminal one");
+
+  const refused = await watchEvents(`${baseUrl}/api/mentorship/sessions/${crypto.randomUUID()}:watch`, { token })
+    .next()
+    .catch((e) => e);
+  assert.ok(refused instanceof StatusError, String(refused));
+  assert.equal(refused.httpStatus, 404);
+  assert.equal(refused.status.code, Code.NotFound);
 });
