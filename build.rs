@@ -6,8 +6,13 @@
 use std::{env, path::PathBuf};
 
 /// Vendored from googleapis: the error details and `google.rpc.Status`, so
-/// the HTTP edge can write an error's details as JSON by their type.
-const VENDORED: [&str; 2] = ["proto/google/rpc/status.proto", "proto/google/rpc/error_details.proto"];
+/// the HTTP edge can write an error's details as JSON by their type, and
+/// `google.api.field_behavior`, which marks the fields a request requires.
+const VENDORED: [&str; 3] = [
+    "proto/google/rpc/status.proto",
+    "proto/google/rpc/error_details.proto",
+    "proto/google/api/field_behavior.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [

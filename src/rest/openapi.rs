@@ -2,7 +2,9 @@
 //! descriptors and routes the edge serves: one operation per route, one
 //! schema per message and enum, in their canonical JSON forms (timestamps
 //! as RFC 3339 strings, durations as `"7200s"`, 64-bit integers as
-//! strings, enums by name), no property outside the contract, a bearer
+//! strings, enums by name), the fields marked `REQUIRED`
+//! (`google.api.field_behavior`, which a test holds to what the server
+//! refuses), no property outside the contract, a bearer
 //! security scheme and `google.rpc.Status` as every error's body.
 //!
 //! Committed at `docs/openapi.json`; a test fails when the two differ
@@ -252,14 +254,20 @@ impl Schemas {
         for field in m.fields() {
             properties.insert(field.json_name().to_owned(), self.field(&field));
         }
-        self.done.insert(
-            key,
-            json!({
-                "type": "object",
-                "properties": properties,
-                "additionalProperties": false,
-            }),
-        );
+        let mut schema = json!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+        });
+        let required: Vec<String> = m
+            .fields()
+            .filter(is_required)
+            .map(|f| f.json_name().to_owned())
+            .collect();
+        if !required.is_empty() {
+            schema["required"] = json!(required);
+        }
+        self.done.insert(key, schema);
     }
 
     fn field(&mut self, field: &FieldDescriptor) -> Value {
@@ -319,6 +327,41 @@ fn is_uuid(field: &FieldDescriptor) -> bool {
         && field.parent_message().name() != "ConfigTemplate"
 }
 
+/// The paths of a message's `REQUIRED` fields (`google.api.field_behavior`):
+/// a required message with required fields of its own contributes those
+/// (`mentor.user_id`), any other required field itself.
+pub fn required_paths(message: &MessageDescriptor) -> Vec<String> {
+    let mut out = Vec::new();
+    for field in message.fields().filter(is_required) {
+        let nested = match field.kind() {
+            Kind::Message(m) if !field.is_list() && !field.is_map() => required_paths(&m),
+            _ => Vec::new(),
+        };
+        if nested.is_empty() {
+            out.push(field.name().to_owned());
+        } else {
+            out.extend(nested.into_iter().map(|n| format!("{}.{n}", field.name())));
+        }
+    }
+    out
+}
+
+/// Whether a field is marked `REQUIRED`.
+pub fn is_required(field: &FieldDescriptor) -> bool {
+    const REQUIRED: i32 = 2;
+    let Some(behavior) = field.parent_pool().get_extension_by_name("google.api.field_behavior") else {
+        return false;
+    };
+    let options = field.options();
+    if !options.has_extension(&behavior) {
+        return false;
+    }
+    match options.get_extension(&behavior).as_ref() {
+        prost_reflect::Value::List(values) => values.iter().any(|v| v.as_enum_number() == Some(REQUIRED)),
+        _ => false,
+    }
+}
+
 /// A schema's name: the full name, less this package's prefix.
 fn name(full: &str) -> String {
     full.strip_prefix("mentorship.v1.").unwrap_or(full).to_owned()
@@ -361,6 +404,9 @@ mod tests {
         let event = &doc["components"]["schemas"]["SessionEvent"]["properties"];
         assert_eq!(event["seq"]["type"], "string", "{event}");
         assert_eq!(session["mentorId"]["format"], "uuid");
+        let booking = &doc["components"]["schemas"]["CreateBookingRequest"];
+        assert_eq!(booking["required"], serde_json::json!(["listingId", "startTime", "endTime"]));
+        assert!(doc["components"]["schemas"]["Session"].get("required").is_none());
         let template = &doc["components"]["schemas"]["ConfigTemplate"]["properties"];
         assert_eq!(template["id"]["type"], "string");
         assert!(template["id"].get("format").is_none(), "template ids are names");

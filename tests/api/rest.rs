@@ -1123,3 +1123,45 @@ async fn deadlines_keep_alives_and_metrics_are_the_grpc_ones() {
     }
     assert!(text.starts_with("data: {\"session\""), "{text}");
 }
+
+/// The contract's `REQUIRED` fields are exactly those the server refuses
+/// when left out: every route called with its path filled and nothing else
+/// names, in its BadRequest, each required field and no other.
+#[tokio::test]
+async fn the_required_fields_of_the_contract_are_the_ones_the_server_requires() {
+    let app = spawn_app().await;
+    let http = Http::new(&app, &coordinator());
+    let pool = mentorship::rest::descriptors();
+    let table = mentorship::rest::routes::Table::from_pool(&pool).expect("routes");
+    let mut wrong = Vec::new();
+    for route in table.routes() {
+        if route.rpc.is_server_streaming() {
+            continue;
+        }
+        let path: String = route
+            .template
+            .split('/')
+            .map(|s| match (s.find('{'), s.find('}')) {
+                (Some(open), Some(close)) => format!("{}{}{}", &s[..open], Uuid::new_v4(), &s[close + 1..]),
+                _ => s.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let (status, _, body) = http.send(route.method.as_str(), &path, Value::Null).await;
+        let mut refused: Vec<String> = if status == 400 { fields(&body) } else { Vec::new() };
+        refused.sort();
+        let path_fields: Vec<&str> = route.path_fields().collect();
+        let mut required: Vec<String> = mentorship::rest::openapi::required_paths(&route.rpc.input())
+            .into_iter()
+            .filter(|f| !path_fields.contains(&f.as_str()))
+            .collect();
+        required.sort();
+        if refused != required {
+            wrong.push(format!(
+                "{}: refused {refused:?}, REQUIRED {required:?} ({status} {body})",
+                route.rpc.name()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
