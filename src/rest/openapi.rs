@@ -405,7 +405,10 @@ mod tests {
         assert_eq!(event["seq"]["type"], "string", "{event}");
         assert_eq!(session["mentorId"]["format"], "uuid");
         let booking = &doc["components"]["schemas"]["CreateBookingRequest"];
-        assert_eq!(booking["required"], serde_json::json!(["listingId", "startTime", "endTime"]));
+        assert_eq!(
+            booking["required"],
+            serde_json::json!(["listingId", "startTime", "endTime"])
+        );
         assert!(doc["components"]["schemas"]["Session"].get("required").is_none());
         let template = &doc["components"]["schemas"]["ConfigTemplate"]["properties"];
         assert_eq!(template["id"]["type"], "string");
