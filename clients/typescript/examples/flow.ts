@@ -38,16 +38,14 @@ export async function flow(baseUrl: string, token: string): Promise<SessionStatu
   const { session } = await bookings.acceptBooking({ bookingId: booking!.id });
   await sessions.startSession({ sessionId: session!.id });
 
-  // Watch live: the session first, then each event as it commits.
+  // Watch live: the session first, then each event as it commits. The
+  // change is made once the session has arrived, so the stream is open.
   const controller = new AbortController();
-  const watching = (async () => {
-    for await (const item of sessions.watchSession({ sessionId: session!.id }, { signal: controller.signal })) {
-      if (item.item.case === "event") return item.item.value.toStatus;
-    }
-    return SessionStatus.UNSPECIFIED;
-  })();
+  const items = sessions.watchSession({ sessionId: session!.id }, { signal: controller.signal })[Symbol.asyncIterator]();
+  const first = await items.next();
+  if (first.done || first.value.item.case !== "session") return SessionStatus.UNSPECIFIED;
   await sessions.pauseSession({ sessionId: session!.id, reason: "lunch" });
-  const status = await watching;
+  const next = await items.next();
   controller.abort();
-  return status;
+  return !next.done && next.value.item.case === "event" ? next.value.item.value.toStatus : SessionStatus.UNSPECIFIED;
 }
