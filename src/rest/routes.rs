@@ -54,6 +54,23 @@ impl Route {
         })
     }
 
+    /// A path this route matches, with `value` for each of its variables.
+    pub fn path_with(&self, value: &str) -> String {
+        let mut path: String = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => format!("/{l}"),
+                Segment::Field(_) => format!("/{value}"),
+            })
+            .collect();
+        if let Some(verb) = &self.verb {
+            path.push(':');
+            path.push_str(verb);
+        }
+        path
+    }
+
     /// The values of the path's fields, when `path` matches.
     fn captures(&self, segments: &[&str], verb: Option<&str>) -> Option<Vec<(String, String)>> {
         if segments.len() != self.segments.len() || verb != self.verb.as_deref() {
@@ -252,15 +269,7 @@ mod tests {
         // Each route's own requests reach it and no other.
         let id = "0190a0a0-0000-7000-8000-000000000001";
         for route in table.routes() {
-            let path: String = route
-                .template
-                .split('/')
-                .map(|s| match (s.find('{'), s.find('}')) {
-                    (Some(open), Some(close)) => format!("{}{id}{}", &s[..open], &s[close + 1..]),
-                    _ => s.to_owned(),
-                })
-                .collect::<Vec<_>>()
-                .join("/");
+            let path = route.path_with(id);
             let (found, _) = table.find(&route.method, &path).unwrap_or_else(|| panic!("{path}"));
             assert_eq!(found.rpc.full_name(), route.rpc.full_name(), "{} {path}", route.method);
         }

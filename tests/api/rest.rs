@@ -1138,15 +1138,7 @@ async fn the_required_fields_of_the_contract_are_the_ones_the_server_requires() 
         if route.rpc.is_server_streaming() {
             continue;
         }
-        let path: String = route
-            .template
-            .split('/')
-            .map(|s| match (s.find('{'), s.find('}')) {
-                (Some(open), Some(close)) => format!("{}{}{}", &s[..open], Uuid::new_v4(), &s[close + 1..]),
-                _ => s.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let path = route.path_with(&Uuid::new_v4().to_string());
         let (status, _, body) = http.send(route.method.as_str(), &path, Value::Null).await;
         let mut refused: Vec<String> = if status == 400 { fields(&body) } else { Vec::new() };
         refused.sort();
