@@ -55,26 +55,39 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Who opens the private cluster: the server starts it (and stops it on
+/// exit); a tool uses the one a running server started, if there is one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    Server,
+    Tool,
+}
+
 /// The database to use: `DATABASE_URL`, or the private cluster in the data dir.
-async fn database(args: &ServeArgs) -> anyhow::Result<(String, Option<DevDb>)> {
+async fn database(args: &ServeArgs, opener: Opener) -> anyhow::Result<(String, Option<DevDb>)> {
     if let Some(url) = &args.database_url {
         return Ok((url.expose().to_owned(), None));
     }
     let dir = args.data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || DevDb::start(&dir, Durability::Durable)).await??;
+    let db = tokio::task::spawn_blocking(move || match opener {
+        Opener::Server => DevDb::start(&dir, Durability::Durable),
+        Opener::Tool => DevDb::attach_or_start(&dir),
+    })
+    .await??;
     devdb::ensure_database(&db.url("postgres"), "mentorship").await?;
     tracing::info!(
         data_dir = %args.data_dir.display(),
         cluster = %db.cluster_dir().display(),
         port = db.port(),
-        "private PostgreSQL started"
+        "private PostgreSQL {}",
+        if db.started_here() { "started" } else { "found running" }
     );
     Ok((db.url("mentorship"), Some(db)))
 }
 
 /// `mentorship migrate`: applies the migrations and exits.
 pub async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
-    let (url, _db) = database(&args).await?;
+    let (url, _db) = database(&args, Opener::Tool).await?;
     crate::connect(&url, 2).await?;
     tracing::info!("migrations applied");
     Ok(())
@@ -96,7 +109,7 @@ fn config_file(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
 /// `mentorship purge [--dry-run]`: purges (or reports) expired history once and exits.
 pub async fn purge(args: ServeArgs, purge: PurgeArgs) -> anyhow::Result<()> {
     let rules = config_file(&args)?.rules()?;
-    let (url, _db) = database(&args).await?;
+    let (url, _db) = database(&args, Opener::Tool).await?;
     let app = App::new(crate::connect_for_tools(&url, 2).await?, rules);
     let days = app.rules.history.retention.num_days();
     if purge.dry_run {
@@ -122,7 +135,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
     // Read before anything starts: a bad path fails at once.
     let tls = args.tls()?;
-    let (url, devdb) = database(&args).await?;
+    let (url, devdb) = database(&args, Opener::Server).await?;
     let verifier = verifier(&args, listen_addr, devdb.is_some())?;
     let pool = crate::connect_with(&url, args.db_max_connections, args.db_timeouts()).await?;
     let listener = crate::grpc::connections::bind(listen_addr).with_context(|| format!("binding {listen_addr}"))?;
@@ -234,8 +247,10 @@ fn dev_secret(dir: &Path, create: bool) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// `mentorship token`: prints a development token.
-pub fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
+/// `mentorship token`: prints a development token. A mentor token's `sub`
+/// is its profile's `user_id`, looked up in the database (the running
+/// private cluster, or `DATABASE_URL`), unless `--sub` names it.
+pub async fn token(args: ServeArgs, t: TokenArgs) -> anyhow::Result<()> {
     for role in &t.roles {
         if crate::domain::access::Role::parse(role).is_none() {
             bail!("unknown role {role:?}: use mentee, mentor, coordinator or service");
@@ -248,8 +263,13 @@ pub fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
         Some(s) => s.expose().as_bytes().to_vec(),
         None => dev_secret(&args.data_dir, false)?,
     };
+    let sub = match (t.sub, t.mentor_id) {
+        (Some(sub), _) => sub,
+        (None, Some(mentor_id)) if t.roles.iter().any(|r| r == "mentor") => mentor_user(&args, mentor_id).await?,
+        (None, _) => uuid::Uuid::new_v4(),
+    };
     let claims = Claims {
-        sub: t.sub.unwrap_or_else(uuid::Uuid::new_v4).to_string(),
+        sub: sub.to_string(),
         roles: t.roles.clone(),
         mentor_id: t.mentor_id.map(|m| m.to_string()),
         exp: chrono::Utc::now().timestamp() + t.ttl_seconds,
@@ -260,4 +280,21 @@ pub fn token(args: &ServeArgs, t: &TokenArgs) -> anyhow::Result<()> {
     };
     println!("{}", mint_hs256(&secret, &claims)?);
     Ok(())
+}
+
+/// The `user_id` of mentor profile `mentor_id`: a mentor token must carry it
+/// as its `sub` (MENTOR_IDENTITY_MISMATCH otherwise).
+async fn mentor_user(args: &ServeArgs, mentor_id: uuid::Uuid) -> anyhow::Result<uuid::Uuid> {
+    use sqlx::Connection;
+    let (url, _db) = database(args, Opener::Tool).await?;
+    let mut conn = sqlx::PgConnection::connect(&url).await.context("connecting to the database")?;
+    let owner = crate::store::directory::mentor_user(&mut conn, mentor_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading mentor profile {mentor_id}: {e}"))?;
+    owner.with_context(|| {
+        format!(
+            "there is no mentor profile {mentor_id} yet: create it (UpsertMentor) first, \
+             or name the token's user with --sub"
+        )
+    })
 }

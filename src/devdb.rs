@@ -43,8 +43,27 @@ pub enum Durability {
 }
 
 impl DevDb {
-    /// Starts (creating on first use) a cluster for `dir` on a free loopback port.
+    /// Starts (creating on first use) a cluster for `dir` on a free loopback
+    /// port. When the cluster already runs (another process started it),
+    /// this fails and says how to share it.
     pub fn start(dir: &Path, durability: Durability) -> anyhow::Result<DevDb> {
+        DevDb::open(dir, durability, false)
+    }
+
+    /// The cluster for `dir`: the one a running `mentorship serve` started,
+    /// when there is one (connected to, never stopped, its log untouched),
+    /// else a new start. For the commands that need the database beside a
+    /// running server (`purge`, `token`, `migrate`).
+    pub fn attach_or_start(dir: &Path) -> anyhow::Result<DevDb> {
+        DevDb::open(dir, Durability::Durable, true)
+    }
+
+    /// Whether this process started the server (and stops it when dropped).
+    pub fn started_here(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn open(dir: &Path, durability: Durability, attach: bool) -> anyhow::Result<DevDb> {
         let bin = bin_dir()?;
         let run_as = postgres_user()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -74,6 +93,28 @@ impl DevDb {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+        }
+        if let Some(port) = running_port(&pgdata) {
+            if !attach {
+                bail!(
+                    "the private PostgreSQL of {} already runs on port {port} (another `mentorship` \
+                     serving from this checkout?); stop that one, or run this one beside it with \
+                     DATABASE_URL=postgres://postgres@127.0.0.1:{port}/mentorship",
+                    dir.display()
+                );
+            }
+            let db = DevDb {
+                child: None,
+                port,
+                data_dir: dir,
+                cluster_dir,
+                bin,
+                run_as,
+                durability: Durability::Durable,
+            };
+            db.wait_accepting(Instant::now() + Duration::from_secs(10))
+                .with_context(|| format!("the running cluster in {}", pgdata.display()))?;
+            return Ok(db);
         }
         let mut db = DevDb {
             child: None,
@@ -162,6 +203,25 @@ impl DevDb {
         self.port
     }
 
+    /// Waits until the server on this cluster's port accepts connections.
+    fn wait_accepting(&self, deadline: Instant) -> anyhow::Result<()> {
+        while !self.accepting() {
+            if Instant::now() > deadline {
+                bail!("postgres on port {} does not accept connections", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn accepting(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     fn wait_ready(&mut self, log: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -175,12 +235,7 @@ impl DevDb {
                     fs::read_to_string(log).unwrap_or_default()
                 );
             }
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ready {
+            if self.accepting() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -354,6 +409,24 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::new());
     }
     bail!("PostgreSQL binaries not found: install PostgreSQL, set MENTORSHIP_PG_BIN, or set DATABASE_URL")
+}
+
+/// The port of the postmaster that runs on `pgdata`, from its
+/// `postmaster.pid` (line 1 the pid, line 4 the port), when that process is
+/// alive. A file left by a crash names a dead pid and is ignored (PostgreSQL
+/// itself replaces it on start).
+fn running_port(pgdata: &Path) -> Option<u16> {
+    let pid_file = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = pid_file.lines().collect();
+    let pid: i32 = lines.first()?.trim().parse().ok()?;
+    let port: u16 = lines.get(3)?.trim().parse().ok()?;
+    // SAFETY: signal 0 only checks that the process exists (EPERM: it
+    // exists and belongs to another user, as `postgres` does for root's
+    // neighbours).
+    let alive = pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+    alive.then_some(port)
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
     let logs = args.serve.log_format;
     match args.command {
-        Some(Command::Token(token)) => cli::token(&args.serve, &token),
+        Some(Command::Token(token)) => cli::run(logs, cli::token(args.serve, token)),
         Some(Command::Migrate) => cli::run(logs, cli::migrate(args.serve)),
         Some(Command::Purge(purge)) => cli::run(logs, cli::purge(args.serve, purge)),
         Some(Command::Serve) | None => cli::run_parking(logs, return_freed_memory, cli::serve(args.serve)),

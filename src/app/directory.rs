@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{App, page};
 use crate::domain::{
-    Error, Resource, Result,
+    Error, Reason, Resource, Result,
     access::{Principal, Role},
     command::{ListingInput, MenteeInput, MentorInput},
     model::{Listing, Mentee, Mentor},
@@ -52,6 +52,33 @@ impl App {
         directory::get_mentor(tx, input.id, self.rules.default_mentor_limit)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Mentor, input.id))
+    }
+
+    /// A mentor token acts as the mentor profile its `mentor_id` names only
+    /// when that profile is its `sub`'s: one whose `user_id` is another
+    /// user's is refused (MENTOR_IDENTITY_MISMATCH), so the audit trail never
+    /// records a `sub` acting for someone else's profile. A profile that
+    /// does not exist yet is no one's: such a token sees and acts on
+    /// nothing but the creation of its own profile. The check reads a row,
+    /// so it comes after the role check and the request's validity (SPEC §6).
+    pub async fn check_mentor_identity(&self, who: &Principal, unit: Option<&mut Unit>) -> Result<()> {
+        let Some(mentor_id) = who.mentor_id.filter(|_| who.has(Role::Mentor)) else {
+            return Ok(());
+        };
+        let owner = match unit {
+            Some(unit) => directory::mentor_user(&mut **unit.tx(), mentor_id).await?,
+            None => directory::mentor_user(&mut *self.connection().await?, mentor_id).await?,
+        };
+        match owner {
+            Some(owner) if owner != who.user_id => Err(Error::PermissionDenied {
+                reason: Reason::MentorIdentityMismatch,
+                message: format!(
+                    "this token's mentor_id {mentor_id} names a mentor profile that belongs to another user; \
+                     a mentor token's sub must be its profile's user_id"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub async fn get_mentor(&self, id: Uuid) -> Result<Mentor> {

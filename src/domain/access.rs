@@ -372,7 +372,7 @@ mod tests {
         let (method, roles) = rpc_callers("CompleteSession").expect("row");
         let err = mentee.may_call(method, roles).unwrap_err();
         assert!(
-            matches!(err, Error::PermissionDenied(ref m) if m.contains("CompleteSession")),
+            matches!(err, Error::PermissionDenied { ref message, .. } if message.contains("CompleteSession")),
             "{err}"
         );
         assert!(

@@ -61,12 +61,13 @@ pub enum Reason {
     MetadataTooLarge,
     RequestTooLarge,
     RouteNotFound,
+    MentorIdentityMismatch,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 38] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -103,6 +104,7 @@ impl Reason {
         Reason::MetadataTooLarge,
         Reason::RequestTooLarge,
         Reason::RouteNotFound,
+        Reason::MentorIdentityMismatch,
         Reason::Internal,
     ];
 
@@ -145,6 +147,7 @@ impl Reason {
             Reason::MetadataTooLarge => "METADATA_TOO_LARGE",
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
             Reason::RouteNotFound => "ROUTE_NOT_FOUND",
+            Reason::MentorIdentityMismatch => "MENTOR_IDENTITY_MISMATCH",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -234,8 +237,8 @@ pub enum Error {
     Unauthenticated(String),
 
     /// Valid credentials, but they do not allow this.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    #[error("permission denied: {message}")]
+    PermissionDenied { reason: Reason, message: String },
 
     /// The server cannot finish this now (it is shutting down, or its
     /// database is unreachable); retrying is safe.
@@ -315,7 +318,10 @@ impl Error {
     }
 
     pub fn denied(message: impl Into<String>) -> Self {
-        Error::PermissionDenied(message.into())
+        Error::PermissionDenied {
+            reason: Reason::PermissionDenied,
+            message: message.into(),
+        }
     }
 }
 

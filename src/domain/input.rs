@@ -69,12 +69,17 @@ pub fn label(field: &str, raw: &str) -> Result<String> {
     }
 }
 
-/// Page size: 0 means the default of 20; at most 100.
+/// Most rows one page holds.
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+/// Page size: 0 means the default of 20; more than 100 is read as 100
+/// (AIP-158: the server caps the size rather than refuse it). A negative
+/// size is refused.
 pub fn page_size(raw: i32) -> Result<i64> {
     match raw {
         0 => Ok(20),
-        1..=100 => Ok(i64::from(raw)),
-        _ => Err(Error::invalid("page_size", "must be between 0 and 100")),
+        1.. => Ok(i64::from(raw.min(MAX_PAGE_SIZE))),
+        _ => Err(Error::invalid("page_size", "must not be negative")),
     }
 }
 
@@ -170,6 +175,16 @@ pub fn truncate(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes_past_the_maximum_are_capped_and_negative_ones_refused() {
+        assert_eq!(page_size(0).unwrap(), 20);
+        assert_eq!(page_size(7).unwrap(), 7);
+        assert_eq!(page_size(100).unwrap(), 100);
+        assert_eq!(page_size(1000).unwrap(), 100);
+        assert_eq!(page_size(i32::MAX).unwrap(), 100);
+        assert!(page_size(-1).is_err());
+    }
 
     #[test]
     fn ids_must_be_uuids() {

@@ -354,7 +354,7 @@ mod tests {
         let (p, mentee, _, _) = setup();
         assert!(decide(Uuid::nil(), Scheduled, Command::Cancel, Requester::Caller(&mentee), p).is_ok());
         let err = decide(Uuid::nil(), Active, Command::Cancel, Requester::Caller(&mentee), p).unwrap_err();
-        assert!(matches!(err, Error::PermissionDenied(_)));
+        assert!(matches!(err, Error::PermissionDenied { .. }));
     }
 
     #[test]
@@ -369,7 +369,7 @@ mod tests {
         assert!(decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&mentor), p).is_ok());
         assert!(matches!(
             decide(Uuid::nil(), Scheduled, Command::Start, Requester::Caller(&service), p),
-            Err(Error::PermissionDenied(_))
+            Err(Error::PermissionDenied { .. })
         ));
     }
 

@@ -112,6 +112,7 @@ impl Api {
     ) -> Result<Response<Resp>, Status> {
         let who = auth::principal(&req)?;
         let parsed = req.get_ref().parse()?;
+        self.app.check_mentor_identity(&who, None).await?;
         Ok(Response::new(run(&self.app, who, parsed).await?))
     }
 
@@ -156,7 +157,7 @@ impl Api {
                 let rerun = run(&self.app, &mut unit, &who, parsed).await;
                 drop(unit);
                 return match rerun {
-                    Err(err @ (Error::PermissionDenied(_) | Error::Unauthenticated(_))) => Err(err.into()),
+                    Err(err @ (Error::PermissionDenied { .. } | Error::Unauthenticated(_))) => Err(err.into()),
                     _ => Ok(Response::new(response)),
                 };
             }
@@ -179,6 +180,7 @@ impl Api {
     ) -> Result<Begun<Resp>, Error> {
         let key = input::optional_id("request_id", request.request_id())?;
         let mut unit = self.app.unit().await?;
+        self.app.check_mentor_identity(who, Some(&mut unit)).await?;
         let Some(key) = key else {
             return Ok(Begun::Fresh(unit, None));
         };

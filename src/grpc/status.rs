@@ -92,8 +92,8 @@ impl From<Error> for Status {
                 info(&mut details, Reason::Unauthenticated, HashMap::new());
                 Code::Unauthenticated
             }
-            Error::PermissionDenied(_) => {
-                info(&mut details, Reason::PermissionDenied, HashMap::new());
+            Error::PermissionDenied { reason, .. } => {
+                info(&mut details, reason, HashMap::new());
                 Code::PermissionDenied
             }
             Error::DeadlineExceeded(_) => {

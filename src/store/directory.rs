@@ -237,6 +237,14 @@ pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Er
     .map_err(Error::from)
 }
 
+/// The user a mentor profile belongs to; None when there is no such profile.
+pub async fn mentor_user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
+    Ok(sqlx::query_scalar("SELECT user_id FROM mentors WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
 /// Whether a mentor accepts new bookings and assignments; None when unknown.
 pub async fn mentor_accepting(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<bool>, Error> {
     Ok(

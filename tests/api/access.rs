@@ -360,3 +360,80 @@ async fn participants_only_list_their_own_bookings() {
             .is_empty()
     );
 }
+
+/// A mentor token acts as its profile only when the profile is its `sub`'s:
+/// one naming another user's profile is refused after the role check and
+/// the request's validity (MENTOR_IDENTITY_MISMATCH), changes nothing and
+/// is audited as no one; a token for a profile that does not exist sees
+/// nothing; and a mentor never changes its profile's user_id.
+#[tokio::test]
+async fn a_mentor_token_must_be_its_profiles_user() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let booking = draft(&app, &w, monday_at(9), monday_at(10)).await;
+    let impostor = token(&["mentor"], Uuid::new_v4(), Some(w.mentor));
+    let as_impostor = app.as_(&impostor);
+    let before = app.stored_counts().await;
+
+    // Ownership: every call that reaches the rows is refused, reads and writes.
+    assert_status(
+        as_impostor.get_booking(&booking.id).await,
+        Code::PermissionDenied,
+        "MENTOR_IDENTITY_MISMATCH",
+    );
+    assert_status(
+        as_impostor.list_bookings(Default::default()).await,
+        Code::PermissionDenied,
+        "MENTOR_IDENTITY_MISMATCH",
+    );
+    assert_status(
+        as_impostor.accept_booking(&booking.id).await,
+        Code::PermissionDenied,
+        "MENTOR_IDENTITY_MISMATCH",
+    );
+    // The role check and the request's validity come first.
+    assert_status(
+        as_impostor.call(pb::ReassignMentorRequest::default()).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    assert_status(
+        as_impostor.get_booking("not-a-uuid").await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(app.stored_counts().await, before, "a refused call changes nothing");
+    assert_eq!(
+        app.coordinator().get_booking(&booking.id).await.expect("get").status,
+        pb::BookingStatus::Draft as i32
+    );
+
+    // The profile's own user acts as before.
+    app.as_(&w.mentor_token())
+        .accept_booking(&booking.id)
+        .await
+        .expect("the profile's user accepts");
+
+    // A profile that does not exist yet is no one's: its token sees nothing.
+    let unborn = token(&["mentor"], Uuid::new_v4(), Some(Uuid::new_v4()));
+    let seen = app.as_(&unborn).list_bookings(Default::default()).await.expect("list");
+    assert!(seen.bookings.is_empty(), "{:?}", seen.bookings);
+    assert_status(
+        app.as_(&unborn).get_booking(&booking.id).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+
+    // A mentor may not hand its profile to another user.
+    let own = app.coordinator().get_mentor(&w.mentor.to_string()).await.expect("mentor");
+    let handed = app
+        .as_(&w.mentor_token())
+        .upsert_mentor(pb::Mentor {
+            user_id: Uuid::new_v4().to_string(),
+            ..own.clone()
+        })
+        .await;
+    assert_status(handed, Code::PermissionDenied, "PERMISSION_DENIED");
+    let after = app.coordinator().get_mentor(&w.mentor.to_string()).await.expect("mentor");
+    assert_eq!(after.user_id, w.mentor_user.to_string());
+}

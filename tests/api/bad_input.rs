@@ -199,12 +199,24 @@ async fn malformed_requests_are_rejected_with_field_violations_and_change_nothin
         &["booking_id", "reason"],
     );
 
-    // Paging and filters.
+    // Paging and filters. A page size past the maximum is capped (AIP-158).
+    let capped = s
+        .list_sessions(authed(
+            &c,
+            pb::ListSessionsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a page size of 1000 is capped, not refused")
+        .into_inner();
+    assert!(capped.sessions.len() <= 100, "{}", capped.sessions.len());
     expect_fields(
         s.list_sessions(authed(
             &c,
             pb::ListSessionsRequest {
-                page_size: 101,
+                page_size: -1,
                 ..Default::default()
             },
         ))

@@ -801,13 +801,38 @@ pub async fn spawn_binary_with(
     env: &[(&str, &str)],
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> BinaryServer {
-    let log = std::env::temp_dir().join(format!("mentorship-{}.log", Uuid::new_v4().simple()));
-    let child = Command::new(env!("CARGO_BIN_EXE_mentorship"))
+    let mut command = binary();
+    command
         .env("DATABASE_URL", database_url)
-        .env("MENTORSHIP_LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info,sqlx=warn")
         .env("MENTORSHIP_JWT_SECRET", std::str::from_utf8(SECRET).expect("utf8"))
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    spawn_command(command, tls).await
+}
+
+/// The built binary as `cargo run` runs it: no `DATABASE_URL` and no key,
+/// so it starts its private cluster and development key in `data_dir`.
+pub async fn spawn_binary_in_development(data_dir: &std::path::Path) -> BinaryServer {
+    let mut command = binary();
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("MENTORSHIP_JWT_SECRET")
+        .env("MENTORSHIP_DATA_DIR", data_dir);
+    spawn_command(command, None).await
+}
+
+/// The built binary, listening on port 0 (so no other process can take its
+/// port first) and logging at info, unless the caller's env says otherwise.
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mentorship"));
+    command
+        .env("MENTORSHIP_LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info,sqlx=warn");
+    command
+}
+
+async fn spawn_command(mut command: Command, tls: Option<tonic::transport::ClientTlsConfig>) -> BinaryServer {
+    let log = std::env::temp_dir().join(format!("mentorship-{}.log", Uuid::new_v4().simple()));
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
         .spawn()

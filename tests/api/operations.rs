@@ -358,7 +358,10 @@ async fn flow(server: &BinaryServer, to: &Target, database_url: &str) -> Ran {
     // The binary mints tokens with the same secret.
     let mint = |roles: &[&str], extra: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mentorship"));
-        cmd.env("MENTORSHIP_JWT_SECRET", secret).arg("token");
+        // The database too: a mentor token's sub is its profile's user_id.
+        cmd.env("MENTORSHIP_JWT_SECRET", secret)
+            .env("DATABASE_URL", database_url)
+            .arg("token");
         for r in roles {
             cmd.args(["--role", r]);
         }
@@ -987,4 +990,97 @@ async fn over_mutual_tls_rest_speaks_http1_on_the_same_port() {
         .await
         .expect("gRPC over TLS");
     assert_eq!(mentee.display_name, "Ada");
+}
+
+/// Tried as a new user would: with `cargo run` serving, `mentorship purge
+/// --dry-run` failed ("postmaster.pid already exists") and overwrote the
+/// private cluster's log. The tools now find the cluster the server
+/// started, connect to it and leave its log alone; a mentor token is minted
+/// for its profile's user; a second server on the same checkout is refused
+/// with a message that says how to run beside it.
+#[tokio::test]
+async fn the_tools_use_the_private_cluster_of_a_running_server_and_leave_it_alone() {
+    let data_dir = std::env::temp_dir().join(format!("mentorship-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let server = spawn_binary_in_development(&data_dir).await;
+    let cluster = server
+        .log_text()
+        .lines()
+        .find_map(|l| Some(l.split_once("cluster=")?.1.split_whitespace().next()?.to_owned()))
+        .unwrap_or_else(|| panic!("the log names the cluster:\n{}", server.log_text()));
+    let pg_log = std::path::Path::new(&cluster).join("postgres.log");
+    let log_before = std::fs::read_to_string(&pg_log).expect("postgres.log");
+    assert!(!log_before.is_empty());
+
+    // Under `timeout`: a second server that did start would never exit.
+    let tool = |args: &[&str]| {
+        let out = Command::new("timeout")
+            .args(["60", env!("CARGO_BIN_EXE_mentorship")])
+            .env("MENTORSHIP_LISTEN_ADDR", "127.0.0.1:0")
+            .env_remove("DATABASE_URL")
+            .env_remove("MENTORSHIP_JWT_SECRET")
+            .env("MENTORSHIP_DATA_DIR", &data_dir)
+            .args(args)
+            .output()
+            .expect("run the tool");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, coord, err) = tool(&["token", "--role", "coordinator"]);
+    assert!(ok, "{err}");
+    let mentor_user = uuid::Uuid::new_v4();
+    let mentor = server
+        .as_(&coord)
+        .upsert_mentor(pb::Mentor {
+            user_id: mentor_user.to_string(),
+            display_name: "Grace".into(),
+            timezone: "UTC".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a coordinator's token from the tool works");
+
+    // The mentor token's sub is the profile's user, read from the database.
+    let (ok, mentor_token, err) = tool(&["token", "--role", "mentor", "--mentor-id", &mentor.id]);
+    assert!(ok, "{err}");
+    let payload = mentor_token.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).expect("base64"),
+    )
+    .expect("json");
+    assert_eq!(claims["sub"], mentor_user.to_string());
+    server
+        .as_(&mentor_token)
+        .list_bookings(Default::default())
+        .await
+        .expect("the mentor's token acts as its profile");
+    let (ok, _, err) = tool(&["token", "--role", "mentor", "--mentor-id", &uuid::Uuid::new_v4().to_string()]);
+    assert!(!ok && err.contains("no mentor profile"), "{err}");
+
+    // Purge beside the server.
+    let (ok, out, err) = tool(&["purge", "--dry-run"]);
+    assert!(ok, "purge --dry-run beside a running server: {err}");
+    assert!(out.starts_with("would purge"), "{out}");
+    let log_after = std::fs::read_to_string(&pg_log).expect("postgres.log");
+    assert!(
+        log_after.starts_with(&log_before),
+        "the cluster's log was rewritten:\nbefore:\n{log_before}\nafter:\n{log_after}"
+    );
+
+    // A second server on the same checkout says how to share the cluster.
+    let (ok, _, err) = tool(&["serve"]);
+    assert!(!ok && err.contains("already runs on port") && err.contains("DATABASE_URL="), "{err}");
+
+    // And the first one still serves.
+    server
+        .as_(&coord)
+        .get_mentor(&mentor.id)
+        .await
+        .expect("still serving");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&cluster);
 }

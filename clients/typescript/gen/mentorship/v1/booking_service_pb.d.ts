@@ -108,7 +108,7 @@ export declare const GetBookingResponseSchema: GenMessage<GetBookingResponse>;
  */
 export declare type ListBookingsRequest = Message<"mentorship.v1.ListBookingsRequest"> & {
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 1;
    */
@@ -309,7 +309,7 @@ export declare type ListBookingEventsRequest = Message<"mentorship.v1.ListBookin
   bookingId: string;
 
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 2;
    */

@@ -158,7 +158,7 @@ export declare const GetMentorResponseSchema: GenMessage<GetMentorResponse>;
  */
 export declare type ListMentorsRequest = Message<"mentorship.v1.ListMentorsRequest"> & {
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 1;
    */

@@ -289,6 +289,14 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_ROUTE_NOT_FOUND = 37;
    */
   ROUTE_NOT_FOUND = 37,
+
+  /**
+   * PERMISSION_DENIED: a mentor token's mentor_id names a mentor profile
+   * that belongs to another user (its user_id is not the token's sub).
+   *
+   * @generated from enum value: ERROR_REASON_MENTOR_IDENTITY_MISMATCH = 38;
+   */
+  MENTOR_IDENTITY_MISMATCH = 38,
 }
 
 /**

@@ -117,7 +117,7 @@ export declare const GetSessionResponseSchema: GenMessage<GetSessionResponse>;
  */
 export declare type ListSessionsRequest = Message<"mentorship.v1.ListSessionsRequest"> & {
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 1;
    */
@@ -608,7 +608,7 @@ export declare type ListSessionEventsRequest = Message<"mentorship.v1.ListSessio
   sessionId: string;
 
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 2;
    */

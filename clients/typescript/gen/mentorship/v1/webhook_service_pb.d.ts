@@ -199,7 +199,7 @@ export declare const GetWebhookResponseSchema: GenMessage<GetWebhookResponse>;
  */
 export declare type ListWebhooksRequest = Message<"mentorship.v1.ListWebhooksRequest"> & {
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 1;
    */
@@ -484,7 +484,7 @@ export declare type ListDeliveriesRequest = Message<"mentorship.v1.ListDeliverie
   webhookId: string;
 
   /**
-   * Default 20, at most 100.
+   * Default 20; a larger size than 100 is read as 100 (AIP-158).
    *
    * @generated from field: int32 page_size = 2;
    */
