@@ -287,7 +287,9 @@ pub async fn token(args: ServeArgs, t: TokenArgs) -> anyhow::Result<()> {
 async fn mentor_user(args: &ServeArgs, mentor_id: uuid::Uuid) -> anyhow::Result<uuid::Uuid> {
     use sqlx::Connection;
     let (url, _db) = database(args, Opener::Tool).await?;
-    let mut conn = sqlx::PgConnection::connect(&url).await.context("connecting to the database")?;
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .context("connecting to the database")?;
     let owner = crate::store::directory::mentor_user(&mut conn, mentor_id)
         .await
         .map_err(|e| anyhow::anyhow!("reading mentor profile {mentor_id}: {e}"))?;

@@ -264,6 +264,8 @@ pub struct TokenArgs {
 pub struct ServiceConfig {
     pub server: ServerSection,
     pub session_management: SessionManagement,
+    /// `bookings:` (`booking:` is read as the same section).
+    #[serde(alias = "booking")]
     pub bookings: BookingSection,
     pub webhooks: WebhookSection,
 }
@@ -504,6 +506,9 @@ pub enum ExportFormat {
 pub struct BookingSection {
     pub min_duration_minutes: f64,
     pub max_duration_minutes: f64,
+    /// How long before its start a booking must be made (CreateBooking,
+    /// RescheduleBooking, ListAvailableSlots); 0 means any future start.
+    pub min_notice_minutes: u32,
 }
 
 impl Default for BookingSection {
@@ -511,6 +516,9 @@ impl Default for BookingSection {
         BookingSection {
             min_duration_minutes: 15.0,
             max_duration_minutes: 480.0,
+            // An hour: time for the mentor to see the request and accept it
+            // before it starts (booking products default to one to two hours).
+            min_notice_minutes: 60,
         }
     }
 }
@@ -735,8 +743,13 @@ impl ServiceConfig {
             sm.no_show_grace_minutes.is_finite() && sm.no_show_grace_minutes >= 0.0,
             "session_management.no_show_grace_minutes must not be negative"
         );
+        ensure!(
+            self.bookings.min_notice_minutes <= 365 * 24 * 60,
+            "bookings.min_notice_minutes must be at most a year"
+        );
         Ok(Rules {
             booking_bounds: bounds,
+            min_notice: chrono::Duration::minutes(i64::from(self.bookings.min_notice_minutes)),
             timeouts: Timeouts {
                 no_show_grace: chrono::Duration::milliseconds((sm.no_show_grace_minutes * 60_000.0) as i64),
                 pause_timeout: span(sm.pause_timeout_hours, hour, "session_management.pause_timeout_hours")?,

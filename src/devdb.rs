@@ -424,8 +424,7 @@ fn running_port(pgdata: &Path) -> Option<u16> {
     // exists and belongs to another user, as `postgres` does for root's
     // neighbours).
     let alive = pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
     alive.then_some(port)
 }
 

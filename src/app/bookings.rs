@@ -1,6 +1,6 @@
 //! Booking use cases (SPEC §3).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{App, page};
@@ -11,7 +11,8 @@ use crate::domain::{
     booking::{self, BookingOrigin, BookingStatus},
     command::{CloseBooking, NewBooking},
     model::{Booking, BookingEvent, EventType, Session},
-    query::{BookingQuery, LogQuery},
+    openings,
+    query::{BookingQuery, CalendarOf, LogQuery, SlotQuery},
     session::{self, SessionStatus},
 };
 use crate::domain::{Reason, Resource};
@@ -36,18 +37,12 @@ impl App {
             }
             _ => who.user_id,
         };
-        booking::check_slot(req.start_time, req.end_time, self.rules.booking_bounds, Utc::now())?;
+        booking::check_slot(req.start_time, req.end_time, self.rules.time_rules(), Utc::now())?;
         let tx = unit.tx();
         let listing = directory::get_listing(&mut **tx, req.listing_id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Listing, req.listing_id))?;
-        let mentor_id = listing.mentor_id.ok_or_else(|| {
-            Error::precondition(
-                Reason::ListingHasNoMentor,
-                format!("listings/{}", listing.id),
-                "this listing has no mentor to book; it can only be worked on demand",
-            )
-        })?;
+        let mentor_id = listing.mentor_id.ok_or_else(|| no_mentor(listing.id))?;
         if directory::get_mentee(&mut **tx, mentee_id).await?.is_none() {
             return Err(Error::not_found(Resource::Mentee, mentee_id));
         }
@@ -55,11 +50,7 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
         if !mentor.accepting_sessions {
-            return Err(Error::precondition(
-                Reason::MentorNotAccepting,
-                format!("mentors/{mentor_id}"),
-                "this mentor does not accept new bookings",
-            ));
+            return Err(not_accepting(mentor_id));
         }
         let tz = availability::parse_timezone("timezone", &mentor.timezone)
             .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
@@ -119,7 +110,8 @@ impl App {
         Ok(booking)
     }
 
-    /// A page of the bookings the caller may see, newest first.
+    /// A page of the bookings the caller may see, in the order asked for
+    /// (newest first by default).
     pub async fn list_bookings(&self, who: &Principal, q: BookingQuery) -> Result<(Vec<Booking>, String)> {
         let visibility = who.visibility();
         let bound = (&q.filter, format!("{visibility:?}"));
@@ -132,7 +124,80 @@ impl App {
             q.page.size + 1,
         )
         .await?;
-        page::finish(rows, q.page.size, &bound, |b| (b.created_at, b.id))
+        let sort = q.filter.sort;
+        page::finish(rows, q.page.size, &bound, |b| {
+            (sort.of(b.created_at, b.start_time), b.id)
+        })
+    }
+
+    /// The times the mentor (or the listing's mentor) can be booked for over
+    /// the range: what CreateBooking would accept now (`domain::openings`).
+    pub async fn list_available_slots(&self, who: &Principal, q: SlotQuery) -> Result<Openings> {
+        let bounds = self.rules.booking_bounds;
+        if q.length < bounds.min || q.length > bounds.max {
+            return Err(Error::invalid(
+                "slot_duration",
+                format!(
+                    "must be between {} and {} minutes (the booking bounds), got {} minutes",
+                    bounds.min.num_minutes(),
+                    bounds.max.num_minutes(),
+                    q.length.num_minutes()
+                ),
+            ));
+        }
+        let mut conn = self.connection().await?;
+        let mentor_id = match q.of {
+            CalendarOf::Mentor(id) => id,
+            CalendarOf::Listing(id) => {
+                let listing = directory::get_listing(&mut *conn, id)
+                    .await?
+                    .ok_or_else(|| Error::not_found(Resource::Listing, id))?;
+                listing.mentor_id.ok_or_else(|| no_mentor(id))?
+            }
+        };
+        let mentor = directory::get_mentor(&mut conn, mentor_id, self.rules.default_mentor_limit)
+            .await?
+            .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
+        if !mentor.accepting_sessions {
+            return Err(not_accepting(mentor_id));
+        }
+        let tz = availability::parse_timezone("timezone", &mentor.timezone)
+            .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
+        let shown_in = match &q.time_zone {
+            Some(zone) => availability::parse_timezone("time_zone", zone)?,
+            None => tz,
+        };
+        // A mentee cannot book over its own accepted bookings either.
+        let mentee = (who.has(Role::Mentee) && !who.has(Role::Coordinator)).then_some(who.user_id);
+        let bound = (&q, mentee);
+        let after: Option<DateTime<Utc>> = page::decode(&bound, &q.page.token)?;
+        let length = q.length;
+        let taken = store_bookings::taken_times(&mut *conn, mentor_id, mentee, q.from, q.to + length).await?;
+        drop(conn);
+        let calendar = openings::Calendar {
+            windows: &mentor.availability,
+            tz,
+            taken,
+        };
+        let found = openings::openings(
+            &calendar,
+            &openings::Ask {
+                from: q.from,
+                to: q.to,
+                length,
+                step: q.step.unwrap_or(length),
+                earliest: Utc::now() + self.rules.min_notice,
+                after,
+                limit: usize::try_from(q.page.size + 1).unwrap_or(usize::MAX),
+            },
+        );
+        let (slots, next_page_token) = page::finish(found, q.page.size, &bound, |(start, _)| *start)?;
+        Ok(Openings {
+            mentor_id,
+            shown_in,
+            slots,
+            next_page_token,
+        })
     }
 
     /// A booking's audit log, a page at a time (the key is the last seq).
@@ -247,6 +312,31 @@ impl App {
         .await?;
         self.with_queue_info(unit.tx(), created).await
     }
+}
+
+/// A page of ListAvailableSlots.
+pub struct Openings {
+    pub mentor_id: Uuid,
+    /// The zone the caller asked to see them in (the mentor's by default).
+    pub shown_in: chrono_tz::Tz,
+    pub slots: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    pub next_page_token: String,
+}
+
+fn no_mentor(listing_id: Uuid) -> Error {
+    Error::precondition(
+        Reason::ListingHasNoMentor,
+        format!("listings/{listing_id}"),
+        "this listing has no mentor to book; it can only be worked on demand",
+    )
+}
+
+fn not_accepting(mentor_id: Uuid) -> Error {
+    Error::precondition(
+        Reason::MentorNotAccepting,
+        format!("mentors/{mentor_id}"),
+        "this mentor does not accept new bookings",
+    )
 }
 
 /// DRAFT → DECLINED or CANCELLED, with the reason.

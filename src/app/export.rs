@@ -399,7 +399,7 @@ impl App {
         tx: &mpsc::Sender<Result<Vec<u8>>>,
     ) -> Result<()> {
         let format = q.format.unwrap_or(self.rules.history.export_format);
-        let filter = crate::domain::query::SessionFilter {
+        let filter = crate::domain::query::ListFilter {
             sort: SortField::CreatedAt,
             descending: false,
             ..q.filter

@@ -29,10 +29,22 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now().trunc_subsecs(6)
 }
 
+impl Rules {
+    /// What every booked time must meet (CreateBooking, RescheduleBooking).
+    pub fn time_rules(&self) -> crate::domain::booking::TimeRules {
+        crate::domain::booking::TimeRules {
+            bounds: self.booking_bounds,
+            min_notice: self.min_notice,
+        }
+    }
+}
+
 /// The configurable rules the use cases apply.
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub booking_bounds: DurationBounds,
+    /// How long before its start a booking must be made.
+    pub min_notice: chrono::Duration,
     pub timeouts: Timeouts,
     /// Concurrency slots of a mentor whose profile sets no limit.
     pub default_mentor_limit: i32,

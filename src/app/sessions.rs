@@ -1,6 +1,6 @@
 //! Session use cases (SPEC §4).
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use uuid::Uuid;
 
 use super::{App, page};
@@ -11,7 +11,7 @@ use crate::domain::{
     command::{CheckIn, ConfigUpdate, NewSession, StageChange, Transition},
     config,
     model::{Booking, EventType, Session, SessionEvent},
-    query::{LogQuery, SessionQuery, SortField},
+    query::{LogQuery, SessionQuery},
     session::{self, Command, Requester, SessionStatus},
 };
 use crate::store::unit::Unit;
@@ -94,11 +94,7 @@ impl App {
         .await?;
         let sort = q.filter.sort;
         let (rows, next) = page::finish(rows, q.page.size, &bound, |s: &Session| {
-            let value: DateTime<Utc> = match sort {
-                SortField::CreatedAt => s.created_at,
-                SortField::StartTime => s.start_time,
-            };
-            (value, s.id)
+            (sort.of(s.created_at, s.start_time), s.id)
         })?;
         let mut rows = rows;
         if rows.iter().any(|s| s.status == SessionStatus::Queued) {

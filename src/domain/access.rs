@@ -245,6 +245,7 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
     ("DeclineBooking", &[Coordinator, Mentor]),
     ("CancelBooking", &[Coordinator, Mentor, Mentee]),
     ("ListBookingEvents", ANYONE),
+    ("ListAvailableSlots", ANYONE),
     // SessionService (SPEC §4); transitions as in `session::TRANSITIONS`.
     ("CreateSession", &[Coordinator, Service]),
     ("GetSession", ANYONE),

@@ -74,11 +74,29 @@ pub struct DurationBounds {
     pub max: Duration,
 }
 
-/// Checks a requested slot: start before end, length within bounds, start in the future.
-pub fn check_slot(start: DateTime<Utc>, end: DateTime<Utc>, bounds: DurationBounds, now: DateTime<Utc>) -> Result<()> {
+/// The rules a requested time must meet whatever the calendar says.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRules {
+    pub bounds: DurationBounds,
+    /// How long before its start a booking must be made.
+    pub min_notice: chrono::Duration,
+}
+
+/// Checks a requested time: start before end, length within bounds, start
+/// in the future and at least the minimum notice away.
+pub fn check_slot(start: DateTime<Utc>, end: DateTime<Utc>, rules: TimeRules, now: DateTime<Utc>) -> Result<()> {
+    let bounds = rules.bounds;
     let mut v = Violations::new();
     if start <= now {
         v.add("start_time", "must be in the future");
+    } else if start < now + rules.min_notice {
+        v.add(
+            "start_time",
+            format!(
+                "must be at least {} minutes from now (the minimum notice)",
+                rules.min_notice.num_minutes()
+            ),
+        );
     }
     if end <= start {
         v.add("end_time", "must be after start_time");
@@ -126,11 +144,16 @@ mod tests {
     #[test]
     fn slot_rules() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let b = DurationBounds {
-            min: Duration::minutes(15),
-            max: Duration::hours(8),
+        let b = TimeRules {
+            bounds: DurationBounds {
+                min: Duration::minutes(15),
+                max: Duration::hours(8),
+            },
+            min_notice: Duration::minutes(60),
         };
         let h = |n| now + Duration::hours(n);
+        // The minimum notice: an hour from now is the earliest start.
+        assert!(check_slot(h(1) - Duration::seconds(1), h(2), b, now).is_err());
         assert!(check_slot(h(1), h(2), b, now).is_ok());
         assert!(check_slot(h(-1), h(1), b, now).is_err());
         assert!(check_slot(h(2), h(1), b, now).is_err());

@@ -12,6 +12,7 @@ pub mod error;
 pub mod history;
 pub mod input;
 pub mod model;
+pub mod openings;
 pub mod query;
 pub mod session;
 pub mod webhook;

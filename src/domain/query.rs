@@ -29,16 +29,26 @@ pub struct ParticipantFilter {
     pub statuses: Vec<&'static str>,
 }
 
-/// Sort key of ListSessions.
+/// Sort key of ListSessions and ListBookings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SortField {
     CreatedAt,
     StartTime,
 }
 
-/// Filter and order of ListSessions.
+impl SortField {
+    /// The sort value of a row with these times.
+    pub fn of<T>(self, created_at: T, start_time: T) -> T {
+        match self {
+            SortField::CreatedAt => created_at,
+            SortField::StartTime => start_time,
+        }
+    }
+}
+
+/// Filter and order of ListSessions and ListBookings.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SessionFilter {
+pub struct ListFilter {
     pub participants: ParticipantFilter,
     pub start_from: Option<DateTime<Utc>>,
     pub start_to: Option<DateTime<Utc>>,
@@ -65,14 +75,36 @@ pub struct ListingQuery {
 /// ListBookings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookingQuery {
-    pub filter: ParticipantFilter,
+    pub filter: ListFilter,
+    pub page: Page,
+}
+
+/// Whose calendar ListAvailableSlots reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CalendarOf {
+    Mentor(Uuid),
+    Listing(Uuid),
+}
+
+/// ListAvailableSlots.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotQuery {
+    pub of: CalendarOf,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub length: chrono::Duration,
+    /// None: the length.
+    pub step: Option<chrono::Duration>,
+    /// None: the mentor's zone.
+    pub time_zone: Option<String>,
+    #[serde(skip)]
     pub page: Page,
 }
 
 /// ListSessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionQuery {
-    pub filter: SessionFilter,
+    pub filter: ListFilter,
     pub page: Page,
     pub with_total: bool,
 }
@@ -137,7 +169,7 @@ pub enum ExportFormat {
 /// ExportSessions: the ListSessions filter, always oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportQuery {
-    pub filter: SessionFilter,
+    pub filter: ListFilter,
     /// None: the configured format (`audit.export_format`).
     pub format: Option<ExportFormat>,
 }

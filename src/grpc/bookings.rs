@@ -5,10 +5,11 @@ use uuid::Uuid;
 
 use super::{Api, Parse, convert, mutating, pb};
 use crate::domain::{
-    Result, Violations,
+    Result, Violations, availability,
     command::{CloseBooking, NewBooking},
     input::{self, MAX_TEXT_LEN},
-    query::{BookingQuery, LogQuery, ParticipantFilter},
+    openings,
+    query::{BookingQuery, CalendarOf, ListFilter, LogQuery, ParticipantFilter, SlotQuery},
 };
 
 mutating!(
@@ -41,6 +42,32 @@ impl pb::booking_service_server::BookingService for Api {
             let booking = app.get_booking(&who, id).await?;
             Ok(pb::GetBookingResponse {
                 booking: Some(booking.into()),
+            })
+        })
+        .await
+    }
+
+    async fn list_available_slots(
+        &self,
+        req: Request<pb::ListAvailableSlotsRequest>,
+    ) -> Result<Response<pb::ListAvailableSlotsResponse>, Status> {
+        self.read(req, async |app, who, query| {
+            let found = app.list_available_slots(&who, query).await?;
+            let tz = found.shown_in;
+            Ok(pb::ListAvailableSlotsResponse {
+                slots: found
+                    .slots
+                    .into_iter()
+                    .map(|(start, end)| pb::AvailableSlot {
+                        start_time: Some(convert::timestamp(start)),
+                        end_time: Some(convert::timestamp(end)),
+                        local_start_time: openings::local(start, tz),
+                        local_end_time: openings::local(end, tz),
+                    })
+                    .collect(),
+                next_page_token: found.next_page_token,
+                time_zone: tz.name().to_owned(),
+                mentor_id: found.mentor_id.to_string(),
             })
         })
         .await
@@ -167,14 +194,86 @@ impl Parse for pb::ListBookingsRequest {
         let mentee_id = v.check(input::optional_id("mentee_id", &self.mentee_id));
         let listing_id = v.check(input::optional_id("listing_id", &self.listing_id));
         let statuses = v.check(convert::booking_statuses("statuses", &self.statuses));
+        let start_from = v.check(convert::opt_time("start_time_from", self.start_time_from.as_ref()));
+        let start_to = v.check(convert::opt_time("start_time_to", self.start_time_to.as_ref()));
+        let order = v.check(convert::order_by(&self.order_by));
         let query = (|| {
+            let (sort, descending) = order?;
             Some(BookingQuery {
-                filter: ParticipantFilter {
-                    mentor_id: mentor_id?,
-                    mentee_id: mentee_id?,
-                    listing_id: listing_id?,
-                    statuses: statuses?,
+                filter: ListFilter {
+                    participants: ParticipantFilter {
+                        mentor_id: mentor_id?,
+                        mentee_id: mentee_id?,
+                        listing_id: listing_id?,
+                        statuses: statuses?,
+                    },
+                    start_from: start_from?,
+                    start_to: start_to?,
+                    sort,
+                    descending,
                 },
+                page: page?,
+            })
+        })();
+        v.into_result(query)
+    }
+}
+
+impl Parse for pb::ListAvailableSlotsRequest {
+    type Parsed = SlotQuery;
+    fn parse(&self) -> Result<SlotQuery> {
+        let mut v = Violations::new();
+        use pb::list_available_slots_request::Calendar;
+        let of = match &self.calendar {
+            Some(Calendar::MentorId(id)) => v.check(input::id("mentor_id", id).map(CalendarOf::Mentor)),
+            Some(Calendar::ListingId(id)) => v.check(input::id("listing_id", id).map(CalendarOf::Listing)),
+            None => {
+                v.add("mentor_id", "is required (or listing_id)");
+                None
+            }
+        };
+        let from = v.check(convert::time("start_time", self.start_time.as_ref()));
+        let to = v.check(convert::time("end_time", self.end_time.as_ref()));
+        if let (Some(from), Some(to)) = (from, to) {
+            if to <= from {
+                v.add("end_time", "must be after start_time");
+            } else if to - from > chrono::Duration::days(openings::MAX_RANGE_DAYS) {
+                v.add(
+                    "end_time",
+                    format!("the range may span at most {} days", openings::MAX_RANGE_DAYS),
+                );
+            }
+        }
+        let length = match &self.slot_duration {
+            None => {
+                v.add("slot_duration", "is required");
+                None
+            }
+            Some(d) => v
+                .check(convert::minutes("slot_duration", Some(d), 1, 7 * 24 * 60))
+                .flatten(),
+        };
+        let step = v.check(convert::minutes(
+            "step",
+            self.step.as_ref(),
+            openings::MIN_STEP_MINUTES,
+            openings::MAX_STEP_MINUTES,
+        ));
+        let time_zone = if self.time_zone.is_empty() {
+            Some(None)
+        } else {
+            v.check(availability::parse_timezone("time_zone", &self.time_zone).map(|_| Some(self.time_zone.clone())))
+        };
+        let size = if self.page_size == 0 { 100 } else { self.page_size };
+        let page = v.check(convert::page(size, &self.page_token));
+        let query = (|| {
+            Some(SlotQuery {
+                of: of?,
+                from: from?,
+                to: to?,
+                length: length?,
+                step: step?,
+                time_zone: time_zone?,
                 page: page?,
             })
         })();

@@ -13,7 +13,7 @@ use crate::domain::{
     booking::{BookingOrigin, BookingStatus},
     config::{EscalationPolicy, MAX_ALLOWED_STAGES, MAX_RECIPIENTS, SessionConfig, Template},
     history, input, model,
-    query::{LogQuery, MAX_FILTER_VALUES, Page},
+    query::{LogQuery, MAX_FILTER_VALUES, Page, SortField},
     session::SessionStatus,
 };
 
@@ -556,4 +556,50 @@ impl From<&Template> for pb::ConfigTemplate {
             config: Some(session_config(&t.config)),
         }
     }
+}
+
+/// `order_by`: "created_at" (default) or "start_time", optionally " desc" / " asc".
+pub fn order_by(raw: &str) -> Result<(SortField, bool)> {
+    let mut parts = raw.split_whitespace();
+    let field = match parts.next() {
+        None | Some("created_at") => SortField::CreatedAt,
+        Some("start_time") => SortField::StartTime,
+        Some(other) => {
+            return Err(Error::invalid(
+                "order_by",
+                format!(
+                    "cannot sort by {:?}; use created_at or start_time",
+                    input::truncate(other)
+                ),
+            ));
+        }
+    };
+    let descending = match parts.next() {
+        None => raw.is_empty(),
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(Error::invalid(
+                "order_by",
+                format!("direction {:?} is not asc or desc", input::truncate(other)),
+            ));
+        }
+    };
+    if parts.next().is_some() {
+        return Err(Error::invalid("order_by", "expected `<field> [asc|desc]`"));
+    }
+    Ok((field, descending))
+}
+
+/// A whole-minute duration between `min` and `max` minutes; `field` names it.
+pub fn minutes(field: &str, d: Option<&PbDuration>, min: i64, max: i64) -> Result<Option<chrono::Duration>> {
+    let Some(d) = d else { return Ok(None) };
+    let whole = d.nanos == 0 && d.seconds % 60 == 0;
+    if !whole || d.seconds < min * 60 || d.seconds > max * 60 {
+        return Err(Error::invalid(
+            field,
+            format!("must be whole minutes, from {min} to {max} minutes"),
+        ));
+    }
+    Ok(Some(chrono::Duration::seconds(d.seconds)))
 }

@@ -7,12 +7,12 @@ use tonic::{Request, Response, Status, codegen::BoxStream};
 use super::{Api, Parse, convert, mutating, pb};
 use crate::app::watch::{SessionItem, decode_cursor, encode_cursor};
 use crate::domain::{
-    Error, Result, Violations,
+    Result, Violations,
     command::{CheckIn, ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
     config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
     query::{
-        ExportFormat, ExportQuery, FeedWatch, LogQuery, ParticipantFilter, SessionFilter, SessionQuery, SessionWatch,
+        ExportFormat, ExportQuery, FeedWatch, ListFilter, LogQuery, ParticipantFilter, SessionQuery, SessionWatch,
         SortField,
     },
     session::{self, Command, Requester},
@@ -460,7 +460,7 @@ impl SessionFilterFields<'_> {
         &self,
         order: impl FnOnce(&mut Violations) -> Option<(SortField, bool)>,
         v: &mut Violations,
-    ) -> Option<SessionFilter> {
+    ) -> Option<ListFilter> {
         let mentee_id = v.check(input::optional_id("mentee_id", self.mentee_id));
         let mentor_id = v.check(input::optional_id("mentor_id", self.mentor_id));
         let listing_id = v.check(input::optional_id("listing_id", self.listing_id));
@@ -468,7 +468,7 @@ impl SessionFilterFields<'_> {
         let start_from = v.check(convert::opt_time("start_time_from", self.start_time_from));
         let start_to = v.check(convert::opt_time("start_time_to", self.start_time_to));
         let (sort, descending) = order(v)?;
-        Some(SessionFilter {
+        Some(ListFilter {
             participants: ParticipantFilter {
                 mentee_id: mentee_id?,
                 mentor_id: mentor_id?,
@@ -496,7 +496,7 @@ impl Parse for pb::ListSessionsRequest {
             start_time_from: self.start_time_from.as_ref(),
             start_time_to: self.start_time_to.as_ref(),
         }
-        .parse(|v| v.check(parse_order_by(&self.order_by)), &mut v);
+        .parse(|v| v.check(convert::order_by(&self.order_by)), &mut v);
         let query = (|| {
             Some(SessionQuery {
                 filter: filter?,
@@ -750,37 +750,4 @@ impl Parse for pb::WatchSessionsRequest {
         })();
         v.into_result(watch)
     }
-}
-
-/// `order_by`: "created_at" (default) or "start_time", optionally " desc" / " asc".
-fn parse_order_by(raw: &str) -> Result<(SortField, bool), Error> {
-    let mut parts = raw.split_whitespace();
-    let field = match parts.next() {
-        None | Some("created_at") => SortField::CreatedAt,
-        Some("start_time") => SortField::StartTime,
-        Some(other) => {
-            return Err(Error::invalid(
-                "order_by",
-                format!(
-                    "cannot sort by {:?}; use created_at or start_time",
-                    input::truncate(other)
-                ),
-            ));
-        }
-    };
-    let descending = match parts.next() {
-        None => raw.is_empty(),
-        Some("desc") => true,
-        Some("asc") => false,
-        Some(other) => {
-            return Err(Error::invalid(
-                "order_by",
-                format!("direction {:?} is not asc or desc", input::truncate(other)),
-            ));
-        }
-    };
-    if parts.next().is_some() {
-        return Err(Error::invalid("order_by", "expected `<field> [asc|desc]`"));
-    }
-    Ok((field, descending))
 }

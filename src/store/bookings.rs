@@ -10,7 +10,7 @@ use crate::domain::{
     access::{Actor, ActorKind, Visibility},
     booking::BookingStatus,
     model::{Booking, BookingEvent, BookingFeedEvent},
-    query::{FeedPosition, ParticipantFilter},
+    query::{FeedPosition, ListFilter},
 };
 
 #[derive(sqlx::FromRow)]
@@ -284,10 +284,33 @@ pub async fn overlap(
     })
 }
 
-/// Keyset page ordered by (created_at, id) descending.
+/// The times taken by ACCEPTED bookings of mentor `mentor_id` (and of
+/// mentee `mentee_id`, when given) that overlap `[from, to)`: read through
+/// the exclusion constraints' GiST indexes.
+pub async fn taken_times(
+    db: impl sqlx::PgExecutor<'_>,
+    mentor_id: Uuid,
+    mentee_id: Option<Uuid>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT start_time, end_time FROM bookings
+         WHERE holds_slot AND (mentor_id = $1 OR mentee_id = $2)
+           AND tstzrange(start_time, end_time) && tstzrange($3, $4)",
+    )
+    .bind(mentor_id)
+    .bind(mentee_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Keyset page in the filter's order.
 pub async fn list(
     db: impl sqlx::PgExecutor<'_>,
-    filter: &ParticipantFilter,
+    filter: &ListFilter,
     visibility: Visibility,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
@@ -297,15 +320,8 @@ pub async fn list(
          b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at, s.id AS session_id \
          FROM bookings b LEFT JOIN sessions s ON s.booking_id = b.id WHERE true",
     );
-    super::push_participant_filter(&mut q, "b.", filter, visibility);
-    if let Some((created_at, id)) = after {
-        q.push(" AND (b.created_at, b.id) < (")
-            .push_bind(created_at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    q.push(" ORDER BY b.created_at DESC, b.id DESC LIMIT ").push_bind(limit);
+    super::push_list_filter(&mut q, "b.", filter, visibility);
+    super::push_keyset_order(&mut q, "b.", filter, after, limit);
     let rows: Vec<BookingRow> = q.build_query_as().fetch_all(db).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }

@@ -18,7 +18,15 @@ pub mod webhooks;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 
-use crate::domain::{Error, access::Visibility, error::Reason, query::ParticipantFilter};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{
+    Error,
+    access::Visibility,
+    error::Reason,
+    query::{ListFilter, ParticipantFilter, SortField},
+};
 
 /// A transaction on the service's database.
 pub type Tx = Transaction<'static, Postgres>;
@@ -152,6 +160,49 @@ pub async fn commit(tx: Tx) -> Result<(), Error> {
 /// Corrupt stored values (an unknown status, say) are internal errors.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("corrupt stored value: {what}"))
+}
+
+/// Appends the conditions of a list's filter (participants, visibility, the
+/// start-time range) on the columns of table alias `t`.
+pub(crate) fn push_list_filter(
+    q: &mut QueryBuilder<Postgres>,
+    t: &'static str,
+    filter: &ListFilter,
+    visibility: Visibility,
+) {
+    push_participant_filter(q, t, &filter.participants, visibility);
+    if let Some(from) = filter.start_from {
+        q.push(format!(" AND {t}start_time >= ")).push_bind(from);
+    }
+    if let Some(to) = filter.start_to {
+        q.push(format!(" AND {t}start_time < ")).push_bind(to);
+    }
+}
+
+/// Appends a keyset page's condition (rows strictly after `after` = (sort
+/// value, id) in the filter's order), its ORDER BY and its LIMIT, on the
+/// columns of table alias `t`.
+pub(crate) fn push_keyset_order(
+    q: &mut QueryBuilder<Postgres>,
+    t: &'static str,
+    filter: &ListFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) {
+    let column = match filter.sort {
+        SortField::CreatedAt => "created_at",
+        SortField::StartTime => "start_time",
+    };
+    let (cmp, dir) = if filter.descending { ("<", "DESC") } else { (">", "ASC") };
+    if let Some((value, id)) = after {
+        q.push(format!(" AND ({t}{column}, {t}id) {cmp} ("))
+            .push_bind(value)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(format!(" ORDER BY {t}{column} {dir}, {t}id {dir} LIMIT "))
+        .push_bind(limit);
 }
 
 /// Appends `AND …` conditions for `filter` and `visibility` on the columns of

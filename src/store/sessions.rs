@@ -4,13 +4,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::{Tx, corrupt, push_participant_filter};
+use super::{Tx, corrupt};
 use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     config::SessionConfig,
     model::{CheckIns, EventType, FeedEvent, Session, SessionEvent},
-    query::{FeedPosition, SessionFilter, SortField},
+    query::{FeedPosition, ListFilter},
 };
 
 #[derive(sqlx::FromRow)]
@@ -380,29 +380,18 @@ pub async fn events_of(db: impl sqlx::PgExecutor<'_>, session_ids: &[Uuid]) -> R
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
-fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &SessionFilter, visibility: Visibility) {
-    push_participant_filter(q, "", &filter.participants, visibility);
-    if let Some(from) = filter.start_from {
-        q.push(" AND start_time >= ").push_bind(from);
-    }
-    if let Some(to) = filter.start_to {
-        q.push(" AND start_time < ").push_bind(to);
-    }
+fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &ListFilter, visibility: Visibility) {
+    super::push_list_filter(q, "", filter, visibility);
 }
 
 /// Keyset page: rows strictly after `after` = (sort value, id) in the requested order.
 pub async fn list(
     db: impl sqlx::PgExecutor<'_>,
-    filter: &SessionFilter,
+    filter: &ListFilter,
     visibility: Visibility,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Session>, Error> {
-    let column = match filter.sort {
-        SortField::CreatedAt => "created_at",
-        SortField::StartTime => "start_time",
-    };
-    let (cmp, dir) = if filter.descending { ("<", "DESC") } else { (">", "ASC") };
     let mut q = QueryBuilder::new(
         "SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status, \
          stage, config, queued_at, started_at, ended_at, active_banked_us, active_since, \
@@ -411,25 +400,13 @@ pub async fn list(
          FROM sessions WHERE true",
     );
     push_filter(&mut q, filter, visibility);
-    if let Some((value, id)) = after {
-        q.push(format!(" AND ({column}, id) {cmp} ("))
-            .push_bind(value)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    q.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "))
-        .push_bind(limit);
+    super::push_keyset_order(&mut q, "", filter, after, limit);
     let rows: Vec<SessionRow> = q.build_query_as().fetch_all(db).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Number of sessions matching the filter (for `include_total_size`).
-pub async fn count(
-    db: impl sqlx::PgExecutor<'_>,
-    filter: &SessionFilter,
-    visibility: Visibility,
-) -> Result<i64, Error> {
+pub async fn count(db: impl sqlx::PgExecutor<'_>, filter: &ListFilter, visibility: Visibility) -> Result<i64, Error> {
     let mut q = QueryBuilder::new("SELECT count(*) FROM sessions WHERE true");
     push_filter(&mut q, filter, visibility);
     q.build_query_scalar().fetch_one(db).await.map_err(Error::from)

@@ -425,7 +425,11 @@ async fn a_mentor_token_must_be_its_profiles_user() {
     );
 
     // A mentor may not hand its profile to another user.
-    let own = app.coordinator().get_mentor(&w.mentor.to_string()).await.expect("mentor");
+    let own = app
+        .coordinator()
+        .get_mentor(&w.mentor.to_string())
+        .await
+        .expect("mentor");
     let handed = app
         .as_(&w.mentor_token())
         .upsert_mentor(pb::Mentor {
@@ -434,6 +438,10 @@ async fn a_mentor_token_must_be_its_profiles_user() {
         })
         .await;
     assert_status(handed, Code::PermissionDenied, "PERMISSION_DENIED");
-    let after = app.coordinator().get_mentor(&w.mentor.to_string()).await.expect("mentor");
+    let after = app
+        .coordinator()
+        .get_mentor(&w.mentor.to_string())
+        .await
+        .expect("mentor");
     assert_eq!(after.user_id, w.mentor_user.to_string());
 }

@@ -111,14 +111,6 @@ async fn unknown_listing_and_mentee_are_not_found() {
     );
 }
 
-fn window(day: DayOfWeek, start: &str, end: &str) -> pb::AvailabilityWindow {
-    pb::AvailabilityWindow {
-        day_of_week: day as i32,
-        start_local_time: start.into(),
-        end_local_time: end.into(),
-    }
-}
-
 #[tokio::test]
 async fn booking_must_lie_inside_one_availability_window_in_the_mentors_zone() {
     let app = spawn_app().await;
@@ -471,6 +463,7 @@ async fn a_booking_whose_start_has_passed_cannot_be_accepted() {
                 min: Duration::seconds(1),
                 max: Duration::hours(8),
             },
+            min_notice: Duration::zero(),
             ..Default::default()
         },
     )

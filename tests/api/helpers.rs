@@ -1004,6 +1004,15 @@ pub async fn add_mentor(app: &TestApp, timezone: &str, availability: Vec<pb::Ava
     (mentor.id.parse().expect("uuid"), user)
 }
 
+/// A weekly availability window, local time "HH:MM".
+pub fn window(day: pb::DayOfWeek, start: &str, end: &str) -> pb::AvailabilityWindow {
+    pb::AvailabilityWindow {
+        day_of_week: day as i32,
+        start_local_time: start.into(),
+        end_local_time: end.into(),
+    }
+}
+
 pub async fn add_listing(app: &TestApp, mentor: Option<Uuid>) -> Uuid {
     let listing = app
         .coordinator()
@@ -1190,6 +1199,8 @@ pub fn fast_rules() -> Rules {
             min: Duration::seconds(1),
             max: Duration::hours(8),
         },
+        // Bookings that start in a moment.
+        min_notice: Duration::zero(),
         timeouts: Timeouts {
             no_show_grace: Duration::seconds(1),
             pause_timeout: Duration::seconds(2),

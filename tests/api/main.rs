@@ -23,6 +23,7 @@ mod races;
 mod reads;
 mod rest;
 mod retention;
+mod slots;
 mod transitions;
 mod watching;
 mod webhooks;

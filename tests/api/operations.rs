@@ -1057,7 +1057,13 @@ async fn the_tools_use_the_private_cluster_of_a_running_server_and_leave_it_alon
         .list_bookings(Default::default())
         .await
         .expect("the mentor's token acts as its profile");
-    let (ok, _, err) = tool(&["token", "--role", "mentor", "--mentor-id", &uuid::Uuid::new_v4().to_string()]);
+    let (ok, _, err) = tool(&[
+        "token",
+        "--role",
+        "mentor",
+        "--mentor-id",
+        &uuid::Uuid::new_v4().to_string(),
+    ]);
     assert!(!ok && err.contains("no mentor profile"), "{err}");
 
     // Purge beside the server.
@@ -1072,14 +1078,13 @@ async fn the_tools_use_the_private_cluster_of_a_running_server_and_leave_it_alon
 
     // A second server on the same checkout says how to share the cluster.
     let (ok, _, err) = tool(&["serve"]);
-    assert!(!ok && err.contains("already runs on port") && err.contains("DATABASE_URL="), "{err}");
+    assert!(
+        !ok && err.contains("already runs on port") && err.contains("DATABASE_URL="),
+        "{err}"
+    );
 
     // And the first one still serves.
-    server
-        .as_(&coord)
-        .get_mentor(&mentor.id)
-        .await
-        .expect("still serving");
+    server.as_(&coord).get_mentor(&mentor.id).await.expect("still serving");
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&cluster);

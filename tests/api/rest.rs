@@ -1143,10 +1143,19 @@ async fn the_required_fields_of_the_contract_are_the_ones_the_server_requires() 
         let mut refused: Vec<String> = if status == 400 { fields(&body) } else { Vec::new() };
         refused.sort();
         let path_fields: Vec<&str> = route.path_fields().collect();
-        let mut required: Vec<String> = mentorship::rest::openapi::required_paths(&route.rpc.input())
+        let input = route.rpc.input();
+        let mut required: Vec<String> = mentorship::rest::openapi::required_paths(&input)
             .into_iter()
             .filter(|f| !path_fields.contains(&f.as_str()))
             .collect();
+        // A oneof of a request is a choice the caller must make: left
+        // unset, it is refused by the name of its first member.
+        required.extend(
+            input
+                .oneofs()
+                .filter(|o| !o.is_synthetic())
+                .filter_map(|o| o.fields().next().map(|f| f.name().to_owned())),
+        );
         required.sort();
         if refused != required {
             wrong.push(format!(

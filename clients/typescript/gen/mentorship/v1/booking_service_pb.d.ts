@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Booking, BookingEvent, BookingStatus, Session } from "./resources_pb.js";
 
 /**
@@ -140,6 +140,28 @@ export declare type ListBookingsRequest = Message<"mentorship.v1.ListBookingsReq
    * @generated from field: repeated mentorship.v1.BookingStatus statuses = 6;
    */
   statuses: BookingStatus[];
+
+  /**
+   * Bookings whose start_time is at or after this.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time_from = 7;
+   */
+  startTimeFrom?: Timestamp | undefined;
+
+  /**
+   * Bookings whose start_time is before this.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time_to = 8;
+   */
+  startTimeTo?: Timestamp | undefined;
+
+  /**
+   * "created_at" or "start_time", optionally followed by " asc" (the default) or " desc".
+   * Empty means "created_at desc": newest first.
+   *
+   * @generated from field: string order_by = 9;
+   */
+  orderBy: string;
 };
 
 /**
@@ -349,6 +371,169 @@ export declare type ListBookingEventsResponse = Message<"mentorship.v1.ListBooki
 export declare const ListBookingEventsResponseSchema: GenMessage<ListBookingEventsResponse>;
 
 /**
+ * When a mentee asks, slots that overlap its own ACCEPTED bookings are left
+ * out too (CreateBooking would refuse them).
+ *
+ * @generated from message mentorship.v1.ListAvailableSlotsRequest
+ */
+export declare type ListAvailableSlotsRequest = Message<"mentorship.v1.ListAvailableSlotsRequest"> & {
+  /**
+   * Whose calendar to read: one of the two is required.
+   *
+   * @generated from oneof mentorship.v1.ListAvailableSlotsRequest.calendar
+   */
+  calendar: {
+    /**
+     * The mentor's.
+     *
+     * @generated from field: string mentor_id = 1;
+     */
+    value: string;
+    case: "mentorId";
+  } | {
+    /**
+     * A listing's mentor's.
+     *
+     * @generated from field: string listing_id = 2;
+     */
+    value: string;
+    case: "listingId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Slots that start at or after this.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Slots that start before this; at most 31 days after start_time.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Each slot's length, within the booking bounds (by default 15 minutes to 8 hours).
+   *
+   * @generated from field: google.protobuf.Duration slot_duration = 5;
+   */
+  slotDuration?: Duration | undefined;
+
+  /**
+   * Between one candidate start and the next, from each window's opening
+   * time: whole minutes, 1 minute to 24 hours. Default: slot_duration.
+   *
+   * @generated from field: google.protobuf.Duration step = 6;
+   */
+  step?: Duration | undefined;
+
+  /**
+   * IANA zone of each slot's local_start_time and local_end_time. Default:
+   * the mentor's zone.
+   *
+   * @generated from field: string time_zone = 7;
+   */
+  timeZone: string;
+
+  /**
+   * Default 100; a larger size than 100 is read as 100 (AIP-158).
+   *
+   * @generated from field: int32 page_size = 8;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response; bound to the same request.
+   *
+   * @generated from field: string page_token = 9;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message mentorship.v1.ListAvailableSlotsRequest.
+ * Use `create(ListAvailableSlotsRequestSchema)` to create a new message.
+ */
+export declare const ListAvailableSlotsRequestSchema: GenMessage<ListAvailableSlotsRequest>;
+
+/**
+ * One time a booking can be made for.
+ *
+ * @generated from message mentorship.v1.AvailableSlot
+ */
+export declare type AvailableSlot = Message<"mentorship.v1.AvailableSlot"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * start_time on the clock of the response's time_zone, RFC 3339 with its
+   * offset then, e.g. "2027-03-15T09:00:00-04:00".
+   *
+   * @generated from field: string local_start_time = 3;
+   */
+  localStartTime: string;
+
+  /**
+   * end_time on the same clock.
+   *
+   * @generated from field: string local_end_time = 4;
+   */
+  localEndTime: string;
+};
+
+/**
+ * Describes the message mentorship.v1.AvailableSlot.
+ * Use `create(AvailableSlotSchema)` to create a new message.
+ */
+export declare const AvailableSlotSchema: GenMessage<AvailableSlot>;
+
+/**
+ * @generated from message mentorship.v1.ListAvailableSlotsResponse
+ */
+export declare type ListAvailableSlotsResponse = Message<"mentorship.v1.ListAvailableSlotsResponse"> & {
+  /**
+   * In start order.
+   *
+   * @generated from field: repeated mentorship.v1.AvailableSlot slots = 1;
+   */
+  slots: AvailableSlot[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * The zone the local times are shown in.
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone: string;
+
+  /**
+   * The mentor whose calendar was read (the listing's, when a listing was named).
+   *
+   * @generated from field: string mentor_id = 4;
+   */
+  mentorId: string;
+};
+
+/**
+ * Describes the message mentorship.v1.ListAvailableSlotsResponse.
+ * Use `create(ListAvailableSlotsResponseSchema)` to create a new message.
+ */
+export declare const ListAvailableSlotsResponseSchema: GenMessage<ListAvailableSlotsResponse>;
+
+/**
  * Bookings: DRAFT -> ACCEPTED | DECLINED | CANCELLED. Accepting creates the session.
  *
  * @generated from service mentorship.v1.BookingService
@@ -411,6 +596,19 @@ export declare const BookingService: GenService<{
     methodKind: "unary";
     input: typeof CancelBookingRequestSchema;
     output: typeof CancelBookingResponseSchema;
+  },
+  /**
+   * The times a CreateBooking would accept now, for a mentor or a listing's
+   * mentor: inside the mentor's weekly windows (in the mentor's zone, across
+   * DST changes), overlapping no ACCEPTED booking, past the minimum notice.
+   * Shown in the zone the caller names. Any role may ask.
+   *
+   * @generated from rpc mentorship.v1.BookingService.ListAvailableSlots
+   */
+  listAvailableSlots: {
+    methodKind: "unary";
+    input: typeof ListAvailableSlotsRequestSchema;
+    output: typeof ListAvailableSlotsResponseSchema;
   },
   /**
    * The booking's audit trail in order (participants and coordinators).
