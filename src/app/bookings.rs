@@ -46,36 +46,9 @@ impl App {
         if directory::get_mentee(&mut **tx, mentee_id).await?.is_none() {
             return Err(Error::not_found(Resource::Mentee, mentee_id));
         }
-        let mentor = directory::get_mentor(tx, mentor_id, self.rules.default_mentor_limit)
-            .await?
-            .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
-        if !mentor.accepting_sessions {
-            return Err(not_accepting(mentor_id));
-        }
-        let tz = availability::parse_timezone("timezone", &mentor.timezone)
-            .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
-        if !availability::fits(&mentor.availability, tz, req.start_time, req.end_time) {
-            return Err(Error::precondition(
-                Reason::OutsideAvailability,
-                format!("mentors/{mentor_id}"),
-                format!(
-                    "the booking does not lie within one of the mentor's availability windows ({})",
-                    mentor.timezone
-                ),
-            )
-            .with_metadata("timezone", mentor.timezone));
-        }
-        if let Some(who_overlaps) =
-            store_bookings::overlap(&mut **tx, mentor_id, mentee_id, req.start_time, req.end_time).await?
-        {
-            return Err(Error::precondition(
-                Reason::BookingOverlap,
-                "bookings",
-                format!("the {who_overlaps} already has an accepted booking overlapping this time"),
-            )
-            .with_metadata("conflict", who_overlaps));
-        }
-
+        self.check_calendar(tx, mentor_id, mentee_id, (req.start_time, req.end_time), None)
+            .await?;
+        let tx = unit.tx();
         let now = super::now();
         let draft = Booking {
             id: Uuid::now_v7(),
@@ -89,9 +62,12 @@ impl App {
             notes: req.notes,
             reason: String::new(),
             session_id: None,
+            rescheduled_from: None,
+            rescheduled_to: None,
             version: 1,
             created_at: now,
             updated_at: now,
+            names: Default::default(),
         };
         let created = store_bookings::insert(tx, &draft).await?;
         store_bookings::audit(tx, created.id, None, BookingStatus::Draft, &actor, "").await?;
@@ -108,6 +84,19 @@ impl App {
             ));
         }
         Ok(booking)
+    }
+
+    /// BatchGetBookings (AIP-231): every one, in the order asked, or the
+    /// first id that is unknown or hidden from the caller, by name.
+    pub async fn batch_get_bookings(&self, who: &Principal, ids: Vec<Uuid>) -> Result<Vec<Booking>> {
+        let found = store_bookings::get_many(&mut *self.connection().await?, &ids).await?;
+        super::in_order(
+            ids,
+            found,
+            |b| b.id,
+            Resource::Booking,
+            |b| who.can_see(b.participants()),
+        )
     }
 
     /// A page of the bookings the caller may see, in the order asked for
@@ -200,6 +189,50 @@ impl App {
         })
     }
 
+    /// The calendar's checks of a booking's time (CreateBooking's, and a
+    /// reschedule's): the mentor accepts bookings, the time lies inside one
+    /// of its windows, and neither participant has an accepted booking then
+    /// (other than `except`, the booking a reschedule moves).
+    pub(crate) async fn check_calendar(
+        &self,
+        tx: &mut Tx,
+        mentor_id: Uuid,
+        mentee_id: Uuid,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        except: Option<Uuid>,
+    ) -> Result<()> {
+        let mentor = directory::get_mentor(tx, mentor_id, self.rules.default_mentor_limit)
+            .await?
+            .ok_or_else(|| Error::not_found(Resource::Mentor, mentor_id))?;
+        if !mentor.accepting_sessions {
+            return Err(not_accepting(mentor_id));
+        }
+        let tz = availability::parse_timezone("timezone", &mentor.timezone)
+            .map_err(|_| store::corrupt(format!("mentor {} time zone", mentor.id)))?;
+        if !availability::fits(&mentor.availability, tz, start, end) {
+            return Err(Error::precondition(
+                Reason::OutsideAvailability,
+                format!("mentors/{mentor_id}"),
+                format!(
+                    "the booking does not lie within one of the mentor's availability windows ({})",
+                    mentor.timezone
+                ),
+            )
+            .with_metadata("timezone", mentor.timezone));
+        }
+        if let Some(who_overlaps) =
+            store_bookings::overlap(&mut **tx, mentor_id, mentee_id, (start, end), except).await?
+        {
+            return Err(Error::precondition(
+                Reason::BookingOverlap,
+                "bookings",
+                format!("the {who_overlaps} already has an accepted booking overlapping this time"),
+            )
+            .with_metadata("conflict", who_overlaps));
+        }
+        Ok(())
+    }
+
     /// A booking's audit log, a page at a time (the key is the last seq).
     pub async fn list_booking_events(&self, who: &Principal, q: LogQuery) -> Result<(Vec<BookingEvent>, String)> {
         self.get_booking(who, q.of).await?;
@@ -222,6 +255,10 @@ impl App {
                     "the booking's start time has passed; it can no longer be accepted",
                 ));
             }
+            if let Some(old) = current.rescheduled_from {
+                // A mentee's request to move a meeting: accepting it swaps the two.
+                return self.accept_reschedule(unit, &current, old, &actor).await;
+            }
             // Accepting takes the slot: serialize with other accepts of either participant.
             store_bookings::lock_participants(tx, current.mentor_id, current.mentee_id).await?;
         }
@@ -229,7 +266,7 @@ impl App {
         store_bookings::audit(tx, id, Some(current.status), BookingStatus::Accepted, &actor, "").await?;
         let config = self.rules.default_session_config.clone();
         let session = self
-            .create_session_for(unit, &accepted, config, &actor, "booking")
+            .create_session_for(unit, &accepted, config, &actor, "booking", Carried::fresh())
             .await?;
         accepted.session_id = Some(session.id);
         Ok((accepted, session))
@@ -253,10 +290,11 @@ impl App {
         config: crate::domain::config::SessionConfig,
         actor: &Actor,
         strategy: &str,
+        carried: Carried,
     ) -> Result<Session> {
         let now = super::now();
         let mut new = Session {
-            id: Uuid::now_v7(),
+            id: carried.id,
             booking_id: booking.id,
             listing_id: booking.listing_id,
             mentor_id: booking.mentor_id,
@@ -281,6 +319,11 @@ impl App {
             created_at: now,
             updated_at: now,
             queue: None,
+            notes: carried.notes,
+            metadata: carried.metadata,
+            rescheduled_from: carried.rescheduled_from,
+            rescheduled_to: None,
+            names: booking.names.clone(),
         };
         if booking.origin == BookingOrigin::OnDemand {
             let status = self.admit(unit, &new).await?;
@@ -311,6 +354,27 @@ impl App {
         )
         .await?;
         self.with_queue_info(unit.tx(), created).await
+    }
+}
+
+/// What a new session starts with besides its booking: a fresh id and
+/// nothing else, or what a reschedule carries over from the session it
+/// replaces.
+pub(crate) struct Carried {
+    pub id: Uuid,
+    pub rescheduled_from: Option<Uuid>,
+    pub notes: String,
+    pub metadata: serde_json::Value,
+}
+
+impl Carried {
+    pub fn fresh() -> Carried {
+        Carried {
+            id: Uuid::now_v7(),
+            rescheduled_from: None,
+            notes: String::new(),
+            metadata: serde_json::json!({}),
+        }
     }
 }
 
@@ -369,7 +433,7 @@ async fn close_booking(tx: &mut Tx, who: &Principal, c: CloseBooking, to: Bookin
 }
 
 /// Locks a booking and checks that `who` may call `method` on it.
-async fn lock_for(tx: &mut Tx, who: &Principal, id: Uuid, method: &str) -> Result<(Booking, Actor)> {
+pub(crate) async fn lock_for(tx: &mut Tx, who: &Principal, id: Uuid, method: &str) -> Result<(Booking, Actor)> {
     let current = store_bookings::lock(tx, id)
         .await?
         .ok_or_else(|| Error::not_found(Resource::Booking, id))?;

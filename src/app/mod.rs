@@ -8,6 +8,7 @@ pub mod directory;
 pub mod export;
 pub mod history;
 pub mod page;
+pub mod reschedule;
 pub mod sessions;
 pub mod slots;
 pub mod targets;
@@ -27,6 +28,29 @@ use crate::domain::{
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
+}
+
+/// A batch read's answer (AIP-231): the rows of `ids` in that order, or
+/// the first id that does not exist (NOT_FOUND) or that the caller may not
+/// see (PERMISSION_DENIED), named.
+pub(crate) fn in_order<T: Clone>(
+    ids: Vec<uuid::Uuid>,
+    found: Vec<T>,
+    id_of: impl Fn(&T) -> uuid::Uuid,
+    resource: crate::domain::Resource,
+    visible: impl Fn(&T) -> bool,
+) -> crate::domain::Result<Vec<T>> {
+    let by_id: std::collections::HashMap<uuid::Uuid, T> = found.into_iter().map(|t| (id_of(&t), t)).collect();
+    ids.into_iter()
+        .map(|id| match by_id.get(&id) {
+            None => Err(crate::domain::Error::not_found(resource, id)),
+            Some(t) if !visible(t) => Err(crate::domain::Error::denied(format!(
+                "{} {id} is not one the caller may read: only its participants, coordinators and services may",
+                resource.as_str()
+            ))),
+            Some(t) => Ok(t.clone()),
+        })
+        .collect()
 }
 
 impl Rules {

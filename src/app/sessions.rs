@@ -8,7 +8,7 @@ use crate::domain::{
     Error, Reason, Resource, Result,
     access::Principal,
     booking::{BookingOrigin, BookingStatus},
-    command::{CheckIn, ConfigUpdate, NewSession, StageChange, Transition},
+    command::{CheckIn, ConfigUpdate, NewSession, NotesUpdate, StageChange, Transition},
     config,
     model::{Booking, EventType, Session, SessionEvent},
     query::{LogQuery, SessionQuery},
@@ -76,6 +76,63 @@ impl App {
         }
         let mut conn = self.connection().await?;
         self.with_queue_info(&mut conn, session).await
+    }
+
+    /// BatchGetSessions (AIP-231): every one, in the order asked, or the
+    /// first id that is unknown or hidden from the caller, by name. One
+    /// statement reads them all.
+    pub async fn batch_get_sessions(&self, who: &Principal, ids: Vec<Uuid>) -> Result<Vec<Session>> {
+        let mut conn = self.connection().await?;
+        let found = store_sessions::get_many(&mut *conn, &ids)
+            .await?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Result<Vec<Session>>>()?;
+        let sessions = super::in_order(
+            ids,
+            found,
+            |s| s.id,
+            Resource::Session,
+            |s| who.can_see(s.participants()),
+        )?;
+        let mut filled = Vec::with_capacity(sessions.len());
+        for s in sessions {
+            filled.push(self.with_queue_info(&mut conn, s).await?);
+        }
+        Ok(filled)
+    }
+
+    /// Changes a session's notes or metadata: not a lifecycle change, so
+    /// any status may take it; a NOTES_UPDATED event, and nothing when
+    /// nothing changes.
+    pub async fn update_session_notes(&self, unit: &mut Unit, who: &Principal, u: NotesUpdate) -> Result<Session> {
+        let before = lock_visible(unit, Requester::Caller(who), u.session_id, u.etag.as_deref()).await?;
+        let actor = who.act_on("UpdateSessionNotes", before.participants())?;
+        let mut s = before.clone();
+        let mut changed = Vec::new();
+        if let Some(notes) = u.notes
+            && notes != s.notes
+        {
+            s.notes = notes;
+            changed.push("notes");
+        }
+        if let Some(metadata) = u.metadata
+            && metadata != s.metadata
+        {
+            s.metadata = metadata;
+            changed.push("metadata");
+        }
+        if changed.is_empty() {
+            return self.with_queue_info(unit.tx(), before).await;
+        }
+        let event = EventInput {
+            event_type: EventType::NotesUpdated,
+            actor: &actor,
+            reason: "",
+            details: serde_json::json!({ "changed": changed }),
+        };
+        let saved = unit.save_session(&before, &s, event).await?;
+        self.with_queue_info(unit.tx(), saved).await
     }
 
     /// A page of the sessions the caller may see plus, when asked, the total
@@ -149,6 +206,10 @@ impl App {
         let saved = unit.save_session(&before, &s, event).await?;
         if before.status.holds_concurrency_slot() && !saved.status.holds_concurrency_slot() {
             self.release(unit, Some(saved.id)).await?;
+        }
+        if before.status == SessionStatus::Scheduled && saved.status != SessionStatus::Scheduled {
+            // A request to move a meeting that has started or ended has nothing left to move.
+            self.drop_pending_reschedule(unit, &saved, &decision.actor).await?;
         }
         self.with_queue_info(unit.tx(), saved).await
     }
@@ -303,14 +364,24 @@ impl App {
             notes: String::new(),
             reason: String::new(),
             session_id: None,
+            rescheduled_from: None,
+            rescheduled_to: None,
             version: 1,
             created_at: now,
             updated_at: now,
+            names: Default::default(),
         };
         let booking = store_bookings::insert(tx, &booking).await?;
         store_bookings::audit(tx, booking.id, None, BookingStatus::Accepted, &actor, "on demand").await?;
-        self.create_session_for(unit, &booking, config, &actor, chosen.strategy)
-            .await
+        self.create_session_for(
+            unit,
+            &booking,
+            config,
+            &actor,
+            chosen.strategy,
+            super::bookings::Carried::fresh(),
+        )
+        .await
     }
 
     /// Changes the fields of a live session's config named by the mask.

@@ -17,6 +17,7 @@ pub struct WebhookFields {
     pub url: String,
     pub event_types: Vec<crate::domain::model::EventType>,
     pub booking_event_types: Vec<crate::domain::booking::BookingStatus>,
+    pub booking_event_kinds: Vec<crate::domain::booking::BookingEventKind>,
     pub filter: webhook::Filter,
     pub enabled: bool,
 }
@@ -30,7 +31,14 @@ pub struct WebhookUpdate {
 }
 
 /// The paths UpdateWebhook accepts.
-pub const UPDATABLE: [&str; 5] = ["url", "event_types", "booking_event_types", "filter", "enabled"];
+pub const UPDATABLE: [&str; 6] = [
+    "url",
+    "event_types",
+    "booking_event_types",
+    "booking_event_kinds",
+    "filter",
+    "enabled",
+];
 
 impl App {
     /// A new subscription with a new signing secret (returned with it).
@@ -42,6 +50,7 @@ impl App {
             url: fields.url,
             event_types: fields.event_types,
             booking_event_types: fields.booking_event_types,
+            booking_event_kinds: fields.booking_event_kinds,
             filter: fields.filter,
             enabled: fields.enabled,
             secret: webhook::new_secret(),
@@ -76,6 +85,7 @@ impl App {
                 "url" => w.url = u.patch.url.clone(),
                 "event_types" => w.event_types = u.patch.event_types.clone(),
                 "booking_event_types" => w.booking_event_types = u.patch.booking_event_types.clone(),
+                "booking_event_kinds" => w.booking_event_kinds = u.patch.booking_event_kinds.clone(),
                 "filter" => w.filter = u.patch.filter,
                 "enabled" => w.enabled = u.patch.enabled,
                 _ => {}

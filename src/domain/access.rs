@@ -246,9 +246,13 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
     ("CancelBooking", &[Coordinator, Mentor, Mentee]),
     ("ListBookingEvents", ANYONE),
     ("ListAvailableSlots", ANYONE),
+    ("RescheduleBooking", &[Coordinator, Mentor, Mentee]),
+    ("BatchGetBookings", ANYONE),
     // SessionService (SPEC §4); transitions as in `session::TRANSITIONS`.
     ("CreateSession", &[Coordinator, Service]),
     ("GetSession", ANYONE),
+    ("BatchGetSessions", ANYONE),
+    ("UpdateSessionNotes", &[Coordinator, Service, Mentor, Mentee]),
     ("ListSessions", ANYONE),
     ("StartSession", &[Coordinator, Mentor, Mentee]),
     ("PauseSession", &[Coordinator, Service, Mentor]),

@@ -40,6 +40,41 @@ impl FromStr for BookingStatus {
     }
 }
 
+/// What a booking event records: a status change (the creation too), a
+/// reschedule, or a DRAFT's new times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingEventKind {
+    StatusChanged,
+    Rescheduled,
+    TimeChanged,
+}
+
+impl BookingEventKind {
+    pub const ALL: [BookingEventKind; 3] = [
+        BookingEventKind::StatusChanged,
+        BookingEventKind::Rescheduled,
+        BookingEventKind::TimeChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingEventKind::StatusChanged => "STATUS_CHANGED",
+            BookingEventKind::Rescheduled => "RESCHEDULED",
+            BookingEventKind::TimeChanged => "TIME_CHANGED",
+        }
+    }
+}
+
+impl FromStr for BookingEventKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BookingEventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown booking event kind {s:?}"))
+    }
+}
+
 /// How a booking came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingOrigin {

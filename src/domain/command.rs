@@ -53,6 +53,24 @@ pub struct NewBooking {
     pub notes: String,
 }
 
+/// RescheduleBooking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reschedule {
+    pub booking_id: Uuid,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// UpdateSessionNotes: the fields named by the mask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotesUpdate {
+    pub session_id: Uuid,
+    pub notes: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub etag: Option<String>,
+}
+
 /// DeclineBooking and CancelBooking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseBooking {

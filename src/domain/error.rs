@@ -62,12 +62,13 @@ pub enum Reason {
     RequestTooLarge,
     RouteNotFound,
     MentorIdentityMismatch,
+    ReschedulePending,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 38] = [
+    pub const ALL: [Reason; 39] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -105,6 +106,7 @@ impl Reason {
         Reason::RequestTooLarge,
         Reason::RouteNotFound,
         Reason::MentorIdentityMismatch,
+        Reason::ReschedulePending,
         Reason::Internal,
     ];
 
@@ -148,6 +150,7 @@ impl Reason {
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
             Reason::RouteNotFound => "ROUTE_NOT_FOUND",
             Reason::MentorIdentityMismatch => "MENTOR_IDENTITY_MISMATCH",
+            Reason::ReschedulePending => "RESCHEDULE_PENDING",
             Reason::Internal => "INTERNAL",
         }
     }

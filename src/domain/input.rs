@@ -83,6 +83,25 @@ pub fn page_size(raw: i32) -> Result<i64> {
     }
 }
 
+/// Most ids one batch read takes (AIP-231).
+pub const MAX_BATCH: usize = 100;
+
+/// The ids of a batch read: 1 to [`MAX_BATCH`] UUIDs, each named by its
+/// index when malformed.
+pub fn batch_ids(field: &str, raw: &[String]) -> Result<Vec<Uuid>> {
+    if raw.is_empty() {
+        return Err(Error::invalid(field, "is required: 1 to 100 ids"));
+    }
+    at_most(field, raw.len(), MAX_BATCH)?;
+    let mut v = super::Violations::new();
+    let ids: Vec<Option<Uuid>> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, id)| v.check(self::id(&format!("{field}[{i}]"), id)))
+        .collect();
+    v.into_result(ids.into_iter().collect())
+}
+
 /// A repeated field's length, checked before anything looks at its
 /// elements: the work spent on a request stays bounded by its limits, not
 /// by what a caller sends.

@@ -56,9 +56,25 @@ pub struct Booking {
     pub notes: String,
     pub reason: String,
     pub session_id: Option<Uuid>,
+    /// For a DRAFT: the ACCEPTED booking it asks to move; otherwise the
+    /// booking this one replaced.
+    pub rescheduled_from: Option<Uuid>,
+    /// The booking that replaced this one.
+    pub rescheduled_to: Option<Uuid>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Read with the row; never stored on it.
+    pub names: Names,
+}
+
+/// What a front end shows beside the ids of a booking or session: read
+/// with the row (one statement, joined), never stored on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    pub mentee: String,
+    pub mentor: String,
+    pub listing_title: String,
 }
 
 impl Booking {
@@ -81,6 +97,8 @@ pub struct BookingEvent {
     pub actor: Actor,
     pub reason: String,
     pub occurred_at: DateTime<Utc>,
+    pub kind: super::booking::BookingEventKind,
+    pub details: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +132,15 @@ pub struct Session {
     pub check_ins: CheckIns,
     /// Where a QUEUED session stands, computed on read; never stored.
     pub queue: Option<super::capacity::QueueInfo>,
+    /// Free text (at most 10,000 characters) and a caller's object.
+    pub notes: String,
+    pub metadata: serde_json::Value,
+    /// The session a reschedule replaced with this one, and the one that
+    /// replaced this one.
+    pub rescheduled_from: Option<Uuid>,
+    pub rescheduled_to: Option<Uuid>,
+    /// Read with the row; never stored on it.
+    pub names: Names,
 }
 
 /// Where a session stands with its check-ins: the next one is due at
@@ -159,6 +186,7 @@ pub enum EventType {
     BlockerReported,
     CheckInMissed,
     Escalated,
+    NotesUpdated,
 }
 
 impl EventType {
@@ -173,6 +201,7 @@ impl EventType {
             EventType::BlockerReported => "BLOCKER_REPORTED",
             EventType::CheckInMissed => "CHECK_IN_MISSED",
             EventType::Escalated => "ESCALATED",
+            EventType::NotesUpdated => "NOTES_UPDATED",
         }
     }
 
@@ -187,6 +216,7 @@ impl EventType {
             "BLOCKER_REPORTED" => EventType::BlockerReported,
             "CHECK_IN_MISSED" => EventType::CheckInMissed,
             "ESCALATED" => EventType::Escalated,
+            "NOTES_UPDATED" => EventType::NotesUpdated,
             _ => return None,
         })
     }

@@ -632,6 +632,11 @@ mod check_in_tests {
             created_at: now,
             updated_at: now,
             queue: None,
+            notes: String::new(),
+            metadata: serde_json::json!({}),
+            rescheduled_from: None,
+            rescheduled_to: None,
+            names: Default::default(),
         }
     }
 

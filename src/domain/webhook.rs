@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     Error, Result,
-    booking::BookingStatus,
+    booking::{BookingEventKind, BookingStatus},
     config::Notifications,
     model::{BookingFeedEvent, EventType, FeedEvent},
 };
@@ -28,6 +28,9 @@ pub struct Webhook {
     /// (DRAFT: a new booking). Both lists empty: every event, session and
     /// booking; otherwise exactly the ones named.
     pub booking_event_types: Vec<BookingStatus>,
+    /// The booking events wanted besides status changes, by kind. All three
+    /// lists empty: every event, session and booking.
+    pub booking_event_kinds: Vec<BookingEventKind>,
     pub filter: Filter,
     pub enabled: bool,
     /// `whsec_` + base64 key. Never returned by reads.
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Webhook {
             .field("url", &self.shown_url())
             .field("event_types", &self.event_types)
             .field("booking_event_types", &self.booking_event_types)
+            .field("booking_event_kinds", &self.booking_event_kinds)
             .field("filter", &self.filter)
             .field("enabled", &self.enabled)
             .field("secret", &"<redacted>")
@@ -70,13 +74,18 @@ impl Webhook {
     }
 
     /// [`Webhook::wants`] for a booking event.
+    /// A status change is wanted by its new status; any other kind of
+    /// booking event (a reschedule, a DRAFT's new times) by its kind.
     pub fn wants_booking(&self, e: &BookingFeedEvent) -> bool {
-        (self.wants_everything() || self.booking_event_types.contains(&e.event.to_status))
-            && self.admits(e.mentor_id, e.mentee_id, e.listing_id, e.event.occurred_at)
+        let named = match e.event.kind {
+            BookingEventKind::StatusChanged => self.booking_event_types.contains(&e.event.to_status),
+            kind => self.booking_event_kinds.contains(&kind),
+        };
+        (self.wants_everything() || named) && self.admits(e.mentor_id, e.mentee_id, e.listing_id, e.event.occurred_at)
     }
 
     fn wants_everything(&self) -> bool {
-        self.event_types.is_empty() && self.booking_event_types.is_empty()
+        self.event_types.is_empty() && self.booking_event_types.is_empty() && self.booking_event_kinds.is_empty()
     }
 
     fn admits(&self, mentor_id: Uuid, mentee_id: Uuid, listing_id: Uuid, at: DateTime<Utc>) -> bool {
@@ -241,11 +250,13 @@ pub fn payload(e: &FeedEvent) -> serde_json::Value {
 /// entry of the booking's log, and the booking's participants.
 pub fn booking_payload(e: &BookingFeedEvent) -> serde_json::Value {
     let ev = &e.event;
-    let happened = match ev.to_status {
-        BookingStatus::Draft => "created",
-        BookingStatus::Accepted => "accepted",
-        BookingStatus::Declined => "declined",
-        BookingStatus::Cancelled => "cancelled",
+    let happened = match (ev.kind, ev.to_status) {
+        (BookingEventKind::Rescheduled, _) => "rescheduled",
+        (BookingEventKind::TimeChanged, _) => "time_changed",
+        (BookingEventKind::StatusChanged, BookingStatus::Draft) => "created",
+        (BookingEventKind::StatusChanged, BookingStatus::Accepted) => "accepted",
+        (BookingEventKind::StatusChanged, BookingStatus::Declined) => "declined",
+        (BookingEventKind::StatusChanged, BookingStatus::Cancelled) => "cancelled",
     };
     serde_json::json!({
         "type": format!("booking.{happened}"),
@@ -257,6 +268,8 @@ pub fn booking_payload(e: &BookingFeedEvent) -> serde_json::Value {
             "to_status": ev.to_status.as_str(),
             "actor": { "kind": ev.actor.kind.as_str(), "id": ev.actor.id },
             "reason": ev.reason,
+            "kind": ev.kind.as_str(),
+            "details": ev.details,
             "occurred_at": ev.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "mentor_id": e.mentor_id,
             "mentee_id": e.mentee_id,
@@ -483,6 +496,8 @@ mod tests {
                 actor: system(),
                 reason: String::new(),
                 occurred_at: now,
+                kind: BookingEventKind::StatusChanged,
+                details: serde_json::json!({}),
             },
             id: 1,
             position: (1, 1),
@@ -495,6 +510,7 @@ mod tests {
             url: "https://e.com/h".into(),
             event_types,
             booking_event_types,
+            booking_event_kinds: vec![],
             filter: Filter::default(),
             enabled: true,
             secret: new_secret(),
@@ -588,6 +604,7 @@ mod tests {
             url: "https://hooks.slack.com/services/T000/B000/XXXX".into(),
             event_types: vec![],
             booking_event_types: vec![],
+            booking_event_kinds: vec![],
             filter: Filter::default(),
             enabled: true,
             secret: new_secret(),

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{Api, Parse, convert, mutating, pb};
 use crate::domain::{
     Result, Violations, availability,
-    command::{CloseBooking, NewBooking},
+    command::{CloseBooking, NewBooking, Reschedule},
     input::{self, MAX_TEXT_LEN},
     openings,
     query::{BookingQuery, CalendarOf, ListFilter, LogQuery, ParticipantFilter, SlotQuery},
@@ -17,6 +17,7 @@ mutating!(
     pb::AcceptBookingRequest,
     pb::DeclineBookingRequest,
     pb::CancelBookingRequest,
+    pb::RescheduleBookingRequest,
 );
 
 #[tonic::async_trait]
@@ -42,6 +43,34 @@ impl pb::booking_service_server::BookingService for Api {
             let booking = app.get_booking(&who, id).await?;
             Ok(pb::GetBookingResponse {
                 booking: Some(booking.into()),
+            })
+        })
+        .await
+    }
+
+    async fn reschedule_booking(
+        &self,
+        req: Request<pb::RescheduleBookingRequest>,
+    ) -> Result<Response<pb::RescheduleBookingResponse>, Status> {
+        self.mutate(req, async |app, unit, who, r| {
+            let done = app.reschedule_booking(unit, who, r).await?;
+            Ok(pb::RescheduleBookingResponse {
+                booking: Some(done.booking.into()),
+                session: done.session.map(Into::into),
+                rescheduled_booking: Some(done.rescheduled.into()),
+            })
+        })
+        .await
+    }
+
+    async fn batch_get_bookings(
+        &self,
+        req: Request<pb::BatchGetBookingsRequest>,
+    ) -> Result<Response<pb::BatchGetBookingsResponse>, Status> {
+        self.read(req, async |app, who, ids| {
+            let bookings = app.batch_get_bookings(&who, ids).await?;
+            Ok(pb::BatchGetBookingsResponse {
+                bookings: bookings.into_iter().map(Into::into).collect(),
             })
         })
         .await
@@ -216,6 +245,33 @@ impl Parse for pb::ListBookingsRequest {
             })
         })();
         v.into_result(query)
+    }
+}
+
+impl Parse for pb::RescheduleBookingRequest {
+    type Parsed = Reschedule;
+    fn parse(&self) -> Result<Reschedule> {
+        let mut v = Violations::new();
+        let booking_id = v.check(input::id("booking_id", &self.booking_id));
+        let start_time = v.check(convert::time("start_time", self.start_time.as_ref()));
+        let end_time = v.check(convert::time("end_time", self.end_time.as_ref()));
+        let reason = v.check(input::optional_text("reason", &self.reason, MAX_TEXT_LEN));
+        let r = (|| {
+            Some(Reschedule {
+                booking_id: booking_id?,
+                start_time: start_time?,
+                end_time: end_time?,
+                reason: reason?,
+            })
+        })();
+        v.into_result(r)
+    }
+}
+
+impl Parse for pb::BatchGetBookingsRequest {
+    type Parsed = Vec<Uuid>;
+    fn parse(&self) -> Result<Vec<Uuid>> {
+        input::batch_ids("booking_ids", &self.booking_ids)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::domain::{
     Error, Result,
     access::{Actor, ActorKind},
     availability::Window,
-    booking::{BookingOrigin, BookingStatus},
+    booking::{BookingEventKind, BookingOrigin, BookingStatus},
     config::{EscalationPolicy, MAX_ALLOWED_STAGES, MAX_RECIPIENTS, SessionConfig, Template},
     history, input, model,
     query::{LogQuery, MAX_FILTER_VALUES, Page, SortField},
@@ -201,8 +201,23 @@ impl From<model::BookingEvent> for pb::BookingEvent {
             actor: Some(actor(&e.actor)),
             reason: e.reason,
             occurred_at: Some(timestamp(e.occurred_at)),
+            kind: booking_event_kind(e.kind) as i32,
+            details: json_to_struct(&e.details),
         }
     }
+}
+
+pub fn booking_event_kind(k: BookingEventKind) -> pb::BookingEventKind {
+    match k {
+        BookingEventKind::StatusChanged => pb::BookingEventKind::StatusChanged,
+        BookingEventKind::Rescheduled => pb::BookingEventKind::Rescheduled,
+        BookingEventKind::TimeChanged => pb::BookingEventKind::TimeChanged,
+    }
+}
+
+/// An id that may be absent, as the API shows it ("" for none).
+fn opt_id(id: Option<uuid::Uuid>) -> String {
+    id.map(|i| i.to_string()).unwrap_or_default()
 }
 
 fn actor(a: &Actor) -> pb::Actor {
@@ -285,10 +300,15 @@ impl From<model::Booking> for pb::Booking {
                 BookingOrigin::OnDemand => pb::BookingOrigin::OnDemand,
             } as i32,
             reason: b.reason,
-            session_id: b.session_id.map(|s| s.to_string()).unwrap_or_default(),
+            session_id: opt_id(b.session_id),
             created_at: Some(timestamp(b.created_at)),
             updated_at: Some(timestamp(b.updated_at)),
             etag: etag(b.version),
+            rescheduled_from: opt_id(b.rescheduled_from),
+            rescheduled_to: opt_id(b.rescheduled_to),
+            mentee_display_name: b.names.mentee,
+            mentor_display_name: b.names.mentor,
+            listing_title: b.names.listing_title,
         }
     }
 }
@@ -349,6 +369,13 @@ impl From<model::Session> for pb::Session {
             check_in_due_time: opt_timestamp(check_in_due),
             missed_check_ins: s.check_ins.missed,
             escalation_level: s.check_ins.level,
+            mentee_display_name: s.names.mentee,
+            mentor_display_name: s.names.mentor,
+            listing_title: s.names.listing_title,
+            notes: s.notes,
+            metadata: json_to_struct(&s.metadata),
+            rescheduled_from: opt_id(s.rescheduled_from),
+            rescheduled_to: opt_id(s.rescheduled_to),
         }
     }
 }
@@ -448,6 +475,7 @@ impl From<model::SessionEvent> for pb::SessionEvent {
                 model::EventType::BlockerReported => pb::SessionEventType::BlockerReported,
                 model::EventType::CheckInMissed => pb::SessionEventType::CheckInMissed,
                 model::EventType::Escalated => pb::SessionEventType::Escalated,
+                model::EventType::NotesUpdated => pb::SessionEventType::NotesUpdated,
             } as i32,
             from_status: e.from_status.map_or(0, |s| session_status(s) as i32),
             to_status: e.to_status.map_or(0, |s| session_status(s) as i32),

@@ -8,7 +8,7 @@ use super::{Api, Parse, convert, mutating, pb};
 use crate::app::watch::{SessionItem, decode_cursor, encode_cursor};
 use crate::domain::{
     Result, Violations,
-    command::{CheckIn, ConfigUpdate, NewSession, Reassignment, StageChange, Transition},
+    command::{CheckIn, ConfigUpdate, NewSession, NotesUpdate, Reassignment, StageChange, Transition},
     config::MAX_MASK_PATHS,
     input::{self, MAX_TEXT_LEN},
     query::{
@@ -30,6 +30,7 @@ mutating!(
     pb::RecordCheckInRequest,
     pb::UpdateSessionConfigRequest,
     pb::ReassignMentorRequest,
+    pb::UpdateSessionNotesRequest,
 );
 
 /// The response of every session command: `{ Session session = 1; }`.
@@ -54,6 +55,32 @@ impl pb::session_service_server::SessionService for Api {
         self.mutate(req, async |app, unit, who, new| {
             let session = app.create_session(unit, who, new).await?;
             Ok(pb::CreateSessionResponse {
+                session: Some(session.into()),
+            })
+        })
+        .await
+    }
+
+    async fn batch_get_sessions(
+        &self,
+        req: Request<pb::BatchGetSessionsRequest>,
+    ) -> Result<Response<pb::BatchGetSessionsResponse>, Status> {
+        self.read(req, async |app, who, ids| {
+            let sessions = app.batch_get_sessions(&who, ids).await?;
+            Ok(pb::BatchGetSessionsResponse {
+                sessions: sessions.into_iter().map(Into::into).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn update_session_notes(
+        &self,
+        req: Request<pb::UpdateSessionNotesRequest>,
+    ) -> Result<Response<pb::UpdateSessionNotesResponse>, Status> {
+        self.mutate(req, async |app, unit, who, u| {
+            let session = app.update_session_notes(unit, who, u).await?;
+            Ok(pb::UpdateSessionNotesResponse {
                 session: Some(session.into()),
             })
         })
@@ -369,6 +396,63 @@ impl Parse for pb::CreateSessionRequest {
             })
         })();
         v.into_result(new)
+    }
+}
+
+impl Parse for pb::BatchGetSessionsRequest {
+    type Parsed = Vec<uuid::Uuid>;
+    fn parse(&self) -> Result<Vec<uuid::Uuid>> {
+        input::batch_ids("session_ids", &self.session_ids)
+    }
+}
+
+/// The most characters a session's notes hold.
+pub const MAX_NOTES_CHARS: usize = 10_000;
+
+impl Parse for pb::UpdateSessionNotesRequest {
+    type Parsed = NotesUpdate;
+    fn parse(&self) -> Result<NotesUpdate> {
+        let mut v = Violations::new();
+        let session_id = v.check(input::id("session_id", &self.session_id));
+        let paths = self.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+        if paths.is_empty() {
+            v.add("update_mask", "must name notes, metadata or both");
+        }
+        v.check(input::at_most("update_mask", paths.len(), MAX_MASK_PATHS));
+        for path in paths.iter().take(MAX_MASK_PATHS) {
+            if path != "notes" && path != "metadata" {
+                v.add(
+                    "update_mask",
+                    format!(
+                        "{:?} is not a field UpdateSessionNotes changes (notes, metadata)",
+                        input::truncate(path)
+                    ),
+                );
+            }
+        }
+        let named = |p: &str| paths.iter().any(|x| x == p);
+        let notes = if named("notes") {
+            v.check(input::optional_text("notes", &self.notes, MAX_NOTES_CHARS))
+                .map(Some)
+        } else {
+            Some(None)
+        };
+        let metadata = if named("metadata") {
+            let map = convert::struct_to_map(self.metadata.as_ref());
+            v.check(input::json_object("metadata", &map, session::MAX_DETAILS_BYTES))
+                .map(|()| Some(serde_json::Value::Object(map)))
+        } else {
+            Some(None)
+        };
+        let u = (|| {
+            Some(NotesUpdate {
+                session_id: session_id?,
+                notes: notes?,
+                metadata: metadata?,
+                etag: etag(&self.etag),
+            })
+        })();
+        v.into_result(u)
     }
 }
 

@@ -7,7 +7,7 @@ use super::{Api, Parse, convert, mutating, pb};
 use crate::app::webhooks::{UPDATABLE, WebhookFields, WebhookUpdate};
 use crate::domain::{
     Error, Result, Violations,
-    booking::BookingStatus,
+    booking::{BookingEventKind, BookingStatus},
     input,
     model::EventType,
     query::Page,
@@ -179,6 +179,11 @@ fn shown(w: &Webhook) -> pb::Webhook {
             .iter()
             .map(|s| convert::booking_status(*s) as i32)
             .collect(),
+        booking_event_kinds: w
+            .booking_event_kinds
+            .iter()
+            .map(|k| convert::booking_event_kind(*k) as i32)
+            .collect(),
         filter: Some(pb::WebhookFilter {
             mentor_id: id(w.filter.mentor_id),
             mentee_id: id(w.filter.mentee_id),
@@ -297,6 +302,28 @@ fn fields(w: &pb::Webhook, v: &mut Violations, only: Option<&[String]>) -> Optio
     } else {
         Some(Vec::new())
     };
+    let booking_event_kinds = if wanted("booking_event_kinds") {
+        let mut kinds = Vec::new();
+        for raw in &w.booking_event_kinds {
+            let kind = match pb::BookingEventKind::try_from(*raw) {
+                Ok(pb::BookingEventKind::Rescheduled) => BookingEventKind::Rescheduled,
+                Ok(pb::BookingEventKind::TimeChanged) => BookingEventKind::TimeChanged,
+                _ => {
+                    v.add(
+                        "webhook.booking_event_kinds",
+                        "must name RESCHEDULED or TIME_CHANGED (status changes are chosen by booking_event_types)",
+                    );
+                    break;
+                }
+            };
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        Some(kinds)
+    } else {
+        Some(Vec::new())
+    };
     let filter = if wanted("filter") {
         let f = w.filter.clone().unwrap_or_default();
         let mentor_id = v.check(input::optional_id("webhook.filter.mentor_id", &f.mentor_id));
@@ -316,6 +343,7 @@ fn fields(w: &pb::Webhook, v: &mut Violations, only: Option<&[String]>) -> Optio
         url: url?,
         event_types: event_types?,
         booking_event_types: booking_event_types?,
+        booking_event_kinds: booking_event_kinds?,
         filter: filter?,
         enabled: w.enabled.unwrap_or(true),
     })
@@ -360,8 +388,8 @@ impl Parse for pb::UpdateWebhookRequest {
                 v.add(
                     "update_mask",
                     format!(
-                        "{:?} is not a field UpdateWebhook changes (url, event_types, booking_event_types, filter, \
-                         enabled)",
+                        "{:?} is not a field UpdateWebhook changes (url, event_types, booking_event_types, \
+                         booking_event_kinds, filter, enabled)",
                         input::truncate(path)
                     ),
                 );

@@ -8,10 +8,25 @@ use super::{Tx, corrupt};
 use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
-    booking::BookingStatus,
-    model::{Booking, BookingEvent, BookingFeedEvent},
+    booking::{BookingEventKind, BookingStatus},
+    model::{Booking, BookingEvent, BookingFeedEvent, Names},
     query::{FeedPosition, ListFilter},
 };
+
+/// Every column of a booking as [`BookingRow`] reads it, on table alias
+/// `b`: the row, its session, and the names a front end shows (scalar
+/// subqueries on primary keys, so they work in `RETURNING` too and a list
+/// reads them in its one statement).
+macro_rules! booking_columns {
+    () => {
+        "b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status, b.origin, \
+         b.notes, b.reason, b.version, b.created_at, b.updated_at, b.rescheduled_from, b.rescheduled_to, \
+         (SELECT s.id FROM sessions s WHERE s.booking_id = b.id) AS session_id, \
+         (SELECT display_name FROM mentees WHERE id = b.mentee_id) AS mentee_name, \
+         (SELECT display_name FROM mentors WHERE id = b.mentor_id) AS mentor_name, \
+         (SELECT title FROM listings WHERE id = b.listing_id) AS listing_title"
+    };
+}
 
 #[derive(sqlx::FromRow)]
 struct BookingRow {
@@ -29,6 +44,11 @@ struct BookingRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     session_id: Option<Uuid>,
+    rescheduled_from: Option<Uuid>,
+    rescheduled_to: Option<Uuid>,
+    mentee_name: Option<String>,
+    mentor_name: Option<String>,
+    listing_title: Option<String>,
 }
 
 impl TryFrom<BookingRow> for Booking {
@@ -46,63 +66,81 @@ impl TryFrom<BookingRow> for Booking {
             notes: r.notes,
             reason: r.reason,
             session_id: r.session_id,
+            rescheduled_from: r.rescheduled_from,
+            rescheduled_to: r.rescheduled_to,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            names: Names {
+                mentee: r.mentee_name.unwrap_or_default(),
+                mentor: r.mentor_name.unwrap_or_default(),
+                listing_title: r.listing_title.unwrap_or_default(),
+            },
         })
     }
 }
 
-/// Inserts a new booking (DRAFT, or ACCEPTED for on-demand ones).
+/// Inserts a new booking (DRAFT, or ACCEPTED for on-demand ones and for
+/// the new booking of a reschedule, which the exclusion constraints check).
 pub async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
-    sqlx::query_as!(
-        BookingRow,
-        r#"INSERT INTO bookings (id, listing_id, mentor_id, mentee_id, start_time, end_time,
-                                 status, origin, notes)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           RETURNING id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin,
-                     notes, reason, version, created_at, updated_at, NULL::uuid AS session_id"#,
-        b.id,
-        b.listing_id,
-        b.mentor_id,
-        b.mentee_id,
-        b.start_time,
-        b.end_time,
-        b.status.as_str(),
-        b.origin.as_str(),
-        b.notes
-    )
+    sqlx::query_as::<_, BookingRow>(concat!(
+        "INSERT INTO bookings AS b (id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin, \
+                                    notes, rescheduled_from)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING ",
+        booking_columns!()
+    ))
+    .bind(b.id)
+    .bind(b.listing_id)
+    .bind(b.mentor_id)
+    .bind(b.mentee_id)
+    .bind(b.start_time)
+    .bind(b.end_time)
+    .bind(b.status.as_str())
+    .bind(b.origin.as_str())
+    .bind(&b.notes)
+    .bind(b.rescheduled_from)
     .fetch_one(&mut **tx)
     .await?
     .try_into()
 }
 
 pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Booking>, Error> {
-    sqlx::query_as!(
-        BookingRow,
-        r#"SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status,
-                  b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at,
-                  s.id AS "session_id?"
-           FROM bookings b LEFT JOIN sessions s ON s.booking_id = b.id
-           WHERE b.id = $1"#,
-        id
-    )
+    sqlx::query_as::<_, BookingRow>(concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings b WHERE b.id = $1"
+    ))
+    .bind(id)
     .fetch_optional(db)
     .await?
     .map(TryInto::try_into)
     .transpose()
 }
 
+/// The bookings of `ids` that exist, in no particular order, in one statement.
+pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Booking>, Error> {
+    sqlx::query_as::<_, BookingRow>(concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings b WHERE b.id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(TryInto::try_into)
+    .collect()
+}
+
 /// Loads a booking and locks it until the transaction ends.
 pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
-    sqlx::query_as!(
-        BookingRow,
-        r#"SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status,
-                  b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at,
-                  (SELECT s.id FROM sessions s WHERE s.booking_id = b.id) AS "session_id?"
-           FROM bookings b WHERE b.id = $1 FOR UPDATE"#,
-        id
-    )
+    sqlx::query_as::<_, BookingRow>(concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings b WHERE b.id = $1 FOR UPDATE OF b"
+    ))
+    .bind(id)
     .fetch_optional(&mut **tx)
     .await?
     .map(TryInto::try_into)
@@ -112,22 +150,55 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
 /// Moves a locked booking to `status`. An ACCEPTED REQUESTED booking then
 /// holds its slot (a generated column), checked by the exclusion constraints.
 pub async fn set_status(tx: &mut Tx, id: Uuid, status: BookingStatus, reason: &str) -> Result<Booking, Error> {
-    sqlx::query_as!(
-        BookingRow,
-        r#"UPDATE bookings SET status = $2, reason = $3, version = version + 1, updated_at = now()
-           WHERE id = $1
-           RETURNING id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin,
-                     notes, reason, version, created_at, updated_at, NULL::uuid AS session_id"#,
-        id,
-        status.as_str(),
-        reason
-    )
+    sqlx::query_as::<_, BookingRow>(concat!(
+        "UPDATE bookings b SET status = $2, reason = $3, version = version + 1, updated_at = now()
+         WHERE b.id = $1 RETURNING ",
+        booking_columns!()
+    ))
+    .bind(id)
+    .bind(status.as_str())
+    .bind(reason)
     .fetch_one(&mut **tx)
     .await?
     .try_into()
 }
 
-/// Appends to the booking audit log.
+/// Moves a locked DRAFT to new times.
+pub async fn set_times(tx: &mut Tx, id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Booking, Error> {
+    sqlx::query_as::<_, BookingRow>(concat!(
+        "UPDATE bookings b SET start_time = $2, end_time = $3, version = version + 1, updated_at = now()
+         WHERE b.id = $1 RETURNING ",
+        booking_columns!()
+    ))
+    .bind(id)
+    .bind(start)
+    .bind(end)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_into()
+}
+
+/// Records that booking `from` was replaced by booking `to`.
+pub async fn set_rescheduled_to(tx: &mut Tx, from: Uuid, to: Uuid) -> Result<(), Error> {
+    sqlx::query("UPDATE bookings SET rescheduled_to = $2, version = version + 1, updated_at = now() WHERE id = $1")
+        .bind(from)
+        .bind(to)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The pending (DRAFT) request to move booking `id`, if there is one.
+pub async fn pending_reschedule(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM bookings WHERE rescheduled_from = $1 AND status = 'DRAFT'")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Appends a status change to the booking audit log.
 pub async fn audit(
     tx: &mut Tx,
     booking_id: Uuid,
@@ -136,16 +207,37 @@ pub async fn audit(
     actor: &Actor,
     reason: &str,
 ) -> Result<(), Error> {
-    sqlx::query!(
-        r#"INSERT INTO booking_events (booking_id, from_status, to_status, actor_kind, actor_id, reason)
-           VALUES ($1, $2, $3, $4, $5, $6)"#,
-        booking_id,
-        from.map(BookingStatus::as_str),
-        to.as_str(),
-        actor.kind.as_str(),
-        actor.id,
-        reason
+    let change = Change {
+        kind: BookingEventKind::StatusChanged,
+        from,
+        to,
+        details: serde_json::json!({}),
+    };
+    record(tx, booking_id, change, actor, reason).await
+}
+
+/// One entry of a booking's audit log, as it is written.
+pub struct Change {
+    pub kind: BookingEventKind,
+    pub from: Option<BookingStatus>,
+    pub to: BookingStatus,
+    pub details: serde_json::Value,
+}
+
+/// Appends any kind of entry to the booking audit log.
+pub async fn record(tx: &mut Tx, booking_id: Uuid, c: Change, actor: &Actor, reason: &str) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO booking_events (booking_id, from_status, to_status, actor_kind, actor_id, reason, kind, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
+    .bind(booking_id)
+    .bind(c.from.map(BookingStatus::as_str))
+    .bind(c.to.as_str())
+    .bind(actor.kind.as_str())
+    .bind(&actor.id)
+    .bind(reason)
+    .bind(c.kind.as_str())
+    .bind(&c.details)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -159,15 +251,14 @@ pub async fn events(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<BookingEvent>, Error> {
-    sqlx::query_as!(
-        EventRow,
-        r#"SELECT booking_id, seq AS "seq!", from_status, to_status, actor_kind, actor_id, reason, occurred_at
-           FROM (SELECT row_number() OVER (ORDER BY id) AS seq, * FROM booking_events WHERE booking_id = $1) e
-           WHERE seq > $2 ORDER BY seq LIMIT $3"#,
-        booking_id,
-        after_seq,
-        limit
+    sqlx::query_as::<_, EventRow>(
+        "SELECT booking_id, seq, from_status, to_status, actor_kind, actor_id, reason, occurred_at, kind, details
+         FROM (SELECT row_number() OVER (ORDER BY id) AS seq, * FROM booking_events WHERE booking_id = $1) e
+         WHERE seq > $2 ORDER BY seq LIMIT $3",
     )
+    .bind(booking_id)
+    .bind(after_seq)
+    .bind(limit)
     .fetch_all(db)
     .await?
     .into_iter()
@@ -176,6 +267,7 @@ pub async fn events(
 }
 
 /// One audit entry as stored.
+#[derive(sqlx::FromRow)]
 struct EventRow {
     booking_id: Uuid,
     seq: i64,
@@ -185,6 +277,8 @@ struct EventRow {
     actor_id: String,
     reason: String,
     occurred_at: DateTime<Utc>,
+    kind: String,
+    details: serde_json::Value,
 }
 
 impl TryFrom<EventRow> for BookingEvent {
@@ -201,6 +295,8 @@ impl TryFrom<EventRow> for BookingEvent {
             },
             reason: r.reason,
             occurred_at: r.occurred_at,
+            kind: r.kind.parse().map_err(corrupt)?,
+            details: r.details,
         })
     }
 }
@@ -215,35 +311,34 @@ pub async fn feed_page(
     after: FeedPosition,
     limit: i64,
 ) -> Result<Vec<BookingFeedEvent>, Error> {
-    let rows = sqlx::query!(
-        r#"SELECT e.id, e.txid AS "txid!", e.booking_id, e.from_status, e.to_status, e.actor_kind, e.actor_id,
-                  e.reason, e.occurred_at, b.mentor_id, b.mentee_id, b.listing_id,
-                  (SELECT count(*) FROM booking_events x WHERE x.booking_id = e.booking_id AND x.id <= e.id)
-                      AS "seq!"
-           FROM booking_events e JOIN bookings b ON b.id = e.booking_id
-           WHERE (e.txid, e.id) > ($1, $2)
-             AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-           ORDER BY e.txid, e.id LIMIT $3"#,
-        after.0,
-        after.1,
-        limit
+    #[derive(sqlx::FromRow)]
+    struct FeedRow {
+        id: i64,
+        txid: i64,
+        mentor_id: Uuid,
+        mentee_id: Uuid,
+        listing_id: Uuid,
+        #[sqlx(flatten)]
+        event: EventRow,
+    }
+    let rows: Vec<FeedRow> = sqlx::query_as(
+        "SELECT e.id, e.txid, e.booking_id, e.from_status, e.to_status, e.actor_kind, e.actor_id,
+                e.reason, e.occurred_at, e.kind, e.details, b.mentor_id, b.mentee_id, b.listing_id,
+                (SELECT count(*) FROM booking_events x WHERE x.booking_id = e.booking_id AND x.id <= e.id) AS seq
+         FROM booking_events e JOIN bookings b ON b.id = e.booking_id
+         WHERE (e.txid, e.id) > ($1, $2)
+           AND e.txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+         ORDER BY e.txid, e.id LIMIT $3",
     )
+    .bind(after.0)
+    .bind(after.1)
+    .bind(limit)
     .fetch_all(db)
     .await?;
     rows.into_iter()
         .map(|r| {
             Ok(BookingFeedEvent {
-                event: EventRow {
-                    booking_id: r.booking_id,
-                    seq: r.seq,
-                    from_status: r.from_status,
-                    to_status: r.to_status,
-                    actor_kind: r.actor_kind,
-                    actor_id: r.actor_id,
-                    reason: r.reason,
-                    occurred_at: r.occurred_at,
-                }
-                .try_into()?,
+                event: r.event.try_into()?,
                 id: r.id,
                 position: (r.txid, r.id),
                 mentor_id: r.mentor_id,
@@ -254,30 +349,32 @@ pub async fn feed_page(
         .collect()
 }
 
-/// Which participant already has an accepted booking overlapping `[start, end)`.
+/// Which participant already has an accepted booking overlapping `[start,
+/// end)`, leaving out booking `except` (the one a reschedule moves).
 pub async fn overlap(
     db: impl sqlx::PgExecutor<'_>,
     mentor_id: Uuid,
     mentee_id: Uuid,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    except: Option<Uuid>,
 ) -> Result<Option<&'static str>, Error> {
-    let row = sqlx::query!(
-        r#"SELECT coalesce(bool_or(mentor_id = $1), false) AS "mentor!",
-                  coalesce(bool_or(mentee_id = $2), false) AS "mentee!"
-           FROM (SELECT mentor_id, mentee_id FROM bookings
-                 WHERE holds_slot AND (mentor_id = $1 OR mentee_id = $2)
-                   AND tstzrange(start_time, end_time) && tstzrange($3, $4)) o"#,
-        mentor_id,
-        mentee_id,
-        start,
-        end
+    let (mentor, mentee): (bool, bool) = sqlx::query_as(
+        "SELECT coalesce(bool_or(mentor_id = $1), false), coalesce(bool_or(mentee_id = $2), false)
+         FROM (SELECT mentor_id, mentee_id FROM bookings
+               WHERE holds_slot AND (mentor_id = $1 OR mentee_id = $2)
+                 AND tstzrange(start_time, end_time) && tstzrange($3, $4)
+                 AND id IS DISTINCT FROM $5) o",
     )
+    .bind(mentor_id)
+    .bind(mentee_id)
+    .bind(start)
+    .bind(end)
+    .bind(except)
     .fetch_one(db)
     .await?;
-    Ok(if row.mentor {
+    Ok(if mentor {
         Some("mentor")
-    } else if row.mentee {
+    } else if mentee {
         Some("mentee")
     } else {
         None
@@ -315,11 +412,7 @@ pub async fn list(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Booking>, Error> {
-    let mut q = QueryBuilder::new(
-        "SELECT b.id, b.listing_id, b.mentor_id, b.mentee_id, b.start_time, b.end_time, b.status, \
-         b.origin, b.notes, b.reason, b.version, b.created_at, b.updated_at, s.id AS session_id \
-         FROM bookings b LEFT JOIN sessions s ON s.booking_id = b.id WHERE true",
-    );
+    let mut q = QueryBuilder::new(concat!("SELECT ", booking_columns!(), " FROM bookings b WHERE true"));
     super::push_list_filter(&mut q, "b.", filter, visibility);
     super::push_keyset_order(&mut q, "b.", filter, after, limit);
     let rows: Vec<BookingRow> = q.build_query_as().fetch_all(db).await?;

@@ -112,6 +112,11 @@ fn constraint_error(constraint: &str) -> Option<Error> {
         "sessions_booking_id_key" => {
             Error::precondition(Reason::SessionExists, "sessions", "this booking already has a session")
         }
+        "bookings_one_pending_reschedule" => Error::precondition(
+            Reason::ReschedulePending,
+            "bookings",
+            "this booking already has a pending request to move it",
+        ),
         "mentors_user_id_key" => Error::precondition(
             Reason::MentorUserTaken,
             "mentors",

@@ -9,9 +9,24 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     config::SessionConfig,
-    model::{CheckIns, EventType, FeedEvent, Session, SessionEvent},
+    model::{CheckIns, EventType, FeedEvent, Names, Session, SessionEvent},
     query::{FeedPosition, ListFilter},
 };
+
+/// Every column of a session as [`SessionRow`] reads it, with the names a
+/// front end shows (scalar subqueries on primary keys, read in the same
+/// statement as the row).
+macro_rules! session_columns {
+    () => {
+        "sessions.id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status, stage, config, \
+         queued_at, started_at, ended_at, active_banked_us, active_since, paused_at, report, failure, \
+         cancel_reason, last_seq, version, created_at, updated_at, check_in_anchor_us, check_ins_missed, \
+         escalation_level, notes, metadata, rescheduled_from, rescheduled_to, \
+         (SELECT display_name FROM mentees WHERE id = sessions.mentee_id) AS mentee_name, \
+         (SELECT display_name FROM mentors WHERE id = sessions.mentor_id) AS mentor_name, \
+         (SELECT title FROM listings WHERE id = sessions.listing_id) AS listing_title"
+    };
+}
 
 #[derive(sqlx::FromRow)]
 struct SessionRow {
@@ -42,6 +57,13 @@ struct SessionRow {
     check_in_anchor_us: i64,
     check_ins_missed: i32,
     escalation_level: i32,
+    notes: String,
+    metadata: serde_json::Value,
+    rescheduled_from: Option<Uuid>,
+    rescheduled_to: Option<Uuid>,
+    mentee_name: Option<String>,
+    mentor_name: Option<String>,
+    listing_title: Option<String>,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -73,6 +95,15 @@ impl TryFrom<SessionRow> for Session {
                 level: r.escalation_level,
             },
             queue: None,
+            notes: r.notes,
+            metadata: r.metadata,
+            rescheduled_from: r.rescheduled_from,
+            rescheduled_to: r.rescheduled_to,
+            names: Names {
+                mentee: r.mentee_name.unwrap_or_default(),
+                mentor: r.mentor_name.unwrap_or_default(),
+                listing_title: r.listing_title.unwrap_or_default(),
+            },
             last_seq: r.last_seq,
             version: r.version,
             created_at: r.created_at,
@@ -125,8 +156,8 @@ pub(super) async fn insert_with_event(
         r#"WITH inserted AS (
                INSERT INTO sessions (id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time,
                                      status, config, queued_at, started_at, active_since, deadline,
-                                     deadline_kind, check_in_due, last_seq)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $20, 1)
+                                     deadline_kind, check_in_due, last_seq, rescheduled_from)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $20, 1, $21)
                RETURNING id, status, stage, created_at, updated_at
            ), event AS (
                INSERT INTO session_events (session_id, seq, type, to_status, to_stage, actor_kind, actor_id,
@@ -155,7 +186,8 @@ pub(super) async fn insert_with_event(
         e.actor.id,
         e.reason,
         e.details,
-        check_in_due
+        check_in_due,
+        s.rescheduled_from
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -189,7 +221,7 @@ pub(super) async fn save_with_event(
                    ended_at = $7, active_banked_us = $8, active_since = $9, paused_at = $10, report = $11,
                    failure = $12, cancel_reason = $13, deadline = $14, deadline_kind = $15, mentor_id = $23,
                    check_in_anchor_us = $24, check_ins_missed = $25, escalation_level = $26, check_in_due = $27,
-                   last_seq = last_seq + 1, version = version + 1, updated_at = now()
+                   notes = $28, metadata = $29, rescheduled_to = $30, last_seq = last_seq + 1, version = version + 1, updated_at = now()
                WHERE id = $1
                RETURNING id, status, stage, last_seq, version, updated_at
            ), event AS (
@@ -226,7 +258,10 @@ pub(super) async fn save_with_event(
         s.check_ins.anchor_us,
         s.check_ins.missed,
         s.check_ins.level,
-        check_in_due
+        check_in_due,
+        s.notes,
+        s.metadata,
+        s.rescheduled_to
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -253,15 +288,12 @@ pub type ById = Vec<(Uuid, Result<Session, Error>)>;
 /// for many GetSession calls (`store::reads`). Each row is decoded on its
 /// own, so a row that cannot be read fails only the calls that asked for it.
 pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ById, Error> {
-    Ok(sqlx::query_as!(
-        SessionRow,
-        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
-                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
-           FROM sessions WHERE id = ANY($1)"#,
-        ids
-    )
+    Ok(sqlx::query_as::<_, SessionRow>(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = ANY($1)"
+    ))
+    .bind(ids)
     .fetch_all(db)
     .await?
     .into_iter()
@@ -272,15 +304,12 @@ pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ByI
 /// Loads a session and locks it until the transaction ends: every change to a
 /// session happens under this lock, which is what keeps `seq` gapless.
 pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
-    sqlx::query_as!(
-        SessionRow,
-        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
-                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
-           FROM sessions WHERE id = $1 FOR UPDATE"#,
-        id
-    )
+    sqlx::query_as::<_, SessionRow>(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = $1 FOR UPDATE OF sessions"
+    ))
+    .bind(id)
     .fetch_optional(&mut **tx)
     .await?
     .map(TryInto::try_into)
@@ -290,15 +319,12 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
 /// [`lock`] a QUEUED session unless another transaction holds it (promotion
 /// then moves on to the next one).
 pub async fn lock_queued_unless_busy(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
-    sqlx::query_as!(
-        SessionRow,
-        r#"SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status,
-                  stage, config AS "config: sqlx::types::Json<SessionConfig>", queued_at, started_at, ended_at,
-                  active_banked_us, active_since, paused_at, report, failure, cancel_reason, last_seq, version,
-                  created_at, updated_at, check_in_anchor_us, check_ins_missed, escalation_level
-           FROM sessions WHERE id = $1 AND status = 'QUEUED' FOR UPDATE SKIP LOCKED"#,
-        id
-    )
+    sqlx::query_as::<_, SessionRow>(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = $1 AND status = 'QUEUED' FOR UPDATE OF sessions SKIP LOCKED"
+    ))
+    .bind(id)
     .fetch_optional(&mut **tx)
     .await?
     .map(TryInto::try_into)
@@ -392,13 +418,7 @@ pub async fn list(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Session>, Error> {
-    let mut q = QueryBuilder::new(
-        "SELECT id, booking_id, listing_id, mentor_id, mentee_id, start_time, end_time, status, \
-         stage, config, queued_at, started_at, ended_at, active_banked_us, active_since, \
-         paused_at, report, failure, cancel_reason, last_seq, version, created_at, updated_at, \
-         check_in_anchor_us, check_ins_missed, escalation_level \
-         FROM sessions WHERE true",
-    );
+    let mut q = QueryBuilder::new(concat!("SELECT ", session_columns!(), " FROM sessions WHERE true"));
     push_filter(&mut q, filter, visibility);
     super::push_keyset_order(&mut q, "", filter, after, limit);
     let rows: Vec<SessionRow> = q.build_query_as().fetch_all(db).await?;
@@ -565,10 +585,22 @@ mod pgbench_script_tests {
     const PAUSE_RESUME: &str = include_str!("../../scripts/pgbench/pause-resume.sql");
     const GET_SESSION: &str = include_str!("../../scripts/pgbench/get-session.sql");
 
-    /// The SQL literal of the store function `name`.
-    fn statement(name: &str) -> &'static str {
+    /// The SQL of the store function `name`: its raw string literal, or
+    /// the pieces of its `concat!`, with `session_columns!()` expanded.
+    fn statement(name: &str) -> String {
         let text = &SOURCE[SOURCE.find(&format!("async fn {name}(")).expect("the function")..];
-        between(text, "r#\"", "\"#")
+        let body = &text[..text.find("\n}\n").expect("the function's end")];
+        if !body.contains("session_columns!()") {
+            return between(text, "r#\"", "\"#").to_owned();
+        }
+        between(body, "concat!(", "))")
+            .split(',')
+            .map(str::trim)
+            .map(|piece| match piece {
+                "session_columns!()" => session_columns!().to_owned(),
+                quoted => quoted.trim_matches('"').to_owned(),
+            })
+            .collect()
     }
 
     /// The text between the first `start` and the next `end` after it.
@@ -632,14 +664,14 @@ mod pgbench_script_tests {
         let resume = PAUSE_RESUME.find("COMMIT;").expect("two transactions") + "COMMIT;".len();
         for script in [&PAUSE_RESUME[..resume], &PAUSE_RESUME[resume..]] {
             assert_eq!(
-                shape(between(script, "BEGIN;", "FOR UPDATE;")),
-                shape(statement("lock"))
+                shape(between(script, "BEGIN;", "FOR UPDATE OF sessions;")),
+                shape(&statement("lock"))
             );
             assert_eq!(
-                shape(between(script, "FOR UPDATE;", "COMMIT;")),
-                shape(statement("save_with_event"))
+                shape(between(script, "FOR UPDATE OF sessions;", "COMMIT;")),
+                shape(&statement("save_with_event"))
             );
         }
-        assert_eq!(shape(GET_SESSION), shape(statement("get_many")));
+        assert_eq!(shape(GET_SESSION), shape(&statement("get_many")));
     }
 }

@@ -16,6 +16,7 @@ struct WebhookRow {
     url: String,
     event_types: Vec<String>,
     booking_event_types: Vec<String>,
+    booking_event_kinds: Vec<String>,
     mentor_id: Option<Uuid>,
     mentee_id: Option<Uuid>,
     listing_id: Option<Uuid>,
@@ -39,11 +40,17 @@ impl TryFrom<WebhookRow> for Webhook {
             .iter()
             .map(|t| t.parse().map_err(corrupt))
             .collect::<Result<_, _>>()?;
+        let booking_event_kinds = r
+            .booking_event_kinds
+            .iter()
+            .map(|t| t.parse().map_err(corrupt))
+            .collect::<Result<_, _>>()?;
         Ok(Webhook {
             id: r.id,
             url: r.url,
             event_types,
             booking_event_types,
+            booking_event_kinds,
             filter: Filter {
                 mentor_id: r.mentor_id,
                 mentee_id: r.mentee_id,
@@ -66,14 +73,18 @@ fn booking_type_names(w: &Webhook) -> Vec<String> {
     w.booking_event_types.iter().map(|t| t.as_str().to_owned()).collect()
 }
 
+fn booking_kind_names(w: &Webhook) -> Vec<String> {
+    w.booking_event_kinds.iter().map(|t| t.as_str().to_owned()).collect()
+}
+
 /// Stores a new subscription.
 pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
     let row = sqlx::query_as!(
         WebhookRow,
         "INSERT INTO webhooks (id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret,
-                               booking_event_types)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         RETURNING id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret,
+                               booking_event_types, booking_event_kinds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret,
                    version,
                    created_at, updated_at",
         w.id,
@@ -84,7 +95,8 @@ pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
         w.filter.listing_id,
         w.enabled,
         w.secret,
-        &booking_type_names(w)
+        &booking_type_names(w),
+        &booking_kind_names(w)
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -96,9 +108,10 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
     let row = sqlx::query_as!(
         WebhookRow,
         "UPDATE webhooks SET url = $2, event_types = $3, mentor_id = $4, mentee_id = $5, listing_id = $6,
-                enabled = $7, secret = $8, booking_event_types = $9, version = version + 1, updated_at = now()
+                enabled = $7, secret = $8, booking_event_types = $9, booking_event_kinds = $10,
+                version = version + 1, updated_at = now()
          WHERE id = $1
-         RETURNING id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret,
+         RETURNING id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret,
                    version,
                    created_at, updated_at",
         w.id,
@@ -109,7 +122,8 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
         w.filter.listing_id,
         w.enabled,
         w.secret,
-        &booking_type_names(w)
+        &booking_type_names(w),
+        &booking_kind_names(w)
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -120,7 +134,7 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
 pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION' FOR UPDATE",
         id
@@ -134,7 +148,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
 pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION'",
         id
@@ -154,7 +168,7 @@ pub async fn list(
     let (at, id) = after.unzip();
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks
          WHERE kind = 'SUBSCRIPTION' AND ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
@@ -174,7 +188,7 @@ pub async fn list(
 pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE enabled AND kind = 'SUBSCRIPTION'"
     )
@@ -197,7 +211,7 @@ pub async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
 pub async fn notification_endpoint(db: impl sqlx::PgExecutor<'_>) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
-        "SELECT id, url, event_types, booking_event_types, mentor_id, mentee_id, listing_id, enabled, secret, version,
+        "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
                 created_at, updated_at
          FROM webhooks WHERE kind = 'NOTIFICATIONS' AND enabled"
     )

@@ -534,6 +534,115 @@ export declare type ListAvailableSlotsResponse = Message<"mentorship.v1.ListAvai
 export declare const ListAvailableSlotsResponseSchema: GenMessage<ListAvailableSlotsResponse>;
 
 /**
+ * @generated from message mentorship.v1.RescheduleBookingRequest
+ */
+export declare type RescheduleBookingRequest = Message<"mentorship.v1.RescheduleBookingRequest"> & {
+  /**
+   * @generated from field: string booking_id = 1;
+   */
+  bookingId: string;
+
+  /**
+   * The new times; they pass every check of CreateBooking (availability,
+   * length, notice, overlaps other than with the booking being moved).
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Why; recorded in the audit trail.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message mentorship.v1.RescheduleBookingRequest.
+ * Use `create(RescheduleBookingRequestSchema)` to create a new message.
+ */
+export declare const RescheduleBookingRequestSchema: GenMessage<RescheduleBookingRequest>;
+
+/**
+ * @generated from message mentorship.v1.RescheduleBookingResponse
+ */
+export declare type RescheduleBookingResponse = Message<"mentorship.v1.RescheduleBookingResponse"> & {
+  /**
+   * The booking that now holds the new time: the new ACCEPTED booking
+   * (mentor or coordinator on an ACCEPTED booking), the mentee's DRAFT
+   * request, or the DRAFT itself, moved.
+   *
+   * @generated from field: mentorship.v1.Booking booking = 1;
+   */
+  booking?: Booking | undefined;
+
+  /**
+   * The new SCHEDULED session, when the meeting moved.
+   *
+   * @generated from field: mentorship.v1.Session session = 2;
+   */
+  session?: Session | undefined;
+
+  /**
+   * The booking that was asked to move, as it stands now.
+   *
+   * @generated from field: mentorship.v1.Booking rescheduled_booking = 3;
+   */
+  rescheduledBooking?: Booking | undefined;
+};
+
+/**
+ * Describes the message mentorship.v1.RescheduleBookingResponse.
+ * Use `create(RescheduleBookingResponseSchema)` to create a new message.
+ */
+export declare const RescheduleBookingResponseSchema: GenMessage<RescheduleBookingResponse>;
+
+/**
+ * @generated from message mentorship.v1.BatchGetBookingsRequest
+ */
+export declare type BatchGetBookingsRequest = Message<"mentorship.v1.BatchGetBookingsRequest"> & {
+  /**
+   * 1 to 100 ids; the response keeps their order.
+   *
+   * @generated from field: repeated string booking_ids = 1;
+   */
+  bookingIds: string[];
+};
+
+/**
+ * Describes the message mentorship.v1.BatchGetBookingsRequest.
+ * Use `create(BatchGetBookingsRequestSchema)` to create a new message.
+ */
+export declare const BatchGetBookingsRequestSchema: GenMessage<BatchGetBookingsRequest>;
+
+/**
+ * @generated from message mentorship.v1.BatchGetBookingsResponse
+ */
+export declare type BatchGetBookingsResponse = Message<"mentorship.v1.BatchGetBookingsResponse"> & {
+  /**
+   * @generated from field: repeated mentorship.v1.Booking bookings = 1;
+   */
+  bookings: Booking[];
+};
+
+/**
+ * Describes the message mentorship.v1.BatchGetBookingsResponse.
+ * Use `create(BatchGetBookingsResponseSchema)` to create a new message.
+ */
+export declare const BatchGetBookingsResponseSchema: GenMessage<BatchGetBookingsResponse>;
+
+/**
  * Bookings: DRAFT -> ACCEPTED | DECLINED | CANCELLED. Accepting creates the session.
  *
  * @generated from service mentorship.v1.BookingService
@@ -576,6 +685,32 @@ export declare const BookingService: GenService<{
     methodKind: "unary";
     input: typeof AcceptBookingRequestSchema;
     output: typeof AcceptBookingResponseSchema;
+  },
+  /**
+   * Moves a meeting (SPEC §3; the rules are in the README, "Rescheduling").
+   * An ACCEPTED booking stays final: the mentor or a coordinator moves it in
+   * one transaction (a new ACCEPTED booking and SCHEDULED session; the old
+   * session CANCELLED with reason RESCHEDULED); the mentee asks with a DRAFT
+   * linked to it, which the mentor's AcceptBooking swaps in the same way. A
+   * DRAFT's own times change in place (its mentee or a coordinator).
+   *
+   * @generated from rpc mentorship.v1.BookingService.RescheduleBooking
+   */
+  rescheduleBooking: {
+    methodKind: "unary";
+    input: typeof RescheduleBookingRequestSchema;
+    output: typeof RescheduleBookingResponseSchema;
+  },
+  /**
+   * Up to 100 bookings by id, all or nothing (AIP-231): an unknown id, or
+   * one the caller may not see, fails the call naming it.
+   *
+   * @generated from rpc mentorship.v1.BookingService.BatchGetBookings
+   */
+  batchGetBookings: {
+    methodKind: "unary";
+    input: typeof BatchGetBookingsRequestSchema;
+    output: typeof BatchGetBookingsResponseSchema;
   },
   /**
    * DRAFT -> DECLINED, with a reason.

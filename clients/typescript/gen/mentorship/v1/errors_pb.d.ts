@@ -297,6 +297,14 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_MENTOR_IDENTITY_MISMATCH = 38;
    */
   MENTOR_IDENTITY_MISMATCH = 38,
+
+  /**
+   * FAILED_PRECONDITION: the booking already has a pending reschedule
+   * request (a DRAFT linked to it); metadata: booking_id (the request).
+   *
+   * @generated from enum value: ERROR_REASON_RESCHEDULE_PENDING = 39;
+   */
+  RESCHEDULE_PENDING = 39,
 }
 
 /**

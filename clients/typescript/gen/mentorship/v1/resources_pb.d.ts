@@ -280,6 +280,39 @@ export declare type Booking = Message<"mentorship.v1.Booking"> & {
    * @generated from field: string etag = 14;
    */
   etag: string;
+
+  /**
+   * The booking this one replaced (RescheduleBooking): for a DRAFT, the
+   * ACCEPTED booking it asks to move; empty otherwise.
+   *
+   * @generated from field: string rescheduled_from = 15;
+   */
+  rescheduledFrom: string;
+
+  /**
+   * The booking that replaced this one, once the meeting moved.
+   *
+   * @generated from field: string rescheduled_to = 16;
+   */
+  rescheduledTo: string;
+
+  /**
+   * Read with the row: the mentee's and the mentor's display names and the
+   * listing's title.
+   *
+   * @generated from field: string mentee_display_name = 17;
+   */
+  menteeDisplayName: string;
+
+  /**
+   * @generated from field: string mentor_display_name = 18;
+   */
+  mentorDisplayName: string;
+
+  /**
+   * @generated from field: string listing_title = 19;
+   */
+  listingTitle: string;
 };
 
 /**
@@ -633,6 +666,52 @@ export declare type Session = Message<"mentorship.v1.Session"> & {
    * @generated from field: int32 escalation_level = 24;
    */
   escalationLevel: number;
+
+  /**
+   * Read with the row: the mentee's and the mentor's display names and the
+   * listing's title.
+   *
+   * @generated from field: string mentee_display_name = 25;
+   */
+  menteeDisplayName: string;
+
+  /**
+   * @generated from field: string mentor_display_name = 26;
+   */
+  mentorDisplayName: string;
+
+  /**
+   * @generated from field: string listing_title = 27;
+   */
+  listingTitle: string;
+
+  /**
+   * Free text, at most 10,000 characters (UpdateSessionNotes).
+   *
+   * @generated from field: string notes = 28;
+   */
+  notes: string;
+
+  /**
+   * Caller-defined data (UpdateSessionNotes), bounded like every Struct.
+   *
+   * @generated from field: google.protobuf.Struct metadata = 29;
+   */
+  metadata?: JsonObject | undefined;
+
+  /**
+   * The session a reschedule replaced with this one.
+   *
+   * @generated from field: string rescheduled_from = 30;
+   */
+  rescheduledFrom: string;
+
+  /**
+   * The session that replaced this one (it ended CANCELLED, reason RESCHEDULED).
+   *
+   * @generated from field: string rescheduled_to = 31;
+   */
+  rescheduledTo: string;
 };
 
 /**
@@ -737,7 +816,7 @@ export declare type SessionEvent = Message<"mentorship.v1.SessionEvent"> & {
 export declare const SessionEventSchema: GenMessage<SessionEvent>;
 
 /**
- * One entry of a booking's audit trail: a status change, who made it and why.
+ * One entry of a booking's audit trail: what changed, who changed it and why.
  *
  * @generated from message mentorship.v1.BookingEvent
  */
@@ -780,6 +859,16 @@ export declare type BookingEvent = Message<"mentorship.v1.BookingEvent"> & {
    * @generated from field: google.protobuf.Timestamp occurred_at = 7;
    */
   occurredAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: mentorship.v1.BookingEventKind kind = 8;
+   */
+  kind: BookingEventKind;
+
+  /**
+   * @generated from field: google.protobuf.Struct details = 9;
+   */
+  details?: JsonObject | undefined;
 };
 
 /**
@@ -1110,10 +1199,58 @@ export enum SessionEventType {
    * @generated from enum value: SESSION_EVENT_TYPE_ESCALATED = 9;
    */
   ESCALATED = 9,
+
+  /**
+   * UpdateSessionNotes changed the notes or the metadata; no status changes.
+   *
+   * @generated from enum value: SESSION_EVENT_TYPE_NOTES_UPDATED = 10;
+   */
+  NOTES_UPDATED = 10,
 }
 
 /**
  * Describes the enum mentorship.v1.SessionEventType.
  */
 export declare const SessionEventTypeSchema: GenEnum<SessionEventType>;
+
+/**
+ * What a booking event records.
+ *
+ * @generated from enum mentorship.v1.BookingEventKind
+ */
+export enum BookingEventKind {
+  /**
+   * @generated from enum value: BOOKING_EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The status changed (or the booking was made: from_status unset).
+   *
+   * @generated from enum value: BOOKING_EVENT_KIND_STATUS_CHANGED = 1;
+   */
+  STATUS_CHANGED = 1,
+
+  /**
+   * The meeting moved: on the ACCEPTED booking that was moved (details:
+   * rescheduled_to, its new times) and on the booking that replaced it
+   * (details: rescheduled_from). Webhook type booking.rescheduled.
+   *
+   * @generated from enum value: BOOKING_EVENT_KIND_RESCHEDULED = 2;
+   */
+  RESCHEDULED = 2,
+
+  /**
+   * A DRAFT's times changed in place (details: the old and new times).
+   * Webhook type booking.time_changed.
+   *
+   * @generated from enum value: BOOKING_EVENT_KIND_TIME_CHANGED = 3;
+   */
+  TIME_CHANGED = 3,
+}
+
+/**
+ * Describes the enum mentorship.v1.BookingEventKind.
+ */
+export declare const BookingEventKindSchema: GenEnum<BookingEventKind>;
 

@@ -997,6 +997,105 @@ export declare type GetSessionConfigResponse = Message<"mentorship.v1.GetSession
 export declare const GetSessionConfigResponseSchema: GenMessage<GetSessionConfigResponse>;
 
 /**
+ * @generated from message mentorship.v1.BatchGetSessionsRequest
+ */
+export declare type BatchGetSessionsRequest = Message<"mentorship.v1.BatchGetSessionsRequest"> & {
+  /**
+   * 1 to 100 ids; the response keeps their order.
+   *
+   * @generated from field: repeated string session_ids = 1;
+   */
+  sessionIds: string[];
+};
+
+/**
+ * Describes the message mentorship.v1.BatchGetSessionsRequest.
+ * Use `create(BatchGetSessionsRequestSchema)` to create a new message.
+ */
+export declare const BatchGetSessionsRequestSchema: GenMessage<BatchGetSessionsRequest>;
+
+/**
+ * @generated from message mentorship.v1.BatchGetSessionsResponse
+ */
+export declare type BatchGetSessionsResponse = Message<"mentorship.v1.BatchGetSessionsResponse"> & {
+  /**
+   * @generated from field: repeated mentorship.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+};
+
+/**
+ * Describes the message mentorship.v1.BatchGetSessionsResponse.
+ * Use `create(BatchGetSessionsResponseSchema)` to create a new message.
+ */
+export declare const BatchGetSessionsResponseSchema: GenMessage<BatchGetSessionsResponse>;
+
+/**
+ * @generated from message mentorship.v1.UpdateSessionNotesRequest
+ */
+export declare type UpdateSessionNotesRequest = Message<"mentorship.v1.UpdateSessionNotesRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * "notes", "metadata" or both.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * At most 10,000 characters.
+   *
+   * @generated from field: string notes = 3;
+   */
+  notes: string;
+
+  /**
+   * Replaces the metadata whole; bounded like every Struct.
+   *
+   * @generated from field: google.protobuf.Struct metadata = 4;
+   */
+  metadata?: JsonObject | undefined;
+
+  /**
+   * When set, must equal the session's current etag.
+   *
+   * @generated from field: string etag = 5;
+   */
+  etag: string;
+
+  /**
+   * @generated from field: string request_id = 6;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message mentorship.v1.UpdateSessionNotesRequest.
+ * Use `create(UpdateSessionNotesRequestSchema)` to create a new message.
+ */
+export declare const UpdateSessionNotesRequestSchema: GenMessage<UpdateSessionNotesRequest>;
+
+/**
+ * @generated from message mentorship.v1.UpdateSessionNotesResponse
+ */
+export declare type UpdateSessionNotesResponse = Message<"mentorship.v1.UpdateSessionNotesResponse"> & {
+  /**
+   * @generated from field: mentorship.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message mentorship.v1.UpdateSessionNotesResponse.
+ * Use `create(UpdateSessionNotesResponseSchema)` to create a new message.
+ */
+export declare const UpdateSessionNotesResponseSchema: GenMessage<UpdateSessionNotesResponse>;
+
+/**
  * @generated from message mentorship.v1.UpdateSessionConfigRequest
  */
 export declare type UpdateSessionConfigRequest = Message<"mentorship.v1.UpdateSessionConfigRequest"> & {
@@ -1472,6 +1571,28 @@ export declare const SessionService: GenService<{
     methodKind: "unary";
     input: typeof GetSessionRequestSchema;
     output: typeof GetSessionResponseSchema;
+  },
+  /**
+   * Up to 100 sessions by id, all or nothing (AIP-231): an unknown id, or
+   * one the caller may not see, fails the call naming it.
+   *
+   * @generated from rpc mentorship.v1.SessionService.BatchGetSessions
+   */
+  batchGetSessions: {
+    methodKind: "unary";
+    input: typeof BatchGetSessionsRequestSchema;
+    output: typeof BatchGetSessionsResponseSchema;
+  },
+  /**
+   * Changes a session's notes or metadata (participants, coordinators,
+   * services): not a lifecycle change; a NOTES_UPDATED event, no status change.
+   *
+   * @generated from rpc mentorship.v1.SessionService.UpdateSessionNotes
+   */
+  updateSessionNotes: {
+    methodKind: "unary";
+    input: typeof UpdateSessionNotesRequestSchema;
+    output: typeof UpdateSessionNotesResponseSchema;
   },
   /**
    * Participants see only their own sessions.

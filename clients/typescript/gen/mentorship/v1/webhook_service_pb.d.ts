@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { BookingStatus, SessionEventType } from "./resources_pb.js";
+import type { BookingEventKind, BookingStatus, SessionEventType } from "./resources_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -110,6 +110,16 @@ export declare type Webhook = Message<"mentorship.v1.Webhook"> & {
    * @generated from field: repeated mentorship.v1.BookingStatus booking_event_types = 9;
    */
   bookingEventTypes: BookingStatus[];
+
+  /**
+   * The booking events wanted besides status changes, by kind:
+   * BOOKING_EVENT_KIND_RESCHEDULED (booking.rescheduled) and
+   * BOOKING_EVENT_KIND_TIME_CHANGED (booking.time_changed). Counted with the
+   * two lists above: all three empty means every event.
+   *
+   * @generated from field: repeated mentorship.v1.BookingEventKind booking_event_kinds = 10;
+   */
+  bookingEventKinds: BookingEventKind[];
 };
 
 /**
