@@ -295,7 +295,7 @@ impl App {
             metadata: old_session.metadata,
         };
         let session = self
-            .create_session_for(unit, &new, old_session.config, actor, "reschedule", carried)
+            .create_session_for(unit, &new, old_session.config, actor, "booking", carried)
             .await?;
         let mut new = new;
         new.session_id = Some(session.id);

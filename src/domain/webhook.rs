@@ -533,6 +533,32 @@ mod tests {
         };
         assert_eq!(wants(&filtered), (false, false), "the filter applies to both");
         assert_eq!(booking_payload(&booking)["type"], "booking.created");
+
+        // A reschedule is wanted by its kind, not by the status it leaves.
+        let moved = BookingFeedEvent {
+            event: BookingEvent {
+                from_status: Some(BookingStatus::Accepted),
+                to_status: BookingStatus::Accepted,
+                kind: BookingEventKind::Rescheduled,
+                ..booking.event.clone()
+            },
+            ..booking.clone()
+        };
+        let by_kind = |kinds: Vec<BookingEventKind>, statuses: Vec<BookingStatus>| Webhook {
+            booking_event_kinds: kinds,
+            ..hook(vec![], statuses)
+        };
+        assert!(hook(vec![], vec![]).wants_booking(&moved), "everything");
+        assert!(by_kind(vec![BookingEventKind::Rescheduled], vec![]).wants_booking(&moved));
+        assert!(!by_kind(vec![], vec![BookingStatus::Accepted]).wants_booking(&moved));
+        assert!(!by_kind(vec![BookingEventKind::TimeChanged], vec![]).wants_booking(&moved));
+        assert!(!by_kind(vec![BookingEventKind::Rescheduled], vec![]).wants_booking(&booking));
+        assert!(
+            !by_kind(vec![BookingEventKind::Rescheduled], vec![]).wants(&session),
+            "no session events"
+        );
+        assert_eq!(booking_payload(&moved)["type"], "booking.rescheduled");
+        assert_eq!(booking_payload(&moved)["data"]["kind"], "RESCHEDULED");
     }
 
     #[test]
