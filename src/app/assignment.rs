@@ -7,7 +7,7 @@ use super::{App, page};
 use crate::domain::{
     Error, Reason, Resource, Result,
     access::Principal,
-    assignment,
+    assignment, availability,
     command::Reassignment,
     model::{EventType, Listing, MentorAssignment, Session},
     query::LogQuery,
@@ -83,8 +83,7 @@ impl App {
                 None => Err(Error::not_found(Resource::Mentor, mentor_id)),
             };
         }
-        let candidates =
-            store_assignments::candidates(tx, &listing.skill_area, self.rules.default_mentor_limit).await?;
+        let candidates = self.available_candidates(unit, &listing.skill_area).await?;
         let picked = assignment::choose(&candidates, settings.strategy)
             .and_then(|id| candidates.iter().find(|c| c.mentor_id == id));
         match (picked, keep) {
@@ -99,11 +98,33 @@ impl App {
                 Reason::NoEligibleMentor,
                 format!("listings/{}", listing.id),
                 format!(
-                    "no mentor accepts sessions in the listing's skill area {:?}",
+                    "no mentor in the listing's skill area {:?} accepts sessions and is available now \
+                     (inside one of their weekly windows, not in an accepted booking)",
                     listing.skill_area
                 ),
             )),
         }
+    }
+
+    /// The mentors the strategies may choose from now: accepting sessions,
+    /// with the skill area, inside one of their weekly windows on their own
+    /// clock (none: always) and not in an ACCEPTED booking.
+    async fn available_candidates(&self, unit: &mut Unit, skill_area: &str) -> Result<Vec<assignment::Candidate>> {
+        let now = chrono::Utc::now();
+        let tx = unit.tx();
+        let found = store_assignments::candidates(tx, skill_area, self.rules.default_mentor_limit, now).await?;
+        let ids: Vec<Uuid> = found.iter().map(|(c, _)| c.mentor_id).collect();
+        let windows = directory::availability_of(&mut **tx, &ids).await?;
+        let mut open = Vec::with_capacity(found.len());
+        for (candidate, zone) in found {
+            let tz = availability::parse_timezone("timezone", &zone)
+                .map_err(|_| crate::store::corrupt(format!("mentor {} time zone", candidate.mentor_id)))?;
+            let own = windows.get(&candidate.mentor_id).map_or(&[][..], Vec::as_slice);
+            if availability::open_at(own, tz, now) {
+                open.push(candidate);
+            }
+        }
+        Ok(open)
     }
 
     /// ReassignMentor (SPEC §4.3): any live session, with a reason. A session

@@ -137,6 +137,13 @@ pub fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>
     })
 }
 
+/// Whether a mentor with these windows is available at the instant `at`:
+/// its own clock then reads a time inside one of its windows (DST-correct,
+/// as [`fits`] is). No windows: always.
+pub fn open_at(windows: &[Window], tz: Tz, at: DateTime<Utc>) -> bool {
+    fits(windows, tz, at, at + chrono::Duration::seconds(1))
+}
+
 /// `[start, end)` cut at each change of `tz`'s UTC offset, with the offset
 /// of each piece.
 fn pieces(tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>, chrono::Duration)> {
@@ -295,6 +302,21 @@ mod tests {
             utc(2027, 11, 7, 6, 0),
             utc(2027, 11, 7, 6, 30)
         ));
+    }
+
+    #[test]
+    fn a_mentor_is_open_at_an_instant_by_its_own_clock_across_dst() {
+        // New York, Sunday 2027-03-14: at 07:00 UTC 02:00 EST becomes 03:00 EDT.
+        let new_york: Tz = "America/New_York".parse().unwrap();
+        let windows = sunday("01:00", "03:30");
+        assert!(open_at(&windows, new_york, utc(2027, 3, 14, 6, 30)), "01:30 EST");
+        assert!(open_at(&windows, new_york, utc(2027, 3, 14, 7, 15)), "03:15 EDT");
+        // 07:45 UTC is 03:45 EDT: closed, though a fixed EST offset reads 02:45.
+        assert!(!open_at(&windows, new_york, utc(2027, 3, 14, 7, 45)));
+        // The Sunday before, 07:45 UTC is 02:45 EST: open.
+        assert!(open_at(&windows, new_york, utc(2027, 3, 7, 7, 45)));
+        assert!(!open_at(&windows, new_york, utc(2027, 3, 15, 6, 30)), "Monday");
+        assert!(open_at(&[], new_york, utc(2027, 3, 15, 6, 30)), "no windows: always");
     }
 
     #[test]

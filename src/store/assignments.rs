@@ -12,27 +12,41 @@ use crate::domain::{
     model::MentorAssignment,
 };
 
-/// Mentors who accept sessions and have `skill_area`, with their workload.
-pub async fn candidates(tx: &mut Tx, skill_area: &str, default_limit: i32) -> Result<Vec<Candidate>, Error> {
+/// Mentors who accept sessions, have `skill_area` and are not in an
+/// ACCEPTED booking at `at`, with their workload and their zone (the caller
+/// checks their windows).
+pub async fn candidates(
+    tx: &mut Tx,
+    skill_area: &str,
+    default_limit: i32,
+    at: DateTime<Utc>,
+) -> Result<Vec<(Candidate, String)>, Error> {
     let rows = sqlx::query!(
         r#"SELECT m.id, array_position(m.skill_areas, $1) AS "rank!",
-                  coalesce(m.max_concurrent_sessions, $2) AS "limit!", m.last_assigned_at,
+                  coalesce(m.max_concurrent_sessions, $2) AS "limit!", m.last_assigned_at, m.timezone,
                   (SELECT count(*) FROM sessions s
                     WHERE s.mentor_id = m.id AND s.status IN ('ACTIVE', 'PAUSED')) AS "holding!"
-           FROM mentors m WHERE m.accepting_sessions AND m.skill_areas @> ARRAY[$1]"#,
+           FROM mentors m WHERE m.accepting_sessions AND m.skill_areas @> ARRAY[$1]
+             AND NOT EXISTS (SELECT 1 FROM bookings b
+                             WHERE b.holds_slot AND b.mentor_id = m.id
+                               AND tstzrange(b.start_time, b.end_time) @> $3::timestamptz)"#,
         skill_area,
-        default_limit
+        default_limit,
+        at
     )
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| Candidate {
-            mentor_id: r.id,
-            skill_rank: r.rank,
-            holding: r.holding,
-            limit: i64::from(r.limit),
-            last_assigned_at: r.last_assigned_at,
+        .map(|r| {
+            let candidate = Candidate {
+                mentor_id: r.id,
+                skill_rank: r.rank,
+                holding: r.holding,
+                limit: i64::from(r.limit),
+                last_assigned_at: r.last_assigned_at,
+            };
+            (candidate, r.timezone)
         })
         .collect())
 }

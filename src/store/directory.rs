@@ -137,7 +137,7 @@ pub async fn availability(db: impl sqlx::PgExecutor<'_>, mentor_id: Uuid) -> Res
 }
 
 /// The windows of several mentors in one query, by mentor id.
-async fn availability_of(
+pub async fn availability_of(
     db: impl sqlx::PgExecutor<'_>,
     mentor_ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Vec<Window>>, Error> {

@@ -355,3 +355,91 @@ async fn two_replicas_assigning_at_once_never_put_a_mentor_over_its_limit() {
         .expect("count");
     assert!((1..=3).contains(&active), "{active}");
 }
+
+/// A mentor in `skill` with these windows in `zone`.
+async fn mentor_in(app: &TestApp, skill: &str, zone: &str, availability: Vec<pb::AvailabilityWindow>) -> Uuid {
+    app.coordinator()
+        .upsert_mentor(pb::Mentor {
+            user_id: Uuid::new_v4().to_string(),
+            display_name: "Grace".into(),
+            skill_areas: vec![skill.into()],
+            accepting_sessions: true,
+            timezone: zone.into(),
+            availability,
+            ..Default::default()
+        })
+        .await
+        .expect("mentor")
+        .id
+        .parse()
+        .expect("uuid")
+}
+
+/// Auto-assignment picks only mentors available at that moment: inside one
+/// of their weekly windows on their own clock (in a zone with DST; the rule
+/// itself is checked across a DST change in
+/// `availability::tests::a_mentor_is_open_at_an_instant_by_its_own_clock_across_dst`),
+/// and not in an ACCEPTED booking. A mentor the caller names is not checked.
+#[tokio::test]
+async fn auto_assignment_picks_only_mentors_available_now() {
+    use chrono::{Datelike, Timelike};
+    let app = spawn_with(1, fast_rules()).await;
+    let skill = format!("calendar-{}", Uuid::new_v4().simple());
+    let zone = "America/New_York";
+    let tz: chrono_tz::Tz = zone.parse().expect("zone");
+    let window = |day: chrono::Weekday, from: u32, to: u32| pb::AvailabilityWindow {
+        day_of_week: day.number_from_monday() as i32,
+        start_local_time: format!("{:02}:{:02}", from / 60, from % 60),
+        end_local_time: if to == 1440 {
+            "24:00".into()
+        } else {
+            format!("{:02}:{:02}", to / 60, to % 60)
+        },
+    };
+    // Open now: a window around the local time. Closed now: only tomorrow.
+    let local = chrono::Utc::now().with_timezone(&tz);
+    let minute = local.hour() * 60 + local.minute();
+    let today = local.weekday();
+    let open = mentor_in(
+        &app,
+        &skill,
+        zone,
+        vec![window(today, minute.saturating_sub(30), (minute + 31).min(1440))],
+    )
+    .await;
+    let closed = mentor_in(&app, &skill, zone, vec![window(today.succ(), 0, 1440)]).await;
+    // Always open by its windows, but in an accepted booking that has begun.
+    let booked = mentor_in(&app, &skill, "UTC", vec![]).await;
+    let listing = add_listing(&app, Some(booked)).await;
+    let start = chrono::Utc::now() + Duration::milliseconds(300);
+    let b = app
+        .coordinator()
+        .create_booking(booking_request(
+            listing,
+            add_mentee(&app).await,
+            start,
+            start + Duration::hours(2),
+        ))
+        .await
+        .expect("draft");
+    accept(&app, &b.id).await.expect("accepted");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    let work = story(&app, &skill).await;
+    for _ in 0..3 {
+        let s = create(&app, work, None).await.expect("assigned");
+        assert_eq!(s.mentor_id, open.to_string(), "only the open mentor qualifies");
+    }
+    // The caller's own choice is not checked.
+    let chosen = create(&app, work, Some(closed)).await.expect("named");
+    assert_eq!(chosen.mentor_id, closed.to_string());
+    // Nobody available: NO_ELIGIBLE_MENTOR, as before.
+    let mut profile = app.coordinator().get_mentor(&open.to_string()).await.expect("mentor");
+    profile.accepting_sessions = false;
+    app.coordinator().upsert_mentor(profile).await.expect("stop accepting");
+    assert_status(
+        create(&app, work, None).await,
+        Code::FailedPrecondition,
+        "NO_ELIGIBLE_MENTOR",
+    );
+}
