@@ -1250,3 +1250,40 @@ pub async fn slots_held(app: &TestApp, column: &str, id: Uuid) -> i64 {
     .await
     .expect("count slots")
 }
+
+/// A shell block of the README, as written: the ```sh block after the
+/// `<!-- {marker}: … -->` comment.
+pub fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let (_, after) = readme
+        .split_once(&format!("<!-- {marker}: "))
+        .unwrap_or_else(|| panic!("the README marks its {marker} block"));
+    after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(block, _)| block.to_owned())
+        .expect("a sh block after the marker")
+}
+
+/// Runs the README block `marker` with bash (`-euo pipefail`, so any
+/// failing command fails it) in a fresh directory, with `env`; its output,
+/// which must be a success, and the directory it ran in.
+pub async fn run_readme_block(marker: &str, env: &[(&str, &str)]) -> (String, std::path::PathBuf) {
+    let block = readme_block(marker);
+    let dir = std::env::temp_dir().join(format!("readme-{marker}-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a working directory");
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(&dir)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "the README's {marker} block failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (stdout, dir)
+}

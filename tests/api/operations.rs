@@ -1089,3 +1089,61 @@ async fn the_tools_use_the_private_cluster_of_a_running_server_and_leave_it_alon
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&cluster);
 }
+
+/// The README's grpcurl flow, extracted from the README and run as written
+/// (bash, grpcurl, jq, python3) against the built binary, with tokens the
+/// binary mints: free slots, a booking, a reschedule, the lifecycle, notes,
+/// on demand, reassignment and the reads. It ends with the session COMPLETED.
+#[tokio::test]
+async fn the_readme_grpcurl_flow_runs_as_written_against_the_binary() {
+    let database_url = fresh_database().await;
+    let server = spawn_binary(&database_url, &[]).await;
+    let secret = std::str::from_utf8(SECRET).expect("utf8");
+    let (stdout, dir) = run_readme_block(
+        "grpc-flow",
+        &[
+            ("ADDR", &server.addr),
+            ("MENTORSHIP", env!("CARGO_BIN_EXE_mentorship")),
+            ("DATABASE_URL", &database_url),
+            ("MENTORSHIP_JWT_SECRET", secret),
+        ],
+    )
+    .await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.last().copied(), Some("SESSION_STATUS_COMPLETED"), "{stdout}");
+    for expected in [
+        "SESSION_STATUS_ACTIVE",
+        "SESSION_STATUS_PAUSED",
+        "review",
+        "600s",
+        "Alan",
+        "SERVING",
+        "Ada with Grace: Parser review, SESSION_STATUS_COMPLETED",
+        "BOOKING_EVENT_KIND_RESCHEDULED BOOKING_STATUS_ACCEPTED",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected:?} missing from the flow's output:\n{stdout}"
+        );
+    }
+    // Eight free hours on the mentor's Monday, shown on its clock.
+    let slots: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.ends_with(":00:00+01:00") || l.ends_with(":00:00+02:00"))
+        .collect();
+    assert_eq!(slots.len(), 8, "{stdout}");
+    assert!(slots[0].contains("T09:00:00"), "{slots:?}");
+    // The stored outcome: the moved meeting's old session was cancelled.
+    let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    let (cancelled, completed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'CANCELLED' AND cancel_reason = 'RESCHEDULED'),
+                count(*) FILTER (WHERE status = 'COMPLETED')
+         FROM sessions",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!((cancelled, completed), (1, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

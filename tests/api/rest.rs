@@ -1008,33 +1008,10 @@ async fn cors_grpc_web_and_the_openapi_document_share_the_port() {
 /// a fresh server: it ends with the session COMPLETED.
 #[tokio::test]
 async fn the_readme_curl_flow_runs_as_written() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let (_, after) = readme
-        .split_once("<!-- rest-flow: run by tests/api/rest.rs -->")
-        .expect("the README marks its curl flow");
-    let block = after
-        .split_once("```sh\n")
-        .and_then(|(_, rest)| rest.split_once("\n```"))
-        .map(|(block, _)| block.to_owned())
-        .expect("a sh block after the marker");
     let app = spawn_app().await;
     let token = coordinator();
-    let dir = std::env::temp_dir().join(format!("readme-flow-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a working directory");
-    let output = tokio::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &block])
-        .current_dir(&dir)
-        .env("API", format!("http://{}/api/mentorship", app.replicas[0].server.addr))
-        .env("TOKEN", &token)
-        .output()
-        .await
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "the README's flow failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let api = format!("http://{}/api/mentorship", app.replicas[0].server.addr);
+    let (stdout, dir) = run_readme_block("rest-flow", &[("API", &api), ("TOKEN", &token)]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.last().copied(), Some("SESSION_STATUS_COMPLETED"), "{stdout}");
     assert!(lines.contains(&"412"), "the stale If-Match answers 412: {stdout}");
