@@ -176,6 +176,9 @@ impl App {
             // exclusion constraint judge.
             store_bookings::lock_participants(tx, r.mentor_id, before.mentee_id).await?;
             store_bookings::set_mentor(tx, before.booking_id, r.mentor_id).await?;
+            // A request to move the meeting was addressed to the old mentor.
+            super::reschedule::drop_request_for(unit, before.booking_id, &actor, "the meeting's mentor changed")
+                .await?;
         }
         let s = Session {
             mentor_id: r.mentor_id,

@@ -65,10 +65,13 @@ impl App {
                     return self.request_reschedule(unit, current, &actor, r).await;
                 }
                 store_bookings::lock_participants(unit.tx(), current.mentor_id, current.mentee_id).await?;
-                if let Some(pending) = store_bookings::pending_reschedule(&mut **unit.tx(), current.id).await? {
-                    let why = "the booking was moved by its mentor or a coordinator";
-                    close_request(unit, pending, &actor, why).await?;
-                }
+                drop_request_for(
+                    unit,
+                    current.id,
+                    &actor,
+                    "the booking was moved by its mentor or a coordinator",
+                )
+                .await?;
                 let (new, session) = self
                     .swap(unit, &current, session, Replacement::New(times), &actor, &r.reason)
                     .await?;
@@ -306,15 +309,21 @@ impl App {
     /// pending request to move it: called when the session starts, is
     /// cancelled or times out.
     pub(crate) async fn drop_pending_reschedule(&self, unit: &mut Unit, saved: &Session, actor: &Actor) -> Result<()> {
-        let Some(pending) = store_bookings::pending_reschedule(&mut **unit.tx(), saved.booking_id).await? else {
-            return Ok(());
-        };
         let why = match saved.status {
             SessionStatus::Cancelled if saved.cancel_reason == "NO_SHOW" => "the session timed out (NO_SHOW)",
             SessionStatus::Cancelled => "the session was cancelled",
             _ => "the session started",
         };
-        close_request(unit, pending, actor, why).await
+        drop_request_for(unit, saved.booking_id, actor, why).await
+    }
+}
+
+/// Cancels the pending request to move booking `booking_id`, if there is
+/// one, saying `why` (the meeting started, ended, or changed mentor).
+pub(crate) async fn drop_request_for(unit: &mut Unit, booking_id: Uuid, actor: &Actor, why: &str) -> Result<()> {
+    match store_bookings::pending_reschedule(&mut **unit.tx(), booking_id).await? {
+        Some(pending) => close_request(unit, pending, actor, why).await,
+        None => Ok(()),
     }
 }
 

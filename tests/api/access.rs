@@ -96,9 +96,14 @@ enum Rpc {
     CompareSessions,
     ListBookingEvents,
     ExportSessions,
+    ListAvailableSlots,
+    RescheduleBooking,
+    BatchGetBookings,
+    BatchGetSessions,
+    UpdateSessionNotes,
 }
 
-const RPCS: [Rpc; 33] = [
+const RPCS: [Rpc; 38] = [
     Rpc::UpsertMentee,
     Rpc::GetMentee,
     Rpc::UpsertMentor,
@@ -132,6 +137,11 @@ const RPCS: [Rpc; 33] = [
     Rpc::CompareSessions,
     Rpc::ListBookingEvents,
     Rpc::ExportSessions,
+    Rpc::ListAvailableSlots,
+    Rpc::RescheduleBooking,
+    Rpc::BatchGetBookings,
+    Rpc::BatchGetSessions,
+    Rpc::UpdateSessionNotes,
 ];
 
 /// The authenticated callers each RPC allows; other authenticated callers get PERMISSION_DENIED.
@@ -159,7 +169,11 @@ fn allowed(rpc: Rpc) -> &'static [Who] {
         Rpc::CancelSession => &[OwnerMentor, Coordinator],
         Rpc::GetSessionConfig => READERS,
         Rpc::UpdateSessionConfig => &[OwnerMentor, Coordinator, Service],
-        Rpc::ListConfigTemplates => EVERYONE,
+        Rpc::ListConfigTemplates | Rpc::ListAvailableSlots => EVERYONE,
+        // On a DRAFT: its mentee or a coordinator moves it; its mentor accepts or declines it.
+        Rpc::RescheduleBooking => &[OwnerMentee, Coordinator],
+        Rpc::BatchGetBookings | Rpc::BatchGetSessions => READERS,
+        Rpc::UpdateSessionNotes => &[OwnerMentee, OwnerMentor, Coordinator, Service],
     }
 }
 
@@ -285,6 +299,48 @@ async fn call(app: &TestApp, w: &World, rpc: Rpc, tok: &str) -> Result<(), Statu
             while stream.message().await?.is_some() {}
             Ok(())
         }
+        Rpc::ListAvailableSlots => c
+            .call(pb::ListAvailableSlotsRequest {
+                calendar: Some(pb::list_available_slots_request::Calendar::MentorId(mentor)),
+                start_time: Some(ts(monday_at(0))),
+                end_time: Some(ts(monday_at(0) + Duration::days(1))),
+                slot_duration: Some(seconds(3600)),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::RescheduleBooking => {
+            let t = next_slot();
+            c.call(pb::RescheduleBookingRequest {
+                booking_id: fresh_draft(app, w).await,
+                start_time: Some(ts(t)),
+                end_time: Some(ts(t + Duration::hours(1))),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::BatchGetBookings => c
+            .call(pb::BatchGetBookingsRequest {
+                booking_ids: vec![fresh_draft(app, w).await],
+            })
+            .await
+            .map(drop),
+        Rpc::BatchGetSessions => c
+            .call(pb::BatchGetSessionsRequest {
+                session_ids: vec![scheduled(app, w, next_slot()).await.id],
+            })
+            .await
+            .map(drop),
+        Rpc::UpdateSessionNotes => c
+            .call(pb::UpdateSessionNotesRequest {
+                session_id: scheduled(app, w, next_slot()).await.id,
+                update_mask: Some(mask(&["notes"])),
+                notes: "agenda".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         Rpc::ListBookingEvents => c
             .call(pb::ListBookingEventsRequest {
                 booking_id: fresh_draft(app, w).await,

@@ -209,19 +209,38 @@ async fn a_request_that_ends_otherwise_leaves_the_meeting_as_it_was() {
         .expect("cancelled");
     assert_eq!(get_session(&app, &old.id).await.status, SessionStatus::Scheduled as i32);
 
-    // The meeting starts with a request pending: the request is cancelled.
+    // The meeting changes mentor with a request pending: the request was the
+    // old mentor's to accept, and is cancelled.
     let pending = ask(4).await;
-    app.as_(&w.mentor_token()).start_session(&old.id).await.expect("start");
+    let (elsewhere, _) = add_mentor(&app, "UTC", vec![]).await;
+    app.coordinator()
+        .call(pb::ReassignMentorRequest {
+            session_id: old.id.clone(),
+            mentor_id: elsewhere.to_string(),
+            reason: "leave".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("reassigned");
+    let dropped = app.coordinator().get_booking(&pending.id).await.expect("request");
+    assert_eq!(
+        (dropped.status, dropped.reason.as_str()),
+        (BookingStatus::Cancelled as i32, "the meeting's mentor changed")
+    );
+
+    // The meeting starts with a request pending: the request is cancelled.
+    let pending = ask(5).await;
+    app.coordinator().start_session(&old.id).await.expect("start");
     let dropped = app.coordinator().get_booking(&pending.id).await.expect("request");
     assert_eq!(dropped.status, BookingStatus::Cancelled as i32);
     assert_eq!(dropped.reason, "the session started");
     // And a meeting that has started cannot be moved.
     let late = app
-        .as_(&w.mentor_token())
+        .coordinator()
         .call(reschedule(
             &old.booking_id,
-            t + Duration::hours(5),
             t + Duration::hours(6),
+            t + Duration::hours(7),
         ))
         .await;
     assert_status(late, Code::FailedPrecondition, "INVALID_TRANSITION");

@@ -22,7 +22,10 @@
 //!   memory per stream (of `--pid`) and database transactions/s while idle;
 //! - `rest-vs-grpc`: GetSession and PauseSession/ResumeSession over REST/JSON
 //!   and over gRPC in alternating phases, one ACTIVE session per worker:
-//!   REST's throughput and latency as ratios of gRPC's.
+//!   REST's throughput and latency as ratios of gRPC's;
+//! - `slots`: ListAvailableSlots for a mentor with a year of accepted
+//!   bookings, against CreateBooking in alternating phases: its latency as
+//!   a ratio of CreateBooking's.
 //!
 //! ```sh
 //! MENTORSHIP_JWT_SECRET=… cargo run --release --bin loadgen -- --addr http://127.0.0.1:50051 --workers 16 --seconds 20
@@ -35,6 +38,7 @@ use std::{
 
 mod history;
 mod rest;
+mod slots;
 mod write_path;
 
 use anyhow::Context;
@@ -122,6 +126,7 @@ enum Scenario {
     Reads,
     IdleStreams,
     RestVsGrpc,
+    Slots,
 }
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
@@ -550,6 +555,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::RestVsGrpc => {
             return rest::run(&args.addr[0], &channels[0], &token, args.workers, args.seconds).await;
         }
+        Scenario::Slots => return slots::run(&channels[0], &token, args.workers, args.seconds).await,
         Scenario::Reads => return write_path::reads(&channels, &token, need_pool()?, args.workers, args.seconds).await,
         Scenario::IdleStreams => {
             let secret = args.secret.as_deref().unwrap_or_default().as_bytes();
