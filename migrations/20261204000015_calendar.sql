@@ -1,6 +1,8 @@
 -- Rescheduling, session notes and metadata, booking event kinds (issue 24).
--- Additive only: a replica of the previous release keeps running on this
--- schema (it neither reads nor writes what is new).
+-- Additive in schema, but not in meaning: a replica of the previous release
+-- would accept a mentee's reschedule request as a plain booking, send a
+-- reschedule as booking.accepted, and fail to read NOTES_UPDATED events.
+-- Upgrade every replica together (docs/OPERATIONS.md, "Upgrading").
 
 -- A rescheduled booking and the one that replaced it link both ways. A
 -- mentee's request to move an ACCEPTED booking is a DRAFT whose

@@ -285,12 +285,11 @@ pub async fn token(args: ServeArgs, t: TokenArgs) -> anyhow::Result<()> {
 /// The `user_id` of mentor profile `mentor_id`: a mentor token must carry it
 /// as its `sub` (MENTOR_IDENTITY_MISMATCH otherwise).
 async fn mentor_user(args: &ServeArgs, mentor_id: uuid::Uuid) -> anyhow::Result<uuid::Uuid> {
-    use sqlx::Connection;
     let (url, _db) = database(args, Opener::Tool).await?;
-    let mut conn = sqlx::PgConnection::connect(&url)
-        .await
-        .context("connecting to the database")?;
-    let owner = crate::store::directory::mentor_user(&mut conn, mentor_id)
+    // Migrated like the server's, so a database no server has used yet
+    // answers "no such profile" rather than "no such table".
+    let pool = crate::connect(&url, 1).await.context("connecting to the database")?;
+    let owner = crate::store::directory::mentor_user(&pool, mentor_id)
         .await
         .map_err(|e| anyhow::anyhow!("reading mentor profile {mentor_id}: {e}"))?;
     owner.with_context(|| {

@@ -244,6 +244,14 @@ impl App {
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
     pub async fn accept_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
+        if let Some(old) = store_bookings::get(&mut **unit.tx(), id)
+            .await?
+            .and_then(|b| b.rescheduled_from)
+        {
+            // A request to move a meeting: lock the meeting it would replace
+            // first, in the order every path that changes a meeting takes.
+            super::reschedule::lock_meeting(unit, old).await?;
+        }
         let tx = unit.tx();
         let (current, actor) = lock_for(tx, who, id, "AcceptBooking").await?;
         booking::decide(id, current.status, BookingStatus::Accepted)?;

@@ -51,6 +51,7 @@ impl App {
     /// RescheduleBooking: see the module's documentation.
     pub async fn reschedule_booking(&self, unit: &mut Unit, who: &Principal, r: Reschedule) -> Result<Rescheduled> {
         booking::check_slot(r.start_time, r.end_time, self.rules.time_rules(), Utc::now())?;
+        lock_meeting(unit, r.booking_id).await?;
         let (current, actor) = super::bookings::lock_for(unit.tx(), who, r.booking_id, "RescheduleBooking").await?;
         if (current.start_time, current.end_time) == (r.start_time, r.end_time) {
             return Err(Error::invalid("start_time", "is the booking's time already"));
@@ -133,8 +134,16 @@ impl App {
     ) -> Result<Rescheduled> {
         let tx = unit.tx();
         if let Some(pending) = store_bookings::pending_reschedule(&mut **tx, current.id).await? {
-            return Err(pending_error(current.id, pending));
+            let expired = store_bookings::get(&mut **tx, pending)
+                .await?
+                .is_some_and(|p| p.start_time <= Utc::now());
+            if !expired {
+                return Err(pending_error(current.id, pending));
+            }
+            // Its time has passed: it can no longer be accepted, so it no longer blocks.
+            close_request(unit, pending, actor, "its start time passed before it was accepted").await?;
         }
+        let tx = unit.tx();
         let now = super::now();
         let request = Booking {
             id: Uuid::now_v7(),
@@ -325,6 +334,22 @@ pub(crate) async fn drop_request_for(unit: &mut Unit, booking_id: Uuid, actor: &
         Some(pending) => close_request(unit, pending, actor, why).await,
         None => Ok(()),
     }
+}
+
+/// Locks a booking's meeting in the order every path that changes a meeting
+/// takes, so none waits for another in a circle: its session first (a
+/// transition, a reassignment), then the booking, and a request to move it
+/// last (`close_request`). The caller locks the booking again (a no-op) to
+/// check what it may do.
+pub(crate) async fn lock_meeting(unit: &mut Unit, booking_id: Uuid) -> Result<()> {
+    let Some(seen) = store_bookings::get(&mut **unit.tx(), booking_id).await? else {
+        return Ok(());
+    };
+    if let Some(session_id) = seen.session_id {
+        store_sessions::lock(unit.tx(), session_id).await?;
+    }
+    store_bookings::lock(unit.tx(), booking_id).await?;
+    Ok(())
 }
 
 /// What takes the old booking's place.

@@ -58,6 +58,12 @@ impl From<sqlx::Error> for Error {
                 reason: Reason::LockTimeout,
                 message: "a row this call needs is locked by another transaction; retry with backoff".into(),
             },
+            // Nothing changed: the transaction was rolled back to break a
+            // cycle of waits. Retrying is safe, as after a lock timeout.
+            "deadlock" => Error::Aborted {
+                reason: Reason::LockTimeout,
+                message: "this call conflicted with a concurrent one and was rolled back; retry with backoff".into(),
+            },
             "unavailable" | "pool_timeout" => unavailable(&err),
             _ => Error::Internal(anyhow::Error::new(err).context("database")),
         }

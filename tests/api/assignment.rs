@@ -375,43 +375,66 @@ async fn mentor_in(app: &TestApp, skill: &str, zone: &str, availability: Vec<pb:
         .expect("uuid")
 }
 
-/// Auto-assignment picks only mentors available at that moment: inside one
-/// of their weekly windows on their own clock (in a zone with DST; the rule
-/// itself is checked across a DST change in
-/// `availability::tests::a_mentor_is_open_at_an_instant_by_its_own_clock_across_dst`),
-/// and not in an ACCEPTED booking. A mentor the caller names is not checked.
+/// Auto-assignment picks only mentors available now: inside one of their
+/// weekly windows on their own clock, and not in an ACCEPTED booking. The
+/// clocks are read with each zone's offset of the day: New York keeps
+/// standard time in one half of the year and daylight time in the other,
+/// Sydney the other way round, and a mentor whose window is open only on
+/// the other season's clock is not picked (the rule at the instant of a
+/// change itself: `availability::tests::a_mentor_is_open_at_an_instant_by_its_own_clock_across_dst`).
+/// A mentor the caller names is not checked.
 #[tokio::test]
 async fn auto_assignment_picks_only_mentors_available_now() {
-    use chrono::{Datelike, Timelike};
+    use chrono::{Datelike, Offset, TimeZone, Timelike};
     let app = spawn_with(1, fast_rules()).await;
     let skill = format!("calendar-{}", Uuid::new_v4().simple());
-    let zone = "America/New_York";
-    let tz: chrono_tz::Tz = zone.parse().expect("zone");
-    let window = |day: chrono::Weekday, from: u32, to: u32| pb::AvailabilityWindow {
-        day_of_week: day.number_from_monday() as i32,
-        start_local_time: format!("{:02}:{:02}", from / 60, from % 60),
-        end_local_time: if to == 1440 {
-            "24:00".into()
-        } else {
-            format!("{:02}:{:02}", to / 60, to % 60)
-        },
+    let now = chrono::Utc::now();
+    // A window of about 50 minutes around now, on the clock of `zone` moved
+    // `shift_hours` ahead (0: the true clock).
+    let around = |zone: &str, shift_hours: i64| {
+        let tz: chrono_tz::Tz = zone.parse().expect("zone");
+        let local = (now + Duration::hours(shift_hours)).with_timezone(&tz);
+        let minute = local.hour() * 60 + local.minute();
+        let hhmm = |m: u32| match m {
+            1440.. => "24:00".to_owned(),
+            m => format!("{:02}:{:02}", m / 60, m % 60),
+        };
+        vec![pb::AvailabilityWindow {
+            day_of_week: local.weekday().number_from_monday() as i32,
+            start_local_time: hhmm(minute.saturating_sub(25)),
+            end_local_time: hhmm((minute + 26).min(1440)),
+        }]
     };
-    // Open now: a window around the local time. Closed now: only tomorrow.
-    let local = chrono::Utc::now().with_timezone(&tz);
-    let minute = local.hour() * 60 + local.minute();
-    let today = local.weekday();
-    let open = mentor_in(
+    // How many hours the other season's clock of `zone` is ahead of today's.
+    let other_season = |zone: &str| {
+        let tz: chrono_tz::Tz = zone.parse().expect("zone");
+        let offset = |at: chrono::DateTime<chrono::Utc>| {
+            i64::from(tz.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc())
+        };
+        (offset(now + Duration::days(182)) - offset(now)) / 3600
+    };
+    let new_york = mentor_in(&app, &skill, "America/New_York", around("America/New_York", 0)).await;
+    let sydney = mentor_in(&app, &skill, "Australia/Sydney", around("Australia/Sydney", 0)).await;
+    let shift = other_season("America/New_York");
+    assert_ne!(shift, 0, "New York changes its clocks");
+    // Open only on the other season's clock: a fixed offset would pick it.
+    let wrong_season = mentor_in(&app, &skill, "America/New_York", around("America/New_York", shift)).await;
+    let today = now.with_timezone(&chrono_tz::America::New_York).weekday();
+    let closed = mentor_in(
         &app,
         &skill,
-        zone,
-        vec![window(today, minute.saturating_sub(30), (minute + 31).min(1440))],
+        "America/New_York",
+        vec![pb::AvailabilityWindow {
+            day_of_week: today.succ().succ().number_from_monday() as i32,
+            start_local_time: "00:00".into(),
+            end_local_time: "24:00".into(),
+        }],
     )
     .await;
-    let closed = mentor_in(&app, &skill, zone, vec![window(today.succ(), 0, 1440)]).await;
     // Always open by its windows, but in an accepted booking that has begun.
     let booked = mentor_in(&app, &skill, "UTC", vec![]).await;
     let listing = add_listing(&app, Some(booked)).await;
-    let start = chrono::Utc::now() + Duration::milliseconds(300);
+    let start = chrono::Utc::now() + Duration::milliseconds(1500);
     let b = app
         .coordinator()
         .create_booking(booking_request(
@@ -423,20 +446,33 @@ async fn auto_assignment_picks_only_mentors_available_now() {
         .await
         .expect("draft");
     accept(&app, &b.id).await.expect("accepted");
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let wait = (start - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(100)).await;
 
     let work = story(&app, &skill).await;
-    for _ in 0..3 {
-        let s = create(&app, work, None).await.expect("assigned");
-        assert_eq!(s.mentor_id, open.to_string(), "only the open mentor qualifies");
+    let mut picked = Vec::new();
+    for _ in 0..4 {
+        picked.push(create(&app, work, None).await.expect("assigned").mentor_id);
     }
+    let open = [new_york.to_string(), sydney.to_string()];
+    let never = [wrong_season, closed, booked].map(|m| m.to_string());
+    assert!(
+        picked.iter().all(|m| open.contains(m) && !never.contains(m)),
+        "only the open mentors: {picked:?}"
+    );
+    assert!(
+        open.iter().all(|m| picked.contains(m)),
+        "both open mentors take turns: {picked:?}"
+    );
     // The caller's own choice is not checked.
     let chosen = create(&app, work, Some(closed)).await.expect("named");
     assert_eq!(chosen.mentor_id, closed.to_string());
     // Nobody available: NO_ELIGIBLE_MENTOR, as before.
-    let mut profile = app.coordinator().get_mentor(&open.to_string()).await.expect("mentor");
-    profile.accepting_sessions = false;
-    app.coordinator().upsert_mentor(profile).await.expect("stop accepting");
+    for id in [new_york, sydney] {
+        let mut profile = app.coordinator().get_mentor(&id.to_string()).await.expect("mentor");
+        profile.accepting_sessions = false;
+        app.coordinator().upsert_mentor(profile).await.expect("stop accepting");
+    }
     assert_status(
         create(&app, work, None).await,
         Code::FailedPrecondition,

@@ -188,10 +188,11 @@ async fn no_slot_starts_inside_the_minimum_notice() {
     );
     assert_eq!(violated_fields(&refused), vec!["start_time"]);
     assert!(refused.message().contains("minimum notice"), "{}", refused.message());
-    let (start, end) = slots[0];
+    // The second: the first may lie within moments of the notice's edge.
+    let (start, end) = slots[1];
     book(&app, w.listing, w.mentee, start, end)
         .await
-        .expect("the first listed slot");
+        .expect("a listed slot");
 }
 
 /// The second Sunday of March after next week: the day New York's clocks

@@ -211,7 +211,9 @@ export enum ErrorReason {
 
   /**
    * ABORTED: a row the call needs stayed locked by another transaction past
-   * the lock timeout; retry with backoff (AIP-193, concurrency conflicts).
+   * the lock timeout, or the database rolled the call back to break a cycle
+   * of waits (a deadlock); nothing changed; retry with backoff (AIP-193,
+   * concurrency conflicts).
    *
    * @generated from enum value: ERROR_REASON_LOCK_TIMEOUT = 28;
    */
