@@ -128,7 +128,10 @@ pub async fn purge(args: ServeArgs, purge: PurgeArgs) -> anyhow::Result<()> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The config file is validated before anything starts.
     let file = config_file(&args)?;
-    let rules = file.rules()?;
+    let mut rules = file.rules()?;
+    // A read unanswered past the statement timeout (which only the server
+    // enforces) and a margin has a silent connection.
+    rules.silent_connection = args.db_timeouts().statement + std::time::Duration::from_secs(5);
     let listen_addr = args
         .listen_addr
         .or(file.server.listen_addr)

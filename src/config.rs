@@ -750,6 +750,8 @@ impl ServiceConfig {
         Ok(Rules {
             booking_bounds: bounds,
             min_notice: chrono::Duration::minutes(i64::from(self.bookings.min_notice_minutes)),
+            // The statement timeout (15 s) and a margin for the network.
+            silent_connection: std::time::Duration::from_secs(20),
             timeouts: Timeouts {
                 no_show_grace: chrono::Duration::milliseconds((sm.no_show_grace_minutes * 60_000.0) as i64),
                 pause_timeout: span(sm.pause_timeout_hours, hour, "session_management.pause_timeout_hours")?,

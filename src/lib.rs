@@ -125,6 +125,9 @@ async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result
 /// out; one used more recently is trusted.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// How long that ping may take before the connection is presumed silent.
+const PING_LIMIT: Duration = Duration::from_secs(1);
+
 /// How every pool of the service hands out connections. sqlx pings each
 /// idle connection before handing it out by default: a round trip more for
 /// every call, which doubles a read's database time. Here only a connection
@@ -140,7 +143,17 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .before_acquire(|conn, meta| {
             Box::pin(async move {
                 if meta.idle_for >= PING_WHEN_IDLE_FOR {
-                    conn.ping().await?;
+                    // A ping that gets no answer finds a silent connection:
+                    // the error closes it instead of handing it out.
+                    match tokio::time::timeout(PING_LIMIT, conn.ping()).await {
+                        Ok(pinged) => pinged?,
+                        Err(_) => {
+                            return Err(sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "the connection did not answer a ping",
+                            )));
+                        }
+                    }
                 }
                 Ok(true)
             })
@@ -387,8 +400,14 @@ pub async fn start(
     let metrics_app = app.clone();
     let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
+    let reads = metrics_app.reads.clone();
     grpc::probe_database(&health, &reporter).await;
-    tokio::spawn(grpc::watch_database_health(health, reporter.clone(), shutdown.clone()));
+    tokio::spawn(grpc::watch_database_health(
+        health,
+        reads,
+        reporter.clone(),
+        shutdown.clone(),
+    ));
     let metrics_addr = match metrics_listener {
         Some(listener) => {
             let bound = listener.local_addr()?;

@@ -69,6 +69,11 @@ pub struct Rules {
     pub booking_bounds: DurationBounds,
     /// How long before its start a booking must be made.
     pub min_notice: chrono::Duration,
+    /// How long a coalesced read waits for its answer before its connection
+    /// is presumed silent (a hung backend, a cut network, an old primary
+    /// behind a proxy) and closed: past the statement timeout, which only
+    /// the server enforces and a silent connection never reports.
+    pub silent_connection: std::time::Duration,
     pub timeouts: Timeouts,
     /// Concurrency slots of a mentor whose profile sets no limit.
     pub default_mentor_limit: i32,
@@ -184,7 +189,7 @@ impl App {
         });
         let metrics: std::sync::Arc<crate::metrics::Metrics> = Default::default();
         App {
-            reads: crate::store::reads::Reads::new(pool.clone(), metrics.clone()),
+            reads: crate::store::reads::Reads::new(pool.clone(), metrics.clone(), rules.silent_connection),
             pool,
             rules,
             hub,

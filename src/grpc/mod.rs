@@ -253,12 +253,21 @@ pub async fn probe_database(pool: &sqlx::PgPool, reporter: &tonic_health::server
     ok
 }
 
-/// Whether the database answers within 2 s.
+/// Whether the database answers within 2 s. A connection that does not
+/// answer is closed, so the next probe opens a new one rather than wait on
+/// the same silent socket.
 async fn probe(pool: &sqlx::PgPool) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await,
-        Ok(Ok(_))
-    )
+    let limit = Duration::from_secs(2);
+    let Ok(Ok(mut conn)) = tokio::time::timeout(limit, pool.acquire()).await else {
+        return false;
+    };
+    match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&mut *conn)).await {
+        Ok(answer) => answer.is_ok(),
+        Err(_) => {
+            drop(conn.detach());
+            false
+        }
+    }
 }
 
 /// Sets every service's health (tonic-health tells every Health/Watch
@@ -274,9 +283,12 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, ok: bool) {
     }
 }
 
-/// Keeps the health status in step with the database: NOT_SERVING while it is unreachable.
+/// Keeps the health status in step with the database: NOT_SERVING while it
+/// is unreachable, and while the replica's own connections are going silent
+/// (a read found one silent in the last few seconds), though new ones work.
 pub async fn watch_database_health(
     pool: sqlx::PgPool,
+    reads: crate::store::reads::Reads,
     reporter: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
 ) {
@@ -286,7 +298,7 @@ pub async fn watch_database_health(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let ok = probe(&pool).await;
+        let ok = probe(&pool).await && !reads.silent_within(Duration::from_secs(5));
         if ok != last {
             set_health(&reporter, ok).await;
             if ok {

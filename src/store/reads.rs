@@ -54,6 +54,12 @@ struct Reader {
     /// decoded while the next ones are read), and at most half the pool.
     slots: usize,
     counts: Arc<Counts>,
+    /// How long a read waits for its answer before its connection is
+    /// presumed silent and closed.
+    silent_after: std::time::Duration,
+    /// When a read last found its connection silent (milliseconds since
+    /// the Unix epoch; 0: never).
+    last_silence_ms: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +69,7 @@ struct Counts {
 }
 
 impl Reads {
-    pub fn new(pool: PgPool, metrics: Arc<Metrics>) -> Reads {
+    pub fn new(pool: PgPool, metrics: Arc<Metrics>, silent_after: std::time::Duration) -> Reads {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let half_the_pool = pool.options().get_max_connections() as usize / 2;
         Reads {
@@ -72,6 +78,8 @@ impl Reads {
                 pool,
                 metrics,
                 counts: Default::default(),
+                silent_after,
+                last_silence_ms: Default::default(),
             },
             calls: Default::default(),
         }
@@ -93,6 +101,13 @@ impl Reads {
         }
         // The coalescer is gone (its runtime is shutting down): read alone.
         sessions::get(&self.reader.pool, id).await
+    }
+
+    /// Whether a read found its connection silent within the last `within`
+    /// (health reports the replica NOT_SERVING then).
+    pub fn silent_within(&self, within: std::time::Duration) -> bool {
+        let last = self.reader.last_silence_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms().saturating_sub(last) <= within.as_millis() as u64
     }
 
     /// Batches read at once.
@@ -137,8 +152,32 @@ impl Reader {
             self.pool.acquire().await?
         };
         let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
-        sessions::get_many(&mut *conn, &ids).await
+        // Bounded: a connection gone silent (no reset, no answer) would
+        // hold this batch's slot, and then every slot, for ever.
+        let answered = tokio::time::timeout(self.silent_after, sessions::get_many(&mut *conn, &ids)).await;
+        match answered {
+            Ok(found) => found,
+            Err(_) => {
+                // Never handed out again: detached from the pool, and its
+                // socket closed as it drops.
+                drop(conn.detach());
+                self.last_silence_ms.store(now_ms(), Ordering::Relaxed);
+                tracing::warn!(
+                    after_ms = self.silent_after.as_millis() as u64,
+                    "a database connection went silent during a read; closed it"
+                );
+                Err(Error::Unavailable(
+                    "the database did not answer in time; retry with backoff".into(),
+                ))
+            }
+        }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Gives each call its session (or none), or the error of its row or of the

@@ -307,3 +307,117 @@ async fn a_killed_replica_and_a_restarted_database_lose_no_event_and_break_no_li
     drop(db);
     let _ = std::fs::remove_file(&config);
 }
+
+/// Reported by an attack run: when a replica's existing database
+/// connections went silent (no reset, no answer; a hung backend, a cut
+/// network, an old primary behind a proxy) while new connections still
+/// worked, GetSession answered DEADLINE_EXCEEDED to every call for minutes,
+/// with health SERVING: the coalesced reads' slots waited on connections
+/// nothing timed out. Now a read that gets no answer closes its connection
+/// (`Rules::silent_connection`), an idle connection that does not answer
+/// its ping is closed, and health says NOT_SERVING while this happens:
+/// GetSession serves again on new connections with no restart.
+#[tokio::test]
+async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let sessions = [
+        scheduled(&app, &w, monday_at(6)).await,
+        scheduled(&app, &w, monday_at(8)).await,
+    ];
+    let upstream = app
+        .database_url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(host, _)| host.parse().ok())
+        .expect("the database's address");
+    let proxy = crate::silent_proxy::SilentProxy::start(upstream).await;
+    let timeouts = mentorship::DbTimeouts {
+        statement: StdDuration::from_secs(1),
+        ..Default::default()
+    };
+    let pool = mentorship::connect_with(&proxy.url(&app.database_url), 10, timeouts)
+        .await
+        .expect("a pool through the proxy");
+    let rules = mentorship::app::Rules {
+        silent_connection: StdDuration::from_secs(2),
+        ..Default::default()
+    };
+    let background = mentorship::Background {
+        sweeper: false,
+        announce: true,
+    };
+    let replica = start_replica_on(pool, rules, background, transport()).await;
+    let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(3));
+    let mut health = HealthClient::new(replica.channel.clone());
+    let serving = async |health: &mut HealthClient<tonic::transport::Channel>| {
+        health
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status() == ServingStatus::Serving)
+            .unwrap_or(false)
+    };
+    // Reads in flight all the time, as under load: the connections they use
+    // were all used a moment ago, so none is pinged before it is handed out.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for s in sessions.iter().chain(&sessions) {
+        let (caller, id, stop) = (caller.clone(), s.id.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if caller.get_session(&id).await.is_err() {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert!(serving(&mut health).await);
+
+    proxy.silence_existing();
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let stuck = (caller.clone(), sessions[0].id.clone());
+    let stuck = stuck.0.get_session(&stuck.1).await.is_err();
+    // Health notices, and GetSession serves again on new connections.
+    let until = std::time::Instant::now() + StdDuration::from_secs(30);
+    let mut saw_not_serving = !serving(&mut health).await;
+    let recovered = loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "GetSession still fails 30 s after the connections went silent (stuck: {stuck:?})"
+        );
+        saw_not_serving |= !serving(&mut health).await;
+        if caller.get_session(&sessions[0].id).await.is_ok() {
+            break std::time::Instant::now();
+        }
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    };
+    // Health reports the silence: a probe runs every second and counts a
+    // read that found its connection silent in the last five.
+    let look = std::time::Instant::now() + StdDuration::from_secs(4);
+    while !saw_not_serving && std::time::Instant::now() < look {
+        saw_not_serving |= !serving(&mut health).await;
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert!(
+        saw_not_serving,
+        "health went NOT_SERVING while the connections were silent (stuck: {stuck:?})"
+    );
+    // And then serves again, as every read does.
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.expect("reader");
+    }
+    for s in &sessions {
+        caller.get_session(&s.id).await.expect("reads answer again");
+    }
+    let back = std::time::Instant::now() + StdDuration::from_secs(15);
+    while !serving(&mut health).await {
+        assert!(std::time::Instant::now() < back, "health SERVING again");
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    let _ = recovered;
+}

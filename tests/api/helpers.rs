@@ -241,7 +241,7 @@ pub async fn start_replica_with(
 }
 
 /// [`start_replica_with`] on a pool of the test's making.
-async fn start_replica_on(
+pub async fn start_replica_on(
     pool: sqlx::PgPool,
     rules: Rules,
     background: mentorship::Background,

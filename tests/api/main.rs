@@ -25,6 +25,7 @@ mod reschedule;
 mod rest;
 mod retention;
 mod showing;
+mod silent_proxy;
 mod slots;
 mod transitions;
 mod watching;
