@@ -63,12 +63,13 @@ pub enum Reason {
     RouteNotFound,
     MentorIdentityMismatch,
     ReschedulePending,
+    CommitOutcomeUnknown,
     Internal,
 }
 
 impl Reason {
     /// Every reason, in the order of the proto enum.
-    pub const ALL: [Reason; 39] = [
+    pub const ALL: [Reason; 40] = [
         Reason::InvalidArgument,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
@@ -107,6 +108,7 @@ impl Reason {
         Reason::RouteNotFound,
         Reason::MentorIdentityMismatch,
         Reason::ReschedulePending,
+        Reason::CommitOutcomeUnknown,
         Reason::Internal,
     ];
 
@@ -151,6 +153,7 @@ impl Reason {
             Reason::RouteNotFound => "ROUTE_NOT_FOUND",
             Reason::MentorIdentityMismatch => "MENTOR_IDENTITY_MISMATCH",
             Reason::ReschedulePending => "RESCHEDULE_PENDING",
+            Reason::CommitOutcomeUnknown => "COMMIT_OUTCOME_UNKNOWN",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -247,6 +250,15 @@ pub enum Error {
     /// database is unreachable); retrying is safe.
     #[error("unavailable: {0}")]
     Unavailable(String),
+
+    /// The connection failed while the change was being committed: it may
+    /// or may not have been made. A retry with the same `request_id` answers
+    /// which (the first response, or the change made now, once).
+    #[error(
+        "the database connection failed while committing: the change may or may not have been made; \
+         retry with the same request_id to learn which (without one, the outcome cannot be known)"
+    )]
+    CommitOutcomeUnknown,
 
     /// The call's deadline passed before its answer was ready.
     #[error("{0}")]

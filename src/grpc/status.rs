@@ -116,6 +116,10 @@ impl From<Error> for Status {
                 info(&mut details, Reason::Unavailable, HashMap::new());
                 Code::Unavailable
             }
+            Error::CommitOutcomeUnknown => {
+                info(&mut details, Reason::CommitOutcomeUnknown, HashMap::new());
+                Code::Unavailable
+            }
             Error::NoRoute(_) => {
                 info(&mut details, Reason::RouteNotFound, HashMap::new());
                 Code::NotFound

@@ -165,7 +165,18 @@ pub async fn wait_in_turn(tx: &mut Tx) -> Result<(), Error> {
 
 /// Commits a transaction.
 pub async fn commit(tx: Tx) -> Result<(), Error> {
-    Ok(tx.commit().await?)
+    match tx.commit().await {
+        Ok(()) => Ok(()),
+        // The COMMIT was sent, or may have been, and no answer came: the
+        // server may have committed. Only a retry with the request_id can
+        // tell the caller which.
+        Err(err) if error_kind(&err) == "unavailable" => {
+            crate::metrics::database_error("commit_outcome_unknown");
+            tracing::warn!(error = %err, "the connection failed during COMMIT: outcome unknown");
+            Err(Error::CommitOutcomeUnknown)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Corrupt stored values (an unknown status, say) are internal errors.

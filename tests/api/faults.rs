@@ -326,29 +326,7 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
         scheduled(&app, &w, monday_at(6)).await,
         scheduled(&app, &w, monday_at(8)).await,
     ];
-    let upstream = app
-        .database_url
-        .split_once('@')
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .and_then(|(host, _)| host.parse().ok())
-        .expect("the database's address");
-    let proxy = crate::silent_proxy::SilentProxy::start(upstream).await;
-    let timeouts = mentorship::DbTimeouts {
-        statement: StdDuration::from_secs(1),
-        ..Default::default()
-    };
-    let pool = mentorship::connect_with(&proxy.url(&app.database_url), 10, timeouts)
-        .await
-        .expect("a pool through the proxy");
-    let rules = mentorship::app::Rules {
-        silent_connection: StdDuration::from_secs(2),
-        ..Default::default()
-    };
-    let background = mentorship::Background {
-        sweeper: false,
-        announce: true,
-    };
-    let replica = start_replica_on(pool, rules, background, transport()).await;
+    let (proxy, replica) = replica_through_a_proxy(&app).await;
     let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(3));
     let mut health = HealthClient::new(replica.channel.clone());
     let serving = async |health: &mut HealthClient<tonic::transport::Channel>| {
@@ -420,4 +398,83 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
     let _ = recovered;
+}
+
+/// A replica of `app`'s database whose connections go through a
+/// [`SilentProxy`] (statement timeout 1 s, silent after 2 s, jobs stepped).
+async fn replica_through_a_proxy(app: &TestApp) -> (crate::silent_proxy::SilentProxy, Replica) {
+    let upstream = app
+        .database_url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(host, _)| host.parse().ok())
+        .expect("the database's address");
+    let proxy = crate::silent_proxy::SilentProxy::start(upstream).await;
+    let timeouts = mentorship::DbTimeouts {
+        statement: StdDuration::from_secs(1),
+        ..Default::default()
+    };
+    let pool = mentorship::connect_with(&proxy.url(&app.database_url), 10, timeouts)
+        .await
+        .expect("a pool through the proxy");
+    let rules = mentorship::app::Rules {
+        silent_connection: StdDuration::from_secs(2),
+        ..Default::default()
+    };
+    let background = mentorship::Background {
+        sweeper: false,
+        announce: true,
+    };
+    let replica = start_replica_on(pool, rules, background, transport()).await;
+    (proxy, replica)
+}
+
+/// A mutation whose COMMIT's answer never arrives gets UNAVAILABLE with
+/// reason COMMIT_OUTCOME_UNKNOWN, never INTERNAL, whether the server
+/// committed or not. Retried with the same `request_id`, it answers the
+/// first outcome when there was one, and makes the change when there was
+/// none: either way the change happens exactly once.
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_unknown_and_a_retry_makes_it_once() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let (proxy, replica) = replica_through_a_proxy(&app).await;
+    let caller = Caller::new(&replica.channel, &coordinator());
+    let drafts = async || -> Vec<String> {
+        sqlx::query_scalar("SELECT id::text FROM bookings WHERE mentee_id = $1 ORDER BY id")
+            .bind(w.mentee)
+            .fetch_all(&app.pool)
+            .await
+            .expect("bookings")
+    };
+    for (round, delivered) in [(0, true), (1, false)] {
+        let t = monday_at(9) + chrono::Duration::days(round);
+        let request = booking_request(w.listing, w.mentee, t, t + chrono::Duration::hours(1));
+        let once = caller.clone().with_request_id(&Uuid::new_v4().to_string());
+        let before = drafts().await;
+        proxy.cut_next_commit(delivered);
+        let first = once.create_booking(request.clone()).await;
+        let status = assert_status(first, Code::Unavailable, "COMMIT_OUTCOME_UNKNOWN");
+        assert!(status.message().contains("same request_id"), "{}", status.message());
+        let stored = drafts().await;
+        assert_eq!(
+            stored.len(),
+            before.len() + usize::from(delivered),
+            "committed: {delivered}"
+        );
+        let retried = once.create_booking(request).await.expect("the retry answers");
+        let after = drafts().await;
+        assert_eq!(
+            after.len(),
+            before.len() + 1,
+            "made exactly once (committed first: {delivered})"
+        );
+        assert!(after.contains(&retried.id), "the retry answers the booking that exists");
+        if delivered {
+            assert_eq!(
+                stored, after,
+                "the retry changed nothing: it answered the first outcome"
+            );
+        }
+    }
 }

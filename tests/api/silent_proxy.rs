@@ -2,13 +2,15 @@
 //! connections it already carries: their bytes are read and dropped, both
 //! ways, with no reset, while new connections pass as before. That is what
 //! a hung backend, a cut network or an old primary behind a proxy look like
-//! to the connections a replica holds.
+//! to the connections a replica holds. It can also cut a connection at its
+//! next COMMIT, delivered to the server or not, before any answer comes
+//! back: a commit whose outcome the client cannot know.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
 };
 
@@ -22,7 +24,20 @@ pub struct SilentProxy {
     /// Connections accepted before this generation are silent.
     silenced_before: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
+    /// The next COMMIT: 0 passes, 1 is delivered and then cut, 2 is cut
+    /// before the server sees it.
+    cut_commit: Arc<AtomicU8>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Where the two directions of one connection stand.
+#[derive(Clone)]
+struct Link {
+    born: u64,
+    silenced_before: Arc<AtomicU64>,
+    cut_commit: Arc<AtomicU8>,
+    /// Set when this connection's COMMIT was cut: nothing more passes.
+    cut: Arc<AtomicBool>,
 }
 
 impl SilentProxy {
@@ -32,19 +47,24 @@ impl SilentProxy {
         let addr = listener.local_addr().expect("its address");
         let silenced_before = Arc::new(AtomicU64::new(0));
         let generation = Arc::new(AtomicU64::new(1));
-        let (silenced, next) = (silenced_before.clone(), generation.clone());
+        let cut_commit = Arc::new(AtomicU8::new(0));
+        let (silenced, next, cuts) = (silenced_before.clone(), generation.clone(), cut_commit.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let born = next.load(Ordering::SeqCst);
-                let silenced = silenced.clone();
+                let link = Link {
+                    born: next.load(Ordering::SeqCst),
+                    silenced_before: silenced.clone(),
+                    cut_commit: cuts.clone(),
+                    cut: Arc::new(AtomicBool::new(false)),
+                };
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
-                    let up = pipe(client_read, server_write, born, silenced.clone());
-                    let down = pipe(server_read, client_write, born, silenced);
+                    let up = pipe(client_read, server_write, link.clone(), true);
+                    let down = pipe(server_read, client_write, link, false);
                     tokio::join!(up, down);
                 });
             }
@@ -53,6 +73,7 @@ impl SilentProxy {
             addr,
             silenced_before,
             generation,
+            cut_commit,
             task,
         }
     }
@@ -61,6 +82,13 @@ impl SilentProxy {
     pub fn silence_existing(&self) {
         let now = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.silenced_before.store(now, Ordering::SeqCst);
+    }
+
+    /// Cuts the next COMMIT any connection sends: delivered to the server
+    /// first when `deliver`, and then the connection closes both ways
+    /// before any answer reaches the client.
+    pub fn cut_next_commit(&self, deliver: bool) {
+        self.cut_commit.store(if deliver { 1 } else { 2 }, Ordering::SeqCst);
     }
 
     /// `url` (a `postgres://user@host:port/db` URL) through this proxy.
@@ -78,21 +106,31 @@ impl Drop for SilentProxy {
 }
 
 /// Copies `from` to `to` until either closes; once the connection is
-/// silenced, what arrives is read and dropped.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    born: u64,
-    silenced_before: Arc<AtomicU64>,
-) {
+/// silenced, what arrives is read and dropped. Going `up` (client to
+/// server), a COMMIT may be cut; after a cut nothing passes either way, and
+/// each direction closes.
+async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, link: Link, up: bool) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if born < silenced_before.load(Ordering::SeqCst) {
+        if link.cut.load(Ordering::SeqCst) {
+            return;
+        }
+        if link.born < link.silenced_before.load(Ordering::SeqCst) {
             continue;
+        }
+        if up && buf[..n].windows(6).any(|w| w == b"COMMIT") {
+            let how = link.cut_commit.swap(0, Ordering::SeqCst);
+            if how != 0 {
+                link.cut.store(true, Ordering::SeqCst);
+                if how == 1 {
+                    let _ = to.write_all(&buf[..n]).await;
+                }
+                return;
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

@@ -307,6 +307,17 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_RESCHEDULE_PENDING = 39;
    */
   RESCHEDULE_PENDING = 39,
+
+  /**
+   * UNAVAILABLE: the database connection failed while the change was being
+   * committed, so it may or may not have been made. Retry with the same
+   * request_id: the retry answers the first outcome, or makes the change
+   * now, and either way it happens once. A call without a request_id
+   * cannot learn which.
+   *
+   * @generated from enum value: ERROR_REASON_COMMIT_OUTCOME_UNKNOWN = 40;
+   */
+  COMMIT_OUTCOME_UNKNOWN = 40,
 }
 
 /**
