@@ -126,7 +126,8 @@ async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// How long that ping may take before the connection is presumed silent.
-const PING_LIMIT: Duration = Duration::from_secs(1);
+/// (Generous: a database that is only busy must not lose its connections.)
+const PING_LIMIT: Duration = Duration::from_secs(2);
 
 /// How every pool of the service hands out connections. sqlx pings each
 /// idle connection before handing it out by default: a round trip more for

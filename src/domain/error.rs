@@ -256,7 +256,8 @@ pub enum Error {
     /// which (the first response, or the change made now, once).
     #[error(
         "the database connection failed while committing: the change may or may not have been made; \
-         retry with the same request_id to learn which (without one, the outcome cannot be known)"
+         retry with the same request_id (over HTTP, the same Idempotency-Key) to learn which \
+         (without one, the outcome cannot be known)"
     )]
     CommitOutcomeUnknown,
 

@@ -298,11 +298,16 @@ pub async fn watch_database_health(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let ok = probe(&pool).await && !reads.silent_within(Duration::from_secs(5));
+        // A read waits milliseconds; one waiting 5 s, or one that found its
+        // connection silent in the last 5 s, has a stuck connection.
+        let stuck = reads.stuck(Duration::from_secs(5), Duration::from_secs(5));
+        let ok = probe(&pool).await && !stuck;
         if ok != last {
             set_health(&reporter, ok).await;
             if ok {
                 tracing::info!("database reachable again: health is SERVING");
+            } else if stuck {
+                tracing::warn!("database connections gone silent: health is NOT_SERVING");
             } else {
                 tracing::warn!("database unreachable: health is NOT_SERVING");
             }

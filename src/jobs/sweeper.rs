@@ -84,7 +84,12 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
                 pass.fired += 1;
             }
             // A conflict or an outage: the next pass tries again.
-            Err(err @ (Error::Aborted { .. } | Error::Unavailable(_) | Error::EtagMismatch { .. })) => {
+            Err(
+                err @ (Error::Aborted { .. }
+                | Error::Unavailable(_)
+                | Error::CommitOutcomeUnknown
+                | Error::EtagMismatch { .. }),
+            ) => {
                 tracing::warn!(session_id = %id, reason = %kind, error = %err, "system deadline deferred; retrying next pass");
                 skipped.push(id);
             }

@@ -58,8 +58,10 @@ struct Reader {
     /// presumed silent and closed.
     silent_after: std::time::Duration,
     /// When a read last found its connection silent (milliseconds since
-    /// the Unix epoch; 0: never).
+    /// [`epoch`], plus one; 0: never).
     last_silence_ms: Arc<AtomicU64>,
+    /// When each read now waiting on the database began.
+    in_flight: Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +82,7 @@ impl Reads {
                 counts: Default::default(),
                 silent_after,
                 last_silence_ms: Default::default(),
+                in_flight: Default::default(),
             },
             calls: Default::default(),
         }
@@ -103,11 +106,16 @@ impl Reads {
         sessions::get(&self.reader.pool, id).await
     }
 
-    /// Whether a read found its connection silent within the last `within`
-    /// (health reports the replica NOT_SERVING then).
-    pub fn silent_within(&self, within: std::time::Duration) -> bool {
-        let last = self.reader.last_silence_ms.load(Ordering::Relaxed);
-        last != 0 && now_ms().saturating_sub(last) <= within.as_millis() as u64
+    /// Whether this replica's reads are stuck on silent connections: one
+    /// has waited on the database longer than `waiting`, or one found its
+    /// connection silent within the last `within` (health reports the
+    /// replica NOT_SERVING then).
+    pub fn stuck(&self, waiting: std::time::Duration, within: std::time::Duration) -> bool {
+        let reader = &self.reader;
+        let last = reader.last_silence_ms.load(Ordering::Relaxed);
+        let recent = last != 0 && now_ms().saturating_sub(last - 1) <= within.as_millis() as u64;
+        let oldest = reader.in_flight.lock().map(|f| f.iter().min().copied()).unwrap_or(None);
+        recent || oldest.is_some_and(|since| since.elapsed() > waiting)
     }
 
     /// Batches read at once.
@@ -154,14 +162,24 @@ impl Reader {
         let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
         // Bounded: a connection gone silent (no reset, no answer) would
         // hold this batch's slot, and then every slot, for ever.
+        let began = std::time::Instant::now();
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.push(began);
+        }
         let answered = tokio::time::timeout(self.silent_after, sessions::get_many(&mut *conn, &ids)).await;
+        if let Ok(mut f) = self.in_flight.lock()
+            && let Some(at) = f.iter().position(|b| *b == began)
+        {
+            f.swap_remove(at);
+        }
         match answered {
             Ok(found) => found,
             Err(_) => {
                 // Never handed out again: detached from the pool, and its
                 // socket closed as it drops.
                 drop(conn.detach());
-                self.last_silence_ms.store(now_ms(), Ordering::Relaxed);
+                crate::metrics::database_error("silent_connection");
+                self.last_silence_ms.store(now_ms() + 1, Ordering::Relaxed);
                 tracing::warn!(
                     after_ms = self.silent_after.as_millis() as u64,
                     "a database connection went silent during a read; closed it"
@@ -174,10 +192,11 @@ impl Reader {
     }
 }
 
+/// Milliseconds since the first call in this process: a monotonic clock, so
+/// a step of the wall clock never makes an old silence look recent.
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// Gives each call its session (or none), or the error of its row or of the

@@ -326,7 +326,7 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
         scheduled(&app, &w, monday_at(6)).await,
         scheduled(&app, &w, monday_at(8)).await,
     ];
-    let (proxy, replica) = replica_through_a_proxy(&app).await;
+    let (proxy, replica) = replica_through_a_proxy(&app, true).await;
     let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(3));
     let mut health = HealthClient::new(replica.channel.clone());
     let serving = async |health: &mut HealthClient<tonic::transport::Channel>| {
@@ -356,32 +356,40 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
     assert!(serving(&mut health).await);
 
     proxy.silence_existing();
+    // Health, followed every 100 ms from the silence on.
+    let not_serving_seen = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (mut health, seen, stop) = (health.clone(), not_serving_seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let status = health.check(HealthCheckRequest::default()).await;
+                if !status.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving) {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+        })
+    };
     tokio::time::sleep(StdDuration::from_millis(300)).await;
     let stuck = (caller.clone(), sessions[0].id.clone());
     let stuck = stuck.0.get_session(&stuck.1).await.is_err();
-    // Health notices, and GetSession serves again on new connections.
+    // GetSession serves again on new connections.
     let until = std::time::Instant::now() + StdDuration::from_secs(30);
-    let mut saw_not_serving = !serving(&mut health).await;
-    let recovered = loop {
+    while caller.get_session(&sessions[0].id).await.is_err() {
         assert!(
             std::time::Instant::now() < until,
             "GetSession still fails 30 s after the connections went silent (stuck: {stuck:?})"
         );
-        saw_not_serving |= !serving(&mut health).await;
-        if caller.get_session(&sessions[0].id).await.is_ok() {
-            break std::time::Instant::now();
-        }
         tokio::time::sleep(StdDuration::from_millis(200)).await;
-    };
-    // Health reports the silence: a probe runs every second and counts a
-    // read that found its connection silent in the last five.
+    }
+    // Health reported the silence: a probe runs every second and counts a
+    // read that waited 5 s, or found its connection silent in the last 5 s.
     let look = std::time::Instant::now() + StdDuration::from_secs(4);
-    while !saw_not_serving && std::time::Instant::now() < look {
-        saw_not_serving |= !serving(&mut health).await;
+    while !not_serving_seen.load(Ordering::Relaxed) && std::time::Instant::now() < look {
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     assert!(
-        saw_not_serving,
+        not_serving_seen.load(Ordering::Relaxed),
         "health went NOT_SERVING while the connections were silent (stuck: {stuck:?})"
     );
     // And then serves again, as every read does.
@@ -389,6 +397,7 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
     for r in readers {
         r.await.expect("reader");
     }
+    watcher.await.expect("health watcher");
     for s in &sessions {
         caller.get_session(&s.id).await.expect("reads answer again");
     }
@@ -397,12 +406,12 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
         assert!(std::time::Instant::now() < back, "health SERVING again");
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
-    let _ = recovered;
 }
 
 /// A replica of `app`'s database whose connections go through a
-/// [`SilentProxy`] (statement timeout 1 s, silent after 2 s, jobs stepped).
-async fn replica_through_a_proxy(app: &TestApp) -> (crate::silent_proxy::SilentProxy, Replica) {
+/// [`SilentProxy`], jobs stepped; `quick` shortens the statement timeout to
+/// 1 s and the wait for a silent read to 2 s.
+async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_proxy::SilentProxy, Replica) {
     let upstream = app
         .database_url
         .split_once('@')
@@ -410,17 +419,15 @@ async fn replica_through_a_proxy(app: &TestApp) -> (crate::silent_proxy::SilentP
         .and_then(|(host, _)| host.parse().ok())
         .expect("the database's address");
     let proxy = crate::silent_proxy::SilentProxy::start(upstream).await;
-    let timeouts = mentorship::DbTimeouts {
-        statement: StdDuration::from_secs(1),
-        ..Default::default()
-    };
+    let mut timeouts = mentorship::DbTimeouts::default();
+    let mut rules = mentorship::app::Rules::default();
+    if quick {
+        timeouts.statement = StdDuration::from_secs(1);
+        rules.silent_connection = StdDuration::from_secs(2);
+    }
     let pool = mentorship::connect_with(&proxy.url(&app.database_url), 10, timeouts)
         .await
         .expect("a pool through the proxy");
-    let rules = mentorship::app::Rules {
-        silent_connection: StdDuration::from_secs(2),
-        ..Default::default()
-    };
     let background = mentorship::Background {
         sweeper: false,
         announce: true,
@@ -438,7 +445,7 @@ async fn replica_through_a_proxy(app: &TestApp) -> (crate::silent_proxy::SilentP
 async fn a_commit_whose_answer_is_lost_is_unknown_and_a_retry_makes_it_once() {
     let app = spawn_app().await;
     let w = world(&app).await;
-    let (proxy, replica) = replica_through_a_proxy(&app).await;
+    let (proxy, replica) = replica_through_a_proxy(&app, false).await;
     let caller = Caller::new(&replica.channel, &coordinator());
     let drafts = async || -> Vec<String> {
         sqlx::query_scalar("SELECT id::text FROM bookings WHERE mentee_id = $1 ORDER BY id")

@@ -105,6 +105,10 @@ impl Drop for SilentProxy {
     }
 }
 
+/// A COMMIT as a client sends it: a simple-query message ('Q', its length
+/// 11, the text and its NUL), which no other statement's bytes contain.
+const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
 /// Copies `from` to `to` until either closes; once the connection is
 /// silenced, what arrives is read and dropped. Going `up` (client to
 /// server), a COMMIT may be cut; after a cut nothing passes either way, and
@@ -122,7 +126,7 @@ async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
         if link.born < link.silenced_before.load(Ordering::SeqCst) {
             continue;
         }
-        if up && buf[..n].windows(6).any(|w| w == b"COMMIT") {
+        if up && buf[..n].windows(COMMIT.len()).any(|w| w == COMMIT) {
             let how = link.cut_commit.swap(0, Ordering::SeqCst);
             if how != 0 {
                 link.cut.store(true, Ordering::SeqCst);
