@@ -244,10 +244,7 @@ impl App {
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.
     pub async fn accept_booking(&self, unit: &mut Unit, who: &Principal, id: Uuid) -> Result<(Booking, Session)> {
-        if let Some(old) = store_bookings::get(&mut **unit.tx(), id)
-            .await?
-            .and_then(|b| b.rescheduled_from)
-        {
+        if let Some((_, Some(old))) = store_bookings::links(&mut **unit.tx(), id).await? {
             // A request to move a meeting: lock the meeting it would replace
             // first, in the order every path that changes a meeting takes.
             super::reschedule::lock_meeting(unit, old).await?;

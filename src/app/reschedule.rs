@@ -138,7 +138,7 @@ impl App {
                 .await?
                 .is_some_and(|p| p.start_time <= Utc::now());
             if !expired {
-                return Err(pending_error(current.id, pending));
+                return Err(pending_error(current.id, Some(pending)));
             }
             // Its time has passed: it can no longer be accepted, so it no longer blocks.
             close_request(unit, pending, actor, "its start time passed before it was accepted").await?;
@@ -165,7 +165,7 @@ impl App {
             Error::FailedPrecondition {
                 reason: Reason::ReschedulePending,
                 ..
-            } => pending_error(current.id, Uuid::nil()),
+            } => pending_error(current.id, None),
             e => e,
         })?;
         let change = Change {
@@ -342,10 +342,10 @@ pub(crate) async fn drop_request_for(unit: &mut Unit, booking_id: Uuid, actor: &
 /// last (`close_request`). The caller locks the booking again (a no-op) to
 /// check what it may do.
 pub(crate) async fn lock_meeting(unit: &mut Unit, booking_id: Uuid) -> Result<()> {
-    let Some(seen) = store_bookings::get(&mut **unit.tx(), booking_id).await? else {
+    let Some((session, _)) = store_bookings::links(&mut **unit.tx(), booking_id).await? else {
         return Ok(());
     };
-    if let Some(session_id) = seen.session_id {
+    if let Some(session_id) = session {
         store_sessions::lock(unit.tx(), session_id).await?;
     }
     store_bookings::lock(unit.tx(), booking_id).await?;
@@ -405,15 +405,16 @@ async fn reread(unit: &mut Unit, id: Uuid) -> Result<Booking> {
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("booking {id} vanished")))
 }
 
-fn pending_error(booking_id: Uuid, pending: Uuid) -> Error {
+/// RESCHEDULE_PENDING, naming the pending request when it is known (a
+/// request that won a race is not).
+fn pending_error(booking_id: Uuid, pending: Option<Uuid>) -> Error {
     let e = Error::precondition(
         Reason::ReschedulePending,
         format!("bookings/{booking_id}"),
         "this booking already has a pending request to move it; cancel that request first, or wait for the mentor",
     );
-    if pending.is_nil() {
-        e
-    } else {
-        e.with_metadata("booking_id", pending.to_string())
+    match pending {
+        Some(pending) => e.with_metadata("booking_id", pending.to_string()),
+        None => e,
     }
 }

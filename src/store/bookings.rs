@@ -188,6 +188,19 @@ pub async fn set_rescheduled_to(tx: &mut Tx, from: Uuid, to: Uuid) -> Result<(),
     Ok(())
 }
 
+/// How booking `id` links to the rest, read without its row's other
+/// columns: its session, and the booking it asks to replace. None when
+/// there is no such booking.
+pub async fn links(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<(Option<Uuid>, Option<Uuid>)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT s.id FROM sessions s WHERE s.booking_id = b.id), b.rescheduled_from
+         FROM bookings b WHERE b.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// The pending (DRAFT) request to move booking `id`, if there is one.
 pub async fn pending_reschedule(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
     Ok(
