@@ -129,6 +129,13 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// (Generous: a database that is only busy must not lose its connections.)
 const PING_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long a connection handed back in the middle of a statement (its call
+/// was given up, or ran past its bound) may take to answer the ROLLBACK
+/// queued on it; one that does not is closed rather than kept, so a silent
+/// connection never holds a place in the pool. (Closing a connection that
+/// was only slow costs a reconnect.)
+const RELEASE_LIMIT: Duration = Duration::from_secs(5);
+
 /// How every pool of the service hands out connections. sqlx pings each
 /// idle connection before handing it out by default: a round trip more for
 /// every call, which doubles a read's database time. Here only a connection
@@ -157,6 +164,42 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
                     }
                 }
                 Ok(true)
+            })
+        })
+        // Read-only is not the primary: a connection that lands on a node in
+        // recovery (a standby, or a demoted primary a proxy still routes to)
+        // is refused as it opens, and the pool tries again.
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if in_recovery {
+                    return Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "the database server is in recovery (a standby), not the primary",
+                    )));
+                }
+                Ok(())
+            })
+        })
+        // A connection handed back with work still queued on it (a call's
+        // future dropped mid-statement) answers that work within
+        // RELEASE_LIMIT or is closed. sqlx then pings every connection it
+        // takes back, which a broken one fails: a connection that met a
+        // connection-class error is closed, never handed out again.
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                if !sqlx::Connection::should_flush(&*conn) {
+                    return Ok(true);
+                }
+                match tokio::time::timeout(RELEASE_LIMIT, conn.ping()).await {
+                    Ok(pinged) => pinged.map(|()| true),
+                    Err(_) => {
+                        crate::metrics::database_error("silent_connection");
+                        Ok(false)
+                    }
+                }
             })
         })
 }
@@ -399,6 +442,7 @@ pub async fn start(
     let exports_json_lines = app.rules.history.export_format == domain::query::ExportFormat::JsonLines;
     let refused = metrics.refused_connections.clone();
     let metrics_app = app.clone();
+    let silent_connection = app.rules.silent_connection;
     let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
     let reads = metrics_app.reads.clone();
@@ -461,6 +505,7 @@ pub async fn start(
             .layer(grpc::complete::CompleteLayer::new(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
+                silent_connection,
             ))
             .add_routes(routes);
         let stopped = async move {

@@ -125,7 +125,15 @@ impl SessionFollower {
             }
             if self.behind {
                 self.hub.catching_up();
-                match store_sessions::events(&self.pool, self.id, self.seq, PAGE).await {
+                let read = async {
+                    let events = store_sessions::events(&self.pool, self.id, self.seq, PAGE).await?;
+                    if !events.is_empty() {
+                        // Shown only once safe from a failover, as the feed is.
+                        store_sessions::replicated(&self.pool).await?;
+                    }
+                    Ok::<_, crate::domain::Error>(events)
+                };
+                match read.await {
                     Ok(events) => {
                         self.behind = events.len() as i64 == PAGE;
                         for e in events {
@@ -205,7 +213,14 @@ impl FeedFollower {
             }
             if self.behind {
                 self.hub.catching_up();
-                match store_sessions::feed_page(&self.pool, self.position, PAGE).await {
+                let read = async {
+                    let page = store_sessions::feed_page(&self.pool, self.position, PAGE).await?;
+                    if !page.events.is_empty() {
+                        store_sessions::replicated(&self.pool).await?;
+                    }
+                    Ok::<_, crate::domain::Error>(page)
+                };
+                match read.await {
                     Ok(page) => {
                         self.behind = page.events.len() as i64 == PAGE;
                         self.take(&page.events);

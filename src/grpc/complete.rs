@@ -11,6 +11,12 @@
 //! rolls back as it would have; a retry with the same `request_id` then
 //! answers what happened. A panicking handler ends its task only, answered
 //! INTERNAL. For a streaming call the deadline covers opening the stream.
+//! The work itself is bounded too, at the server's deadline plus the time
+//! after which a database connection is presumed silent: work still waiting
+//! then waits on a connection that will not answer (a hung backend, a cut
+//! network), and is dropped; its connection is closed as it goes back to
+//! the pool (`RELEASE_LIMIT` in lib.rs), so it holds neither a call slot
+//! nor a connection for good.
 
 use std::{
     pin::Pin,
@@ -45,14 +51,19 @@ pub struct CompleteLayer {
     /// Calls whose work is running, answered or not.
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// The longest a call's work runs, answered or not.
+    work_limit: Duration,
 }
 
 impl CompleteLayer {
-    pub fn new(deadline: Duration, max_in_flight: usize) -> Self {
+    /// `silent_connection`: how long a database connection may leave a
+    /// statement unanswered before it is presumed silent.
+    pub fn new(deadline: Duration, max_in_flight: usize, silent_connection: Duration) -> Self {
         CompleteLayer {
             deadline,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
+            work_limit: deadline + silent_connection,
         }
     }
 }
@@ -141,9 +152,22 @@ where
         // sooner gives the caller the DEADLINE_EXCEEDED the protocol names.
         let answer_by = deadline.saturating_sub(TONIC_MARGIN);
         let call = inner.call(req);
+        let work_limit = self.limits.work_limit;
         let task = tokio::spawn(
             async move {
-                let answered = call.await;
+                let answered = match tokio::time::timeout(work_limit, call).await {
+                    Ok(answered) => answered,
+                    Err(_) => {
+                        crate::metrics::database_error("silent_connection");
+                        tracing::warn!(
+                            limit_ms = work_limit.as_millis() as u64,
+                            "a call's work outlived its bound, waiting on the database; dropped it"
+                        );
+                        Ok(answer(Error::Unavailable(
+                            "the database did not answer; retry with backoff and the same request_id".into(),
+                        )))
+                    }
+                };
                 drop(permit);
                 answered
             }

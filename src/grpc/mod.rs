@@ -253,16 +253,18 @@ pub async fn probe_database(pool: &sqlx::PgPool, reporter: &tonic_health::server
     ok
 }
 
-/// Whether the database answers within 2 s. A connection that does not
-/// answer is closed, so the next probe opens a new one rather than wait on
-/// the same silent socket.
+/// Whether the database answers within 2 s, as the primary: a node in
+/// recovery (read-only) is not. A connection that does not answer is
+/// closed, so the next probe opens a new one rather than wait on the same
+/// silent socket.
 async fn probe(pool: &sqlx::PgPool) -> bool {
     let limit = Duration::from_secs(2);
     let Ok(Ok(mut conn)) = tokio::time::timeout(limit, pool.acquire()).await else {
         return false;
     };
-    match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&mut *conn)).await {
-        Ok(answer) => answer.is_ok(),
+    let in_recovery = sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&mut *conn);
+    match tokio::time::timeout(limit, in_recovery).await {
+        Ok(answer) => matches!(answer, Ok(false)),
         Err(_) => {
             drop(conn.detach());
             false

@@ -60,7 +60,7 @@ impl From<sqlx::Error> for Error {
             },
             // Nothing changed: the transaction was rolled back to break a
             // cycle of waits. Retrying is safe, as after a lock timeout.
-            "deadlock" => Error::Aborted {
+            "deadlock" | "serialization_failure" => Error::Aborted {
                 reason: Reason::LockTimeout,
                 message: "this call conflicted with a concurrent one and was rolled back; retry with backoff".into(),
             },
@@ -81,6 +81,9 @@ fn error_kind(err: &sqlx::Error) -> &'static str {
             // query_canceled: `statement_timeout` ran out (or a cancel).
             Some("57014") => "statement_timeout",
             Some("40001") => "serialization_failure",
+            // read_only_sql_transaction: the connection reached a standby
+            // (refused as it opens, but a node may be demoted under it).
+            Some("25006") => "unavailable",
             Some("40P01") => "deadlock",
             // The server is going away (admin_shutdown, crash_shutdown,
             // cannot_connect_now) or the connection broke (class 08).

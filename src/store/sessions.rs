@@ -555,6 +555,26 @@ pub async fn feed_page(db: impl sqlx::PgExecutor<'_>, after: FeedPosition, limit
     Ok(FeedPage { horizon, events })
 }
 
+/// Returns once every commit visible now is on the synchronous standby,
+/// where synchronous standbys are configured (a no-op otherwise). A commit
+/// that answered OK waited for the standby already; but one whose wait was
+/// cut short (its backend terminated, as a demotion's fast shutdown does)
+/// is visible on the old primary without being on any standby. The write
+/// here (to this connection's own row: no two barriers wait on one lock)
+/// commits after every commit visible to it, and its own commit waits
+/// for the standby, which confirms the WAL in order: so once it returns,
+/// what was read before it cannot be lost to a failover.
+pub async fn replicated(db: impl sqlx::PgExecutor<'_>) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO feed_barrier (backend, n)
+         SELECT pg_backend_pid(), 1 WHERE current_setting('synchronous_standby_names') <> ''
+         ON CONFLICT (backend) DO UPDATE SET n = feed_barrier.n + 1",
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The open transaction with the oldest transaction id in the cluster: the
 /// one that holds the feed's horizon back.
 pub struct OldestTransaction {

@@ -329,6 +329,23 @@ pub struct NewDelivery {
     pub payload: serde_json::Value,
 }
 
+impl NewDelivery {
+    /// The delivery's id, which receivers see as `webhook-id`: a function of
+    /// what is delivered to whom (subscription, subject, seq, channel), so a
+    /// delivery written again, after a failover lost the first row (the
+    /// pipeline's commits do not wait for the standby), keeps its id.
+    pub fn id(&self) -> Uuid {
+        let name = format!(
+            "{}/{}/{}/{}",
+            self.subject.as_str(),
+            self.subject_id,
+            self.seq,
+            self.channel
+        );
+        Uuid::new_v5(&self.webhook_id, name.as_bytes())
+    }
+}
+
 /// Inserts deliveries (one already made for the same subscription, event
 /// and channel is left alone). A pair of subscription and session (or
 /// booking) has its lowest open delivery PENDING, due now, and the ones
@@ -390,7 +407,7 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
             if first { "PENDING" } else { "WAITING" }.to_owned()
         })
         .collect();
-    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = new.iter().map(|d| d.id()).collect();
     let seqs: Vec<i64> = new.iter().map(|d| d.seq).collect();
     let channels: Vec<String> = new.iter().map(|d| d.channel.to_owned()).collect();
     let types: Vec<String> = new.iter().map(|d| d.event_type.to_owned()).collect();
@@ -567,6 +584,14 @@ pub async fn record_attempt(
         && succeeded
     {
         next = claim_one(&mut tx, promoted, lease, retry_period, d.token).await?;
+    }
+    if next.is_some() {
+        // It is sent as soon as this commits: like every claim, this commit
+        // waits for the synchronous standby, so the event it delivers (and
+        // the delivery row) cannot be lost to a failover once sent.
+        sqlx::query("SELECT set_config('synchronous_commit', 'on', true)")
+            .execute(&mut *tx)
+            .await?;
     }
     super::commit(tx).await?;
     Ok(next)

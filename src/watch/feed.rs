@@ -5,7 +5,9 @@
 //! its position, page by page, and publishes each page to every stream of
 //! the replica. When commits it knows of are still below the horizon (an
 //! older transaction is open somewhere in the cluster), it reads again soon,
-//! backing off up to the backstop, and reports the lag.
+//! backing off up to the backstop, and reports the lag. A page is published
+//! only once it is on the synchronous standby (`sessions::replicated`), so
+//! no stream ever sees an event a failover loses.
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +87,11 @@ async fn read_all(pool: &PgPool, hub: &Hub) -> Result<(), crate::domain::Error> 
     loop {
         let after = hub.position();
         let FeedPage { horizon, events } = store_sessions::feed_page(pool, after, PAGE).await?;
+        if !events.is_empty() {
+            // Published only once safe from a failover (the page is read
+            // again, on the new primary, if this fails).
+            store_sessions::replicated(pool).await?;
+        }
         let more = events.len() as i64 == PAGE;
         hub.advance(after, events, (!more).then_some(horizon));
         if !more {

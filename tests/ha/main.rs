@@ -1,0 +1,409 @@
+//! The HA suite (issue 25): two replicas of the service on the reference
+//! deployment (`scripts/ha-cluster`: etcd, three PostgreSQL 15 nodes under
+//! Patroni with strict synchronous replication, HAProxy), under load, through
+//! a switchover, a `kill -9` of the primary node, a SIGSTOP of it past
+//! Patroni's TTL, a partition of it, and a `kill -9` of its postmaster alone,
+//! the old node rejoining as a standby before each next fault. The history
+//! checker (`checker`) then holds every call against what the new primary
+//! stored and what the watchers and a webhook receiver got.
+//!
+//! Not part of plain `cargo test` (it takes minutes and needs root):
+//! `cargo test --test ha -- --nocapture`. `.ci/run` runs it after the main
+//! suite; it fails, never skips, when Patroni, etcd or HAProxy is missing.
+//! It touches only loopback and the network namespaces the script makes,
+//! and takes the cluster down when it ends, passing or not.
+
+#[path = "../api/checker.rs"]
+#[allow(dead_code)]
+mod checker;
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+#[path = "../api/receiver.rs"]
+#[allow(dead_code)]
+mod receiver;
+
+use std::{
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use mentorship::{
+    app::Rules,
+    grpc::pb::{self, SessionStatus},
+};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::{
+    checker::{Kind, Recorder},
+    helpers::*,
+};
+
+/// The cluster script, relative to the crate.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ha-cluster");
+
+/// Runs `scripts/ha-cluster args`, bounded by `limit`; its stdout.
+fn cluster(args: &[&str], limit: Duration) -> String {
+    let out = Command::new("timeout")
+        .arg(limit.as_secs().to_string())
+        .arg(SCRIPT)
+        .args(args)
+        .output()
+        .expect("run scripts/ha-cluster");
+    assert!(
+        out.status.success(),
+        "scripts/ha-cluster {} failed ({}):\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn cluster_async(args: &'static [&'static str], limit: Duration) -> String {
+    tokio::task::spawn_blocking(move || cluster(args, limit))
+        .await
+        .expect("join")
+}
+
+/// Takes the cluster down when dropped, whatever happened.
+struct Down;
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        // The nodes' logs stay in target/ for a look after a failure.
+        let logs = concat!(env!("CARGO_TARGET_TMPDIR"), "/ha-logs");
+        let _ = Command::new("timeout")
+            .args(["60", SCRIPT, "down"])
+            .env("MENTORSHIP_HA_KEEP_LOGS", logs)
+            .status();
+    }
+}
+
+/// Fails (never skips) when a part of the reference deployment is missing.
+fn require_tools() {
+    for (tool, package) in [("patroni", "patroni"), ("etcd", "etcd-server"), ("haproxy", "haproxy")] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{tool} is missing: apt-get install {package} (the HA suite needs it)"
+        );
+    }
+}
+
+const PER_MENTOR: i64 = 2;
+const PER_MENTEE: i64 = 2;
+const SYSTEM: i64 = 5;
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(4);
+
+fn rules() -> Rules {
+    let mut rules = receiver::allowing_loopback(Rules::default());
+    rules.default_mentor_limit = PER_MENTOR as i32;
+    rules.limits.per_mentee = PER_MENTEE;
+    rules.limits.system = SYSTEM;
+    rules.limits.queue = 1000;
+    rules.timeouts.pause_timeout = chrono::Duration::from_std(PAUSE_TIMEOUT).expect("duration");
+    rules
+}
+
+/// One fault: its name, what the script does, and how long clients waited.
+struct Fault {
+    name: &'static str,
+    window: checker::Window,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failovers_lose_no_acknowledged_change_and_publish_nothing_a_failover_lost() {
+    require_tools();
+    let bound = Duration::from_secs(9 * 60);
+    tokio::time::timeout(bound, run())
+        .await
+        .expect("the HA suite ran past its 9 minutes");
+}
+
+async fn run() {
+    let _down = Down;
+    let url = cluster_async(&["up"], Duration::from_secs(180)).await;
+    let url = url.lines().last().expect("up prints the DATABASE_URL").to_owned();
+    eprintln!("ha: cluster up, {url}");
+    let started = Instant::now();
+
+    let a = start_replica(&url, rules(), Jobs::RealTime).await;
+    let b = start_replica(&url, rules(), Jobs::RealTime).await;
+    let sub = Uuid::new_v4();
+    let token = token(&["coordinator"], sub, None);
+    let (ca, cb) = (Caller::new(&a.channel, &token), Caller::new(&b.channel, &token));
+
+    let mut listings = Vec::new();
+    for _ in 0..3 {
+        let mentor = cb
+            .upsert_mentor(pb::Mentor {
+                user_id: Uuid::new_v4().to_string(),
+                display_name: "Grace".into(),
+                skill_areas: vec!["rust".into()],
+                accepting_sessions: true,
+                timezone: "UTC".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("mentor");
+        let listing = cb
+            .upsert_listing(pb::Listing {
+                mentor_id: mentor.id,
+                title: "Pairing".into(),
+                skill_area: "rust".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("listing");
+        listings.push(listing.id.parse::<Uuid>().expect("uuid"));
+    }
+    let workers = scale(8, 12);
+    let mut mentees = Vec::new();
+    for _ in 0..workers {
+        let id = Uuid::new_v4();
+        cb.upsert_mentee(pb::Mentee {
+            id: id.to_string(),
+            display_name: "Ada".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("mentee");
+        mentees.push(id);
+    }
+    let hooks = receiver::Receiver::start().await;
+    ca.call(pb::CreateWebhookRequest {
+        webhook: Some(pb::Webhook {
+            url: hooks.url(),
+            enabled: Some(true),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    })
+    .await
+    .expect("webhook");
+
+    // A watcher on each replica, from before the first session.
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for (name, c) in [("the watcher on replica a", &ca), ("the watcher on replica b", &cb)] {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let from = checker::start_position(c).await;
+        let task = tokio::spawn(checker::follow(c.clone(), from, got.clone(), stop_watching.clone()));
+        watchers.push((name, got, task));
+    }
+    // Health of replica a, sampled throughout.
+    let health = Arc::new(Mutex::new(Vec::<(Instant, bool)>::new()));
+    let sampler = {
+        let (channel, health, stop) = (a.channel.clone(), health.clone(), stop_watching.clone());
+        tokio::spawn(async move {
+            use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+            let mut client = HealthClient::new(channel);
+            while !stop.load(Ordering::Relaxed) {
+                let serving = client
+                    .check(HealthCheckRequest { service: String::new() })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1);
+                health.lock().expect("health").push((Instant::now(), serving));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // The load: every worker on both replicas, every call with a request_id
+    // and a 5 s deadline.
+    let rec = Recorder::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let replicas = vec![
+        ca.clone().with_timeout(Duration::from_secs(5)),
+        cb.clone().with_timeout(Duration::from_secs(5)),
+    ];
+    let load: Vec<_> = mentees
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            tokio::spawn(checker::work(
+                rec.clone(),
+                i,
+                replicas.clone(),
+                *m,
+                listings.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let mut faults = Vec::new();
+    let settle = Duration::from_secs(scale(3, 6) as u64);
+    let schedule: [(&str, &'static [&'static str]); 5] = [
+        ("switchover", &["failover"]),
+        ("kill -9 of the primary node", &["kill-primary"]),
+        ("SIGSTOP of the primary node past the TTL", &["freeze-primary"]),
+        ("partition of the primary node", &["partition-primary"]),
+        ("kill -9 of the primary's postmaster", &["kill-postmaster"]),
+    ];
+    for (name, args) in schedule {
+        tokio::time::sleep(settle).await;
+        let from = Instant::now();
+        let node = cluster_async(args, Duration::from_secs(60)).await;
+        eprintln!("ha: {name} ({node}) at {:?}", started.elapsed());
+        if args == ["freeze-primary"] {
+            // Frozen longer than Patroni's TTL (20 s): a standby takes over,
+            // and the frozen node finds itself demoted when it wakes.
+            tokio::time::sleep(Duration::from_secs(25)).await;
+        }
+        cluster_async(&["wait-primary", "120"], Duration::from_secs(130)).await;
+        cluster_async(&["heal", "180"], Duration::from_secs(200)).await;
+        tokio::time::sleep(settle).await;
+        faults.push(Fault {
+            name,
+            window: rec.window(from, Instant::now()),
+        });
+        eprintln!("ha: {name} healed at {:?}", started.elapsed());
+    }
+
+    // Strict synchronous mode: with no standby up, a write blocks (its
+    // caller gives up, outcome unknown) and commits once one is back; a
+    // retry with its request_id then answers it, made once.
+    stop.store(true, Ordering::Relaxed);
+    for w in load {
+        w.await.expect("worker");
+    }
+    let blocked = strict_mode_blocks_writes(&rec, &cb, mentees[0], listings[0]).await;
+
+    // Quiet: every pause timer fires, the followers and the receiver catch up.
+    tokio::time::sleep(PAUSE_TIMEOUT + Duration::from_secs(3)).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM session_events")
+        .fetch_one(&a.app.pool)
+        .await
+        .expect("count");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let behind = watchers
+            .iter()
+            .any(|(_, got, _)| (got.lock().expect("got").len() as i64) < stored);
+        let hooked = session_deliveries(&hooks).len() as i64;
+        if !behind && hooked >= stored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop_watching.store(true, Ordering::Relaxed);
+    let mut received = Vec::new();
+    for (name, got, task) in watchers {
+        task.await.expect("watcher");
+        received.push((name.to_owned(), got.lock().expect("got").clone()));
+    }
+    sampler.await.expect("sampler");
+
+    let ops = rec.ops();
+    let counts = checker::check(
+        &ops,
+        checker::Observed {
+            pool: &a.app.pool,
+            caller: sub,
+            mentees: &mentees,
+            watchers: received,
+            webhook: Some(session_deliveries(&hooks)),
+            limits: checker::Limits {
+                per_mentor: PER_MENTOR,
+                per_mentee: PER_MENTEE,
+                system: SYSTEM,
+                pause_timeout: PAUSE_TIMEOUT,
+            },
+        },
+    )
+    .await
+    .unwrap_or_else(|report| panic!("the history does not check:\n{report}"));
+
+    // Health went NOT_SERVING while no primary was reachable, and is SERVING now.
+    let samples = health.lock().expect("health").clone();
+    assert!(
+        samples.iter().any(|(_, s)| !s),
+        "health never left SERVING during the faults"
+    );
+    assert!(samples.last().is_some_and(|(_, s)| *s), "health is not SERVING again");
+
+    eprintln!("ha: {counts:?}; strict mode held a write for {blocked:?}");
+    eprintln!("| fault | first failed to first OK call | failed calls | unknown outcome |");
+    eprintln!("| --- | ---: | ---: | ---: |");
+    for f in &faults {
+        eprintln!(
+            "| {} | {:.1} s | {} | {} |",
+            f.name,
+            f.window.outage.as_secs_f64(),
+            f.window.failed,
+            f.window.unknown
+        );
+    }
+    assert!(
+        counts.ok > 100 && counts.timers > 0,
+        "too little happened to show anything: {counts:?}"
+    );
+    eprintln!("ha: done in {:?}", started.elapsed());
+}
+
+/// (webhook-id, session, seq) of every session event the receiver got.
+fn session_deliveries(hooks: &receiver::Receiver) -> Vec<checker::Delivered> {
+    hooks
+        .received()
+        .into_iter()
+        .filter_map(|r| {
+            let data = &r.body["data"];
+            Some((r.id, data["session_id"].as_str()?.to_owned(), data["seq"].as_i64()?))
+        })
+        .collect()
+}
+
+/// Freezes both standbys: a CreateSession blocks on its COMMIT (strict
+/// synchronous mode), its caller gets DEADLINE_EXCEEDED; once a standby is
+/// back the commit completes, and a retry with the request_id answers it,
+/// made once. How long the write was held.
+async fn strict_mode_blocks_writes(rec: &Recorder, c: &Caller, mentee: Uuid, listing: Uuid) -> Duration {
+    cluster_async(&["freeze-standbys"], Duration::from_secs(30)).await;
+    let request_id = Uuid::new_v4();
+    let held = Instant::now();
+    let create = |timeout: u64| {
+        let c = c
+            .clone()
+            .with_timeout(Duration::from_secs(timeout))
+            .with_request_id(&request_id.to_string());
+        async move {
+            c.create_session(pb::CreateSessionRequest {
+                mentee_id: mentee.to_string(),
+                listing_id: listing.to_string(),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let blocked = rec.call(0, Kind::Create, None, request_id, create(3)).await;
+    assert_eq!(
+        blocked.as_ref().map_err(|s| s.code()).err(),
+        Some(Code::DeadlineExceeded),
+        "with no standby up, a write must wait: {blocked:?}"
+    );
+    cluster_async(&["heal", "180"], Duration::from_secs(200)).await;
+    let answered = rec
+        .call(0, Kind::Create, None, request_id, create(10))
+        .await
+        .expect("the retry answers once a standby is back");
+    let waited = held.elapsed();
+    let _ = rec
+        .call_until_known(0, Kind::Cancel, Some(&answered.id), 8, |rid| {
+            let c = c.clone().with_request_id(&rid.to_string());
+            let id = answered.id.clone();
+            async move { c.cancel_session(&id, "done").await }
+        })
+        .await;
+    assert_ne!(answered.status(), SessionStatus::Unspecified);
+    waited
+}
