@@ -40,6 +40,11 @@ pub enum Durability {
     Durable,
     /// fsync off, data discarded on drop: tests.
     Throwaway,
+    /// As [`Durability::Throwaway`], but every commit is written to the WAL
+    /// before it is acknowledged (`synchronous_commit` on): a crash of the
+    /// server (not of the machine) loses nothing acknowledged. The fault
+    /// tests crash it.
+    CrashSafe,
 }
 
 impl DevDb {
@@ -144,15 +149,11 @@ impl DevDb {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "max_connections=300"]);
+        if self.durability != Durability::Durable {
+            postgres.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+        }
         if self.durability == Durability::Throwaway {
-            postgres.args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
+            postgres.args(["-c", "synchronous_commit=off"]);
         }
         as_user(&mut postgres, self.run_as)
             .stdin(Stdio::null())
@@ -186,12 +187,17 @@ impl DevDb {
 
     /// Starts a throwaway cluster in a fresh directory under the system temp dir.
     pub fn start_temporary() -> anyhow::Result<DevDb> {
+        DevDb::start_temporary_with(Durability::Throwaway)
+    }
+
+    /// [`DevDb::start_temporary`] with the given durability.
+    pub fn start_temporary_with(durability: Durability) -> anyhow::Result<DevDb> {
         let base = std::env::temp_dir().join("mentorship-pg");
         fs::create_dir_all(&base)?;
         fs::set_permissions(&base, fs::Permissions::from_mode(0o777))?;
         remove_stale(&base);
         let dir = base.join(format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
-        DevDb::start(&dir, Durability::Throwaway)
+        DevDb::start(&dir, durability)
     }
 
     /// URL of database `name` on this cluster.
@@ -247,10 +253,21 @@ impl DevDb {
 
     /// Fast shutdown; waits for the server to exit.
     pub fn stop(&mut self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Immediate shutdown (`pg_ctl -m immediate`): the server exits without
+    /// a checkpoint, as in a crash, and recovers from the WAL when started
+    /// again. Waits for it to exit.
+    pub fn crash(&mut self) {
+        self.signal(libc::SIGQUIT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: sending a signal to our own child process.
             unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+                libc::kill(child.id() as libc::pid_t, signal);
             }
             let _ = child.wait();
         }

@@ -76,6 +76,15 @@ pub async fn own_cluster() -> DevDb {
         .expect("start private PostgreSQL")
 }
 
+/// [`own_cluster`] whose acknowledged commits survive a crash of the server
+/// (`synchronous_commit` on), for the tests that crash it.
+pub async fn own_crash_safe_cluster() -> DevDb {
+    tokio::task::spawn_blocking(|| DevDb::start_temporary_with(mentorship::devdb::Durability::CrashSafe))
+        .await
+        .expect("join")
+        .expect("start private PostgreSQL")
+}
+
 /// A fresh, migrated database; returns its URL.
 pub async fn fresh_database() -> String {
     let cluster = cluster().await;

@@ -398,7 +398,7 @@ async fn strict_mode_blocks_writes(rec: &Recorder, c: &Caller, mentee: Uuid, lis
         .expect("the retry answers once a standby is back");
     let waited = held.elapsed();
     let _ = rec
-        .call_until_known(0, Kind::Cancel, Some(&answered.id), 8, |rid| {
+        .call_until_known(0, Kind::Cancel, Some(&answered.id), 8, |rid, _| {
             let c = c.clone().with_request_id(&rid.to_string());
             let id = answered.id.clone();
             async move { c.cancel_session(&id, "done").await }
