@@ -37,6 +37,7 @@ use std::{
 };
 
 mod history;
+mod record;
 mod rest;
 mod slots;
 mod write_path;
@@ -105,6 +106,9 @@ struct Args {
     /// `idle-streams`: the server's process id (for its memory).
     #[arg(long)]
     pid: Option<u32>,
+    /// `record`: where every call's outcome goes, a JSON line each.
+    #[arg(long, default_value = "target/loadgen-history.jsonl")]
+    record_file: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,6 +131,8 @@ enum Scenario {
     IdleStreams,
     RestVsGrpc,
     Slots,
+    /// Keeps going through faults and records every call's outcome.
+    Record,
 }
 
 type Samples = BTreeMap<&'static str, Vec<Duration>>;
@@ -556,6 +562,9 @@ async fn main() -> anyhow::Result<()> {
             return rest::run(&args.addr[0], &channels[0], &token, args.workers, args.seconds).await;
         }
         Scenario::Slots => return slots::run(&channels[0], &token, args.workers, args.seconds).await,
+        Scenario::Record => {
+            return record::run(&channels, &token, args.workers, args.seconds, &args.record_file).await;
+        }
         Scenario::Reads => return write_path::reads(&channels, &token, need_pool()?, args.workers, args.seconds).await,
         Scenario::IdleStreams => {
             let secret = args.secret.as_deref().unwrap_or_default().as_bytes();
