@@ -575,6 +575,17 @@ pub async fn replicated(db: impl sqlx::PgExecutor<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether synchronous standbys are configured (`synchronous_standby_names`,
+/// which Patroni sets as standbys come and go): without them, no commit
+/// waits for a standby and [`replicated`] has nothing to wait for.
+pub async fn synchronous_standbys(db: impl sqlx::PgExecutor<'_>) -> Result<bool, Error> {
+    Ok(
+        sqlx::query_scalar::<_, bool>("SELECT current_setting('synchronous_standby_names') <> ''")
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 /// The open transaction with the oldest transaction id in the cluster: the
 /// one that holds the feed's horizon back.
 pub struct OldestTransaction {

@@ -41,6 +41,7 @@ const WARNING_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
     let mut retry: Option<Duration> = None;
     let mut warned: Option<Instant> = None;
+    let mut standbys = Standbys::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -49,7 +50,7 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
         }
         let read_at = tokio::time::Instant::now();
         let (position, waiting) = (hub.position(), hub.known_count());
-        match read_all(&pool, &hub).await {
+        match read_all(&pool, &hub, &mut standbys).await {
             Ok(()) if hub.behind() => {
                 // Start over after progress; back off while the horizon stands still.
                 let progress = hub.position() != position || hub.known_count() < waiting;
@@ -82,12 +83,30 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
     }
 }
 
+/// Whether the database has synchronous standbys, as last read (at most
+/// once a second): where it has none, a page needs no barrier.
+#[derive(Debug, Default)]
+struct Standbys {
+    configured: bool,
+    read_at: Option<Instant>,
+}
+
+impl Standbys {
+    async fn configured(&mut self, pool: &PgPool) -> Result<bool, crate::domain::Error> {
+        if self.read_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            self.configured = store_sessions::synchronous_standbys(pool).await?;
+            self.read_at = Some(Instant::now());
+        }
+        Ok(self.configured)
+    }
+}
+
 /// Reads until a page comes back short: the feed is read up to the horizon.
-async fn read_all(pool: &PgPool, hub: &Hub) -> Result<(), crate::domain::Error> {
+async fn read_all(pool: &PgPool, hub: &Hub, standbys: &mut Standbys) -> Result<(), crate::domain::Error> {
     loop {
         let after = hub.position();
         let FeedPage { horizon, events } = store_sessions::feed_page(pool, after, PAGE).await?;
-        if !events.is_empty() {
+        if !events.is_empty() && standbys.configured(pool).await? {
             // Published only once safe from a failover (the page is read
             // again, on the new primary, if this fails).
             store_sessions::replicated(pool).await?;
