@@ -91,7 +91,7 @@ pub async fn connect_with(database_url: &str, max_connections: u32, timeouts: Db
 /// work that must not wait behind the API's calls (health, the sweeper,
 /// the watch feed). Connections open on first use.
 fn side_pool(pool: &PgPool, max_connections: u32) -> PgPool {
-    pool_options(max_connections).connect_lazy_with((*pool.connect_options()).clone())
+    pool_options(max_connections, CheckOnRelease::Always).connect_lazy_with((*pool.connect_options()).clone())
 }
 
 /// [`connect`] without the timeouts, for one-off commands that may run long
@@ -115,7 +115,7 @@ async fn migrate(database_url: &str) -> anyhow::Result<PgConnectOptions> {
 }
 
 async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    pool_options(max_connections)
+    pool_options(max_connections, CheckOnRelease::WhenWorkIsQueued)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
@@ -143,7 +143,22 @@ const RELEASE_LIMIT: Duration = Duration::from_secs(5);
 /// database restart may have broken it unseen (health notices an outage
 /// within seconds); a call that meets a connection broken since its last use
 /// fails UNAVAILABLE, retryable, like the calls in flight at the restart.
-fn pool_options(max_connections: u32) -> PgPoolOptions {
+/// When a connection handed back is checked within [`RELEASE_LIMIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckOnRelease {
+    /// Only one with work queued on it (a transaction dropped half-way
+    /// queues its ROLLBACK): the API's pool, where a check on every release
+    /// would add a round trip per call. A plain statement dropped while its
+    /// answer was awaited leaves nothing queued; sqlx's own release ping
+    /// then has no bound (docs/OPERATIONS.md, "Silent database connections").
+    WhenWorkIsQueued,
+    /// Every one: the small pools of the background work (the feed, health,
+    /// the jobs), whose bounded reads (`store::bounded`) drop plain
+    /// statements, and which must not lose their few connections to silence.
+    Always,
+}
+
+fn pool_options(max_connections: u32, check: CheckOnRelease) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -184,13 +199,14 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
             })
         })
         // A connection handed back with work still queued on it (a call's
-        // future dropped mid-statement) answers that work within
-        // RELEASE_LIMIT or is closed. sqlx then pings every connection it
-        // takes back, which a broken one fails: a connection that met a
-        // connection-class error is closed, never handed out again.
-        .after_release(|conn, _meta| {
+        // transaction dropped half-way), or any connection of a background
+        // pool, answers within RELEASE_LIMIT or is closed. sqlx then pings
+        // every connection it takes back, which a broken one fails: a
+        // connection that met a connection-class error is closed, never
+        // handed out again.
+        .after_release(move |conn, _meta| {
             Box::pin(async move {
-                if !sqlx::Connection::should_flush(&*conn) {
+                if check == CheckOnRelease::WhenWorkIsQueued && !sqlx::Connection::should_flush(&*conn) {
                     return Ok(true);
                 }
                 match tokio::time::timeout(RELEASE_LIMIT, conn.ping()).await {
@@ -432,7 +448,12 @@ pub async fn start(
         .await
         .context("reading the feed's horizon")?;
     app.hub.start_at(horizon);
-    tokio::spawn(watch::feed::run(feed.clone(), app.hub.clone(), shutdown.clone()));
+    tokio::spawn(watch::feed::run(
+        feed.clone(),
+        app.hub.clone(),
+        app.rules.silent_connection,
+        shutdown.clone(),
+    ));
     tokio::spawn(watch::relay::listen(feed.clone(), app.hub.clone(), shutdown.clone()));
     if background.announce {
         tokio::spawn(watch::relay::announce(feed, app.hub.clone(), shutdown.clone()));

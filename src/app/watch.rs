@@ -280,6 +280,9 @@ impl App {
         // Subscribe before reading, so nothing committed after the read goes unnoticed.
         let (committed, pages) = (self.hub.subscribe_committed(), self.hub.subscribe_feed());
         let snapshot = self.get_session(who, id).await?;
+        // Shown (and its last_seq the stream goes on from) only once safe
+        // from a failover, as the feed is.
+        store_sessions::replicated(&self.pool).await?;
         if let Some(after) = after_seq
             && after > snapshot.last_seq
         {
@@ -328,9 +331,24 @@ impl App {
         if let Some((txid, _)) = cursor
             && txid > horizon.0
         {
-            // No cursor this feed issued lies beyond its horizon: forged, or
-            // from another cluster. Following it would skip everything.
-            return Err(Error::invalid("cursor", "is ahead of the feed"));
+            // No cursor this feed issued lies beyond its horizon: forged,
+            // from another cluster, or from a primary whose last
+            // transactions a failover lost. Following it would skip
+            // everything.
+            return Err(Error::invalid(
+                "cursor",
+                "is ahead of the feed (another cluster's, or from before a failover that lost it): \
+                 read the current state again and watch from now",
+            ));
+        }
+        if cursor.is_none() {
+            // The start position is a transaction id the stream will go on
+            // from. Transactions that need not wait for the standby (the
+            // webhook pipeline's) use ids too, so the barrier's commit,
+            // with an id past the horizon, is what makes the standby's next
+            // id pass it: a new primary then never gives an event an id
+            // below this position.
+            store_sessions::replicated(&self.pool).await?;
         }
         let position = cursor.unwrap_or(horizon);
         // After the checks of the request (as WatchSession does).

@@ -25,7 +25,7 @@ pub async fn step(app: &App, every: Duration) -> Result<bool> {
 /// Runs until `shutdown`.
 pub async fn run(app: App, shutdown: CancellationToken) {
     loop {
-        if let Err(err) = step(&app, EVERY).await {
+        if let Err(err) = crate::store::bounded(app.rules.silent_connection, step(&app, EVERY)).await {
             tracing::warn!(error = %err, "census failed; trying again later");
         }
         // Read a little more often than it is recounted, so the metrics are

@@ -149,7 +149,12 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         // A task per pass: even a panic cannot stop the sweeper for good.
         let (pass_app, skip) = (app.clone(), failing.skip());
         let skipped = skip.clone();
-        let fired = match tokio::spawn(async move { sweep(&pass_app, &skip).await }).await {
+        // A pass fires one deadline per transaction, each committed as it
+        // goes; one that has not ended after three times the silence bound
+        // waits on a silent connection, and the next pass goes on.
+        let bound = app.rules.silent_connection * 3;
+        let fired = match tokio::spawn(async move { crate::store::bounded(bound, sweep(&pass_app, &skip)).await }).await
+        {
             Ok(Ok(pass)) => {
                 failing.record(&pass, &skipped);
                 pass.fired
@@ -165,7 +170,7 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         };
         // The backstop of promotion: a release that raced with a session
         // joining the queue leaves it waiting no longer than one pass.
-        if let Err(err) = app.promote_waiting().await {
+        if let Err(err) = crate::store::bounded(app.rules.silent_connection, app.promote_waiting()).await {
             tracing::warn!(error = %err, "promotion pass failed; retrying");
         }
         if last_purge.elapsed() > PURGE_EVERY {

@@ -87,7 +87,11 @@ fn error_kind(err: &sqlx::Error) -> &'static str {
             Some("40P01") => "deadlock",
             // The server is going away (admin_shutdown, crash_shutdown,
             // cannot_connect_now) or the connection broke (class 08).
-            Some(code) if matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08") => "unavailable",
+            // 25P03 / 57P05: the server closed an idle-in-transaction or
+            // idle session (a FATAL since PostgreSQL 14).
+            Some(code) if matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "25P03") || code.starts_with("08") => {
+                "unavailable"
+            }
             _ => "other",
         },
         sqlx::Error::PoolTimedOut => "pool_timeout",
@@ -179,6 +183,24 @@ pub async fn commit(tx: Tx) -> Result<(), Error> {
             Err(Error::CommitOutcomeUnknown)
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// Runs `work` (database work of a background job) for at most `limit`:
+/// past it, the work waits on a connection that will not answer (a hung
+/// backend, a cut network), and is dropped, its connection closed as it
+/// goes back to the pool (`RELEASE_LIMIT` in lib.rs), so the job goes on
+/// with new connections. UNAVAILABLE then.
+pub async fn bounded<T>(limit: std::time::Duration, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
+        Err(_) => {
+            crate::metrics::database_error("silent_connection");
+            Err(Error::Unavailable(format!(
+                "the database did not answer within {} ms",
+                limit.as_millis()
+            )))
+        }
     }
 }
 

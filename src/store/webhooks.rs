@@ -439,7 +439,8 @@ pub async fn insert_deliveries(tx: &mut Tx, new: &[NewDelivery]) -> Result<(), E
 }
 
 /// Opens a transaction of the webhook pipeline. Its commits do not wait
-/// for the WAL flush (`synchronous_commit = off`): what a crash can lose of
+/// for the WAL flush (`synchronous_commit = off`), except a claim's (see
+/// `claim`): what a crash or a failover can lose of
 /// them is a cursor move (the events are dispatched again, and the unique
 /// key keeps one delivery each), a claim (the delivery is claimed again) or
 /// a record (the delivery is sent again, with the same `webhook-id`), all
@@ -492,6 +493,12 @@ pub async fn claim(
     retry_period: chrono::Duration,
     token: Uuid,
 ) -> Result<Vec<Claimed>, Error> {
+    // Sent as soon as this commits: unlike the rest of the pipeline, the
+    // claim's commit waits for the synchronous standby, so nothing is sent
+    // (the event, the delivery row) that a failover can lose.
+    sqlx::query("SELECT set_config('synchronous_commit', 'on', true)")
+        .execute(&mut **tx)
+        .await?;
     Ok(sqlx::query_as!(
         Claimed,
         r#"WITH busy AS (
@@ -586,7 +593,7 @@ pub async fn record_attempt(
         next = claim_one(&mut tx, promoted, lease, retry_period, d.token).await?;
     }
     if next.is_some() {
-        // It is sent as soon as this commits: like every claim, this commit
+        // It is sent as soon as this commits: as `claim`'s, this commit
         // waits for the synchronous standby, so the event it delivers (and
         // the delivery row) cannot be lost to a failover once sent.
         sqlx::query("SELECT set_config('synchronous_commit', 'on', true)")

@@ -37,8 +37,9 @@ const LAG_WARNING: Duration = Duration::from_secs(1);
 const WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// Reads the feed for this replica, from where the hub starts
-/// (`Hub::start_at`), until `shutdown`.
-pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
+/// (`Hub::start_at`), until `shutdown`. A read that gets no answer within
+/// `silent_after` is given up (`store::bounded`) and read again.
+pub async fn run(pool: PgPool, hub: Hub, silent_after: Duration, shutdown: CancellationToken) {
     let mut retry: Option<Duration> = None;
     let mut warned: Option<Instant> = None;
     let mut standbys = Standbys::default();
@@ -50,7 +51,7 @@ pub async fn run(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
         }
         let read_at = tokio::time::Instant::now();
         let (position, waiting) = (hub.position(), hub.known_count());
-        match read_all(&pool, &hub, &mut standbys).await {
+        match crate::store::bounded(silent_after, read_all(&pool, &hub, &mut standbys)).await {
             Ok(()) if hub.behind() => {
                 // Start over after progress; back off while the horizon stands still.
                 let progress = hub.position() != position || hub.known_count() < waiting;

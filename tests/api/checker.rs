@@ -135,7 +135,9 @@ impl Recorder {
                 .call(worker, kind, session, request_id, call(request_id, attempt))
                 .await;
             match &last {
-                Err(status) if unknown(status.code()) => continue,
+                // A lock timeout changed nothing, but may have waited on the
+                // first attempt, still running: try again, as for unknown.
+                Err(status) if unknown(status.code()) || status.code() == Code::Aborted => continue,
                 _ => break,
             }
         }
@@ -217,7 +219,9 @@ pub struct Limits {
     pub per_mentor: i64,
     pub per_mentee: i64,
     pub system: i64,
-    /// Sessions PAUSED longer than this are ended by the sweeper.
+    /// Sessions PAUSED longer than this are ended by the sweeper (a run
+    /// waits this long and 6 s more before it checks that every due timer
+    /// fired).
     pub pause_timeout: Duration,
 }
 
@@ -359,11 +363,22 @@ pub async fn check(ops: &[Op], seen: Observed<'_>) -> Result<Counts, String> {
     for g in &groups {
         let session = session_of(g).or_else(|| g.ops.iter().find_map(|o| o.session.clone()));
         if g.ok_completed().is_some() && g.applied.is_none() {
-            violations.push(("a call answered OK but its change is not stored".into(), session));
+            violations.push(("a call answered OK but its change is not stored".into(), session.clone()));
         } else if g.all_failed() && g.applied.is_some() {
-            violations.push(("a call that failed definitely changed something".into(), session));
+            violations.push(("a call that failed definitely changed something".into(), session.clone()));
         } else if g.applied.is_some() && g.ops.iter().any(|o| matches!(o.outcome, Outcome::Unknown(_))) {
             counts.unknown_applied += 1;
+        }
+        // The last answer a client got is what it acts on: one that says
+        // the call failed, while the change was made, misleads it.
+        if g.applied.is_some()
+            && let Some(last) = g.ops.iter().max_by_key(|o| o.completed)
+            && let Outcome::Failed(code) = last.outcome
+        {
+            violations.push((
+                format!("the change was made, but the last answer to its request_id was {code:?}"),
+                session.clone(),
+            ));
         }
         // Every OK answer of a group is the first outcome.
         if let Some(applied) = &g.applied {
@@ -535,7 +550,7 @@ pub async fn check(ops: &[Op], seen: Observed<'_>) -> Result<Counts, String> {
     for s in overdue {
         let last = log.get(&s.0).and_then(|l| l.last()).map(|e| e.occurred_at);
         if let Some(last) = last
-            && chrono::Utc::now() - last > pause + chrono::Duration::seconds(30)
+            && chrono::Utc::now() - last > pause + chrono::Duration::seconds(5)
         {
             violations.push(("a due pause timer never fired".into(), Some(s.0.to_string())));
         }
@@ -796,5 +811,114 @@ pub async fn follow(replica: Caller, mut cursor: String, got: Arc<Mutex<Received
                 _ => break,
             }
         }
+    }
+}
+
+/// One Server-Sent Events block: its `id:` and its `data:` as JSON.
+type SseBlock = (Option<String>, serde_json::Value);
+
+/// Reads one WatchSessions stream over REST (Server-Sent Events) from
+/// `base` (`http://host:port`), resuming after `last_event_id` when given;
+/// hands each block to `each` until it returns false or the stream ends.
+async fn read_sse(
+    base: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+    mut each: impl FnMut(SseBlock) -> bool,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client
+        .get(format!("{base}/api/mentorship/sessions:watch"))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()));
+    }
+    let mut stream = response.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut data, mut error) = (None, None, false);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).ok();
+                } else if line == "event: error" {
+                    error = true;
+                }
+            }
+            if error {
+                return Err(format!("event: error {data:?}"));
+            }
+            if let Some(data) = data
+                && !each((id, data))
+            {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`start_position`] over REST: the cursor the SSE feed sends first.
+pub async fn sse_start_position(base: &str, token: &str) -> String {
+    let mut cursor = None;
+    read_sse(base, token, None, |(_, data)| {
+        cursor = data["cursor"].as_str().map(str::to_owned);
+        false
+    })
+    .await
+    .expect("the SSE feed opens");
+    cursor.expect("the SSE feed sends its position first")
+}
+
+/// [`follow`] over REST: WatchSessions as Server-Sent Events from `base`,
+/// reconnecting with `Last-Event-ID` (the last event's cursor) after any
+/// error, until `stop`.
+pub async fn follow_sse(
+    base: String,
+    token: String,
+    mut cursor: String,
+    got: Arc<Mutex<Received>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let from = cursor.clone();
+        let read = read_sse(&base, &token, Some(&from), |(id, data)| {
+            let event = &data["event"];
+            if let (Some(session), Some(seq)) = (
+                event["sessionId"].as_str(),
+                event["seq"].as_str().and_then(|s| s.parse::<i64>().ok()),
+            ) {
+                got.lock().expect("received").push((session.to_owned(), seq));
+                if let Some(id) = id {
+                    cursor = id;
+                }
+            }
+            !stop.load(Ordering::Relaxed)
+        });
+        // An idle stream only sends a comment every 15 s: give up waiting
+        // on it when asked to stop.
+        let stopped = async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = read => {}
+            _ = stopped => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

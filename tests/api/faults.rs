@@ -96,6 +96,17 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
     let stop_watching = Arc::new(AtomicBool::new(false));
     let from = checker::start_position(&b).await;
     let watcher = tokio::spawn(checker::follow(b.clone(), from, got.clone(), stop_watching.clone()));
+    // And a REST client's, over Server-Sent Events.
+    let base = format!("http://{}", survivor.addr);
+    let sse_got = Arc::new(Mutex::new(Vec::new()));
+    let from = checker::sse_start_position(&base, &token).await;
+    let sse = tokio::spawn(checker::follow_sse(
+        base,
+        token.clone(),
+        from,
+        sse_got.clone(),
+        stop_watching.clone(),
+    ));
 
     // The load, on both replicas, every call with a request_id.
     let rec = checker::Recorder::default();
@@ -164,28 +175,33 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
     b.get_session(&after.id).await.expect("the survivor serves");
 
     // Quiet: the pause timers fire, the watcher catches up.
-    tokio::time::sleep(PAUSE_TIMEOUT + StdDuration::from_secs(2)).await;
+    tokio::time::sleep(PAUSE_TIMEOUT + StdDuration::from_secs(6)).await;
     let pool = sqlx::PgPool::connect(&url).await.expect("pool");
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM session_events")
         .fetch_one(&pool)
         .await
         .expect("count");
     for _ in 0..200 {
-        if got.lock().expect("got").len() as i64 >= stored {
+        if got.lock().expect("got").len() as i64 >= stored && sse_got.lock().expect("got").len() as i64 >= stored {
             break;
         }
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     stop_watching.store(true, Ordering::Relaxed);
     watcher.await.expect("watcher");
+    sse.await.expect("SSE watcher");
     let received = got.lock().expect("got").clone();
+    let sse_received = sse_got.lock().expect("got").clone();
     let counts = checker::check(
         &rec.ops(),
         checker::Observed {
             pool: &pool,
             caller: sub,
             mentees: &mentees,
-            watchers: vec![("the watcher on the survivor".into(), received)],
+            watchers: vec![
+                ("the watcher on the survivor".into(), received),
+                ("the SSE watcher on the survivor".into(), sse_received),
+            ],
             webhook: None,
             limits: checker::Limits {
                 per_mentor: MENTOR_LIMIT,

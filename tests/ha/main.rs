@@ -200,6 +200,20 @@ async fn run() {
         let task = tokio::spawn(checker::follow(c.clone(), from, got.clone(), stop_watching.clone()));
         watchers.push((name, got, task));
     }
+    // And a REST client's: WatchSessions as Server-Sent Events on replica b.
+    {
+        let base = format!("http://{}", b.server.addr);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let from = checker::sse_start_position(&base, &token).await;
+        let task = tokio::spawn(checker::follow_sse(
+            base,
+            token.clone(),
+            from,
+            got.clone(),
+            stop_watching.clone(),
+        ));
+        watchers.push(("the SSE watcher on replica b", got, task));
+    }
     // Health of replica a, sampled throughout.
     let health = Arc::new(Mutex::new(Vec::<(Instant, bool)>::new()));
     let sampler = {
@@ -280,19 +294,27 @@ async fn run() {
     let blocked = strict_mode_blocks_writes(&rec, &cb, mentees[0], listings[0]).await;
 
     // Quiet: every pause timer fires, the followers and the receiver catch up.
-    tokio::time::sleep(PAUSE_TIMEOUT + Duration::from_secs(3)).await;
+    tokio::time::sleep(PAUSE_TIMEOUT + Duration::from_secs(6)).await;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM session_events")
         .fetch_one(&a.app.pool)
         .await
         .expect("count");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let behind = watchers
+    // Until every follower has as many as were stored, or nothing has
+    // arrived for 45 s (the webhook deliveries drain the run's backlog last,
+    // a few hundred a second on two busy cores).
+    let (mut last, mut moved) = (0, Instant::now());
+    while moved.elapsed() < Duration::from_secs(45) {
+        let counts: Vec<i64> = watchers
             .iter()
-            .any(|(_, got, _)| (got.lock().expect("got").len() as i64) < stored);
-        let hooked = session_deliveries(&hooks).len() as i64;
-        if !behind && hooked >= stored {
+            .map(|(_, got, _)| got.lock().expect("got").len() as i64)
+            .chain([session_deliveries(&hooks).len() as i64])
+            .collect();
+        if counts.iter().all(|&n| n >= stored) {
             break;
+        }
+        let total: i64 = counts.iter().sum();
+        if total != last {
+            (last, moved) = (total, Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -168,8 +168,10 @@ pub async fn run(
                     })
                     .await;
                 }
-                let ended = rec
-                    .call("CompleteSession", n, |k, rid| {
+                let ended = if session.status() != pb::SessionStatus::Active {
+                    None
+                } else {
+                    rec.call("CompleteSession", n, |k, rid| {
                         let mut c = on(k);
                         let r = with_deadline(
                             &token,
@@ -181,7 +183,8 @@ pub async fn run(
                         );
                         async move { c.complete_session(r).await }
                     })
-                    .await;
+                    .await
+                };
                 if ended.is_none() {
                     rec.call("CancelSession", n + 1, |k, rid| {
                         let mut c = on(k);
