@@ -363,9 +363,15 @@ pub async fn check(ops: &[Op], seen: Observed<'_>) -> Result<Counts, String> {
     for g in &groups {
         let session = session_of(g).or_else(|| g.ops.iter().find_map(|o| o.session.clone()));
         if g.ok_completed().is_some() && g.applied.is_none() {
-            violations.push(("a call answered OK but its change is not stored".into(), session.clone()));
+            violations.push((
+                "a call answered OK but its change is not stored".into(),
+                session.clone(),
+            ));
         } else if g.all_failed() && g.applied.is_some() {
-            violations.push(("a call that failed definitely changed something".into(), session.clone()));
+            violations.push((
+                "a call that failed definitely changed something".into(),
+                session.clone(),
+            ));
         } else if g.applied.is_some() && g.ops.iter().any(|o| matches!(o.outcome, Outcome::Unknown(_))) {
             counts.unknown_applied += 1;
         }
