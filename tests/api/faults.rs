@@ -555,3 +555,127 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
     .expect("a forged event");
     fails(ops, received, limits, "belong to no call's answer").await;
 }
+
+/// A commit whose wait for the synchronous standby is cut short (its
+/// backend terminated, as a demotion's fast shutdown does) is visible on the
+/// primary without being on any standby, so a failover can still lose it:
+/// the feed must not publish it until the standby has it. Here no standby
+/// ever confirms (`synchronous_standby_names = 'nobody'`): the watcher gets
+/// nothing while the barrier waits, and the event as soon as synchronous
+/// replication is off again (as if the standby had caught up). Without the
+/// barrier (`store::sessions::replicated`) the feed published it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_visible_before_the_standby_has_it_is_not_published_until_it_does() {
+    let db = own_crash_safe_cluster().await;
+    mentorship::devdb::ensure_database(&db.url("postgres"), "mentorship")
+        .await
+        .expect("database");
+    let url = db.url("mentorship");
+    let replica = start_replica(&url, mentorship::app::Rules::default(), Jobs::Stepped).await;
+    let token = coordinator();
+    let c = Caller::new(&replica.channel, &token);
+    let mentor = c
+        .upsert_mentor(pb::Mentor {
+            user_id: Uuid::new_v4().to_string(),
+            display_name: "Grace".into(),
+            skill_areas: vec!["rust".into()],
+            accepting_sessions: true,
+            timezone: "UTC".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("mentor");
+    let listing = c
+        .upsert_listing(pb::Listing {
+            mentor_id: mentor.id,
+            title: "Pairing".into(),
+            skill_area: "rust".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listing");
+    let mentee = Uuid::new_v4();
+    c.upsert_mentee(pb::Mentee {
+        id: mentee.to_string(),
+        display_name: "Ada".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("mentee");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let from = checker::start_position(&c).await;
+    let watcher = tokio::spawn(checker::follow(c.clone(), from, got.clone(), stop.clone()));
+
+    // Synchronous replication to a standby that never answers.
+    let admin = sqlx::PgPool::connect(&url).await.expect("admin");
+    let set = |statement: &'static str| {
+        let admin = admin.clone();
+        async move {
+            sqlx::query(statement).execute(&admin).await.expect("alter system");
+            sqlx::query("SELECT pg_reload_conf()")
+                .execute(&admin)
+                .await
+                .expect("reload");
+        }
+    };
+    set("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").await;
+    // The feed reads the setting at most once a second.
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    let create = c
+        .clone()
+        .with_timeout(StdDuration::from_secs(2))
+        .create_session(pb::CreateSessionRequest {
+            mentee_id: mentee.to_string(),
+            listing_id: listing.id.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        create.map_err(|s| s.code()).err(),
+        Some(Code::DeadlineExceeded),
+        "the commit waits for the standby"
+    );
+    // Cut the wait short as a demotion does: the commit becomes visible here.
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep' AND query = 'COMMIT'",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    assert_eq!(terminated, vec![true], "one COMMIT waited for the standby");
+    let mut visible = 0;
+    for _ in 0..50 {
+        visible = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM session_events")
+            .fetch_one(&admin)
+            .await
+            .expect("count");
+        if visible > 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert!(visible > 0, "the terminated commit is visible on the primary");
+    tokio::time::sleep(StdDuration::from_secs(3)).await;
+    assert_eq!(
+        got.lock().expect("got").len(),
+        0,
+        "a watcher got an event no standby has"
+    );
+
+    // The standby "catches up": the barrier's commit returns, and the event goes out.
+    set("ALTER SYSTEM RESET synchronous_standby_names").await;
+    for _ in 0..100 {
+        if got.lock().expect("got").len() as i64 >= visible {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.expect("watcher");
+    assert_eq!(
+        got.lock().expect("got").len() as i64,
+        visible,
+        "the event is published once safe"
+    );
+}
