@@ -704,6 +704,50 @@ fn follower_violations(
     }
 }
 
+/// The world a workload runs in, made by `c`: `mentors` mentors with a
+/// listing each (each holding at most `slots` sessions; 0: the configured
+/// default) and `mentees` mentees. The listings' ids and the mentees'.
+pub async fn world(c: &Caller, mentors: usize, slots: i32, mentees: usize) -> (Vec<Uuid>, Vec<Uuid>) {
+    let mut listings = Vec::new();
+    for _ in 0..mentors {
+        let mentor = c
+            .upsert_mentor(pb::Mentor {
+                user_id: Uuid::new_v4().to_string(),
+                display_name: "Grace".into(),
+                skill_areas: vec!["rust".into()],
+                accepting_sessions: true,
+                timezone: "UTC".into(),
+                max_concurrent_sessions: slots,
+                ..Default::default()
+            })
+            .await
+            .expect("mentor");
+        let listing = c
+            .upsert_listing(pb::Listing {
+                mentor_id: mentor.id,
+                title: "Pairing".into(),
+                skill_area: "rust".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("listing");
+        listings.push(listing.id.parse::<Uuid>().expect("uuid"));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..mentees {
+        let id = Uuid::new_v4();
+        c.upsert_mentee(pb::Mentee {
+            id: id.to_string(),
+            display_name: "Ada".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("mentee");
+        ids.push(id);
+    }
+    (listings, ids)
+}
+
 /// One client's loop, until `stop`: an on-demand session for its mentee,
 /// then start-to-end paths chosen by `n` (pause and resume and complete,
 /// cancel, or pause and leave it to the pause timer), on the replicas in

@@ -54,42 +54,7 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
     let (a, b) = (doomed.as_(&token), survivor.as_(&token));
 
     // Three mentors, a listing each; a mentee per worker.
-    let mut listings = Vec::new();
-    for _ in 0..3 {
-        let mentor = b
-            .upsert_mentor(pb::Mentor {
-                user_id: Uuid::new_v4().to_string(),
-                display_name: "Grace".into(),
-                skill_areas: vec!["rust".into()],
-                accepting_sessions: true,
-                timezone: "UTC".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("mentor");
-        let listing = b
-            .upsert_listing(pb::Listing {
-                mentor_id: mentor.id,
-                title: "Pairing".into(),
-                skill_area: "rust".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("listing");
-        listings.push(listing.id.parse::<Uuid>().expect("uuid"));
-    }
-    let mut mentees = Vec::new();
-    for _ in 0..8 {
-        let id = Uuid::new_v4();
-        b.upsert_mentee(pb::Mentee {
-            id: id.to_string(),
-            display_name: "Ada".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("mentee");
-        mentees.push(id);
-    }
+    let (listings, mentees) = checker::world(&b, 3, 0, 8).await;
 
     // The watcher on the survivor, from before the first session.
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -418,42 +383,14 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
     let sub = Uuid::new_v4();
     let token = token(&["coordinator"], sub, None);
     let c = app.as_(&token);
-    let mentor = c
-        .upsert_mentor(pb::Mentor {
-            user_id: Uuid::new_v4().to_string(),
-            display_name: "Grace".into(),
-            skill_areas: vec!["rust".into()],
-            accepting_sessions: true,
-            timezone: "UTC".into(),
-            max_concurrent_sessions: 4,
-            ..Default::default()
-        })
-        .await
-        .expect("mentor");
-    let listing = c
-        .upsert_listing(pb::Listing {
-            mentor_id: mentor.id,
-            title: "Pairing".into(),
-            skill_area: "rust".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("listing");
-    let mentee = Uuid::new_v4();
-    c.upsert_mentee(pb::Mentee {
-        id: mentee.to_string(),
-        display_name: "Ada".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("mentee");
+    let (listings, mentees) = checker::world(&c, 1, 4, 1).await;
+    let (listing_id, mentee) = (listings[0], mentees[0]);
     let got = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let from = checker::start_position(&c).await;
     let watcher = tokio::spawn(checker::follow(c.clone(), from, got.clone(), stop.clone()));
     let rec = checker::Recorder::default();
     let work_stop = Arc::new(AtomicBool::new(false));
-    let listing_id = listing.id.parse::<Uuid>().expect("uuid");
     let worker = tokio::spawn(checker::work(
         rec.clone(),
         0,
@@ -574,34 +511,8 @@ async fn a_commit_visible_before_the_standby_has_it_is_not_published_until_it_do
     let replica = start_replica(&url, mentorship::app::Rules::default(), Jobs::Stepped).await;
     let token = coordinator();
     let c = Caller::new(&replica.channel, &token);
-    let mentor = c
-        .upsert_mentor(pb::Mentor {
-            user_id: Uuid::new_v4().to_string(),
-            display_name: "Grace".into(),
-            skill_areas: vec!["rust".into()],
-            accepting_sessions: true,
-            timezone: "UTC".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("mentor");
-    let listing = c
-        .upsert_listing(pb::Listing {
-            mentor_id: mentor.id,
-            title: "Pairing".into(),
-            skill_area: "rust".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("listing");
-    let mentee = Uuid::new_v4();
-    c.upsert_mentee(pb::Mentee {
-        id: mentee.to_string(),
-        display_name: "Ada".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("mentee");
+    let (listings, mentees) = checker::world(&c, 1, 0, 1).await;
+    let (listing, mentee) = (listings[0], mentees[0]);
     let got = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let from = checker::start_position(&c).await;
@@ -627,7 +538,7 @@ async fn a_commit_visible_before_the_standby_has_it_is_not_published_until_it_do
         .with_timeout(StdDuration::from_secs(2))
         .create_session(pb::CreateSessionRequest {
             mentee_id: mentee.to_string(),
-            listing_id: listing.id.clone(),
+            listing_id: listing.to_string(),
             ..Default::default()
         })
         .await;

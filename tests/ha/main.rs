@@ -142,43 +142,7 @@ async fn run() {
     let token = token(&["coordinator"], sub, None);
     let (ca, cb) = (Caller::new(&a.channel, &token), Caller::new(&b.channel, &token));
 
-    let mut listings = Vec::new();
-    for _ in 0..3 {
-        let mentor = cb
-            .upsert_mentor(pb::Mentor {
-                user_id: Uuid::new_v4().to_string(),
-                display_name: "Grace".into(),
-                skill_areas: vec!["rust".into()],
-                accepting_sessions: true,
-                timezone: "UTC".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("mentor");
-        let listing = cb
-            .upsert_listing(pb::Listing {
-                mentor_id: mentor.id,
-                title: "Pairing".into(),
-                skill_area: "rust".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("listing");
-        listings.push(listing.id.parse::<Uuid>().expect("uuid"));
-    }
-    let workers = scale(8, 12);
-    let mut mentees = Vec::new();
-    for _ in 0..workers {
-        let id = Uuid::new_v4();
-        cb.upsert_mentee(pb::Mentee {
-            id: id.to_string(),
-            display_name: "Ada".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("mentee");
-        mentees.push(id);
-    }
+    let (listings, mentees) = checker::world(&cb, 3, 0, scale(8, 12)).await;
     let hooks = receiver::Receiver::start().await;
     ca.call(pb::CreateWebhookRequest {
         webhook: Some(pb::Webhook {
