@@ -452,6 +452,7 @@ pub async fn start(
         feed.clone(),
         app.hub.clone(),
         app.rules.silent_connection,
+        app.waits.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(watch::relay::listen(feed.clone(), app.hub.clone(), shutdown.clone()));
@@ -466,11 +467,11 @@ pub async fn start(
     let silent_connection = app.rules.silent_connection;
     let health = side_pool(&app.pool, 1);
     let (routes, reporter) = grpc::routes(Arc::new(app))?;
-    let reads = metrics_app.reads.clone();
+    let waits = metrics_app.waits.clone();
     grpc::probe_database(&health, &reporter).await;
     tokio::spawn(grpc::watch_database_health(
         health,
-        reads,
+        waits.clone(),
         reporter.clone(),
         shutdown.clone(),
     ));
@@ -527,6 +528,7 @@ pub async fn start(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
                 silent_connection,
+                waits,
             ))
             .add_routes(routes);
         let stopped = async move {

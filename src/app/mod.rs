@@ -174,6 +174,8 @@ pub struct App {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// GetSession's reads, coalesced.
     pub reads: crate::store::reads::Reads,
+    /// The replica's database work under way, for health.
+    pub waits: crate::store::waits::Waits,
 }
 
 impl App {
@@ -188,8 +190,15 @@ impl App {
             total: (rules.watch_streams.per_replica, "watch_streams_per_replica"),
         });
         let metrics: std::sync::Arc<crate::metrics::Metrics> = Default::default();
+        let waits = crate::store::waits::Waits::new(rules.silent_connection);
         App {
-            reads: crate::store::reads::Reads::new(pool.clone(), metrics.clone(), rules.silent_connection),
+            reads: crate::store::reads::Reads::new(
+                pool.clone(),
+                metrics.clone(),
+                rules.silent_connection,
+                waits.clone(),
+            ),
+            waits,
             pool,
             rules,
             hub,

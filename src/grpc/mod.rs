@@ -286,11 +286,13 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, ok: bool) {
 }
 
 /// Keeps the health status in step with the database: NOT_SERVING while it
-/// is unreachable, and while the replica's own connections are going silent
-/// (a read found one silent in the last few seconds), though new ones work.
+/// is unreachable, and while the replica's own connections are stuck though
+/// new ones work: some work has waited on the database far longer than a
+/// statement takes, or gave up on a silent connection in the last 5 s
+/// (`store::waits`).
 pub async fn watch_database_health(
     pool: sqlx::PgPool,
-    reads: crate::store::reads::Reads,
+    waits: crate::store::waits::Waits,
     reporter: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
 ) {
@@ -300,9 +302,7 @@ pub async fn watch_database_health(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        // A read waits milliseconds; one waiting 5 s, or one that found its
-        // connection silent in the last 5 s, has a stuck connection.
-        let stuck = reads.stuck(Duration::from_secs(5), Duration::from_secs(5));
+        let stuck = waits.stuck(Duration::from_secs(5));
         let ok = probe(&pool).await && !stuck;
         if ok != last {
             set_health(&reporter, ok).await;

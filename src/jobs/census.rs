@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::domain::Result;
-use crate::store::census;
+use crate::store::{Span, census};
 
 /// How often the census is recounted, cluster-wide.
 pub const EVERY: Duration = Duration::from_secs(15);
@@ -25,7 +25,9 @@ pub async fn step(app: &App, every: Duration) -> Result<bool> {
 /// Runs until `shutdown`.
 pub async fn run(app: App, shutdown: CancellationToken) {
     loop {
-        if let Err(err) = crate::store::bounded(app.rules.silent_connection, step(&app, EVERY)).await {
+        if let Err(err) =
+            crate::store::bounded(&app.waits, Span::Short, app.rules.silent_connection, step(&app, EVERY)).await
+        {
             tracing::warn!(error = %err, "census failed; trying again later");
         }
         // Read a little more often than it is recounted, so the metrics are

@@ -17,7 +17,7 @@ use crate::domain::{
     command::Transition,
     session::{Command, Requester},
 };
-use crate::store::{idempotency, sessions};
+use crate::store::{Span, idempotency, sessions};
 use uuid::Uuid;
 
 /// The longest the sweeper sleeps: a deadline set behind the service's back
@@ -56,6 +56,7 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
     let mut pass = Pass::default();
     let mut skipped = skip.to_vec();
     loop {
+        let _waiting = app.waits.begin();
         let mut unit = app.unit().await?;
         // Timeouts first: a session whose time is up is not also asked for a check-in.
         let (id, kind) = match sessions::lock_due(unit.tx(), &skipped).await? {
@@ -153,7 +154,10 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         // goes; one that has not ended after three times the silence bound
         // waits on a silent connection, and the next pass goes on.
         let bound = app.rules.silent_connection * 3;
-        let fired = match tokio::spawn(async move { crate::store::bounded(bound, sweep(&pass_app, &skip)).await }).await
+        let fired = match tokio::spawn(async move {
+            crate::store::bounded(&pass_app.waits, Span::Long, bound, sweep(&pass_app, &skip)).await
+        })
+        .await
         {
             Ok(Ok(pass)) => {
                 failing.record(&pass, &skipped);
@@ -170,7 +174,14 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         };
         // The backstop of promotion: a release that raced with a session
         // joining the queue leaves it waiting no longer than one pass.
-        if let Err(err) = crate::store::bounded(app.rules.silent_connection, app.promote_waiting()).await {
+        if let Err(err) = crate::store::bounded(
+            &app.waits,
+            Span::Short,
+            app.rules.silent_connection,
+            app.promote_waiting(),
+        )
+        .await
+        {
             tracing::warn!(error = %err, "promotion pass failed; retrying");
         }
         if last_purge.elapsed() > PURGE_EVERY {

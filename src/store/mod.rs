@@ -14,6 +14,7 @@ pub mod retention;
 pub mod seed;
 pub mod sessions;
 pub mod unit;
+pub mod waits;
 pub mod webhooks;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
@@ -190,11 +191,22 @@ pub async fn commit(tx: Tx) -> Result<(), Error> {
 /// past it, the work waits on a connection that will not answer (a hung
 /// backend, a cut network), and is dropped, its connection closed as it
 /// goes back to the pool (`RELEASE_LIMIT` in lib.rs), so the job goes on
-/// with new connections. UNAVAILABLE then.
-pub async fn bounded<T>(limit: std::time::Duration, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    match tokio::time::timeout(limit, work).await {
+/// with new connections. UNAVAILABLE then. `waits` hears of the silence, and
+/// sees the work under way unless `Span::Long` (work of many transactions,
+/// which may rightly run long: it notes each of them itself).
+pub async fn bounded<T>(
+    waits: &waits::Waits,
+    span: Span,
+    limit: std::time::Duration,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let waiting = (span == Span::Short).then(|| waits.begin());
+    let done = tokio::time::timeout(limit, work).await;
+    drop(waiting);
+    match done {
         Ok(done) => done,
         Err(_) => {
+            waits.silence();
             crate::metrics::database_error("silent_connection");
             Err(Error::Unavailable(format!(
                 "the database did not answer within {} ms",
@@ -202,6 +214,13 @@ pub async fn bounded<T>(limit: std::time::Duration, work: impl Future<Output = R
             )))
         }
     }
+}
+
+/// How much work [`bounded`] runs: a few statements, or many transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Short,
+    Long,
 }
 
 /// Corrupt stored values (an unknown status, say) are internal errors.

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::sessions;
+use super::{sessions, waits::Waits};
 use crate::{
     domain::{Error, model::Session},
     metrics::Metrics,
@@ -57,11 +57,8 @@ struct Reader {
     /// How long a read waits for its answer before its connection is
     /// presumed silent and closed.
     silent_after: std::time::Duration,
-    /// When a read last found its connection silent (milliseconds since
-    /// [`epoch`], plus one; 0: never).
-    last_silence_ms: Arc<AtomicU64>,
-    /// When each read now waiting on the database began.
-    in_flight: Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+    /// The replica's database work under way, for health.
+    waits: Waits,
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +68,7 @@ struct Counts {
 }
 
 impl Reads {
-    pub fn new(pool: PgPool, metrics: Arc<Metrics>, silent_after: std::time::Duration) -> Reads {
+    pub fn new(pool: PgPool, metrics: Arc<Metrics>, silent_after: std::time::Duration, waits: Waits) -> Reads {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let half_the_pool = pool.options().get_max_connections() as usize / 2;
         Reads {
@@ -81,8 +78,7 @@ impl Reads {
                 metrics,
                 counts: Default::default(),
                 silent_after,
-                last_silence_ms: Default::default(),
-                in_flight: Default::default(),
+                waits,
             },
             calls: Default::default(),
         }
@@ -104,18 +100,6 @@ impl Reads {
         }
         // The coalescer is gone (its runtime is shutting down): read alone.
         sessions::get(&self.reader.pool, id).await
-    }
-
-    /// Whether this replica's reads are stuck on silent connections: one
-    /// has waited on the database longer than `waiting`, or one found its
-    /// connection silent within the last `within` (health reports the
-    /// replica NOT_SERVING then).
-    pub fn stuck(&self, waiting: std::time::Duration, within: std::time::Duration) -> bool {
-        let reader = &self.reader;
-        let last = reader.last_silence_ms.load(Ordering::Relaxed);
-        let recent = last != 0 && now_ms().saturating_sub(last - 1) <= within.as_millis() as u64;
-        let oldest = reader.in_flight.lock().map(|f| f.iter().min().copied()).unwrap_or(None);
-        recent || oldest.is_some_and(|since| since.elapsed() > waiting)
     }
 
     /// Batches read at once.
@@ -162,16 +146,9 @@ impl Reader {
         let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
         // Bounded: a connection gone silent (no reset, no answer) would
         // hold this batch's slot, and then every slot, for ever.
-        let began = std::time::Instant::now();
-        if let Ok(mut f) = self.in_flight.lock() {
-            f.push(began);
-        }
+        let waiting = self.waits.begin();
         let answered = tokio::time::timeout(self.silent_after, sessions::get_many(&mut *conn, &ids)).await;
-        if let Ok(mut f) = self.in_flight.lock()
-            && let Some(at) = f.iter().position(|b| *b == began)
-        {
-            f.swap_remove(at);
-        }
+        drop(waiting);
         match answered {
             Ok(found) => found,
             Err(_) => {
@@ -179,7 +156,7 @@ impl Reader {
                 // socket closed as it drops.
                 drop(conn.detach());
                 crate::metrics::database_error("silent_connection");
-                self.last_silence_ms.store(now_ms() + 1, Ordering::Relaxed);
+                self.waits.silence();
                 tracing::warn!(
                     after_ms = self.silent_after.as_millis() as u64,
                     "a database connection went silent during a read; closed it"
@@ -190,13 +167,6 @@ impl Reader {
             }
         }
     }
-}
-
-/// Milliseconds since the first call in this process: a monotonic clock, so
-/// a step of the wall clock never makes an old silence look recent.
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// Gives each call its session (or none), or the error of its row or of the

@@ -15,7 +15,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::Hub;
-use crate::store::sessions::{self as store_sessions, FeedPage};
+use crate::store::{
+    Span,
+    sessions::{self as store_sessions, FeedPage},
+    waits::Waits,
+};
 
 /// Events per read.
 pub const PAGE: i64 = 500;
@@ -39,7 +43,7 @@ const WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Reads the feed for this replica, from where the hub starts
 /// (`Hub::start_at`), until `shutdown`. A read that gets no answer within
 /// `silent_after` is given up (`store::bounded`) and read again.
-pub async fn run(pool: PgPool, hub: Hub, silent_after: Duration, shutdown: CancellationToken) {
+pub async fn run(pool: PgPool, hub: Hub, silent_after: Duration, waits: Waits, shutdown: CancellationToken) {
     let mut retry: Option<Duration> = None;
     let mut warned: Option<Instant> = None;
     let mut standbys = Standbys::default();
@@ -51,7 +55,7 @@ pub async fn run(pool: PgPool, hub: Hub, silent_after: Duration, shutdown: Cance
         }
         let read_at = tokio::time::Instant::now();
         let (position, waiting) = (hub.position(), hub.known_count());
-        match crate::store::bounded(silent_after, read_all(&pool, &hub, &mut standbys)).await {
+        match crate::store::bounded(&waits, Span::Short, silent_after, read_all(&pool, &hub, &mut standbys)).await {
             Ok(()) if hub.behind() => {
                 // Start over after progress; back off while the horizon stands still.
                 let progress = hub.position() != position || hub.known_count() < waiting;

@@ -295,9 +295,87 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
     }
 }
 
+/// Health says NOT_SERVING when the replica's own connections are stuck,
+/// not only when new ones fail: here only writes are in flight (held on a
+/// table lock) when the connections go silent, and health's probe opens a
+/// new connection that answers. The writes' work, waiting far longer than
+/// any statement takes, holds health NOT_SERVING until it is dropped at its
+/// bound (the call deadline plus the silence bound: 14 s); then health is
+/// SERVING and writes answer again, with no restart.
+#[tokio::test]
+async fn a_replica_whose_writes_are_stuck_on_silent_connections_is_not_serving() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let (proxy, replica) = replica_through_a_proxy(&app, true).await;
+    let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(3));
+    let health = HealthClient::new(replica.channel.clone());
+    let serving = async || {
+        health
+            .clone()
+            .check(HealthCheckRequest::default())
+            .await
+            .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+    };
+    let mut hour = 0;
+    let mut book = || {
+        hour += 1;
+        let t = monday_at(6) + chrono::Duration::hours(hour);
+        booking_request(w.listing, w.mentee, t, t + chrono::Duration::minutes(30))
+    };
+    for _ in 0..3 {
+        caller.create_booking(book()).await.expect("a write before the silence");
+    }
+    assert!(serving().await, "SERVING before the silence");
+
+    // Two writes wait on a lock when the connections go silent.
+    let mut lock = app.pool.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE bookings IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("the lock");
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let (caller, request) = (caller.clone(), book());
+            tokio::spawn(async move { caller.create_booking(request).await })
+        })
+        .collect();
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    proxy.silence_existing();
+    let silenced = std::time::Instant::now();
+    lock.rollback().await.expect("the lock released");
+    for write in stuck {
+        let answer = write.await.expect("a stuck write");
+        assert!(answer.is_err(), "a write on a silent connection cannot answer OK");
+    }
+    // Well past the time health's probe takes to give up its own silent
+    // connection and open a new one that answers (and 5 s past any other
+    // silence the replica met), and well before the stuck work's bound.
+    let from = silenced + StdDuration::from_secs(9);
+    tokio::time::sleep_until(from.into()).await;
+    while silenced.elapsed() < StdDuration::from_secs(12) {
+        assert!(
+            !serving().await,
+            "health is NOT_SERVING {} ms after the silence, while writes are stuck",
+            silenced.elapsed().as_millis()
+        );
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+    let back = silenced + StdDuration::from_secs(40);
+    while !serving().await {
+        assert!(std::time::Instant::now() < back, "health SERVING again");
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+    let request = book();
+    while let Err(status) = caller.create_booking(request.clone()).await {
+        assert!(std::time::Instant::now() < back, "writes answer again: {status:?}");
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+}
+
 /// A replica of `app`'s database whose connections go through a
 /// [`SilentProxy`], jobs stepped; `quick` shortens the statement timeout to
-/// 1 s and the wait for a silent read to 2 s.
+/// 1 s, the wait for a silent read to 2 s, and the call deadline to 12 s.
 async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_proxy::SilentProxy, Replica) {
     let upstream = app
         .database_url
@@ -310,6 +388,9 @@ async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_p
     let mut rules = mentorship::app::Rules::default();
     if quick {
         timeouts.statement = StdDuration::from_secs(1);
+        // A transaction whose answers were swallowed stays open on the
+        // server for longer than the silence lasts.
+        timeouts.idle_in_transaction = StdDuration::from_secs(60);
         rules.silent_connection = StdDuration::from_secs(2);
     }
     let pool = mentorship::connect_with(&proxy.url(&app.database_url), 10, timeouts)
@@ -319,7 +400,11 @@ async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_p
         sweeper: false,
         announce: true,
     };
-    let replica = start_replica_on(pool, rules, background, transport()).await;
+    let mut transport = transport();
+    if quick {
+        transport.call_deadline = StdDuration::from_secs(12);
+    }
+    let replica = start_replica_on(pool, rules, background, transport).await;
     (proxy, replica)
 }
 
