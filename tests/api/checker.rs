@@ -240,12 +240,40 @@ pub struct Event {
     pub txid: i64,
 }
 
-/// What one follower (a WatchSessions stream, resumed after errors)
-/// received: (session, seq), in order.
-pub type Received = Vec<(String, i64)>;
+/// One event as a follower received it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Got {
+    pub session: String,
+    pub seq: i64,
+    /// The status it moved the session to ("ACTIVE"; empty for none),
+    /// held against the stored event's.
+    pub to_status: String,
+}
 
-/// One webhook POST: its `webhook-id`, session and seq.
-pub type Delivered = (String, String, i64);
+impl Got {
+    /// `to_status` as any surface spells it: the stored `ACTIVE`, the
+    /// proto enum's `SESSION_STATUS_ACTIVE`; unspecified is none.
+    pub fn new(session: &str, seq: i64, to_status: Option<&str>) -> Got {
+        let status = to_status.unwrap_or_default();
+        let status = status.strip_prefix("SESSION_STATUS_").unwrap_or(status);
+        Got {
+            session: session.to_owned(),
+            seq,
+            to_status: if status == "UNSPECIFIED" { "" } else { status }.to_owned(),
+        }
+    }
+
+    fn key(&self) -> (String, i64) {
+        (self.session.clone(), self.seq)
+    }
+}
+
+/// What one follower (a WatchSessions stream, resumed after errors)
+/// received, in order.
+pub type Received = Vec<Got>;
+
+/// One webhook POST: its `webhook-id` and the event it carried.
+pub type Delivered = (String, Got);
 
 /// Everything [`check`] holds the history against.
 pub struct Observed<'a> {
@@ -564,33 +592,39 @@ pub async fn check(ops: &[Op], seen: Observed<'_>) -> Result<Counts, String> {
 
     // Followers: each committed event once, in order per session, and
     // nothing else.
-    let stored: HashMap<(String, i64), (i64, i64)> = events
+    let stored: HashMap<(String, i64), Stored> = events
         .iter()
-        .map(|e| ((e.session_id.to_string(), e.seq), (e.txid, e.id)))
+        .map(|e| {
+            let got = Got::new(&e.session_id.to_string(), e.seq, e.to_status.as_deref());
+            (got.key(), ((e.txid, e.id), got.to_status))
+        })
         .collect();
     for (name, received) in &seen.watchers {
         follower_violations(name, received, &stored, Order::Feed, &mut violations);
     }
     if let Some(delivered) = &seen.webhook {
-        let mut ids: HashMap<&str, (&str, i64)> = HashMap::new();
+        let mut ids: HashMap<&str, &Got> = HashMap::new();
         let mut first: Received = Vec::new();
         let mut by_event: HashMap<(&str, i64), &str> = HashMap::new();
-        for (id, session, seq) in delivered {
+        for (id, got) in delivered {
             match ids.get(id.as_str()) {
-                Some(&(s, q)) if (s, q) != (session.as_str(), *seq) => {
-                    violations.push((format!("webhook-id {id} carried two events"), Some(session.clone())))
+                Some(&before) if before != got => {
+                    violations.push((format!("webhook-id {id} carried two events"), Some(got.session.clone())))
                 }
                 Some(_) => continue, // a redelivery, with its id
                 None => {}
             }
-            ids.insert(id, (session, *seq));
-            if let Some(other) = by_event.insert((session, *seq), id) {
+            ids.insert(id, got);
+            if let Some(other) = by_event.insert((&got.session, got.seq), id) {
                 violations.push((
-                    format!("event {seq} was delivered under two webhook-ids ({other} and {id})"),
-                    Some(session.clone()),
+                    format!(
+                        "event {} was delivered under two webhook-ids ({other} and {id})",
+                        got.seq
+                    ),
+                    Some(got.session.clone()),
                 ));
             }
-            first.push((session.clone(), *seq));
+            first.push(got.clone());
         }
         follower_violations("the webhook receiver", &first, &stored, Order::Seq, &mut violations);
     }
@@ -645,29 +679,43 @@ enum Order {
     Seq,
 }
 
-/// A follower's violations: an event twice, an event not in the log, one
-/// out of order, or a stored event never received.
+/// A stored event's position in the feed (`(txid, id)`) and its status.
+type Stored = ((i64, i64), String);
+
+/// A follower's violations: an event twice, an event not in the log or not
+/// as stored, one out of order, or a stored event never received.
 fn follower_violations(
     name: &str,
     received: &Received,
-    stored: &HashMap<(String, i64), (i64, i64)>,
+    stored: &HashMap<(String, i64), Stored>,
     order: Order,
     violations: &mut Vec<(String, Option<String>)>,
 ) {
-    let mut seen: HashSet<&(String, i64)> = HashSet::new();
+    let mut seen: HashSet<(String, i64)> = HashSet::new();
     let mut last_seq: HashMap<&str, i64> = HashMap::new();
     let mut last_position: Option<(i64, i64)> = None;
-    for r in received {
-        if !seen.insert(r) {
+    for got in received {
+        let r = got.key();
+        if !seen.insert(r.clone()) {
             violations.push((format!("{name} got event {} twice", r.1), Some(r.0.clone())));
         }
-        let Some(&position) = stored.get(r) else {
+        let Some((position, status)) = stored.get(&r) else {
             violations.push((
                 format!("{name} got event {}, which the database does not have", r.1),
                 Some(r.0.clone()),
             ));
             continue;
         };
+        let position = *position;
+        if *status != got.to_status {
+            violations.push((
+                format!(
+                    "{name} got event {} moving to {:?}, stored as moving to {status:?}",
+                    r.1, got.to_status
+                ),
+                Some(r.0.clone()),
+            ));
+        }
         match order {
             Order::Feed => {
                 if last_position.is_some_and(|last| position <= last) {
@@ -679,7 +727,7 @@ fn follower_violations(
                 last_position = Some(position);
             }
             Order::Seq => {
-                if let Some(&before) = last_seq.get(r.0.as_str())
+                if let Some(&before) = last_seq.get(got.session.as_str())
                     && r.1 <= before
                 {
                     violations.push((
@@ -687,7 +735,7 @@ fn follower_violations(
                         Some(r.0.clone()),
                     ));
                 }
-                last_seq.insert(&r.0, r.1);
+                last_seq.insert(&got.session, r.1);
             }
         }
     }
@@ -854,7 +902,10 @@ pub async fn follow(replica: Caller, mut cursor: String, got: Arc<Mutex<Received
             match next {
                 Ok(Some(item)) => {
                     if let Some(e) = item.event {
-                        got.lock().expect("received").push((e.session_id, e.seq));
+                        let status = pb::SessionStatus::try_from(e.to_status).map(|s| s.as_str_name());
+                        got.lock()
+                            .expect("received")
+                            .push(Got::new(&e.session_id, e.seq, status.ok()));
                     }
                     cursor = item.cursor;
                 }
@@ -951,7 +1002,8 @@ pub async fn follow_sse(
                 event["sessionId"].as_str(),
                 event["seq"].as_str().and_then(|s| s.parse::<i64>().ok()),
             ) {
-                got.lock().expect("received").push((session.to_owned(), seq));
+                let status = event["toStatus"].as_str();
+                got.lock().expect("received").push(Got::new(session, seq, status));
                 if let Some(id) = id {
                     cursor = id;
                 }

@@ -460,8 +460,9 @@ async fn a_commit_whose_answer_is_lost_is_unknown_and_a_retry_makes_it_once() {
 
 /// The history checker finds what it is there to find: a clean history
 /// checks, and each kind of tampering (an OK change missing, a failed call
-/// that changed something, a change made twice, an event a watcher missed
-/// or got twice, a limit exceeded) fails it, naming the session.
+/// that changed something, a change made twice, an event a watcher missed,
+/// got twice or got other than stored, a limit exceeded) fails it, naming
+/// the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_history_checker_fails_every_kind_of_broken_history() {
     let app = spawn_with(1, mentorship::app::Rules::default()).await;
@@ -545,6 +546,14 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
     let mut twice = received.clone();
     twice.push(twice[0].clone());
     fails(ops.clone(), twice, limits, "twice").await;
+    // A watcher that got an event other than the one stored.
+    let mut altered = received.clone();
+    let moved = altered
+        .iter_mut()
+        .find(|g| !g.to_status.is_empty())
+        .expect("an event that moved a session");
+    moved.to_status = "NOT_A_STATUS".into();
+    fails(ops.clone(), altered, limits, "stored as moving to").await;
     // An OK answer whose change is not stored.
     let mut phantom = ops.clone();
     let mut fake = phantom[0].clone();

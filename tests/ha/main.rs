@@ -118,6 +118,11 @@ fn rules() -> Rules {
 struct Fault {
     name: &'static str,
     window: checker::Window,
+    /// From the fault to the end of the settling after its heal.
+    span: (Instant, Instant),
+    /// Whether no primary is reachable for longer than health's probe
+    /// takes to see it (a failover waits out Patroni's TTL).
+    outage: bool,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -244,9 +249,15 @@ async fn run() {
         faults.push(Fault {
             name,
             window: rec.window(from, Instant::now()),
+            span: (from, Instant::now()),
+            outage: matches!(args, ["kill-primary" | "freeze-primary" | "partition-primary"]),
         });
         eprintln!("ha: {name} healed at {:?}", started.elapsed());
     }
+    let healed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&a.app.pool)
+        .await
+        .expect("the time the last fault healed");
 
     // Strict synchronous mode: with no standby up, a write blocks (its
     // caller gives up, outcome unknown) and commits once one is back; a
@@ -310,12 +321,46 @@ async fn run() {
     .await
     .unwrap_or_else(|report| panic!("the history does not check:\n{report}"));
 
-    // Health went NOT_SERVING while no primary was reachable, and is SERVING now.
+    // The background jobs carry on by themselves on the last primary: the
+    // census (recounted every 15 s by one replica) has counted since, and a
+    // retention purge (run hourly) works on the replica's own pool.
+    let census_until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let counted: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT counted_at FROM census")
+            .fetch_one(&a.app.pool)
+            .await
+            .expect("the census");
+        if counted.is_some_and(|at| at > healed) {
+            break;
+        }
+        assert!(
+            Instant::now() < census_until,
+            "no census counted since the last fault healed at {healed} (last: {counted:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for replica in [&a, &b] {
+        mentorship::jobs::retention::purge_once(&replica.app)
+            .await
+            .expect("a retention purge after the faults");
+    }
+
+    // Per fault: health went NOT_SERVING while no primary was reachable,
+    // and was SERVING again by the end of the settling after the heal.
     let samples = health.lock().expect("health").clone();
-    assert!(
-        samples.iter().any(|(_, s)| !s),
-        "health never left SERVING during the faults"
-    );
+    for f in &faults {
+        let during: Vec<bool> = samples
+            .iter()
+            .filter(|(at, _)| (f.span.0..f.span.1).contains(at))
+            .map(|(_, serving)| *serving)
+            .collect();
+        assert!(
+            !f.outage || during.iter().any(|serving| !serving),
+            "health never left SERVING during the {}",
+            f.name
+        );
+        assert_eq!(during.last(), Some(&true), "health SERVING again after the {}", f.name);
+    }
     assert!(samples.last().is_some_and(|(_, s)| *s), "health is not SERVING again");
 
     eprintln!("ha: {counts:?}; strict mode held a write for {blocked:?}");
@@ -337,14 +382,19 @@ async fn run() {
     eprintln!("ha: done in {:?}", started.elapsed());
 }
 
-/// (webhook-id, session, seq) of every session event the receiver got.
+/// (webhook-id, event) of every session event the receiver got.
 fn session_deliveries(hooks: &receiver::Receiver) -> Vec<checker::Delivered> {
     hooks
         .received()
         .into_iter()
         .filter_map(|r| {
             let data = &r.body["data"];
-            Some((r.id, data["session_id"].as_str()?.to_owned(), data["seq"].as_i64()?))
+            let got = checker::Got::new(
+                data["session_id"].as_str()?,
+                data["seq"].as_i64()?,
+                data["to_status"].as_str(),
+            );
+            Some((r.id, got))
         })
         .collect()
 }
