@@ -12,9 +12,9 @@ use crate::domain::{
     assignment::{self, Assignment},
     booking::DurationBounds,
     capacity::Limits,
+    clocks::Timeouts,
     config::{ConfigLimits, EscalationPolicy, SessionConfig, Template},
     query,
-    session::Timeouts,
 };
 
 /// The `mentorship` command line.

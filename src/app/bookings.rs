@@ -9,11 +9,12 @@ use crate::domain::{
     access::{Actor, Principal, Role},
     availability,
     booking::{self, BookingOrigin, BookingStatus},
+    clocks,
     command::{CloseBooking, NewBooking},
     model::{Booking, BookingEvent, EventType, Session},
     openings,
     query::{BookingQuery, CalendarOf, LogQuery, SlotQuery},
-    session::{self, SessionStatus},
+    session::SessionStatus,
 };
 use crate::domain::{Reason, Resource};
 use crate::store::unit::Unit;
@@ -332,7 +333,7 @@ impl App {
         };
         if booking.origin == BookingOrigin::OnDemand {
             let status = self.admit(unit, &new).await?;
-            session::enter(&mut new, status, now);
+            clocks::enter(&mut new, status, now);
         }
         let event = EventInput {
             event_type: EventType::Created,

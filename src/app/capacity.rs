@@ -11,6 +11,7 @@ use crate::domain::{
     Result,
     access::Actor,
     capacity::{self, Admission, Ahead, Limit, Usage},
+    clocks,
     model::{EventType, Session},
     session::{self, Command, Requester, SessionStatus},
 };
@@ -135,7 +136,7 @@ impl App {
                 before.participants(),
             )?;
             let mut s = before.clone();
-            session::enter(&mut s, decision.to, super::now());
+            clocks::enter(&mut s, decision.to, super::now());
             let event = EventInput {
                 event_type: EventType::StatusChanged,
                 actor: &Actor::system(),

@@ -19,8 +19,8 @@ use sqlx::PgPool;
 
 use crate::domain::{
     booking::DurationBounds,
+    clocks::Timeouts,
     config::{ConfigLimits, SessionConfig, Template},
-    session::Timeouts,
 };
 
 /// The current time at the database's precision (microseconds), so a

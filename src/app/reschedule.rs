@@ -24,9 +24,10 @@ use crate::domain::{
     Error, Reason, Result,
     access::{Actor, ActorKind, Principal},
     booking::{self, BookingEventKind, BookingOrigin, BookingStatus},
+    clocks,
     command::Reschedule,
     model::{Booking, EventType, Session},
-    session::{self, SessionStatus},
+    session::SessionStatus,
 };
 use crate::store::{
     bookings::{self as store_bookings, Change},
@@ -232,7 +233,7 @@ impl App {
     ) -> Result<(Booking, Session)> {
         let new_session_id = Uuid::now_v7();
         let mut cancelled = old_session.clone();
-        session::enter(&mut cancelled, SessionStatus::Cancelled, super::now());
+        clocks::enter(&mut cancelled, SessionStatus::Cancelled, super::now());
         cancelled.cancel_reason = RESCHEDULED.to_owned();
         cancelled.rescheduled_to = Some(new_session_id);
         let event = EventInput {

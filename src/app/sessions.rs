@@ -8,6 +8,7 @@ use crate::domain::{
     Error, Reason, Resource, Result,
     access::Principal,
     booking::{BookingOrigin, BookingStatus},
+    clocks,
     command::{CheckIn, ConfigUpdate, NewSession, NotesUpdate, StageChange, Transition},
     config,
     model::{Booking, EventType, Session, SessionEvent},
@@ -185,7 +186,7 @@ impl App {
             _ => decision.to,
         };
         let mut s = before.clone();
-        session::enter(&mut s, to, super::now());
+        clocks::enter(&mut s, to, super::now());
         if t.report.is_some() {
             s.report = t.report;
         }
@@ -264,7 +265,7 @@ impl App {
             before.participants(),
         )?;
         let mut s = before.clone();
-        session::check_in(&mut s, super::now());
+        clocks::check_in(&mut s, super::now());
         let event = EventInput {
             event_type: if c.blocker {
                 EventType::BlockerReported
@@ -291,7 +292,7 @@ impl App {
         // The stored due time is only a copy: a replica of an older release
         // may have moved the session without keeping it. The session's own
         // clocks decide; a copy that was wrong is put right instead.
-        let due = session::check_in_due(&before);
+        let due = clocks::check_in_due(&before);
         if due.is_none_or(|at| at > super::now()) {
             return store_sessions::set_check_in_due(unit.tx(), id, due).await;
         }
@@ -303,7 +304,7 @@ impl App {
             before.participants(),
         )?;
         let mut s = before.clone();
-        let rose = session::miss_check_in(&mut s);
+        let rose = clocks::miss_check_in(&mut s);
         let missed = EventInput {
             event_type: EventType::CheckInMissed,
             actor: &decision.actor,
@@ -428,7 +429,7 @@ impl App {
             ..before.clone()
         };
         // A new check-in interval applies from now on, not to the past.
-        session::reschedule_check_ins(&mut s, &before, super::now());
+        clocks::reschedule_check_ins(&mut s, &before, super::now());
         let event = EventInput {
             event_type: EventType::ConfigUpdated,
             actor: &actor,

@@ -18,8 +18,9 @@ use super::slots::Slot;
 use crate::domain::{
     Error, Result,
     access::{Principal, Visibility},
+    model::FeedPosition,
     model::{EventType, FeedEvent, Session, SessionEvent},
-    query::{FeedPosition, FeedWatch, ParticipantFilter, SessionWatch},
+    query::{FeedWatch, ParticipantFilter, SessionWatch},
 };
 use crate::store::sessions as store_sessions;
 use crate::watch::{Committed, Hub, Page};

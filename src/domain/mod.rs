@@ -6,6 +6,7 @@ pub mod assignment;
 pub mod availability;
 pub mod booking;
 pub mod capacity;
+pub mod clocks;
 pub mod command;
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod input;
 pub mod model;
 pub mod openings;
 pub mod query;
+pub mod report;
 pub mod session;
 pub mod webhook;
 

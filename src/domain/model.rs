@@ -9,6 +9,9 @@ use super::booking::{BookingOrigin, BookingStatus};
 use super::config::SessionConfig;
 use super::session::SessionStatus;
 
+/// A position in the feed of all events: (transaction id, event id).
+pub type FeedPosition = (i64, i64);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mentee {
     pub id: Uuid,
@@ -145,7 +148,7 @@ pub struct Session {
 
 /// Where a session stands with its check-ins: the next one is due at
 /// `anchor_us + check_in_interval × (missed + 1)` of active time
-/// (`session::check_in_due`).
+/// (`clocks::check_in_due`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckIns {
     /// Active time (µs) at the last check-in, or 0.
@@ -243,7 +246,7 @@ pub struct SessionEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedEvent {
     pub event: SessionEvent,
-    pub position: super::query::FeedPosition,
+    pub position: FeedPosition,
     pub mentor_id: Uuid,
     pub mentee_id: Uuid,
     pub listing_id: Uuid,
@@ -255,7 +258,7 @@ pub struct FeedEvent {
 pub struct BookingFeedEvent {
     pub event: BookingEvent,
     pub id: i64,
-    pub position: super::query::FeedPosition,
+    pub position: FeedPosition,
     pub mentor_id: Uuid,
     pub mentee_id: Uuid,
     pub listing_id: Uuid,
@@ -263,7 +266,7 @@ pub struct BookingFeedEvent {
 
 impl FeedEvent {
     /// `event` of `session`, at `position`.
-    pub fn of(session: &Session, event: SessionEvent, position: super::query::FeedPosition) -> FeedEvent {
+    pub fn of(session: &Session, event: SessionEvent, position: FeedPosition) -> FeedEvent {
         FeedEvent {
             event,
             position,

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::access::Visibility;
+use super::model::{FeedEvent, FeedPosition};
 
 /// Most values a repeated filter field (statuses) may carry; repeats count once.
 pub const MAX_FILTER_VALUES: usize = 100;
@@ -125,15 +126,12 @@ pub struct SessionWatch {
     pub after_seq: Option<i64>,
 }
 
-/// A position in the feed of all events: (transaction id, event id).
-pub type FeedPosition = (i64, i64);
-
 impl ParticipantFilter {
     /// Whether a WatchSessions feed with this filter, opened by a caller who
     /// sees `visibility`, delivers `e`. Participants and listing are the
     /// session's; the status is the one the event left the session in, so a
     /// resumed feed selects exactly what a live one did.
-    pub fn admits(&self, visibility: Visibility, e: &super::model::FeedEvent) -> bool {
+    pub fn admits(&self, visibility: Visibility, e: &FeedEvent) -> bool {
         let visible = match visibility {
             Visibility::All => true,
             Visibility::Own { mentee_id, mentor_id } => {

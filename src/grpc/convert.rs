@@ -343,7 +343,7 @@ impl From<model::Session> for pb::Session {
     fn from(s: model::Session) -> Self {
         let now = Utc::now();
         let (report, failure) = (report(&s), failure(&s));
-        let check_in_due = crate::domain::session::check_in_due(&s);
+        let check_in_due = crate::domain::clocks::check_in_due(&s);
         pb::Session {
             id: s.id.to_string(),
             booking_id: s.booking_id.to_string(),

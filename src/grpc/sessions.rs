@@ -15,7 +15,8 @@ use crate::domain::{
         ExportFormat, ExportQuery, FeedWatch, ListFilter, LogQuery, ParticipantFilter, SessionQuery, SessionWatch,
         SortField,
     },
-    session::{self, Command, Requester},
+    report,
+    session::{Command, Requester},
 };
 
 mutating!(
@@ -439,7 +440,7 @@ impl Parse for pb::UpdateSessionNotesRequest {
         };
         let metadata = if named("metadata") {
             let map = convert::struct_to_map(self.metadata.as_ref());
-            v.check(input::json_object("metadata", &map, session::MAX_DETAILS_BYTES))
+            v.check(input::json_object("metadata", &map, report::MAX_DETAILS_BYTES))
                 .map(|()| Some(serde_json::Value::Object(map)))
         } else {
             Some(None)
@@ -671,7 +672,7 @@ impl Parse for pb::CompleteSessionRequest {
             Some(r) => {
                 // The summary and the rest are checked apart, so every problem is reported.
                 let summary = v.check(input::optional_text("report.summary", &r.summary, MAX_TEXT_LEN));
-                let report = v.check(session::report(
+                let report = v.check(report::report(
                     summary.clone().unwrap_or_default(),
                     r.overall_score,
                     convert::struct_to_map(r.data.as_ref()),
@@ -689,7 +690,7 @@ impl Parse for pb::FailSessionRequest {
         let mut v = Violations::new();
         let t = transition(&self.session_id, Command::Fail, &self.etag, &mut v);
         let message = v.check(input::required_text("error_message", &self.error_message, MAX_TEXT_LEN));
-        let failure = v.check(session::failure(
+        let failure = v.check(report::failure(
             message.as_deref().unwrap_or_default(),
             convert::struct_to_map(self.details.as_ref()),
         ));

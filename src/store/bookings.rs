@@ -9,8 +9,9 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     booking::{BookingEventKind, BookingStatus},
+    model::FeedPosition,
     model::{Booking, BookingEvent, BookingFeedEvent, Names},
-    query::{FeedPosition, ListFilter},
+    query::ListFilter,
 };
 
 /// Every column of a booking as [`BookingRow`] reads it, on table alias

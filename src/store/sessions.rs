@@ -9,8 +9,9 @@ use crate::domain::{
     Error,
     access::{Actor, ActorKind, Visibility},
     config::SessionConfig,
+    model::FeedPosition,
     model::{CheckIns, EventType, FeedEvent, Names, Session, SessionEvent},
-    query::{FeedPosition, ListFilter},
+    query::ListFilter,
 };
 
 /// Every column of a session as [`SessionRow`] reads it, with the names a

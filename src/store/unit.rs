@@ -19,8 +19,8 @@ use super::{
 };
 use crate::domain::{
     Result,
+    clocks::{self, Timeouts},
     model::{FeedEvent, Session},
-    session::{self, Timeouts},
 };
 use crate::{metrics::Metrics, watch::Hub};
 
@@ -55,8 +55,8 @@ impl Unit {
 
     /// Inserts a new session with its first event (`CREATED`) and arms its deadline.
     pub async fn insert_session(&mut self, s: &Session, event: EventInput<'_>) -> Result<Session> {
-        let deadline = session::deadline(s, &self.timeouts);
-        let due = session::check_in_due(s);
+        let deadline = clocks::deadline(s, &self.timeouts);
+        let due = clocks::check_in_due(s);
         let (created, event) = store_sessions::insert_with_event(&mut self.tx, s, deadline, due, event).await?;
         self.events.push(event);
         Ok(created)
@@ -66,8 +66,8 @@ impl Unit {
     /// event; re-arms its deadline. The event's statuses and stages are read
     /// off `before` and `s`.
     pub async fn save_session(&mut self, before: &Session, s: &Session, event: EventInput<'_>) -> Result<Session> {
-        let deadline = session::deadline(s, &self.timeouts);
-        let due = session::check_in_due(s);
+        let deadline = clocks::deadline(s, &self.timeouts);
+        let due = clocks::check_in_due(s);
         let (saved, event) = store_sessions::save_with_event(&mut self.tx, before, s, deadline, due, event).await?;
         self.events.push(event);
         Ok(saved)

@@ -7,7 +7,7 @@ use super::{Tx, corrupt};
 use crate::domain::{
     Error,
     model::EventType,
-    query::FeedPosition,
+    model::FeedPosition,
     webhook::{Filter, Webhook},
 };
 

@@ -40,7 +40,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{model::FeedEvent, query::FeedPosition};
+use crate::domain::model::{FeedEvent, FeedPosition};
 
 /// How often the feed reader reads without news (the default).
 pub const BACKSTOP: Duration = Duration::from_secs(1);

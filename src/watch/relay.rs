@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Hub;
-use crate::domain::query::FeedPosition;
+use crate::domain::model::FeedPosition;
 
 /// The NOTIFY channel.
 pub const CHANNEL: &str = "session_events";
