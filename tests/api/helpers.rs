@@ -1202,7 +1202,7 @@ pub fn roomy_rules() -> Rules {
 
 /// Rules with limits and timeouts short enough for tests to watch them fire.
 pub fn fast_rules() -> Rules {
-    use mentorship::domain::{booking::DurationBounds, config::ConfigLimits, session::Timeouts};
+    use mentorship::domain::{booking::DurationBounds, clocks::Timeouts, config::ConfigLimits};
     Rules {
         booking_bounds: DurationBounds {
             min: Duration::seconds(1),
