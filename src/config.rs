@@ -16,6 +16,7 @@ use crate::domain::{
     config::{ConfigLimits, EscalationPolicy, SessionConfig, Template},
     query,
 };
+use crate::secret::Secret;
 
 /// The `mentorship` command line.
 #[derive(Debug, Parser)]
@@ -153,36 +154,6 @@ pub struct ServeArgs {
     pub webhooks_allow_private_targets: Option<bool>,
 }
 
-/// A setting that may hold a secret (the JWT secret; a database URL with its
-/// password): its `Debug` never shows it, so no log line of the settings can.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
-
 /// How log lines are written (`MENTORSHIP_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -192,17 +163,21 @@ pub enum LogFormat {
 
 impl ServeArgs {
     /// The TLS files, read, when configured.
-    pub fn tls(&self) -> anyhow::Result<Option<crate::Tls>> {
+    pub fn tls(&self) -> anyhow::Result<Option<crate::transport::Tls>> {
         match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Ok(Some(crate::Tls::load(cert, key, self.tls_client_ca_file.as_deref())?)),
+            (Some(cert), Some(key)) => Ok(Some(crate::transport::Tls::load(
+                cert,
+                key,
+                self.tls_client_ca_file.as_deref(),
+            )?)),
             _ => Ok(None),
         }
     }
 
     /// The timeouts of the service's database connections.
-    pub fn db_timeouts(&self) -> crate::DbTimeouts {
+    pub fn db_timeouts(&self) -> crate::store::pool::DbTimeouts {
         use std::time::Duration;
-        crate::DbTimeouts {
+        crate::store::pool::DbTimeouts {
             statement: Duration::from_millis(self.db_statement_timeout_ms),
             lock: Duration::from_millis(self.db_lock_timeout_ms),
             idle_in_transaction: Duration::from_millis(self.db_idle_in_transaction_timeout_ms),
@@ -278,7 +253,7 @@ pub struct ServerSection {
     /// Overridden by `MENTORSHIP_METRICS_ADDR` / `--metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
     /// HTTP/2 limits of every connection.
-    pub http2: crate::Transport,
+    pub http2: crate::transport::Transport,
     /// The deadline of a call that sends no shorter `grpc-timeout`.
     pub call_deadline_seconds: Option<f64>,
     /// Most WatchSession and WatchSessions streams open on a replica…
@@ -315,13 +290,13 @@ impl Default for ServerSection {
         ServerSection {
             listen_addr: None,
             metrics_addr: None,
-            http2: crate::Transport::default(),
+            http2: crate::transport::Transport::default(),
             call_deadline_seconds: None,
             max_watch_streams: crate::app::StreamLimits::WATCH.per_replica,
             max_watch_streams_per_caller: crate::app::StreamLimits::WATCH.per_caller,
-            max_health_watch_streams: crate::Transport::default().health_watch_streams,
-            max_health_watch_streams_per_peer: crate::Transport::default().health_watch_streams_per_peer,
-            max_calls_in_flight: crate::Transport::default().max_calls_in_flight,
+            max_health_watch_streams: crate::transport::Transport::default().health_watch_streams,
+            max_health_watch_streams_per_peer: crate::transport::Transport::default().health_watch_streams_per_peer,
+            max_calls_in_flight: crate::transport::Transport::default().max_calls_in_flight,
             rate_limits: crate::grpc::rate_limit::RateLimits::default(),
             max_metadata_bytes: crate::grpc::metadata_limit::DEFAULT_MAX_METADATA_BYTES,
             max_connections: ConnectionLimits::default().max,
@@ -329,7 +304,7 @@ impl Default for ServerSection {
             handshake_timeout_seconds: ConnectionLimits::default().handshake.as_secs_f64(),
             idle_timeout_seconds: ConnectionLimits::default().idle.as_secs_f64(),
             cors_allowed_origins: Vec::new(),
-            event_stream_keepalive_seconds: crate::Transport::default().event_keepalive.as_secs_f64(),
+            event_stream_keepalive_seconds: crate::transport::Transport::default().event_keepalive.as_secs_f64(),
         }
     }
 }
@@ -343,8 +318,8 @@ fn seconds(value: f64) -> std::time::Duration {
 
 impl ServerSection {
     /// The transport settings: HTTP/2 limits and the call deadline.
-    pub fn transport(&self) -> crate::Transport {
-        crate::Transport {
+    pub fn transport(&self) -> crate::transport::Transport {
+        crate::transport::Transport {
             health_watch_streams: self.max_health_watch_streams,
             health_watch_streams_per_peer: self.max_health_watch_streams_per_peer,
             rate_limits: self.rate_limits,
@@ -830,6 +805,18 @@ impl ServiceConfig {
     }
 }
 
+/// The rules of an empty config file (`Rules::default()`, here so that the
+/// use cases never reach up to the file that configures them). The defaults
+/// have one source: the config file's sections (`SessionManagement::default()`
+/// and friends); `tests` proves they are valid.
+impl Default for Rules {
+    fn default() -> Self {
+        ServiceConfig::default()
+            .rules()
+            .expect("the built-in defaults are valid")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,13 +861,16 @@ mod tests {
 
     #[test]
     fn http2_limits_default_and_are_read() {
-        assert_eq!(ServiceConfig::default().server.http2, crate::Transport::default());
+        assert_eq!(
+            ServiceConfig::default().server.http2,
+            crate::transport::Transport::default()
+        );
         let config: ServiceConfig =
             serde_norway::from_str("server: {http2: {max_concurrent_streams: 64}}").expect("parses");
         assert_eq!(config.server.http2.max_concurrent_streams, 64);
         assert_eq!(
             config.server.http2.max_local_error_reset_streams,
-            crate::Transport::default().max_local_error_reset_streams
+            crate::transport::Transport::default().max_local_error_reset_streams
         );
         config.rules().expect("valid");
         assert_eq!(

@@ -29,7 +29,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{app::App, domain::session::SessionStatus};
+use crate::domain::session::SessionStatus;
 
 /// A gauge of seconds (or any fraction).
 type Seconds = Gauge<f64, AtomicU64>;
@@ -281,9 +281,9 @@ impl Metrics {
         *self.sweeper_next.lock().unwrap_or_else(PoisonError::into_inner) = next;
     }
 
-    /// The metrics as OpenMetrics text, the live gauges read from `app` now.
-    pub fn render(&self, app: &App) -> String {
-        self.refresh(app);
+    /// The metrics as OpenMetrics text, with the gauges read `live` now.
+    pub fn render(&self, live: &Live) -> String {
+        self.refresh(live);
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             let _ = writeln!(text, "# encoding failed\n# EOF");
@@ -291,7 +291,7 @@ impl Metrics {
         text
     }
 
-    fn refresh(&self, app: &App) {
+    fn refresh(&self, live: &Live) {
         let now = Utc::now();
         let age = |at: DateTime<Utc>| (now - at).to_std().unwrap_or_default().as_secs_f64();
         let census = self.census.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -302,19 +302,31 @@ impl Metrics {
         self.census_age.set(census.counted_at.map_or(f64::NAN, age));
         self.queue_length.set(census.queued);
         self.queue_oldest_age.set(census.oldest_queued_at.map_or(0.0, age));
-        self.watch_streams.set(app.watches.held() as i64);
-        self.feed_lag.set(app.hub.feed_lag().as_secs_f64());
-        self.notifier_lag.set(app.hub.notifier_lag().as_secs_f64());
+        self.watch_streams.set(live.watch_streams as i64);
+        self.feed_lag.set(live.feed_lag.as_secs_f64());
+        self.notifier_lag.set(live.notifier_lag.as_secs_f64());
         let next = *self.sweeper_next.lock().unwrap_or_else(PoisonError::into_inner);
         self.sweeper_lag.set(next.map_or(0.0, age));
-        let size = i64::from(app.pool.size());
+        let size = i64::from(live.pool_size);
         self.pool_size.set(size);
         // Read apart from the size, the idle count may be a moment newer.
-        self.pool_in_use.set((size - app.pool.num_idle() as i64).max(0));
-        self.pool_max.set(i64::from(app.pool.options().get_max_connections()));
+        self.pool_in_use.set((size - live.pool_idle as i64).max(0));
+        self.pool_max.set(i64::from(live.pool_max));
         self.pool_waiting
             .set(self.waiting.load(std::sync::atomic::Ordering::Relaxed).max(0));
     }
+}
+
+/// The gauges that are read, not counted: what is live on the replica the
+/// moment the metrics are rendered (`App::live`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    pub watch_streams: usize,
+    pub feed_lag: std::time::Duration,
+    pub notifier_lag: std::time::Duration,
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    pub pool_max: u32,
 }
 
 /// See [`Metrics::waiting_for_connection`].
@@ -424,10 +436,12 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// Serves `/metrics` on `listener` until `shutdown`.
+/// Serves `/metrics` on `listener` until `shutdown`: `metrics`, with the
+/// gauges `live` reads at each scrape.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: App,
+    metrics: std::sync::Arc<Metrics>,
+    live: impl Fn() -> Live + Clone + Send + Sync + 'static,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     use axum::{
@@ -437,11 +451,11 @@ pub async fn serve(
     let router = axum::Router::new().route(
         "/metrics",
         get(move |headers: HeaderMap| {
-            let app = app.clone();
+            let (metrics, live) = (metrics.clone(), live.clone());
             async move {
                 let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
                 let format = Format::negotiate(accept);
-                let text = app.metrics.render(&app);
+                let text = metrics.render(&live());
                 let body = match format {
                     Format::OpenMetrics => text,
                     Format::Prometheus => to_prometheus_text(&text),

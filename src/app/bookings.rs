@@ -248,7 +248,7 @@ impl App {
         if let Some((_, Some(old))) = store_bookings::links(&mut **unit.tx(), id).await? {
             // A request to move a meeting: lock the meeting it would replace
             // first, in the order every path that changes a meeting takes.
-            super::reschedule::lock_meeting(unit, old).await?;
+            store_bookings::lock_meeting(unit.tx(), old).await?;
         }
         let tx = unit.tx();
         let (current, actor) = lock_for(tx, who, id, "AcceptBooking").await?;

@@ -22,13 +22,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{
-    App, now,
-    sessions::etag,
-    slots::{Limits, Slots},
-};
+use super::{App, now};
 use crate::domain::{
-    Error, Reason, Result,
+    Error, Result,
     access::{Principal, Visibility},
     model::{Session, SessionEvent},
     query::{ExportFormat, ExportQuery, SortField},
@@ -131,7 +127,7 @@ fn common(s: &Session, at: DateTime<Utc>) -> Common<'_> {
         cancel_reason: &s.cancel_reason,
         created_at: Time(s.created_at),
         updated_at: Time(s.updated_at),
-        etag: etag(s.version),
+        etag: crate::domain::model::etag(s.version),
         last_seq: s.last_seq,
         version: s.version,
         config: &s.config,
@@ -302,31 +298,6 @@ fn json_chunks(sessions: &[Session], events: &[SessionEvent], at: DateTime<Utc>)
     Ok(chunks)
 }
 
-/// The exports running on this replica, per caller. A permit is held by the
-/// producer task and given back when it ends, however it ends.
-#[derive(Debug, Clone)]
-pub struct Exports(Slots);
-
-/// One running export of one caller.
-pub type ExportPermit = super::slots::Slot;
-
-impl Exports {
-    pub fn new(per_caller: usize) -> Self {
-        Exports(Slots::new(Limits {
-            what: "exports",
-            reason: Reason::TooManyExports,
-            caller: "caller",
-            per_caller: (per_caller, "exports_per_caller"),
-            total: (usize::MAX, "exports"),
-        }))
-    }
-
-    /// A permit for `caller`, or RESOURCE_EXHAUSTED (TOO_MANY_EXPORTS).
-    pub fn acquire(&self, caller: &str) -> Result<ExportPermit> {
-        self.0.acquire(caller)
-    }
-}
-
 /// The stream of an export: chunks of whole lines, or the error that ended
 /// it. When the server shuts down it ends at once with UNAVAILABLE, whether
 /// or not the client is reading, so shutdown never waits on an export and a
@@ -432,24 +403,6 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permits_are_capped_per_caller_and_given_back_on_drop() {
-        let exports = Exports::new(2);
-        let a = exports.acquire("alice").expect("first");
-        let _b = exports.acquire("alice").expect("second");
-        let err = exports.acquire("alice").expect_err("third");
-        assert!(matches!(
-            err,
-            Error::ResourceExhausted {
-                reason: Reason::TooManyExports,
-                ..
-            }
-        ));
-        let _other = exports.acquire("bob").expect("another caller has its own");
-        drop(a);
-        assert!(exports.acquire("alice").is_ok());
-    }
 
     #[test]
     fn an_empty_csv_export_is_its_header() {

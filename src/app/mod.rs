@@ -107,7 +107,7 @@ pub struct Rules {
 #[derive(Debug, Clone)]
 pub struct WebhookRules {
     /// The notification endpoint's URL and signing secret, when configured.
-    pub notifications: Option<(String, crate::config::Secret)>,
+    pub notifications: Option<(String, crate::secret::Secret)>,
     /// A failing delivery is retried for this long, then FAILED.
     pub retry_period: chrono::Duration,
     /// The longest one attempt takes.
@@ -148,17 +148,6 @@ pub struct History {
     pub purge_batch: i64,
 }
 
-impl Default for Rules {
-    /// The rules of an empty config file. The defaults have one source: the
-    /// config file's sections (`config::SessionManagement::default()` and
-    /// friends); `config::tests` proves they are valid.
-    fn default() -> Self {
-        crate::config::ServiceConfig::default()
-            .rules()
-            .expect("the built-in defaults are valid")
-    }
-}
-
 /// The service's use cases over one database.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -167,7 +156,7 @@ pub struct App {
     /// This replica's fan-out of change hints to watchers.
     pub hub: crate::watch::Hub,
     /// ExportSessions streams running on this replica, per caller.
-    pub exports: export::Exports,
+    pub exports: slots::Exports,
     /// WatchSession and WatchSessions streams open on this replica.
     pub watches: slots::Slots,
     /// This replica's metrics.
@@ -181,7 +170,7 @@ pub struct App {
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
         let hub = crate::watch::Hub::new(rules.watch_backstop, rules.watch_buffer);
-        let exports = export::Exports::new(rules.history.exports_per_caller);
+        let exports = slots::Exports::new(rules.history.exports_per_caller);
         let watches = slots::Slots::new(slots::Limits {
             what: "watch streams",
             reason: crate::domain::Reason::TooManyStreams,
@@ -205,6 +194,18 @@ impl App {
             exports,
             watches,
             metrics,
+        }
+    }
+
+    /// What the metrics read live at a scrape.
+    pub fn live(&self) -> crate::metrics::Live {
+        crate::metrics::Live {
+            watch_streams: self.watches.held(),
+            feed_lag: self.hub.feed_lag(),
+            notifier_lag: self.hub.notifier_lag(),
+            pool_size: self.pool.size(),
+            pool_idle: self.pool.num_idle(),
+            pool_max: self.pool.options().get_max_connections(),
         }
     }
 

@@ -52,7 +52,7 @@ impl App {
     /// RescheduleBooking: see the module's documentation.
     pub async fn reschedule_booking(&self, unit: &mut Unit, who: &Principal, r: Reschedule) -> Result<Rescheduled> {
         booking::check_slot(r.start_time, r.end_time, self.rules.time_rules(), Utc::now())?;
-        lock_meeting(unit, r.booking_id).await?;
+        store_bookings::lock_meeting(unit.tx(), r.booking_id).await?;
         let (current, actor) = super::bookings::lock_for(unit.tx(), who, r.booking_id, "RescheduleBooking").await?;
         if (current.start_time, current.end_time) == (r.start_time, r.end_time) {
             return Err(Error::invalid("start_time", "is the booking's time already"));
@@ -335,22 +335,6 @@ pub(crate) async fn drop_request_for(unit: &mut Unit, booking_id: Uuid, actor: &
         Some(pending) => close_request(unit, pending, actor, why).await,
         None => Ok(()),
     }
-}
-
-/// Locks a booking's meeting in the order every path that changes a meeting
-/// takes, so none waits for another in a circle: its session first (a
-/// transition, a reassignment), then the booking, and a request to move it
-/// last (`close_request`). The caller locks the booking again (a no-op) to
-/// check what it may do.
-pub(crate) async fn lock_meeting(unit: &mut Unit, booking_id: Uuid) -> Result<()> {
-    let Some((session, _)) = store_bookings::links(&mut **unit.tx(), booking_id).await? else {
-        return Ok(());
-    };
-    if let Some(session_id) = session {
-        store_sessions::lock(unit.tx(), session_id).await?;
-    }
-    store_bookings::lock(unit.tx(), booking_id).await?;
-    Ok(())
 }
 
 /// What takes the old booking's place.

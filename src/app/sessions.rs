@@ -45,19 +45,14 @@ pub(crate) async fn lock_visible(
         ));
     }
     if let Some(expected) = etag_expected
-        && expected != etag(s.version)
+        && expected != crate::domain::model::etag(s.version)
     {
         return Err(Error::EtagMismatch {
             kind: "session",
-            current: etag(s.version),
+            current: crate::domain::model::etag(s.version),
         });
     }
     Ok(s)
-}
-
-/// The etag clients send back: the session's version.
-pub fn etag(version: i64) -> String {
-    version.to_string()
 }
 
 impl App {

@@ -119,6 +119,31 @@ impl Drop for Slot {
     }
 }
 
+/// The exports running on this replica, per caller. A permit is held by the
+/// producer task and given back when it ends, however it ends.
+#[derive(Debug, Clone)]
+pub struct Exports(Slots);
+
+/// One running export of one caller.
+pub type ExportPermit = Slot;
+
+impl Exports {
+    pub fn new(per_caller: usize) -> Self {
+        Exports(Slots::new(Limits {
+            what: "exports",
+            reason: Reason::TooManyExports,
+            caller: "caller",
+            per_caller: (per_caller, "exports_per_caller"),
+            total: (usize::MAX, "exports"),
+        }))
+    }
+
+    /// A permit for `caller`, or RESOURCE_EXHAUSTED (TOO_MANY_EXPORTS).
+    pub fn acquire(&self, caller: &str) -> Result<ExportPermit> {
+        self.0.acquire(caller)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +178,23 @@ mod tests {
         assert_eq!(s.held(), 2);
         assert!(s.acquire("alice").is_ok(), "a dropped slot is given back");
         assert_eq!(s.held(), 2, "the temporary slot is back too");
+    }
+
+    #[test]
+    fn permits_are_capped_per_caller_and_given_back_on_drop() {
+        let exports = Exports::new(2);
+        let a = exports.acquire("alice").expect("first");
+        let _b = exports.acquire("alice").expect("second");
+        let err = exports.acquire("alice").expect_err("third");
+        assert!(matches!(
+            err,
+            Error::ResourceExhausted {
+                reason: Reason::TooManyExports,
+                ..
+            }
+        ));
+        let _other = exports.acquire("bob").expect("another caller has its own");
+        drop(a);
+        assert!(exports.acquire("alice").is_ok());
     }
 }

@@ -9,6 +9,12 @@ use super::booking::{BookingOrigin, BookingStatus};
 use super::config::SessionConfig;
 use super::session::SessionStatus;
 
+/// The etag clients send back for a resource (a session, a booking, a
+/// webhook): its version.
+pub fn etag(version: i64) -> String {
+    version.to_string()
+}
+
 /// A position in the feed of all events: (transaction id, event id).
 pub type FeedPosition = (i64, i64);
 

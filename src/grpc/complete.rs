@@ -135,7 +135,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let mut inner = crate::grpc::take_ready(&mut self.inner);
+        let mut inner = crate::grpc::layer::take_ready(&mut self.inner);
         let asked = req
             .headers()
             .get("grpc-timeout")

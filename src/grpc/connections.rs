@@ -385,7 +385,7 @@ where
             activity.touch();
             OpenCall(activity)
         });
-        let mut inner = super::take_ready(&mut self.inner);
+        let mut inner = super::layer::take_ready(&mut self.inner);
         Box::pin(async move {
             let response = inner.call(req).await?;
             Ok(match call {

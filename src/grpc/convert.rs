@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use prost_types::{Duration as PbDuration, Struct, Timestamp, Value, value::Kind};
 
 use super::pb;
-use crate::app::sessions::etag;
+use crate::domain::model::etag;
 use crate::domain::{
     Error, Result,
     access::{Actor, ActorKind},

@@ -64,7 +64,7 @@ where
             let response = tonic::Status::from(err).into_http();
             return Box::pin(async move { Ok(response) });
         }
-        let mut inner = super::take_ready(&mut self.inner);
+        let mut inner = super::layer::take_ready(&mut self.inner);
         Box::pin(inner.call(req))
     }
 }

@@ -71,7 +71,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let mut inner = crate::grpc::take_ready(&mut self.inner);
+        let mut inner = crate::grpc::layer::take_ready(&mut self.inner);
         if req.uri().path() != PATH {
             return Box::pin(inner.call(req));
         }

@@ -125,7 +125,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let mut inner = super::take_ready(&mut self.inner);
+        let mut inner = super::layer::take_ready(&mut self.inner);
         let mut call = Call {
             rpc: rpc(req.uri().path()),
             started: Instant::now(),

@@ -11,6 +11,7 @@ pub mod convert;
 mod directory;
 pub mod gate;
 pub mod health_watch;
+pub mod layer;
 pub mod metadata_limit;
 pub mod metered;
 pub mod rate_limit;
@@ -207,14 +208,6 @@ impl Api {
                 .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response"))),
         }
     }
-}
-
-/// The service that was made ready (by `poll_ready`) for this call, leaving
-/// a fresh clone in its place: the pattern every tower layer here follows
-/// so that the ready one serves the call.
-pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
 }
 
 /// Fully qualified names of the served application services.

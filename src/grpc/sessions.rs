@@ -363,7 +363,7 @@ impl pb::session_service_server::SessionService for Api {
 }
 
 /// An etag field: empty means "any version".
-fn etag(raw: &str) -> Option<String> {
+fn expected_etag(raw: &str) -> Option<String> {
     (!raw.is_empty()).then(|| raw.to_owned())
 }
 
@@ -450,7 +450,7 @@ impl Parse for pb::UpdateSessionNotesRequest {
                 session_id: session_id?,
                 notes: notes?,
                 metadata: metadata?,
-                etag: etag(&self.etag),
+                etag: expected_etag(&self.etag),
             })
         })();
         v.into_result(u)
@@ -500,7 +500,7 @@ impl Parse for pb::ReassignMentorRequest {
                 session_id: session_id?,
                 mentor_id: mentor_id?,
                 reason: reason?,
-                etag: etag(&self.etag),
+                etag: expected_etag(&self.etag),
             })
         })();
         v.into_result(r)
@@ -629,7 +629,7 @@ impl Parse for pb::ExportSessionsRequest {
 fn transition(session_id: &str, command: Command, etag_raw: &str, v: &mut Violations) -> Option<Transition> {
     let id = v.check(input::id("session_id", session_id))?;
     Some(Transition {
-        etag: etag(etag_raw),
+        etag: expected_etag(etag_raw),
         ..Transition::new(id, command)
     })
 }
@@ -724,7 +724,7 @@ impl Parse for pb::AdvanceStageRequest {
             Some(StageChange {
                 session_id: session_id?,
                 stage: stage?,
-                etag: etag(&self.etag),
+                etag: expected_etag(&self.etag),
             })
         })();
         v.into_result(change)
@@ -742,7 +742,7 @@ impl Parse for pb::RecordCheckInRequest {
                 session_id: session_id?,
                 note: note?,
                 blocker: self.blocker,
-                etag: etag(&self.etag),
+                etag: expected_etag(&self.etag),
             })
         })();
         v.into_result(check_in)
@@ -783,7 +783,7 @@ impl Parse for pb::UpdateSessionConfigRequest {
                 session_id: session_id?,
                 patch: patch?,
                 paths: paths.to_vec(),
-                etag: etag(&self.etag),
+                etag: expected_etag(&self.etag),
             })
         })();
         v.into_result(update)

@@ -24,8 +24,8 @@ use tokio_stream::{Stream, StreamExt};
 
 use super::connections::Conn;
 
-/// The server's rustls configuration from the PEM files of [`crate::Tls`].
-pub fn server_config(tls: &crate::Tls) -> anyhow::Result<Arc<ServerConfig>> {
+/// The server's rustls configuration from the PEM files of [`crate::transport::Tls`].
+pub fn server_config(tls: &crate::transport::Tls) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -192,7 +192,7 @@ fn shown(w: &Webhook) -> pb::Webhook {
         enabled: Some(w.enabled),
         create_time: Some(convert::timestamp(w.created_at)),
         update_time: Some(convert::timestamp(w.updated_at)),
-        etag: crate::app::sessions::etag(w.version),
+        etag: crate::domain::model::etag(w.version),
     }
 }
 

@@ -29,12 +29,12 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, DynamicMessage};
 use tonic::{Code, Status};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::domain::{Error, error::Reason};
-use routes::Table;
+use routes::{Shared, Table};
 
 /// The largest request body, as the gRPC message limit (4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -50,18 +50,6 @@ pub fn descriptors() -> DescriptorPool {
         DescriptorPool::decode(crate::grpc::pb::FILE_DESCRIPTOR_SET).expect("the built descriptor set decodes")
     })
     .clone()
-}
-
-/// What every request of this edge shares.
-#[derive(Debug)]
-struct Shared {
-    table: Table,
-    status_type: MessageDescriptor,
-    openapi: Bytes,
-    keepalive: Duration,
-    /// Whether an export that names no format is JSON lines (the configured
-    /// default), for its download's content type.
-    exports_json_lines: bool,
 }
 
 /// The layer of the HTTP/JSON edge, outermost but CORS.
@@ -122,7 +110,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let inner = crate::grpc::take_ready(&mut self.inner);
+        let inner = crate::grpc::layer::take_ready(&mut self.inner);
         // Anything that is not gRPC (or gRPC-web) is this edge's: a route, or a 404.
         if is_grpc(&req) {
             let mut inner = inner;
@@ -276,7 +264,7 @@ where
 /// 200 with the message, and its resource's `ETag` when it has one.
 fn ok(message: &DynamicMessage) -> http::Response<tonic::body::Body> {
     let mut response = reply::respond(StatusCode::OK, reply::json(message));
-    if let Some(tag) = etag(message)
+    if let Some(tag) = resource_etag(message)
         && let Ok(value) = HeaderValue::from_str(&format!("\"{tag}\""))
     {
         response.headers_mut().insert(header::ETAG, value);
@@ -285,7 +273,7 @@ fn ok(message: &DynamicMessage) -> http::Response<tonic::body::Body> {
 }
 
 /// The etag of the one resource an answer carries (`session`, `webhook`…).
-fn etag(message: &DynamicMessage) -> Option<String> {
+fn resource_etag(message: &DynamicMessage) -> Option<String> {
     let mut found = None;
     for (field, value) in message.fields() {
         if let prost_reflect::Value::Message(resource) = value

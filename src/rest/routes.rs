@@ -8,7 +8,10 @@
 //! `**`, `{x=…}`) is refused when the table is built, so it cannot be served
 //! by a looser reading.
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor, Value};
 
 /// The package whose services are served over HTTP.
 pub const PACKAGE: &str = "mentorship.v1";
@@ -244,6 +247,18 @@ fn field_kind(rpc: &MethodDescriptor, path: &str) -> Result<(), String> {
         }
     }
     Err(format!("the path variable {path} is empty"))
+}
+
+/// What every request of this edge shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) table: Table,
+    pub(super) status_type: MessageDescriptor,
+    pub(super) openapi: Bytes,
+    pub(super) keepalive: Duration,
+    /// Whether an export that names no format is JSON lines (the configured
+    /// default), for its download's content type.
+    pub(super) exports_json_lines: bool,
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ use http::{HeaderValue, StatusCode, header};
 use prost_reflect::{DynamicMessage, Kind, Value};
 use tonic::{Code, Status};
 
-use super::{Shared, reply, routes::Route};
+use super::{
+    reply,
+    routes::{Route, Shared},
+};
 
 type Frame = Result<http_body::Frame<Bytes>, Status>;
 

@@ -474,3 +474,19 @@ pub async fn set_mentor(tx: &mut Tx, id: Uuid, mentor_id: Uuid) -> Result<(), Er
     .await?;
     Ok(())
 }
+
+/// Locks a booking's meeting in the order every path that changes a meeting
+/// takes, so none waits for another in a circle: its session first (a
+/// transition, a reassignment), then the booking, and a request to move it
+/// last (`close_request`). The caller locks the booking again (a no-op) to
+/// check what it may do.
+pub async fn lock_meeting(tx: &mut Tx, booking_id: Uuid) -> Result<(), Error> {
+    let Some((session, _)) = links(&mut **tx, booking_id).await? else {
+        return Ok(());
+    };
+    if let Some(session_id) = session {
+        super::sessions::lock(tx, session_id).await?;
+    }
+    lock(tx, booking_id).await?;
+    Ok(())
+}

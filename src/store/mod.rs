@@ -9,6 +9,7 @@ pub mod census;
 pub mod directory;
 pub mod idempotency;
 pub mod nesting;
+pub mod pool;
 pub mod reads;
 pub mod retention;
 pub mod seed;

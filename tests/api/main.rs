@@ -18,6 +18,7 @@ mod governance;
 mod hardening;
 mod helpers;
 mod history;
+mod layers;
 mod observability;
 mod operations;
 mod races;

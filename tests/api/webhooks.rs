@@ -831,7 +831,7 @@ async fn nothing_is_lost_when_a_replica_dies_mid_delivery() {
 
 #[tokio::test]
 async fn notification_intents_follow_each_sessions_settings() {
-    use mentorship::{config::Secret, domain::capacity::Limits};
+    use mentorship::{domain::capacity::Limits, secret::Secret};
     let receiver = Receiver::start().await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let defaults = Rules::default();
