@@ -48,8 +48,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("mentorship_rpcs.rs"), rpc_impls(&fds))?;
 
     tonic_prost_build::configure()
-        // Services not built yet answer UNIMPLEMENTED instead of needing a hand-written stub.
-        .generate_default_stubs(true)
+        // No default stubs: a handler forgotten is a compile error, never a
+        // silent UNIMPLEMENTED.
+        .generate_default_stubs(false)
         // prost's codec with a small first encode buffer (src/grpc/codec.rs).
         .codec_path("crate::grpc::codec::SmallBufferCodec")
         .compile_fds(fds)?;

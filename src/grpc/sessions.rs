@@ -49,6 +49,10 @@ macro_rules! transition {
 
 #[tonic::async_trait]
 impl pb::session_service_server::SessionService for Api {
+    type ExportSessionsStream = BoxStream<pb::ExportSessionsResponse>;
+    type WatchSessionStream = BoxStream<pb::WatchSessionResponse>;
+    type WatchSessionsStream = BoxStream<pb::WatchSessionsResponse>;
+
     async fn create_session(
         &self,
         req: Request<pb::CreateSessionRequest>,
