@@ -256,6 +256,7 @@ pub async fn start_replica_on(
     background: mentorship::Background,
     transport: mentorship::Transport,
 ) -> Replica {
+    test_log();
     let listener = mentorship::grpc::connections::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let app = App::new(pool, rules);
     let server = mentorship::start(
@@ -829,13 +830,36 @@ pub async fn spawn_binary_in_development(data_dir: &std::path::Path) -> BinarySe
     spawn_command(command, None).await
 }
 
+/// The log filter `TEST_LOG` asks for, if any: a `RUST_LOG`-style filter
+/// (`debug,sqlx=warn`), or `1` for `info,sqlx=warn`.
+fn test_log_filter() -> Option<String> {
+    let asked = std::env::var("TEST_LOG").ok().filter(|v| !v.is_empty())?;
+    Some(if asked == "1" { "info,sqlx=warn".to_owned() } else { asked })
+}
+
+/// `TEST_LOG=1 cargo test NAME` shows the logs of the replicas a test runs
+/// in its process (the harness prints a test's output when it fails, or
+/// always with `--nocapture`); without it they log nothing.
+pub fn test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Some(filter) = test_log_filter() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// The built binary, listening on port 0 (so no other process can take its
-/// port first) and logging at info, unless the caller's env says otherwise.
+/// port first) and logging at info (or as `TEST_LOG` says), unless the
+/// caller's env says otherwise.
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mentorship"));
     command
         .env("MENTORSHIP_LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info,sqlx=warn");
+        .env("RUST_LOG", test_log_filter().unwrap_or_else(|| "info,sqlx=warn".into()));
     command
 }
 
