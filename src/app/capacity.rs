@@ -186,28 +186,52 @@ impl App {
     }
 
     /// Fills in where a QUEUED session stands (computed on read, never stored).
-    pub(crate) async fn with_queue_info(&self, db: &mut sqlx::PgConnection, mut s: Session) -> Result<Session> {
-        let (SessionStatus::Queued, Some(queued_at)) = (s.status, s.queued_at) else {
-            return Ok(s);
-        };
+    pub(crate) async fn with_queue_info(&self, db: &mut sqlx::PgConnection, s: Session) -> Result<Session> {
+        let mut one = self.with_queue_infos(db, vec![s]).await?;
+        one.pop()
+            .ok_or_else(|| crate::domain::Error::Internal(anyhow::anyhow!("a session went missing")))
+    }
+
+    /// [`App::with_queue_info`] for a page: one statement whatever the
+    /// number of QUEUED sessions on it, none when there is none.
+    pub(crate) async fn with_queue_infos(
+        &self,
+        db: &mut sqlx::PgConnection,
+        mut page: Vec<Session>,
+    ) -> Result<Vec<Session>> {
+        let queued: Vec<store_capacity::InQueue> = page
+            .iter()
+            .filter(|s| s.status == SessionStatus::Queued)
+            .filter_map(|s| {
+                Some(store_capacity::InQueue {
+                    session_id: s.id,
+                    mentor_id: s.mentor_id,
+                    mentee_id: s.mentee_id,
+                    queued_at: s.queued_at?,
+                })
+            })
+            .collect();
+        if queued.is_empty() {
+            return Ok(page);
+        }
         let limits = self.rules.limits;
-        let view =
-            store_capacity::queue_view(&mut *db, s.id, s.mentor_id, s.mentee_id, queued_at, limits.system).await?;
-        let typical = store_capacity::typical_active_time(&mut *db)
-            .await?
-            .unwrap_or_else(|| chrono::Duration::seconds(s.config.max_duration_secs));
-        let usage = Usage {
-            mentee_holding: view.holding.mentee,
-            mentor_holding: view.holding.mentor,
-            mentor_limit: i64::from(view.holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit)),
-            system_free: view.system_free,
-        };
-        let ahead = Ahead {
-            mentor: view.ahead_mentor,
-            mentee: view.ahead_mentee,
-            all: view.ahead_all,
-        };
-        s.queue = Some(capacity::standing(usage, ahead, limits, typical));
-        Ok(s)
+        let (views, typical) = store_capacity::queue_views(&mut *db, &queued, limits.system).await?;
+        for s in page.iter_mut() {
+            let Some(view) = views.get(&s.id) else { continue };
+            let typical = typical.unwrap_or_else(|| chrono::Duration::seconds(s.config.max_duration_secs));
+            let usage = Usage {
+                mentee_holding: view.holding.mentee,
+                mentor_holding: view.holding.mentor,
+                mentor_limit: i64::from(view.holding.mentor_limit.unwrap_or(self.rules.default_mentor_limit)),
+                system_free: view.system_free,
+            };
+            let ahead = Ahead {
+                mentor: view.ahead_mentor,
+                mentee: view.ahead_mentee,
+                all: view.ahead_all,
+            };
+            s.queue = Some(capacity::standing(usage, ahead, limits, typical));
+        }
+        Ok(page)
     }
 }

@@ -91,11 +91,7 @@ impl App {
             Resource::Session,
             |s| who.can_see(s.participants()),
         )?;
-        let mut filled = Vec::with_capacity(sessions.len());
-        for s in sessions {
-            filled.push(self.with_queue_info(&mut conn, s).await?);
-        }
-        Ok(filled)
+        self.with_queue_infos(&mut conn, sessions).await
     }
 
     /// Changes a session's notes or metadata: not a lifecycle change, so
@@ -151,12 +147,7 @@ impl App {
         })?;
         let mut rows = rows;
         if rows.iter().any(|s| s.status == SessionStatus::Queued) {
-            let mut conn = self.connection().await?;
-            let mut filled = Vec::with_capacity(rows.len());
-            for s in rows {
-                filled.push(self.with_queue_info(&mut conn, s).await?);
-            }
-            rows = filled;
+            rows = self.with_queue_infos(&mut *self.connection().await?, rows).await?;
         }
         let total = if q.with_total {
             Some(store_sessions::count(&mut *self.connection().await?, &q.filter, visibility).await?)

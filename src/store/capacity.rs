@@ -211,44 +211,73 @@ pub struct QueueView {
     pub ahead_all: i64,
 }
 
-pub async fn queue_view(
+/// A queued session, as [`queue_views`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InQueue {
+    pub session_id: Uuid,
+    pub mentor_id: Uuid,
+    pub mentee_id: Uuid,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// What each of `queued` stands on, by session, and the typical active time
+/// ([`typical_active_time`]): one statement for a whole page.
+pub async fn queue_views(
     db: impl sqlx::PgExecutor<'_>,
-    session_id: Uuid,
-    mentor_id: Uuid,
-    mentee_id: Uuid,
-    queued_at: DateTime<Utc>,
+    queued: &[InQueue],
     size: i64,
-) -> Result<QueueView, Error> {
-    let row = sqlx::query!(
-        r#"SELECT (SELECT count(*) FROM sessions WHERE mentee_id = $3 AND status IN ('ACTIVE', 'PAUSED')) AS "mentee!",
-                  (SELECT count(*) FROM sessions WHERE mentor_id = $2 AND status IN ('ACTIVE', 'PAUSED')) AS "mentor!",
-                  (SELECT max_concurrent_sessions FROM mentors WHERE id = $2) AS mentor_limit,
-                  EXISTS (SELECT 1 FROM system_slots WHERE session_id IS NULL AND slot <= $5) AS "system_free!",
-                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentor_id = $2
-                     AND (queued_at, id) < ($4, $1)) AS "ahead_mentor!",
-                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentee_id = $3
-                     AND (queued_at, id) < ($4, $1)) AS "ahead_mentee!",
+) -> Result<(std::collections::HashMap<Uuid, QueueView>, Option<chrono::Duration>), Error> {
+    if queued.is_empty() {
+        return Ok((Default::default(), None));
+    }
+    let column = |f: fn(&InQueue) -> Uuid| queued.iter().map(f).collect::<Vec<_>>();
+    let at: Vec<DateTime<Utc>> = queued.iter().map(|q| q.queued_at).collect();
+    let rows: Vec<(Uuid, i64, i64, Option<i32>, bool, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+        r#"SELECT q.id,
+                  (SELECT count(*) FROM sessions WHERE mentee_id = q.mentee_id AND status IN ('ACTIVE', 'PAUSED')),
+                  (SELECT count(*) FROM sessions WHERE mentor_id = q.mentor_id AND status IN ('ACTIVE', 'PAUSED')),
+                  (SELECT max_concurrent_sessions FROM mentors WHERE id = q.mentor_id),
+                  EXISTS (SELECT 1 FROM system_slots WHERE session_id IS NULL AND slot <= $5),
+                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentor_id = q.mentor_id
+                     AND (queued_at, id) < (q.queued_at, q.id)),
+                  (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentee_id = q.mentee_id
+                     AND (queued_at, id) < (q.queued_at, q.id)),
                   (SELECT count(*) FROM sessions WHERE status = 'QUEUED'
-                     AND (queued_at, id) < ($4, $1)) AS "ahead_all!""#,
-        session_id,
-        mentor_id,
-        mentee_id,
-        queued_at,
-        size as i32
+                     AND (queued_at, id) < (q.queued_at, q.id)),
+                  (SELECT avg(active_banked_us)::bigint FROM (
+                       SELECT active_banked_us FROM sessions
+                       WHERE ended_at > now() - interval '7 days' AND started_at IS NOT NULL
+                       ORDER BY ended_at DESC LIMIT 200) recent)
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[]) AS q(id, mentor_id, mentee_id, queued_at)"#,
     )
-    .fetch_one(db)
+    .bind(column(|q| q.session_id))
+    .bind(column(|q| q.mentor_id))
+    .bind(column(|q| q.mentee_id))
+    .bind(at)
+    .bind(size as i32)
+    .fetch_all(db)
     .await?;
-    Ok(QueueView {
-        holding: Holding {
-            mentee: row.mentee,
-            mentor: row.mentor,
-            mentor_limit: row.mentor_limit,
-        },
-        system_free: row.system_free,
-        ahead_mentor: row.ahead_mentor,
-        ahead_mentee: row.ahead_mentee,
-        ahead_all: row.ahead_all,
-    })
+    let typical = rows.first().and_then(|r| r.8).map(chrono::Duration::microseconds);
+    let views = rows
+        .into_iter()
+        .map(
+            |(id, mentee, mentor, mentor_limit, system_free, ahead_mentor, ahead_mentee, ahead_all, _)| {
+                let view = QueueView {
+                    holding: Holding {
+                        mentee,
+                        mentor,
+                        mentor_limit,
+                    },
+                    system_free,
+                    ahead_mentor,
+                    ahead_mentee,
+                    ahead_all,
+                };
+                (id, view)
+            },
+        )
+        .collect();
+    Ok((views, typical))
 }
 
 /// The mean ACTIVE time of up to the 200 sessions that ended most recently

@@ -406,3 +406,64 @@ async fn a_start_racing_a_release_sees_the_freed_slot() {
     let started = start.await.expect("join").expect("start");
     assert_eq!(started.status(), SessionStatus::Active, "the freed slot was not missed");
 }
+
+/// ListSessions and BatchGetSessions fill in a whole page's queue places
+/// with one statement: each QUEUED session on the page shows the same place
+/// and wait as GetSession shows for it alone, and the others none.
+#[tokio::test]
+async fn a_page_of_queued_sessions_shows_each_ones_place_as_get_session_does() {
+    let app = spawn_with(1, limits(1, 2, 100)).await;
+    let c = app.coordinator();
+    let (_, listing) = mentor_with_limit(&app, 100).await;
+    let busy = add_mentee(&app).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let s = c
+            .create_session(pb::CreateSessionRequest {
+                mentee_id: busy.to_string(),
+                listing_id: listing.to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+        ids.push(s.id);
+    }
+    let page = c
+        .list_sessions(pb::ListSessionsRequest {
+            page_size: 50,
+            mentee_id: busy.to_string(),
+            order_by: "created_at asc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .sessions;
+    assert_eq!(
+        page.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        ids.iter().collect::<Vec<_>>()
+    );
+    let batch = c
+        .call(pb::BatchGetSessionsRequest {
+            session_ids: ids.clone(),
+        })
+        .await
+        .expect("batch get")
+        .sessions;
+    let positions: Vec<i32> = page.iter().map(|s| s.queue_position).collect();
+    assert_eq!(
+        positions,
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        "the active one, then the queue in order"
+    );
+    for (listed, batched) in page.iter().zip(&batch) {
+        let alone = get_session(&app, &listed.id).await;
+        for shown in [listed, batched] {
+            assert_eq!(
+                (shown.queue_position, &shown.estimated_wait),
+                (alone.queue_position, &alone.estimated_wait),
+                "session {}",
+                listed.id
+            );
+        }
+    }
+}

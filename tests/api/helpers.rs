@@ -834,7 +834,11 @@ pub async fn spawn_binary_in_development(data_dir: &std::path::Path) -> BinarySe
 /// (`debug,sqlx=warn`), or `1` for `info,sqlx=warn`.
 fn test_log_filter() -> Option<String> {
     let asked = std::env::var("TEST_LOG").ok().filter(|v| !v.is_empty())?;
-    Some(if asked == "1" { "info,sqlx=warn".to_owned() } else { asked })
+    Some(if asked == "1" {
+        "info,sqlx=warn".to_owned()
+    } else {
+        asked
+    })
 }
 
 /// `TEST_LOG=1 cargo test NAME` shows the logs of the replicas a test runs
