@@ -218,7 +218,7 @@ pub const SERVICE_NAMES: [&str; 4] = [
     "mentorship.v1.WebhookService",
 ];
 
-/// Builds the routes: the three services, health and reflection (v1 and v1alpha).
+/// Builds the routes: the four services, health and reflection (v1 and v1alpha).
 pub fn routes(app: Arc<App>) -> anyhow::Result<(Routes, tonic_health::server::HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let api = Api { app };
