@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod directory;
 pub mod export;
 pub mod history;
+pub mod mutation;
 pub mod page;
 pub mod reschedule;
 pub mod sessions;
@@ -16,6 +17,9 @@ pub mod watch;
 pub mod webhooks;
 
 use sqlx::PgPool;
+
+/// The unit of work a change is made in (`store::unit`).
+pub use crate::store::unit::Unit;
 
 use crate::domain::{
     booking::DurationBounds,

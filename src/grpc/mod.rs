@@ -23,16 +23,13 @@ mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
 use crate::domain::{Error, access::Principal, input};
-use crate::store::idempotency::{self, Claim};
-use crate::store::unit::Unit;
 use tonic::service::Routes;
 
-use crate::app::App;
+use crate::app::{App, Unit, mutation::Mutation};
 
 /// Generated protobuf types and services of `mentorship.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -95,14 +92,6 @@ macro_rules! mutating {
 }
 pub(crate) use mutating;
 
-/// How a mutation begins: a replay of a remembered response (with the unit
-/// of work the replay's access check runs in), or a fresh unit of work to
-/// make the change in.
-enum Begun<Resp> {
-    Replay(Unit, Resp),
-    Fresh(Unit, Option<uuid::Uuid>),
-}
-
 impl Api {
     /// A read: the caller (already authenticated and allowed by its roles),
     /// the request parsed once, then the use case.
@@ -142,71 +131,18 @@ impl Api {
         let method = auth::method(&req)?;
         let request = req.into_inner();
         let parsed = request.parse()?;
-        let (mut unit, key) = match self.begin(&who, method, &request).await? {
-            Begun::Replay(mut unit, response) => {
-                // A remembered response goes only to a caller who may make
-                // this call now (the same request_id may come back with
-                // other roles or another mentor claim under the same `sub`):
-                // the use case runs again as a fresh call would, in a
-                // transaction that is rolled back, and an access error it
-                // meets is the answer. Any other outcome (done, or refused
-                // because the first call already changed the state) gets
-                // the first response. So no mutation may take away its own
-                // caller's access, or its retry would be refused; none
-                // does (only coordinators and services reassign, and they
-                // act on every session).
-                let rerun = run(&self.app, &mut unit, &who, parsed).await;
-                drop(unit);
-                return match rerun {
-                    Err(err @ (Error::PermissionDenied { .. } | Error::Unauthenticated(_))) => Err(err.into()),
-                    _ => Ok(Response::new(response)),
-                };
-            }
-            Begun::Fresh(unit, key) => (unit, key),
+        let request_id = input::optional_id("request_id", request.request_id())?;
+        let mutation = Mutation {
+            who: &who,
+            method,
+            request_id,
+            body: request_id.map_or_else(Vec::new, |id| request.encode_with_request_id(id)),
         };
-        let response = run(&self.app, &mut unit, &who, parsed).await?;
-        if let Some(key) = key {
-            idempotency::remember(unit.tx(), key, &remembered(&response)).await?;
-        }
-        unit.commit().await?;
+        let recall = |stored: &[u8]| {
+            Resp::decode(stored).map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response")))
+        };
+        let response = self.app.mutate(mutation, parsed, run, remembered, recall).await?;
         Ok(Response::new(response))
-    }
-
-    /// Opens the unit of work of a mutation and claims its `request_id`.
-    async fn begin<Req: Mutating, Resp: prost::Message + Default>(
-        &self,
-        who: &Principal,
-        method: &str,
-        request: &Req,
-    ) -> Result<Begun<Resp>, Error> {
-        let key = input::optional_id("request_id", request.request_id())?;
-        let mut unit = self.app.unit().await?;
-        self.app.check_mentor_identity(who, Some(&mut unit)).await?;
-        let Some(key) = key else {
-            return Ok(Begun::Fresh(unit, None));
-        };
-        tracing::Span::current().record("request_id", tracing::field::display(key));
-        // The same id is the same request only from the same caller, for the
-        // same RPC, with the same body; ids are compared as UUIDs, whatever
-        // their case.
-        let mut hasher = Sha256::new();
-        hasher.update(method.as_bytes());
-        hasher.update(who.user_id.as_bytes());
-        hasher.update(request.encode_with_request_id(key));
-        // A request id belongs to its caller: it is stored under a key derived
-        // from both, so two callers' ids never meet, and neither learns of the other's.
-        let key = uuid::Uuid::new_v5(&who.user_id, key.as_bytes());
-        let fingerprint = hasher.finalize().to_vec();
-        match idempotency::claim(unit.tx(), key, &fingerprint).await? {
-            Claim::Fresh => Ok(Begun::Fresh(unit, Some(key))),
-            Claim::Seen { fingerprint: first, .. } if first != fingerprint => Err(Error::invalid(
-                "request_id",
-                "was already used for a different request; use a new request_id",
-            )),
-            Claim::Seen { response, .. } => Resp::decode(response.as_slice())
-                .map(|response| Begun::Replay(unit, response))
-                .map_err(|e| Error::Internal(anyhow::Error::new(e).context("stored response"))),
-        }
     }
 }
 

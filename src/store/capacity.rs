@@ -232,22 +232,34 @@ pub async fn queue_views(
     }
     let column = |f: fn(&InQueue) -> Uuid| queued.iter().map(f).collect::<Vec<_>>();
     let at: Vec<DateTime<Utc>> = queued.iter().map(|q| q.queued_at).collect();
-    let rows: Vec<(Uuid, i64, i64, Option<i32>, bool, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        mentee: i64,
+        mentor: i64,
+        mentor_limit: Option<i32>,
+        system_free: bool,
+        ahead_mentor: i64,
+        ahead_mentee: i64,
+        ahead_all: i64,
+        typical_us: Option<i64>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         r#"SELECT q.id,
-                  (SELECT count(*) FROM sessions WHERE mentee_id = q.mentee_id AND status IN ('ACTIVE', 'PAUSED')),
-                  (SELECT count(*) FROM sessions WHERE mentor_id = q.mentor_id AND status IN ('ACTIVE', 'PAUSED')),
-                  (SELECT max_concurrent_sessions FROM mentors WHERE id = q.mentor_id),
-                  EXISTS (SELECT 1 FROM system_slots WHERE session_id IS NULL AND slot <= $5),
+                  (SELECT count(*) FROM sessions WHERE mentee_id = q.mentee_id AND status IN ('ACTIVE', 'PAUSED')) AS mentee,
+                  (SELECT count(*) FROM sessions WHERE mentor_id = q.mentor_id AND status IN ('ACTIVE', 'PAUSED')) AS mentor,
+                  (SELECT max_concurrent_sessions FROM mentors WHERE id = q.mentor_id) AS mentor_limit,
+                  EXISTS (SELECT 1 FROM system_slots WHERE session_id IS NULL AND slot <= $5) AS system_free,
                   (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentor_id = q.mentor_id
-                     AND (queued_at, id) < (q.queued_at, q.id)),
+                     AND (queued_at, id) < (q.queued_at, q.id)) AS ahead_mentor,
                   (SELECT count(*) FROM sessions WHERE status = 'QUEUED' AND mentee_id = q.mentee_id
-                     AND (queued_at, id) < (q.queued_at, q.id)),
+                     AND (queued_at, id) < (q.queued_at, q.id)) AS ahead_mentee,
                   (SELECT count(*) FROM sessions WHERE status = 'QUEUED'
-                     AND (queued_at, id) < (q.queued_at, q.id)),
+                     AND (queued_at, id) < (q.queued_at, q.id)) AS ahead_all,
                   (SELECT avg(active_banked_us)::bigint FROM (
                        SELECT active_banked_us FROM sessions
                        WHERE ended_at > now() - interval '7 days' AND started_at IS NOT NULL
-                       ORDER BY ended_at DESC LIMIT 200) recent)
+                       ORDER BY ended_at DESC LIMIT 200) recent) AS typical_us
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[]) AS q(id, mentor_id, mentee_id, queued_at)"#,
     )
     .bind(column(|q| q.session_id))
@@ -257,25 +269,27 @@ pub async fn queue_views(
     .bind(size as i32)
     .fetch_all(db)
     .await?;
-    let typical = rows.first().and_then(|r| r.8).map(chrono::Duration::microseconds);
+    let typical = rows
+        .first()
+        .and_then(|r| r.typical_us)
+        .map(chrono::Duration::microseconds);
     let views = rows
         .into_iter()
-        .map(
-            |(id, mentee, mentor, mentor_limit, system_free, ahead_mentor, ahead_mentee, ahead_all, _)| {
-                let view = QueueView {
-                    holding: Holding {
-                        mentee,
-                        mentor,
-                        mentor_limit,
-                    },
-                    system_free,
-                    ahead_mentor,
-                    ahead_mentee,
-                    ahead_all,
-                };
-                (id, view)
-            },
-        )
+        .map(|r| {
+            let holding = Holding {
+                mentee: r.mentee,
+                mentor: r.mentor,
+                mentor_limit: r.mentor_limit,
+            };
+            let view = QueueView {
+                holding,
+                system_free: r.system_free,
+                ahead_mentor: r.ahead_mentor,
+                ahead_mentee: r.ahead_mentee,
+                ahead_all: r.ahead_all,
+            };
+            (r.id, view)
+        })
         .collect();
     Ok((views, typical))
 }
