@@ -163,9 +163,9 @@ pub enum LogFormat {
 
 impl ServeArgs {
     /// The TLS files, read, when configured.
-    pub fn tls(&self) -> anyhow::Result<Option<crate::transport::Tls>> {
+    pub fn tls(&self) -> anyhow::Result<Option<crate::grpc::tls::Tls>> {
         match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => Ok(Some(crate::transport::Tls::load(
+            (Some(cert), Some(key)) => Ok(Some(crate::grpc::tls::Tls::load(
                 cert,
                 key,
                 self.tls_client_ca_file.as_deref(),

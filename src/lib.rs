@@ -20,8 +20,9 @@ pub mod store;
 pub mod transport;
 pub mod watch;
 
+pub use grpc::tls::Tls;
 pub use store::pool::{DbTimeouts, connect, connect_for_tools, connect_with};
-pub use transport::{Tls, Transport};
+pub use transport::Transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

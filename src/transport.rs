@@ -2,8 +2,6 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use anyhow::Context;
-
 use crate::grpc;
 
 /// How the server serves: the HTTP/2 limits of each client connection
@@ -65,7 +63,7 @@ pub struct Transport {
     pub metrics_addr: Option<SocketAddr>,
     /// TLS (`MENTORSHIP_TLS_*`); none: plaintext.
     #[serde(skip)]
-    pub tls: Option<Tls>,
+    pub tls: Option<grpc::tls::Tls>,
 }
 
 impl Default for Transport {
@@ -85,42 +83,5 @@ impl Default for Transport {
             metrics_addr: None,
             tls: None,
         }
-    }
-}
-
-/// The server's TLS certificate chain and key, and for mutual TLS the CA
-/// that every client's certificate must chain to (PEM, as read from the
-/// `MENTORSHIP_TLS_*` files).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Tls {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Tls {
-    /// Never shows the key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
-            .field("key_pem", &"<redacted>")
-            .field("mutual", &self.client_ca_pem.is_some())
-            .finish()
-    }
-}
-
-impl Tls {
-    /// Reads the PEM files.
-    pub fn load(
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        client_ca: Option<&std::path::Path>,
-    ) -> anyhow::Result<Tls> {
-        let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-        Ok(Tls {
-            cert_pem: read(cert)?,
-            key_pem: read(key)?,
-            client_ca_pem: client_ca.map(read).transpose()?,
-        })
     }
 }

@@ -155,7 +155,7 @@ impl App {
         let mut unit = self.unit().await?;
         store_capacity::lock_queue_shared(unit.tx()).await?;
         let promoted = self.promote(&mut unit).await?;
-        unit.commit().await?;
+        self.commit(unit).await?;
         Ok(promoted)
     }
 

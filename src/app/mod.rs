@@ -216,7 +216,23 @@ impl App {
     /// Opens a unit of work: the transaction every change is made in.
     pub async fn unit(&self) -> crate::domain::Result<crate::store::unit::Unit> {
         let _waiting = self.metrics.waiting_for_connection();
-        crate::store::unit::Unit::begin(&self.pool, self.rules.timeouts, self.hub.clone(), self.metrics.clone()).await
+        Unit::begin(&self.pool, self.rules.timeouts).await
+    }
+
+    /// Commits `unit`, then counts its status changes and hands its events
+    /// on to this replica's watchers (`watch::Hub::committed`).
+    pub async fn commit(&self, unit: Unit) -> crate::domain::Result<()> {
+        let events = unit.commit().await?;
+        // Status changes only: a stage change or a config update keeps the status.
+        for e in &events {
+            if let Some(to) = e.event.to_status
+                && e.event.from_status != Some(to)
+            {
+                self.metrics.transition(e.event.from_status, to);
+            }
+        }
+        self.hub.committed(events);
+        Ok(())
     }
 
     /// One pooled connection, for reads.

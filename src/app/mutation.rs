@@ -70,7 +70,7 @@ impl App {
         if let Some(key) = key {
             idempotency::remember(unit.tx(), key, &remember(&response)).await?;
         }
-        unit.commit().await?;
+        self.commit(unit).await?;
         Ok(response)
     }
 

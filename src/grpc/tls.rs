@@ -24,8 +24,45 @@ use tokio_stream::{Stream, StreamExt};
 
 use super::connections::Conn;
 
-/// The server's rustls configuration from the PEM files of [`crate::transport::Tls`].
-pub fn server_config(tls: &crate::transport::Tls) -> anyhow::Result<Arc<ServerConfig>> {
+/// The server's TLS certificate chain and key, and for mutual TLS the CA
+/// that every client's certificate must chain to (PEM, as read from the
+/// `MENTORSHIP_TLS_*` files).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Tls {
+    /// Never shows the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish()
+    }
+}
+
+impl Tls {
+    /// Reads the PEM files.
+    pub fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Tls> {
+        let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        Ok(Tls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: client_ca.map(read).transpose()?,
+        })
+    }
+}
+
+/// The server's rustls configuration from the PEM files of [`Tls`].
+pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

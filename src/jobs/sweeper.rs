@@ -76,7 +76,7 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
             app.transition(&mut unit, Requester::System, timeout).await.map(drop)
         };
         let outcome = match fired {
-            Ok(()) => unit.commit().await,
+            Ok(()) => app.commit(unit).await,
             Err(err) => Err(err),
         };
         match outcome {

@@ -4,12 +4,11 @@
 //! transaction through it, and commits it. Session rows change only here
 //! (the statements that write them are private to the store): each insert or
 //! save writes the row, re-arms its deadline and appends its event (with the
-//! next gapless seq) in one statement, and the unit keeps the event. After
-//! the commit, and only then, the unit counts the status changes (metrics)
-//! and hands the committed events on: to this replica's watchers and, through its notifier, to the other replicas
-//! (`watch`). Nothing inside the transaction notifies anyone.
-
-use std::sync::Arc;
+//! next gapless seq) in one statement, and the unit keeps the event. The
+//! commit returns the committed events, and only then does `App::commit`
+//! count the status changes (metrics) and hand them on: to this replica's
+//! watchers and, through its notifier, to the other replicas (`watch`).
+//! Nothing inside the transaction notifies anyone.
 
 use sqlx::PgPool;
 
@@ -22,27 +21,21 @@ use crate::domain::{
     clocks::{self, Timeouts},
     model::{FeedEvent, Session},
 };
-use crate::{metrics::Metrics, watch::Hub};
 
 /// One transaction and every session change made in it.
 pub struct Unit {
     tx: Tx,
     timeouts: Timeouts,
-    hub: Hub,
-    /// Counts the status changes once committed.
-    metrics: Arc<Metrics>,
     events: Vec<FeedEvent>,
 }
 
 impl Unit {
     /// Opens the transaction of a unit of work whose sessions arm their
     /// deadlines with `timeouts` and whose committed events go to `hub`.
-    pub async fn begin(pool: &PgPool, timeouts: Timeouts, hub: Hub, metrics: Arc<Metrics>) -> Result<Unit> {
+    pub async fn begin(pool: &PgPool, timeouts: Timeouts) -> Result<Unit> {
         Ok(Unit {
             tx: super::begin(pool).await?,
             timeouts,
-            hub,
-            metrics,
             events: Vec::new(),
         })
     }
@@ -73,19 +66,10 @@ impl Unit {
         Ok(saved)
     }
 
-    /// Commits every change, then hands the committed events on to the
-    /// watchers (`watch::Hub::committed`).
-    pub async fn commit(self) -> Result<()> {
+    /// Commits every change; the events it made, once committed (for
+    /// `App::commit` to hand on).
+    pub async fn commit(self) -> Result<Vec<FeedEvent>> {
         super::commit(self.tx).await?;
-        // Status changes only: a stage change or a config update keeps the status.
-        for e in &self.events {
-            if let Some(to) = e.event.to_status
-                && e.event.from_status != Some(to)
-            {
-                self.metrics.transition(e.event.from_status, to);
-            }
-        }
-        self.hub.committed(self.events);
-        Ok(())
+        Ok(self.events)
     }
 }
