@@ -8,9 +8,12 @@ use anyhow::{Context, bail};
 
 use crate::{
     app::App,
-    config::{LogFormat, PurgeArgs, ServeArgs, ServiceConfig, TokenArgs},
     devdb::{self, DevDb, Durability},
     grpc::auth::{Claims, Verifier, mint_hs256},
+    settings::{
+        args::{LogFormat, PurgeArgs, ServeArgs, TokenArgs},
+        file::ServiceConfig,
+    },
 };
 
 /// How long a shutdown waits for in-flight calls.

@@ -8,7 +8,6 @@
 
 pub mod app;
 pub mod cli;
-pub mod config;
 pub mod devdb;
 pub mod domain;
 pub mod grpc;
@@ -16,6 +15,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod rest;
 pub mod secret;
+pub mod settings;
 pub mod store;
 pub mod transport;
 pub mod watch;
@@ -225,7 +225,7 @@ pub async fn start(
             ))
             .layer(GateLayer::new(Auth::new(verifier)))
             .layer(GateLayer::new(grpc::rate_limit::RateLimit(limiters)))
-            .layer(grpc::complete::CompleteLayer::new(
+            .layer(grpc::deadline::DeadlineLayer::new(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
                 silent_connection,

@@ -4,7 +4,7 @@
 use clap::Parser;
 use mentorship::{
     cli,
-    config::{Cli, Command},
+    settings::args::{Cli, Command},
 };
 
 /// mimalloc: cheaper allocation than glibc's on the request path

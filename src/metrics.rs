@@ -259,7 +259,7 @@ impl Metrics {
     }
 
     /// A session's status changed (`from` is `None` when it was created).
-    pub fn transition(&self, from: Option<SessionStatus>, to: SessionStatus) {
+    pub fn status_changed(&self, from: Option<SessionStatus>, to: SessionStatus) {
         let from = from.map_or("NONE", SessionStatus::as_str);
         let to = to.as_str();
         self.transitions.get_or_create(&Transition { from, to }).inc();

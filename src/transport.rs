@@ -23,7 +23,7 @@ pub struct Transport {
     /// against clients that make the server reset on purpose.
     pub max_local_error_reset_streams: u32,
     /// The deadline of every call (`server.call_deadline_seconds`), or the
-    /// caller's `grpc-timeout` when sooner (`grpc::complete`).
+    /// caller's `grpc-timeout` when sooner (`grpc::deadline`).
     #[serde(skip)]
     pub call_deadline: Duration,
     /// Most grpc.health.v1.Health/Watch streams open at once
@@ -71,13 +71,13 @@ impl Default for Transport {
         Transport {
             max_concurrent_streams: 1024,
             max_local_error_reset_streams: 1 << 20,
-            call_deadline: grpc::complete::DEFAULT_DEADLINE,
+            call_deadline: grpc::deadline::DEFAULT_DEADLINE,
             health_watch_streams: 1024,
             health_watch_streams_per_peer: 16,
             rate_limits: grpc::rate_limit::RateLimits::default(),
             max_metadata_bytes: grpc::metadata_limit::DEFAULT_MAX_METADATA_BYTES,
             connections: grpc::connections::ConnectionLimits::default(),
-            max_calls_in_flight: grpc::complete::DEFAULT_MAX_IN_FLIGHT,
+            max_calls_in_flight: grpc::deadline::DEFAULT_MAX_IN_FLIGHT,
             cors_allowed_origins: Vec::new(),
             event_keepalive: Duration::from_secs(15),
             metrics_addr: None,

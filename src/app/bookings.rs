@@ -181,11 +181,11 @@ impl App {
                 limit: usize::try_from(q.page.size + 1).unwrap_or(usize::MAX),
             },
         );
-        let (slots, next_page_token) = page::finish(found, q.page.size, &bound, |(start, _)| *start)?;
+        let (openings, next_page_token) = page::finish(found, q.page.size, &bound, |(start, _)| *start)?;
         Ok(Openings {
             mentor_id,
             shown_in,
-            slots,
+            openings,
             next_page_token,
         })
     }
@@ -389,7 +389,7 @@ pub struct Openings {
     pub mentor_id: Uuid,
     /// The zone the caller asked to see them in (the mentor's by default).
     pub shown_in: chrono_tz::Tz,
-    pub slots: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    pub openings: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     pub next_page_token: String,
 }
 

@@ -9,9 +9,9 @@ pub mod export;
 pub mod history;
 pub mod mutation;
 pub mod page;
+pub mod quotas;
 pub mod reschedule;
 pub mod sessions;
-pub mod slots;
 pub mod targets;
 pub mod watch;
 pub mod webhooks;
@@ -160,13 +160,13 @@ pub struct App {
     /// This replica's fan-out of change hints to watchers.
     pub hub: crate::watch::Hub,
     /// ExportSessions streams running on this replica, per caller.
-    pub exports: slots::Exports,
+    pub exports: quotas::Exports,
     /// WatchSession and WatchSessions streams open on this replica.
-    pub watches: slots::Slots,
+    pub watches: quotas::Quota,
     /// This replica's metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// GetSession's reads, coalesced.
-    pub reads: crate::store::reads::Reads,
+    pub coalescer: crate::store::coalescer::Coalescer,
     /// The replica's database work under way, for health.
     pub waits: crate::store::waits::Waits,
 }
@@ -174,8 +174,8 @@ pub struct App {
 impl App {
     pub fn new(pool: PgPool, rules: Rules) -> Self {
         let hub = crate::watch::Hub::new(rules.watch_backstop, rules.watch_buffer);
-        let exports = slots::Exports::new(rules.history.exports_per_caller);
-        let watches = slots::Slots::new(slots::Limits {
+        let exports = quotas::Exports::new(rules.history.exports_per_caller);
+        let watches = quotas::Quota::new(quotas::QuotaLimits {
             what: "watch streams",
             reason: crate::domain::Reason::TooManyStreams,
             caller: "caller",
@@ -185,7 +185,7 @@ impl App {
         let metrics: std::sync::Arc<crate::metrics::Metrics> = Default::default();
         let waits = crate::store::waits::Waits::new(rules.silent_connection);
         App {
-            reads: crate::store::reads::Reads::new(
+            coalescer: crate::store::coalescer::Coalescer::new(
                 pool.clone(),
                 metrics.clone(),
                 rules.silent_connection,
@@ -228,7 +228,7 @@ impl App {
             if let Some(to) = e.event.to_status
                 && e.event.from_status != Some(to)
             {
-                self.metrics.transition(e.event.from_status, to);
+                self.metrics.status_changed(e.event.from_status, to);
             }
         }
         self.hub.committed(events);

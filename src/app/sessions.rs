@@ -58,7 +58,7 @@ pub(crate) async fn lock_visible(
 impl App {
     pub async fn get_session(&self, who: &Principal, id: Uuid) -> Result<Session> {
         let session = self
-            .reads
+            .coalescer
             .get(id)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Session, id))?;

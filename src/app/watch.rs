@@ -14,7 +14,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use super::App;
-use super::slots::Slot;
+use super::quotas::Permit;
 use crate::domain::{
     Error, Result,
     access::{Principal, Visibility},
@@ -98,7 +98,7 @@ async fn pause(hub: &Hub) -> bool {
 /// A WatchSession stream: the events of one session, in seq order, each once.
 struct SessionFollower {
     /// This stream's place among the replica's watch streams.
-    _slot: Slot,
+    _permit: Permit,
     pool: PgPool,
     hub: Hub,
     /// This replica's commits, ahead of the feed.
@@ -194,7 +194,7 @@ impl SessionFollower {
 
 /// A WatchSessions stream: the feed from a position, filtered.
 struct FeedFollower {
-    _slot: Slot,
+    _permit: Permit,
     pool: PgPool,
     hub: Hub,
     pages: broadcast::Receiver<Page>,
@@ -296,7 +296,7 @@ impl App {
         // After the checks of existence and access (SPEC §6 order).
         let slot = self.watches.acquire(&who.user_id.to_string())?;
         let follower = SessionFollower {
-            _slot: slot,
+            _permit: slot,
             pool: self.pool.clone(),
             hub: self.hub.clone(),
             committed,
@@ -355,7 +355,7 @@ impl App {
         // After the checks of the request (as WatchSession does).
         let slot = self.watches.acquire(&who.user_id.to_string())?;
         let follower = FeedFollower {
-            _slot: slot,
+            _permit: slot,
             pool: self.pool.clone(),
             hub: self.hub.clone(),
             pages,

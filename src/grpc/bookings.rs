@@ -85,7 +85,7 @@ impl pb::booking_service_server::BookingService for Api {
             let tz = found.shown_in;
             Ok(pb::ListAvailableSlotsResponse {
                 slots: found
-                    .slots
+                    .openings
                     .into_iter()
                     .map(|(start, end)| pb::AvailableSlot {
                         start_time: Some(convert::timestamp(start)),

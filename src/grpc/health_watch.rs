@@ -12,7 +12,7 @@ use std::{
 
 use tower::{Layer, Service};
 
-use crate::app::slots::{Limits, Slots};
+use crate::app::quotas::{Quota, QuotaLimits};
 use crate::domain::Reason;
 
 const PATH: &str = "/grpc.health.v1.Health/Watch";
@@ -20,7 +20,7 @@ const PATH: &str = "/grpc.health.v1.Health/Watch";
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub struct HealthWatchLayer {
-    slots: Slots,
+    quota: Quota,
 }
 
 impl HealthWatchLayer {
@@ -28,7 +28,7 @@ impl HealthWatchLayer {
     /// address, and `max` on this replica.
     pub fn new(per_peer: usize, max: usize) -> Self {
         HealthWatchLayer {
-            slots: Slots::new(Limits {
+            quota: Quota::new(QuotaLimits {
                 what: "Health/Watch streams",
                 reason: Reason::TooManyStreams,
                 caller: "peer address",
@@ -44,7 +44,7 @@ impl<S> Layer<S> for HealthWatchLayer {
     fn layer(&self, inner: S) -> Self::Service {
         HealthWatch {
             inner,
-            slots: self.slots.clone(),
+            quota: self.quota.clone(),
         }
     }
 }
@@ -53,7 +53,7 @@ impl<S> Layer<S> for HealthWatchLayer {
 #[derive(Debug, Clone)]
 pub struct HealthWatch<S> {
     inner: S,
-    slots: Slots,
+    quota: Quota,
 }
 
 impl<S, B> Service<http::Request<B>> for HealthWatch<S>
@@ -77,7 +77,7 @@ where
         }
         // Every caller of health is anonymous: counted by its address.
         let peer = peer_ip(&req).map(|ip| ip.to_string()).unwrap_or_default();
-        let slot = match self.slots.acquire(&peer) {
+        let slot = match self.quota.acquire(&peer) {
             Ok(slot) => slot,
             Err(err) => {
                 let response = tonic::Status::from(err).into_http();

@@ -35,7 +35,7 @@ mutating!(
 );
 
 /// The response of every session command: `{ Session session = 1; }`.
-macro_rules! transition {
+macro_rules! session_command {
     ($api:expr, $req:expr, $response:ident) => {
         $api.mutate($req, async |app, unit, who, t| {
             let session = app.transition(unit, Requester::Caller(who), t).await?;
@@ -124,42 +124,42 @@ impl pb::session_service_server::SessionService for Api {
         &self,
         req: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
-        transition!(self, req, StartSessionResponse)
+        session_command!(self, req, StartSessionResponse)
     }
 
     async fn pause_session(
         &self,
         req: Request<pb::PauseSessionRequest>,
     ) -> Result<Response<pb::PauseSessionResponse>, Status> {
-        transition!(self, req, PauseSessionResponse)
+        session_command!(self, req, PauseSessionResponse)
     }
 
     async fn resume_session(
         &self,
         req: Request<pb::ResumeSessionRequest>,
     ) -> Result<Response<pb::ResumeSessionResponse>, Status> {
-        transition!(self, req, ResumeSessionResponse)
+        session_command!(self, req, ResumeSessionResponse)
     }
 
     async fn complete_session(
         &self,
         req: Request<pb::CompleteSessionRequest>,
     ) -> Result<Response<pb::CompleteSessionResponse>, Status> {
-        transition!(self, req, CompleteSessionResponse)
+        session_command!(self, req, CompleteSessionResponse)
     }
 
     async fn fail_session(
         &self,
         req: Request<pb::FailSessionRequest>,
     ) -> Result<Response<pb::FailSessionResponse>, Status> {
-        transition!(self, req, FailSessionResponse)
+        session_command!(self, req, FailSessionResponse)
     }
 
     async fn cancel_session(
         &self,
         req: Request<pb::CancelSessionRequest>,
     ) -> Result<Response<pb::CancelSessionResponse>, Status> {
-        transition!(self, req, CancelSessionResponse)
+        session_command!(self, req, CancelSessionResponse)
     }
 
     async fn advance_stage(
@@ -630,7 +630,7 @@ impl Parse for pb::ExportSessionsRequest {
 }
 
 /// A session id and the other fields of a session command.
-fn transition(session_id: &str, command: Command, etag_raw: &str, v: &mut Violations) -> Option<Transition> {
+fn parse_command(session_id: &str, command: Command, etag_raw: &str, v: &mut Violations) -> Option<Transition> {
     let id = v.check(input::id("session_id", session_id))?;
     Some(Transition {
         etag: expected_etag(etag_raw),
@@ -642,7 +642,7 @@ impl Parse for pb::StartSessionRequest {
     type Parsed = Transition;
     fn parse(&self) -> Result<Transition> {
         let mut v = Violations::new();
-        let t = transition(&self.session_id, Command::Start, &self.etag, &mut v);
+        let t = parse_command(&self.session_id, Command::Start, &self.etag, &mut v);
         v.into_result(t)
     }
 }
@@ -651,7 +651,7 @@ impl Parse for pb::ResumeSessionRequest {
     type Parsed = Transition;
     fn parse(&self) -> Result<Transition> {
         let mut v = Violations::new();
-        let t = transition(&self.session_id, Command::Resume, &self.etag, &mut v);
+        let t = parse_command(&self.session_id, Command::Resume, &self.etag, &mut v);
         v.into_result(t)
     }
 }
@@ -660,7 +660,7 @@ impl Parse for pb::PauseSessionRequest {
     type Parsed = Transition;
     fn parse(&self) -> Result<Transition> {
         let mut v = Violations::new();
-        let t = transition(&self.session_id, Command::Pause, &self.etag, &mut v);
+        let t = parse_command(&self.session_id, Command::Pause, &self.etag, &mut v);
         let reason = v.check(input::optional_text("reason", &self.reason, MAX_TEXT_LEN));
         v.into_result((|| Some(Transition { reason: reason?, ..t? }))())
     }
@@ -670,7 +670,7 @@ impl Parse for pb::CompleteSessionRequest {
     type Parsed = Transition;
     fn parse(&self) -> Result<Transition> {
         let mut v = Violations::new();
-        let t = transition(&self.session_id, Command::Complete, &self.etag, &mut v);
+        let t = parse_command(&self.session_id, Command::Complete, &self.etag, &mut v);
         let report = match &self.report {
             None => Some(None),
             Some(r) => {
@@ -692,7 +692,7 @@ impl Parse for pb::FailSessionRequest {
     type Parsed = Transition;
     fn parse(&self) -> Result<Transition> {
         let mut v = Violations::new();
-        let t = transition(&self.session_id, Command::Fail, &self.etag, &mut v);
+        let t = parse_command(&self.session_id, Command::Fail, &self.etag, &mut v);
         let message = v.check(input::required_text("error_message", &self.error_message, MAX_TEXT_LEN));
         let failure = v.check(report::failure(
             message.as_deref().unwrap_or_default(),
@@ -712,7 +712,7 @@ impl Parse for pb::CancelSessionRequest {
     type Parsed = Transition;
     fn parse(&self) -> Result<Transition> {
         let mut v = Violations::new();
-        let t = transition(&self.session_id, Command::Cancel, &self.etag, &mut v);
+        let t = parse_command(&self.session_id, Command::Cancel, &self.etag, &mut v);
         let reason = v.check(input::required_text("reason", &self.reason, MAX_TEXT_LEN));
         v.into_result((|| Some(Transition { reason: reason?, ..t? }))())
     }

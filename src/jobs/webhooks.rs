@@ -359,14 +359,14 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         }
     };
     let mut changes = app.hub.subscribe_committed();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let finished = std::sync::Arc::new(tokio::sync::Notify::new());
     loop {
         let dispatched = dispatch_all(&app).await.unwrap_or_else(|err| {
             tracing::warn!(error = %err, "webhook dispatch failed; retrying");
             0
         });
-        let free = slots.available_permits();
+        let free = in_flight.available_permits();
         let claimed = match claim(&app, free as i64).await {
             Ok(claimed) => claimed,
             Err(err) => {
@@ -376,7 +376,7 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         };
         let full = free > 0 && claimed.len() == free;
         for d in claimed {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                 break;
             };
             let (app, client, finished) = (app.clone(), client.clone(), finished.clone());

@@ -286,7 +286,7 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Sessi
 pub type ById = Vec<(Uuid, Result<Session, Error>)>;
 
 /// The sessions of `ids` that exist, in no particular order: one statement
-/// for many GetSession calls (`store::reads`). Each row is decoded on its
+/// for many GetSession calls (`store::coalescer`). Each row is decoded on its
 /// own, so a row that cannot be read fails only the calls that asked for it.
 pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ById, Error> {
     Ok(sqlx::query_as::<_, SessionRow>(concat!(

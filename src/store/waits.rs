@@ -1,5 +1,5 @@
 //! The database work under way on one replica, and since when: health's
-//! view of the replica's own connections. Calls' work (`grpc::complete`),
+//! view of the replica's own connections. Calls' work (`grpc::deadline`),
 //! GetSession's coalesced reads and the background jobs' bounded work each
 //! hold a [`Waiting`] while they run, and note when they gave up on a
 //! connection that went silent. Work that waits far longer than any

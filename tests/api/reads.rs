@@ -1,10 +1,10 @@
-//! GetSession's coalesced reads (`store::reads`): calls that arrive while
+//! GetSession's coalesced reads (`store::coalescer`): calls that arrive while
 //! every batch slot is busy are read by one statement, and each still gets
 //! its own answer, access check and error.
 
 use std::time::Duration as StdDuration;
 
-use mentorship::{grpc::pb, store::reads::Reads};
+use mentorship::{grpc::pb, store::coalescer::Coalescer};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -60,14 +60,14 @@ async fn fill_the_slots(
     in_slots: (String, String),
     queued: Vec<(String, String)>,
 ) -> (Vec<Call>, Vec<Call>) {
-    let reads: &Reads = &app.replicas[0].app.reads;
+    let reads: &Coalescer = &app.replicas[0].app.coalescer;
     sqlx::query("BEGIN").execute(&mut *lock).await.expect("begin");
     sqlx::query("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
         .expect("lock");
     let mut slots = Vec::new();
-    for i in 0..reads.slots() {
+    for i in 0..reads.batches() {
         slots.push(get(app, &in_slots.0, in_slots.1.clone()));
         until("the call's batch waits on the lock", async || {
             blocked_batches(app).await == i as i64 + 1
@@ -84,7 +84,7 @@ async fn fill_the_slots(
 #[tokio::test]
 async fn calls_queued_together_are_read_by_one_statement_and_each_gets_its_own_answer() {
     let app = spawn_waiting_for_locks(roomy_rules(), StdDuration::from_secs(60)).await;
-    let reads = &app.replicas[0].app.reads;
+    let reads = &app.replicas[0].app.coalescer;
     let mut worlds = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..4 {
@@ -118,11 +118,11 @@ async fn calls_queued_together_are_read_by_one_statement_and_each_gets_its_own_a
     }
     assert_eq!(
         reads.counts().1 - statements,
-        reads.slots() as u64 + 1,
+        reads.batches() as u64 + 1,
         "one statement per slot, and one for every call queued behind them"
     );
 
-    let expected = std::iter::repeat_n(Ok(sessions[0].id.clone()), reads.slots()).chain(expected);
+    let expected = std::iter::repeat_n(Ok(sessions[0].id.clone()), reads.batches()).chain(expected);
     for (answer, expected) in answers.into_iter().zip(expected) {
         match (answer, expected) {
             (Ok(s), Ok(id)) => {

@@ -1,5 +1,5 @@
-//! Counted slots on one replica, per caller and in all: the export streams
-//! a caller runs, the watch streams it holds open. A [`Slot`] is held by
+//! Quotas on one replica, per caller and in all: the export streams
+//! a caller runs, the watch streams it holds open. A [`Permit`] is held by
 //! whatever lives as long as the stream and given back when it is dropped,
 //! however the stream ends.
 
@@ -10,24 +10,24 @@ use std::{
 
 use crate::domain::{Error, Result, error::Reason};
 
-/// Slots of one kind.
+/// Quota of one kind.
 #[derive(Debug, Clone)]
-pub struct Slots {
-    limits: Limits,
+pub struct Quota {
+    limits: QuotaLimits,
     held: Arc<Mutex<Held>>,
 }
 
-/// The limits of one kind of slot, and how a refusal names them.
+/// The limits of one quota, and how a refusal names them.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// What a slot is, in messages ("watch streams").
+pub struct QuotaLimits {
+    /// What is counted, in messages ("watch streams").
     pub what: &'static str,
     pub reason: Reason,
     /// Who one count belongs to, in messages ("caller", "peer address").
     pub caller: &'static str,
-    /// Most slots one caller may hold, and the limit's name in metadata.
+    /// Most permits one caller may hold, and the limit's name in metadata.
     pub per_caller: (usize, &'static str),
-    /// Most slots of the replica, and the limit's name in metadata.
+    /// Most permits of the replica, and the limit's name in metadata.
     pub total: (usize, &'static str),
 }
 
@@ -37,25 +37,25 @@ struct Held {
     by_caller: HashMap<String, usize>,
 }
 
-/// One slot of one caller.
+/// One permit of one caller.
 #[derive(Debug)]
-pub struct Slot {
+pub struct Permit {
     caller: String,
     held: Arc<Mutex<Held>>,
 }
 
-impl Slots {
-    pub fn new(limits: Limits) -> Self {
-        Slots {
+impl Quota {
+    pub fn new(limits: QuotaLimits) -> Self {
+        Quota {
             limits,
             held: Arc::default(),
         }
     }
 
-    /// A slot for `caller`, or RESOURCE_EXHAUSTED naming the limit reached
+    /// A permit for `caller`, or RESOURCE_EXHAUSTED naming the limit reached
     /// (ErrorInfo metadata `limit`, `current`, `maximum`).
-    pub fn acquire(&self, caller: &str) -> Result<Slot> {
-        let Limits {
+    pub fn acquire(&self, caller: &str) -> Result<Permit> {
+        let QuotaLimits {
             what,
             reason,
             caller: who,
@@ -94,19 +94,19 @@ impl Slots {
         }
         held.total += 1;
         held.by_caller.insert(caller.to_owned(), mine + 1);
-        Ok(Slot {
+        Ok(Permit {
             caller: caller.to_owned(),
             held: self.held.clone(),
         })
     }
 
-    /// Slots held now, in all.
+    /// Quota held now, in all.
     pub fn held(&self) -> usize {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).total
     }
 }
 
-impl Drop for Slot {
+impl Drop for Permit {
     fn drop(&mut self) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.total = held.total.saturating_sub(1);
@@ -122,14 +122,14 @@ impl Drop for Slot {
 /// The exports running on this replica, per caller. A permit is held by the
 /// producer task and given back when it ends, however it ends.
 #[derive(Debug, Clone)]
-pub struct Exports(Slots);
+pub struct Exports(Quota);
 
 /// One running export of one caller.
-pub type ExportPermit = Slot;
+pub type ExportPermit = Permit;
 
 impl Exports {
     pub fn new(per_caller: usize) -> Self {
-        Exports(Slots::new(Limits {
+        Exports(Quota::new(QuotaLimits {
             what: "exports",
             reason: Reason::TooManyExports,
             caller: "caller",
@@ -148,8 +148,8 @@ impl Exports {
 mod tests {
     use super::*;
 
-    fn slots(per_caller: usize, total: usize) -> Slots {
-        Slots::new(Limits {
+    fn quota(per_caller: usize, total: usize) -> Quota {
+        Quota::new(QuotaLimits {
             what: "streams",
             reason: Reason::TooManyStreams,
             caller: "caller",
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn each_caller_and_the_replica_have_a_limit_and_drops_give_back() {
-        let s = slots(2, 3);
+        let s = quota(2, 3);
         let a = s.acquire("alice").expect("first");
         let _b = s.acquire("alice").expect("second");
         assert_eq!(limit(s.acquire("alice").expect_err("third")), "per_caller");

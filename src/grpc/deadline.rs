@@ -3,7 +3,7 @@
 //!
 //! hyper drops a call's future when its client goes away. Dropped half-way,
 //! a unit of work would stop at an arbitrary `.await`: between two
-//! statements, or inside sqlx while a `BEGIN` is in flight. [`CompleteLayer`]
+//! statements, or inside sqlx while a `BEGIN` is in flight. [`DeadlineLayer`]
 //! runs the rest of the stack (the handlers) in a task of its own, and
 //! answers DEADLINE_EXCEEDED when the call's deadline passes: the caller's
 //! `grpc-timeout`, or the server's default, whichever is sooner. Either way
@@ -45,7 +45,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub struct CompleteLayer {
+pub struct DeadlineLayer {
     /// The server's deadline for every call.
     deadline: Duration,
     /// Calls whose work is running, answered or not.
@@ -57,7 +57,7 @@ pub struct CompleteLayer {
     waits: crate::store::waits::Waits,
 }
 
-impl CompleteLayer {
+impl DeadlineLayer {
     /// `silent_connection`: how long a database connection may leave a
     /// statement unanswered before it is presumed silent.
     pub fn new(
@@ -66,7 +66,7 @@ impl CompleteLayer {
         silent_connection: Duration,
         waits: crate::store::waits::Waits,
     ) -> Self {
-        CompleteLayer {
+        DeadlineLayer {
             deadline,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
@@ -76,21 +76,21 @@ impl CompleteLayer {
     }
 }
 
-impl<S> Layer<S> for CompleteLayer {
-    type Service = Complete<S>;
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Complete {
+        Deadline {
             inner,
             limits: self.clone(),
         }
     }
 }
 
-/// See [`CompleteLayer`].
+/// See [`DeadlineLayer`].
 #[derive(Debug, Clone)]
-pub struct Complete<S> {
+pub struct Deadline<S> {
     inner: S,
-    limits: CompleteLayer,
+    limits: DeadlineLayer,
 }
 
 fn answer(err: Error) -> http::Response<tonic::body::Body> {
@@ -119,7 +119,7 @@ pub fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
     })
 }
 
-impl<S, B> Service<http::Request<B>> for Complete<S>
+impl<S, B> Service<http::Request<B>> for Deadline<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,

@@ -1,7 +1,7 @@
-//! GetSession's reads, coalesced. While every batch slot of the replica is
-//! busy, the calls that arrive wait together, and the next free slot reads
+//! GetSession's reads, coalesced. While the replica reads as many batches as it may at once
+//! (one per core), the calls that arrive wait together, and the next batch reads
 //! them all with one statement (`sessions::get_many`). A call that finds a
-//! slot free is read at once, alone, so coalescing never delays a read at low
+//! batch free to go is read at once, alone, so coalescing never delays a read at low
 //! load; under load it saves the database and the replica a round trip, a
 //! statement and a pooled connection per call.
 //!
@@ -38,21 +38,21 @@ type Call = (Uuid, oneshot::Sender<Answer>);
 
 /// One replica's coalesced session reads.
 #[derive(Debug, Clone)]
-pub struct Reads {
+pub struct Coalescer {
     reader: Reader,
     /// The coalescer's queue, started by the first call on its runtime.
     calls: Arc<OnceLock<mpsc::UnboundedSender<Call>>>,
 }
 
 /// What the coalescer reads with (and not its own queue, so that it ends
-/// once the replica drops its last `Reads`).
+/// once the replica drops its last `Coalescer`).
 #[derive(Debug, Clone)]
 struct Reader {
     pool: PgPool,
     metrics: Arc<Metrics>,
     /// Batches read at once: one per core the replica may use (a batch is
     /// decoded while the next ones are read), and at most half the pool.
-    slots: usize,
+    batches: usize,
     counts: Arc<Counts>,
     /// How long a read waits for its answer before its connection is
     /// presumed silent and closed.
@@ -67,13 +67,13 @@ struct Counts {
     statements: AtomicU64,
 }
 
-impl Reads {
-    pub fn new(pool: PgPool, metrics: Arc<Metrics>, silent_after: std::time::Duration, waits: Waits) -> Reads {
+impl Coalescer {
+    pub fn new(pool: PgPool, metrics: Arc<Metrics>, silent_after: std::time::Duration, waits: Waits) -> Coalescer {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let half_the_pool = pool.options().get_max_connections() as usize / 2;
-        Reads {
+        Coalescer {
             reader: Reader {
-                slots: cores.min(half_the_pool).max(1),
+                batches: cores.min(half_the_pool).max(1),
                 pool,
                 metrics,
                 counts: Default::default(),
@@ -103,8 +103,8 @@ impl Reads {
     }
 
     /// Batches read at once.
-    pub fn slots(&self) -> usize {
-        self.reader.slots
+    pub fn batches(&self) -> usize {
+        self.reader.batches
     }
 
     /// Calls so far, and the statements that read them.
@@ -118,19 +118,19 @@ impl Reads {
 }
 
 impl Reader {
-    /// Whenever a slot is free, takes every call waiting and reads them in a
-    /// task of their own. Ends when the replica drops its last `Reads`.
+    /// Whenever a batch may go, takes every call waiting and reads them in a
+    /// task of their own. Ends when the replica drops its last `Coalescer`.
     async fn coalesce(self, mut calls: mpsc::UnboundedReceiver<Call>) {
-        let slots = Arc::new(Semaphore::new(self.slots));
+        let batches = Arc::new(Semaphore::new(self.batches));
         let mut batch = Vec::new();
-        while let Ok(slot) = slots.clone().acquire_owned().await
+        while let Ok(batch_permit) = batches.clone().acquire_owned().await
             && calls.recv_many(&mut batch, MOST_PER_BATCH).await > 0
         {
             let reader = self.clone();
             let batch = std::mem::take(&mut batch);
             tokio::spawn(async move {
                 let found = reader.read(&batch).await;
-                drop(slot);
+                drop(batch_permit);
                 answer(batch, found);
             });
         }
@@ -145,7 +145,7 @@ impl Reader {
         };
         let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
         // Bounded: a connection gone silent (no reset, no answer) would
-        // hold this batch's slot, and then every slot, for ever.
+        // hold this batch, and then every batch, for ever.
         let waiting = self.waits.begin();
         let answered = tokio::time::timeout(self.silent_after, sessions::get_many(&mut *conn, &ids)).await;
         drop(waiting);
