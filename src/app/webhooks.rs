@@ -9,7 +9,7 @@ use crate::domain::{
     query::Page,
     webhook::{self, Webhook},
 };
-use crate::store::{unit::Unit, webhooks as store};
+use crate::store::{deliveries, unit::Unit, webhooks as store};
 
 /// CreateWebhook and UpdateWebhook's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,18 +111,18 @@ impl App {
         store::update(unit.tx(), &w).await
     }
 
-    pub async fn list_deliveries(&self, webhook_id: Uuid, p: Page) -> Result<(Vec<store::Delivery>, String)> {
+    pub async fn list_deliveries(&self, webhook_id: Uuid, p: Page) -> Result<(Vec<deliveries::Delivery>, String)> {
         self.get_webhook(webhook_id).await?;
         let filter = ("deliveries", webhook_id);
         let after = page::decode(&filter, &p.token)?;
-        let rows = store::deliveries(&mut *self.connection().await?, webhook_id, after, p.size + 1).await?;
+        let rows = deliveries::deliveries(&mut *self.connection().await?, webhook_id, after, p.size + 1).await?;
         page::finish(rows, p.size, &filter, |d| (d.created_at, d.id))
     }
 
     /// RetryDelivery: due now, sent whatever the order; whether it goes out
     /// of order.
-    pub async fn retry_delivery(&self, unit: &mut Unit, id: Uuid) -> Result<(store::Delivery, bool)> {
-        store::retry(unit.tx(), id, self.rules.webhooks.retry_period)
+    pub async fn retry_delivery(&self, unit: &mut Unit, id: Uuid) -> Result<(deliveries::Delivery, bool)> {
+        deliveries::retry(unit.tx(), id, self.rules.webhooks.retry_period)
             .await?
             .ok_or_else(|| Error::not_found(Resource::Delivery, id))
     }

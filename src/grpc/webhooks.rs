@@ -13,7 +13,7 @@ use crate::domain::{
     query::Page,
     webhook::{self, Filter, Webhook},
 };
-use crate::store::webhooks::Delivery;
+use crate::store::deliveries::Delivery;
 
 mutating!(
     pb::CreateWebhookRequest,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, targets::Targets};
 use crate::domain::{Result, webhook};
-use crate::store::{bookings, sessions, webhooks as store};
+use crate::store::{bookings, deliveries, sessions, webhooks as store};
 
 /// Events read per dispatch.
 const PAGE: i64 = 500;
@@ -38,8 +38,8 @@ const IDLE: Duration = Duration::from_millis(500);
 /// the matching subscriptions; returns how many events it read (0 when
 /// another replica holds the cursor).
 pub async fn dispatch_once(app: &App) -> Result<usize> {
-    let mut tx = store::begin(&app.pool).await?;
-    let Some(mut cursor) = store::lock_cursor(&mut tx).await? else {
+    let mut tx = deliveries::begin(&app.pool).await?;
+    let Some(mut cursor) = deliveries::lock_cursor(&mut tx).await? else {
         return Ok(0);
     };
     let page = sessions::feed_page(&mut *tx, cursor.sessions, PAGE).await?.events;
@@ -54,9 +54,9 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
             &subscriptions,
             |w| w.wants(e),
             || webhook::payload(e),
-            |w, payload| store::NewDelivery {
+            |w, payload| deliveries::NewDelivery {
                 webhook_id: w.id,
-                subject: store::Subject::Session,
+                subject: deliveries::Subject::Session,
                 subject_id: e.event.session_id,
                 seq: e.event.seq,
                 event_id: None,
@@ -71,9 +71,9 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
             &subscriptions,
             |w| w.wants_booking(e),
             || webhook::booking_payload(e),
-            |w, payload| store::NewDelivery {
+            |w, payload| deliveries::NewDelivery {
                 webhook_id: w.id,
-                subject: store::Subject::Booking,
+                subject: deliveries::Subject::Booking,
                 subject_id: e.event.booking_id,
                 seq: e.event.seq,
                 event_id: Some(e.id),
@@ -86,14 +86,14 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
     if let Some(endpoint) = store::notification_endpoint(&mut *tx).await? {
         new.extend(notices(app, &mut tx, &endpoint, &page).await?);
     }
-    store::insert_deliveries(&mut tx, &new).await?;
+    deliveries::insert_deliveries(&mut tx, &new).await?;
     if let Some(last) = page.last() {
         cursor.sessions = last.position;
     }
     if let Some(last) = booking_page.last() {
         cursor.bookings = last.position;
     }
-    store::set_cursor(&mut tx, cursor).await?;
+    deliveries::set_cursor(&mut tx, cursor).await?;
     crate::store::commit(tx).await?;
     Ok(page.len() + booking_page.len())
 }
@@ -104,8 +104,8 @@ fn fan_out<'w>(
     subscriptions: &'w [webhook::Webhook],
     wants: impl Fn(&webhook::Webhook) -> bool,
     payload: impl FnOnce() -> serde_json::Value,
-    delivery: impl Fn(&webhook::Webhook, serde_json::Value) -> store::NewDelivery,
-) -> Vec<store::NewDelivery> {
+    delivery: impl Fn(&webhook::Webhook, serde_json::Value) -> deliveries::NewDelivery,
+) -> Vec<deliveries::NewDelivery> {
     let wanting: Vec<&'w webhook::Webhook> = subscriptions.iter().filter(|w| wants(w)).collect();
     if wanting.is_empty() {
         return Vec::new();
@@ -122,11 +122,11 @@ async fn notices(
     tx: &mut crate::store::Tx,
     endpoint: &webhook::Webhook,
     events: &[crate::domain::model::FeedEvent],
-) -> Result<Vec<store::NewDelivery>> {
+) -> Result<Vec<deliveries::NewDelivery>> {
     let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event.session_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let configs = store::configs(&mut **tx, &ids).await?;
+    let configs = deliveries::configs(&mut **tx, &ids).await?;
     let mut out = Vec::new();
     for e in events.iter().filter(|e| e.event.occurred_at >= endpoint.created_at) {
         // A session purged meanwhile has no settings left: nothing to tell.
@@ -145,9 +145,9 @@ async fn notices(
             _ => None,
         };
         for channel in webhook::channels(n) {
-            out.push(store::NewDelivery {
+            out.push(deliveries::NewDelivery {
                 webhook_id: endpoint.id,
-                subject: store::Subject::Session,
+                subject: deliveries::Subject::Session,
                 subject_id: e.event.session_id,
                 seq: e.event.seq,
                 event_id: None,
@@ -173,20 +173,20 @@ pub async fn deliver_once(app: &App, client: &Clients) -> Result<usize> {
 }
 
 /// Claims up to `limit` due deliveries, committing the claim (the lease).
-async fn claim(app: &App, limit: i64) -> Result<Vec<store::Claimed>> {
+async fn claim(app: &App, limit: i64) -> Result<Vec<deliveries::Claimed>> {
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let mut tx = store::begin(&app.pool).await?;
+    let mut tx = deliveries::begin(&app.pool).await?;
     let rules = &app.rules.webhooks;
-    let claimed = store::claim(&mut tx, limit, rules.lease, rules.retry_period, uuid::Uuid::new_v4()).await?;
+    let claimed = deliveries::claim(&mut tx, limit, rules.lease, rules.retry_period, uuid::Uuid::new_v4()).await?;
     crate::store::commit(tx).await?;
     Ok(claimed)
 }
 
 /// One attempt of a claimed delivery and, while they succeed, of the next
 /// ones of its session that its record hands over.
-async fn attempt(app: &App, client: &Clients, d: store::Claimed) -> Result<()> {
+async fn attempt(app: &App, client: &Clients, d: deliveries::Claimed) -> Result<()> {
     let mut next = Some(d);
     while let Some(d) = next {
         next = attempt_one(app, client, d).await?;
@@ -196,7 +196,7 @@ async fn attempt(app: &App, client: &Clients, d: store::Claimed) -> Result<()> {
 
 /// One POST of one delivery, and its record; the next delivery of its
 /// session, claimed, when this one succeeded and one waits.
-async fn attempt_one(app: &App, clients: &Clients, d: store::Claimed) -> Result<Option<store::Claimed>> {
+async fn attempt_one(app: &App, clients: &Clients, d: deliveries::Claimed) -> Result<Option<deliveries::Claimed>> {
     let id = d.id.to_string();
     let now = chrono::Utc::now();
     let body =
@@ -246,7 +246,7 @@ async fn attempt_one(app: &App, clients: &Clients, d: store::Claimed) -> Result<
         tracing::info!(delivery_id = %id, webhook_id = %d.webhook_id, status_code, error, "webhook delivery failed; retrying later");
     }
     let rules = &app.rules.webhooks;
-    store::record_attempt(
+    deliveries::record_attempt(
         &app.pool,
         &d,
         record,

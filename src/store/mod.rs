@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod capacity;
 pub mod census;
 pub mod coalescer;
+pub mod deliveries;
 pub mod directory;
 pub mod idempotency;
 pub mod nesting;

@@ -960,7 +960,7 @@ async fn a_slow_endpoint_holds_at_most_its_own_share_of_attempts() {
     let w = world(&app).await;
     create(&c, subscription(&slow.url(), &w)).await;
     // Twelve sessions: twelve deliveries that could all go at once.
-    let cap = mentorship::store::webhooks::PER_SUBSCRIPTION as usize;
+    let cap = mentorship::store::deliveries::PER_SUBSCRIPTION as usize;
     for _ in 0..cap + 4 {
         on_demand(&app, &w, None).await.expect("create");
     }
