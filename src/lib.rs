@@ -143,7 +143,7 @@ pub async fn start(
         tokio::spawn(jobs::webhooks::run(webhooks, shutdown.clone()));
     }
     let feed = store::pool::side_pool(&app.pool, 3);
-    let horizon = store::sessions::feed_horizon(&feed)
+    let horizon = store::feed::feed_horizon(&feed)
         .await
         .context("reading the feed's horizon")?;
     app.hub.start_at(horizon);

@@ -280,7 +280,7 @@ impl App {
         // clocks decide; a copy that was wrong is put right instead.
         let due = clocks::check_in_due(&before);
         if due.is_none_or(|at| at > super::now()) {
-            return store_sessions::set_check_in_due(unit.tx(), id, due).await;
+            return crate::store::deadlines::set_check_in_due(unit.tx(), id, due).await;
         }
         let decision = session::decide(
             id,

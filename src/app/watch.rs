@@ -22,7 +22,7 @@ use crate::domain::{
     model::{EventType, FeedEvent, Session, SessionEvent},
     query::{FeedWatch, ParticipantFilter, SessionWatch},
 };
-use crate::store::sessions as store_sessions;
+use crate::store::{feed as store_feed, sessions as store_sessions};
 use crate::watch::{Committed, Hub, Page};
 
 /// Rows read per query while catching up.
@@ -130,7 +130,7 @@ impl SessionFollower {
                     let events = store_sessions::events(&self.pool, self.id, self.seq, PAGE).await?;
                     if !events.is_empty() {
                         // Shown only once safe from a failover, as the feed is.
-                        store_sessions::replicated(&self.pool).await?;
+                        store_feed::replicated(&self.pool).await?;
                     }
                     Ok::<_, crate::domain::Error>(events)
                 };
@@ -215,9 +215,9 @@ impl FeedFollower {
             if self.behind {
                 self.hub.catching_up();
                 let read = async {
-                    let page = store_sessions::feed_page(&self.pool, self.position, PAGE).await?;
+                    let page = store_feed::feed_page(&self.pool, self.position, PAGE).await?;
                     if !page.events.is_empty() {
-                        store_sessions::replicated(&self.pool).await?;
+                        store_feed::replicated(&self.pool).await?;
                     }
                     Ok::<_, crate::domain::Error>(page)
                 };
@@ -283,7 +283,7 @@ impl App {
         let snapshot = self.get_session(who, id).await?;
         // Shown (and its last_seq the stream goes on from) only once safe
         // from a failover, as the feed is.
-        store_sessions::replicated(&self.pool).await?;
+        store_feed::replicated(&self.pool).await?;
         if let Some(after) = after_seq
             && after > snapshot.last_seq
         {
@@ -328,7 +328,7 @@ impl App {
         let FeedWatch { filter, cursor, .. } = watch;
         let pages = self.hub.subscribe_feed();
         // From now: the horizon (events of transactions still open may follow).
-        let horizon = store_sessions::feed_horizon(&self.pool).await?;
+        let horizon = store_feed::feed_horizon(&self.pool).await?;
         if let Some((txid, _)) = cursor
             && txid > horizon.0
         {
@@ -349,7 +349,7 @@ impl App {
             // with an id past the horizon, is what makes the standby's next
             // id pass it: a new primary then never gives an event an id
             // below this position.
-            store_sessions::replicated(&self.pool).await?;
+            store_feed::replicated(&self.pool).await?;
         }
         let position = cursor.unwrap_or(horizon);
         // After the checks of the request (as WatchSession does).

@@ -17,7 +17,7 @@ use crate::domain::{
     command::Transition,
     session::{Command, Requester},
 };
-use crate::store::{Span, idempotency, sessions};
+use crate::store::{Span, deadlines, idempotency};
 use uuid::Uuid;
 
 /// The longest the sweeper sleeps: a deadline set behind the service's back
@@ -59,9 +59,9 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
         let _waiting = app.waits.begin();
         let mut unit = app.unit().await?;
         // Timeouts first: a session whose time is up is not also asked for a check-in.
-        let (id, kind) = match sessions::lock_due(unit.tx(), &skipped).await? {
+        let (id, kind) = match deadlines::lock_due(unit.tx(), &skipped).await? {
             Some(due) => due,
-            None => match sessions::lock_due_check_in(unit.tx(), &skipped).await? {
+            None => match deadlines::lock_due_check_in(unit.tx(), &skipped).await? {
                 Some(id) => (id, CHECK_IN.to_owned()),
                 None => return Ok(pass),
             },
@@ -191,13 +191,13 @@ pub async fn run(app: App, shutdown: CancellationToken) {
             }
         }
         let skip = failing.skip();
-        let next = sessions::next_deadline(&app.pool, &skip).await;
+        let next = deadlines::next_deadline(&app.pool, &skip).await;
         // The lag counts the sessions backing off too: a timeout that keeps
         // failing is a deadline the sweeper is behind on.
         let oldest = if skip.is_empty() {
             next.as_ref().ok().copied()
         } else {
-            sessions::next_deadline(&app.pool, &[]).await.ok()
+            deadlines::next_deadline(&app.pool, &[]).await.ok()
         };
         if let Some(at) = oldest {
             app.metrics.set_sweeper_next(at);

@@ -42,7 +42,9 @@ pub async fn dispatch_once(app: &App) -> Result<usize> {
     let Some(mut cursor) = deliveries::lock_cursor(&mut tx).await? else {
         return Ok(0);
     };
-    let page = sessions::feed_page(&mut *tx, cursor.sessions, PAGE).await?.events;
+    let page = crate::store::feed::feed_page(&mut *tx, cursor.sessions, PAGE)
+        .await?
+        .events;
     let booking_page = bookings::feed_page(&mut *tx, cursor.bookings, PAGE).await?;
     if page.is_empty() && booking_page.is_empty() {
         return Ok(0);

@@ -6,7 +6,7 @@
 //! the replica. When commits it knows of are still below the horizon (an
 //! older transaction is open somewhere in the cluster), it reads again soon,
 //! backing off up to the backstop, and reports the lag. A page is published
-//! only once it is on the synchronous standby (`sessions::replicated`), so
+//! only once it is on the synchronous standby (`store::feed::replicated`), so
 //! no stream ever sees an event a failover loses.
 
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::Hub;
 use crate::store::{
     Span,
-    sessions::{self as store_sessions, FeedPage},
+    feed::{self as store_feed, FeedPage},
     waits::Waits,
 };
 
@@ -99,7 +99,7 @@ struct Standbys {
 impl Standbys {
     async fn configured(&mut self, pool: &PgPool) -> Result<bool, crate::domain::Error> {
         if self.read_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            self.configured = store_sessions::synchronous_standbys(pool).await?;
+            self.configured = store_feed::synchronous_standbys(pool).await?;
             self.read_at = Some(Instant::now());
         }
         Ok(self.configured)
@@ -110,11 +110,11 @@ impl Standbys {
 async fn read_all(pool: &PgPool, hub: &Hub, standbys: &mut Standbys) -> Result<(), crate::domain::Error> {
     loop {
         let after = hub.position();
-        let FeedPage { horizon, events } = store_sessions::feed_page(pool, after, PAGE).await?;
+        let FeedPage { horizon, events } = store_feed::feed_page(pool, after, PAGE).await?;
         if !events.is_empty() && standbys.configured(pool).await? {
             // Published only once safe from a failover (the page is read
             // again, on the new primary, if this fails).
-            store_sessions::replicated(pool).await?;
+            store_feed::replicated(pool).await?;
         }
         let more = events.len() as i64 == PAGE;
         hub.advance(after, events, (!more).then_some(horizon));
@@ -126,7 +126,7 @@ async fn read_all(pool: &PgPool, hub: &Hub, standbys: &mut Standbys) -> Result<(
 
 /// Tells the operator which transaction holds the feed back.
 async fn warn_lag(pool: &PgPool, lag: Duration) {
-    match store_sessions::oldest_transaction(pool).await {
+    match store_feed::oldest_transaction(pool).await {
         Ok(Some(t)) => tracing::warn!(
             lag_ms = lag.as_millis() as u64,
             pid = t.pid,

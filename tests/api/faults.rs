@@ -594,7 +594,7 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
 /// ever confirms (`synchronous_standby_names = 'nobody'`): the watcher gets
 /// nothing while the barrier waits, and the event as soon as synchronous
 /// replication is off again (as if the standby had caught up). Without the
-/// barrier (`store::sessions::replicated`) the feed published it at once.
+/// barrier (`store::feed::replicated`) the feed published it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_visible_before_the_standby_has_it_is_not_published_until_it_does() {
     let db = own_crash_safe_cluster().await;
