@@ -229,7 +229,6 @@ pub async fn start(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
                 silent_connection,
-                waits,
             ))
             .add_routes(routes);
         let stopped = async move {

@@ -216,7 +216,7 @@ impl App {
     /// Opens a unit of work: the transaction every change is made in.
     pub async fn unit(&self) -> crate::domain::Result<crate::store::unit::Unit> {
         let _waiting = self.metrics.waiting_for_connection();
-        Unit::begin(&self.pool, self.rules.timeouts).await
+        Unit::begin(&self.pool, self.rules.timeouts, self.waits.begin()).await
     }
 
     /// Commits `unit`, then counts its status changes and hands its events

@@ -53,25 +53,17 @@ pub struct DeadlineLayer {
     max_in_flight: usize,
     /// The longest a call's work runs, answered or not.
     work_limit: Duration,
-    /// The replica's database work under way, for health.
-    waits: crate::store::waits::Waits,
 }
 
 impl DeadlineLayer {
     /// `silent_connection`: how long a database connection may leave a
     /// statement unanswered before it is presumed silent.
-    pub fn new(
-        deadline: Duration,
-        max_in_flight: usize,
-        silent_connection: Duration,
-        waits: crate::store::waits::Waits,
-    ) -> Self {
+    pub fn new(deadline: Duration, max_in_flight: usize, silent_connection: Duration) -> Self {
         DeadlineLayer {
             deadline,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             work_limit: deadline + silent_connection,
-            waits,
         }
     }
 }
@@ -161,16 +153,11 @@ where
         let answer_by = deadline.saturating_sub(TONIC_MARGIN);
         let call = inner.call(req);
         let work_limit = self.limits.work_limit;
-        let waits = self.limits.waits.clone();
         let task = tokio::spawn(
             async move {
-                let waiting = waits.begin();
-                let answered = tokio::time::timeout(work_limit, call).await;
-                drop(waiting);
-                let answered = match answered {
+                let answered = match tokio::time::timeout(work_limit, call).await {
                     Ok(answered) => answered,
                     Err(_) => {
-                        waits.silence();
                         crate::metrics::database_error("silent_connection");
                         tracing::warn!(
                             limit_ms = work_limit.as_millis() as u64,

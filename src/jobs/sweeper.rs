@@ -56,7 +56,6 @@ async fn sweep(app: &App, skip: &[Uuid]) -> Result<Pass> {
     let mut pass = Pass::default();
     let mut skipped = skip.to_vec();
     loop {
-        let _waiting = app.waits.begin();
         let mut unit = app.unit().await?;
         // Timeouts first: a session whose time is up is not also asked for a check-in.
         let (id, kind) = match deadlines::lock_due(unit.tx(), &skipped).await? {

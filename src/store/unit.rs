@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use super::{
     Tx,
     sessions::{self as store_sessions, EventInput},
+    waits::Waiting,
 };
 use crate::domain::{
     Result,
@@ -27,16 +28,20 @@ pub struct Unit {
     tx: Tx,
     timeouts: Timeouts,
     events: Vec<FeedEvent>,
+    /// The replica's health sees the unit as database work under way for
+    /// as long as it is open (`store::waits`).
+    _waiting: Waiting,
 }
 
 impl Unit {
     /// Opens the transaction of a unit of work whose sessions arm their
     /// deadlines with `timeouts` and whose committed events go to `hub`.
-    pub async fn begin(pool: &PgPool, timeouts: Timeouts) -> Result<Unit> {
+    pub async fn begin(pool: &PgPool, timeouts: Timeouts, waiting: Waiting) -> Result<Unit> {
         Ok(Unit {
             tx: super::begin(pool).await?,
             timeouts,
             events: Vec::new(),
+            _waiting: waiting,
         })
     }
 

@@ -1,10 +1,12 @@
 //! The database work under way on one replica, and since when: health's
-//! view of the replica's own connections. Calls' work (`grpc::deadline`),
-//! GetSession's coalesced reads and the background jobs' bounded work each
-//! hold a [`Waiting`] while they run, and note when they gave up on a
-//! connection that went silent. Work that waits far longer than any
-//! statement should means the replica's connections are stuck, even while
-//! new ones open fine; health then says NOT_SERVING.
+//! view of the replica's own connections. Every unit of work (mutations,
+//! the sweeper's firings), GetSession's coalesced reads and the background
+//! jobs' bounded work each hold a [`Waiting`] while they run, and note when
+//! they gave up on a connection that went silent. Only work on the
+//! database is noted, never a wait on a client (a request body that comes
+//! slowly). Work that waits longer than any statement may means the
+//! replica's connections are stuck, even while new ones open fine; health
+//! then says NOT_SERVING.
 
 use std::{
     collections::HashMap,
@@ -40,12 +42,14 @@ pub struct Waiting {
 
 impl Waits {
     /// `silent_connection`: how long a connection may leave a statement
-    /// unanswered before it is presumed silent. Work is stuck after half of
-    /// it (10 s by default): every statement of the service takes
-    /// milliseconds, and a lock wait at most the lock timeout.
+    /// unanswered before it is presumed silent (the statement timeout plus
+    /// 5 s, 20 s by default). Work that has waited longer is stuck: a
+    /// statement is cut at the statement timeout, a lock wait at its lock
+    /// timeout (10 s at most, `store::wait_in_turn`), and the service's
+    /// statements take milliseconds.
     pub fn new(silent_connection: Duration) -> Waits {
         Waits(Arc::new(Inner {
-            stuck_after: silent_connection / 2,
+            stuck_after: silent_connection,
             next: AtomicU64::new(0),
             under_way: Mutex::default(),
             last_silence_ms: AtomicU64::new(0),
@@ -106,11 +110,12 @@ mod tests {
 
     #[test]
     fn work_is_stuck_while_it_waits_past_the_bound_and_after_a_silence() {
-        let waits = Waits::new(Duration::from_millis(40));
+        // Margins of a second either way, so a loaded machine cannot tip it.
+        let waits = Waits::new(Duration::from_secs(1));
         assert!(!waits.stuck(Duration::from_secs(5)));
         let first = waits.begin();
         assert!(!waits.stuck(Duration::from_secs(5)), "work just begun");
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(1500));
         let second = waits.begin();
         assert!(waits.stuck(Duration::from_secs(5)), "work waiting past the bound");
         drop(first);

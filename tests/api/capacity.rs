@@ -408,8 +408,9 @@ async fn a_start_racing_a_release_sees_the_freed_slot() {
 }
 
 /// ListSessions and BatchGetSessions fill in a whole page's queue places
-/// with one statement: each QUEUED session on the page shows the same place
-/// and wait as GetSession shows for it alone, and the others none.
+/// with one statement: each QUEUED session on the page shows its own place
+/// and a wait that grows with it, the same as GetSession shows for it
+/// alone, and the others none.
 #[tokio::test]
 async fn a_page_of_queued_sessions_shows_each_ones_place_as_get_session_does() {
     let app = spawn_with(1, limits(1, 2, 100)).await;
@@ -454,6 +455,17 @@ async fn a_page_of_queued_sessions_shows_each_ones_place_as_get_session_does() {
         positions,
         [0, 1, 2, 3, 4, 5, 6, 7],
         "the active one, then the queue in order"
+    );
+    // Checked apart from the code that fills them in: each place further
+    // back waits longer, and only the queued ones have a wait.
+    let waits: Vec<i64> = page
+        .iter()
+        .map(|s| s.estimated_wait.as_ref().map_or(-1, |d| d.seconds))
+        .collect();
+    assert_eq!(waits[0], -1, "the active session has no wait: {waits:?}");
+    assert!(
+        waits[1] > 0 && waits.windows(2).skip(1).all(|w| w[0] < w[1]),
+        "{waits:?}"
     );
     for (listed, batched) in page.iter().zip(&batch) {
         let alone = get_session(&app, &listed.id).await;

@@ -269,8 +269,9 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
         );
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
-    // Health reported the silence: a probe runs every second and counts a
-    // read that waited 5 s, or found its connection silent in the last 5 s.
+    // Health reported the silence: a probe runs every second and counts
+    // database work that waited past the silence bound (2 s here), or gave
+    // up on a silent connection in the last 5 s.
     let look = std::time::Instant::now() + StdDuration::from_secs(4);
     while !not_serving_seen.load(Ordering::Relaxed) && std::time::Instant::now() < look {
         tokio::time::sleep(StdDuration::from_millis(100)).await;
@@ -369,6 +370,42 @@ async fn a_replica_whose_writes_are_stuck_on_silent_connections_is_not_serving()
     let request = book();
     while let Err(status) = caller.create_booking(request.clone()).await {
         assert!(std::time::Instant::now() < back, "writes answer again: {status:?}");
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+}
+
+/// Only work on the database counts towards health's view of stuck
+/// connections, never a wait on a client: a caller that opens a call and
+/// never finishes sending its request (here anonymously, on Health/Check)
+/// leaves the replica SERVING, though its call is open far past the bound
+/// after which database work counts as stuck (2 s here).
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_leaves_health_serving() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let app = spawn_app().await;
+    let (_proxy, replica) = replica_through_a_proxy(&app, true).await;
+    let addr = replica.server.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    // Headers sent, the body never ended.
+    let (_response, _body) = client.send_request(request, false).expect("send");
+    let health = HealthClient::new(replica.channel.clone());
+    let opened = std::time::Instant::now();
+    tokio::time::sleep(StdDuration::from_secs(3)).await;
+    while opened.elapsed() < StdDuration::from_secs(6) {
+        let status = health.clone().check(HealthCheckRequest::default()).await;
+        assert!(
+            status.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving),
+            "health SERVING {} ms into a call whose request never ends",
+            opened.elapsed().as_millis()
+        );
         tokio::time::sleep(StdDuration::from_millis(250)).await;
     }
 }

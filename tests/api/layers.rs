@@ -276,8 +276,9 @@ fn is_test_only(attrs: &[syn::Attribute]) -> bool {
 
 impl<'ast> Visit<'ast> for Paths {
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        // Inline modules other than tests would shift `super`; the library
-        // has none, and a test module may use anything.
+        // A test module may use anything. The one other inline module,
+        // `grpc::pb`, holds only the generated code, whose paths are read
+        // as its file's (it names the codec, under grpc/ too).
         if !is_test_only(&m.attrs) {
             syn::visit::visit_item_mod(self, m);
         }
