@@ -223,8 +223,14 @@ impl App {
     ) -> Result<(Vec<MentorAssignment>, String)> {
         self.get_session(who, q.of).await?;
         let bound = ("assignments", q.of);
-        let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_assignments::list(&mut *self.connection().await?, q.of, after, q.page.size + 1).await?;
-        page::finish(rows, q.page.size, &bound, |a| a.id)
+        page::keyset(
+            &bound,
+            &q.page,
+            |a: &MentorAssignment| a.id,
+            async |after, limit| {
+                store_assignments::list(&mut *self.connection().await?, q.of, after.unwrap_or(0), limit).await
+            },
+        )
+        .await
     }
 }

@@ -105,19 +105,12 @@ impl App {
     pub async fn list_bookings(&self, who: &Principal, q: BookingQuery) -> Result<(Vec<Booking>, String)> {
         let visibility = who.visibility();
         let bound = (&q.filter, format!("{visibility:?}"));
-        let after = page::decode(&bound, &q.page.token)?;
-        let rows = store_bookings::list(
-            &mut *self.connection().await?,
-            &q.filter,
-            visibility,
-            after,
-            q.page.size + 1,
-        )
-        .await?;
         let sort = q.filter.sort;
-        page::finish(rows, q.page.size, &bound, |b| {
-            (sort.of(b.created_at, b.start_time), b.id)
+        let key = |b: &Booking| (sort.of(b.created_at, b.start_time), b.id);
+        page::keyset(&bound, &q.page, key, async |after, limit| {
+            store_bookings::list(&mut *self.connection().await?, &q.filter, visibility, after, limit).await
         })
+        .await
     }
 
     /// The times the mentor (or the listing's mentor) can be booked for over
@@ -238,9 +231,15 @@ impl App {
     pub async fn list_booking_events(&self, who: &Principal, q: LogQuery) -> Result<(Vec<BookingEvent>, String)> {
         self.get_booking(who, q.of).await?;
         let bound = ("booking_events", q.of);
-        let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_bookings::events(&mut *self.connection().await?, q.of, after, q.page.size + 1).await?;
-        page::finish(rows, q.page.size, &bound, |e| e.seq)
+        page::keyset(
+            &bound,
+            &q.page,
+            |e: &BookingEvent| e.seq,
+            async |after, limit| {
+                store_bookings::events(&mut *self.connection().await?, q.of, after.unwrap_or(0), limit).await
+            },
+        )
+        .await
     }
 
     /// DRAFT → ACCEPTED and the SCHEDULED session, in one transaction.

@@ -89,17 +89,17 @@ impl App {
 
     pub async fn list_mentors(&self, q: MentorQuery) -> Result<(Vec<Mentor>, String)> {
         let filter = ("mentors", q.skill_area.as_deref(), q.accepting_only);
-        let after: Option<Uuid> = page::decode(&filter, &q.page.token)?;
-        let rows = directory::list_mentors(
-            &mut *self.connection().await?,
-            q.skill_area.as_deref(),
-            q.accepting_only,
-            after,
-            q.page.size + 1,
-            self.rules.default_mentor_limit,
+        page::keyset(
+            &filter,
+            &q.page,
+            |m: &Mentor| m.id,
+            async |after, limit| {
+                let limits = self.rules.default_mentor_limit;
+                let (skill, accepting) = (q.skill_area.as_deref(), q.accepting_only);
+                directory::list_mentors(&mut *self.connection().await?, skill, accepting, after, limit, limits).await
+            },
         )
-        .await?;
-        page::finish(rows, q.page.size, &filter, |m| m.id)
+        .await
     }
 
     pub async fn upsert_listing(&self, unit: &mut Unit, who: &Principal, listing: ListingInput) -> Result<Listing> {
@@ -128,15 +128,15 @@ impl App {
 
     pub async fn list_listings(&self, q: ListingQuery) -> Result<(Vec<Listing>, String)> {
         let filter = ("listings", q.mentor_id, q.skill_area.as_deref());
-        let after: Option<Uuid> = page::decode(&filter, &q.page.token)?;
-        let rows = directory::list_listings(
-            &mut *self.connection().await?,
-            q.mentor_id,
-            q.skill_area.as_deref(),
-            after,
-            q.page.size + 1,
+        page::keyset(
+            &filter,
+            &q.page,
+            |l: &Listing| l.id,
+            async |after, limit| {
+                let skill = q.skill_area.as_deref();
+                directory::list_listings(&mut *self.connection().await?, q.mentor_id, skill, after, limit).await
+            },
         )
-        .await?;
-        page::finish(rows, q.page.size, &filter, |l| l.id)
+        .await
     }
 }

@@ -5,7 +5,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Error, Result};
+use crate::domain::{Error, Result, query::Page};
 
 #[derive(Serialize, serde::Deserialize)]
 struct Token<K> {
@@ -45,6 +45,20 @@ pub fn decode<K: DeserializeOwned>(filter: &impl Serialize, raw: &str) -> Result
         ));
     }
     Ok(Some(token.k))
+}
+
+/// One keyset page: the position after `page`'s token (bound to `filter`),
+/// `fetch`ed with one row more than the page holds (`fetch(after, limit)`),
+/// then split into the page and the token of the next (`finish`).
+pub async fn keyset<T, K: Serialize + DeserializeOwned>(
+    filter: &impl Serialize,
+    page: &Page,
+    key: impl Fn(&T) -> K,
+    fetch: impl AsyncFnOnce(Option<K>, i64) -> Result<Vec<T>>,
+) -> Result<(Vec<T>, String)> {
+    let after = decode(filter, &page.token)?;
+    let rows = fetch(after, page.size + 1).await?;
+    finish(rows, page.size, filter, key)
 }
 
 /// Splits one extra fetched row off a page: returns the page and, when more

@@ -132,19 +132,12 @@ impl App {
     pub async fn list_sessions(&self, who: &Principal, q: SessionQuery) -> Result<(Vec<Session>, String, Option<i64>)> {
         let visibility = who.visibility();
         let bound = (&q.filter, format!("{visibility:?}"));
-        let after = page::decode(&bound, &q.page.token)?;
-        let rows = store_sessions::list(
-            &mut *self.connection().await?,
-            &q.filter,
-            visibility,
-            after,
-            q.page.size + 1,
-        )
-        .await?;
         let sort = q.filter.sort;
-        let (rows, next) = page::finish(rows, q.page.size, &bound, |s: &Session| {
-            (sort.of(s.created_at, s.start_time), s.id)
-        })?;
+        let key = |s: &Session| (sort.of(s.created_at, s.start_time), s.id);
+        let (rows, next) = page::keyset(&bound, &q.page, key, async |after, limit| {
+            store_sessions::list(&mut *self.connection().await?, &q.filter, visibility, after, limit).await
+        })
+        .await?;
         let mut rows = rows;
         if rows.iter().any(|s| s.status == SessionStatus::Queued) {
             rows = self.with_queue_infos(&mut *self.connection().await?, rows).await?;
@@ -429,8 +422,14 @@ impl App {
     pub async fn list_session_events(&self, who: &Principal, q: LogQuery) -> Result<(Vec<SessionEvent>, String)> {
         self.get_session(who, q.of).await?;
         let bound = ("events", q.of);
-        let after: i64 = page::decode(&bound, &q.page.token)?.unwrap_or(0);
-        let rows = store_sessions::events(&mut *self.connection().await?, q.of, after, q.page.size + 1).await?;
-        page::finish(rows, q.page.size, &bound, |e| e.seq)
+        page::keyset(
+            &bound,
+            &q.page,
+            |e: &SessionEvent| e.seq,
+            async |after, limit| {
+                store_sessions::events(&mut *self.connection().await?, q.of, after.unwrap_or(0), limit).await
+            },
+        )
+        .await
     }
 }

@@ -69,9 +69,13 @@ impl App {
 
     pub async fn list_webhooks(&self, p: Page) -> Result<(Vec<Webhook>, String)> {
         let filter = "webhooks";
-        let after = page::decode(&filter, &p.token)?;
-        let rows = store::list(&mut *self.connection().await?, after, p.size + 1).await?;
-        page::finish(rows, p.size, &filter, |w| (w.created_at, w.id))
+        page::keyset(
+            &filter,
+            &p,
+            |w: &Webhook| (w.created_at, w.id),
+            async |after, limit| store::list(&mut *self.connection().await?, after, limit).await,
+        )
+        .await
     }
 
     pub async fn update_webhook(&self, unit: &mut Unit, u: WebhookUpdate) -> Result<Webhook> {
@@ -114,9 +118,13 @@ impl App {
     pub async fn list_deliveries(&self, webhook_id: Uuid, p: Page) -> Result<(Vec<deliveries::Delivery>, String)> {
         self.get_webhook(webhook_id).await?;
         let filter = ("deliveries", webhook_id);
-        let after = page::decode(&filter, &p.token)?;
-        let rows = deliveries::deliveries(&mut *self.connection().await?, webhook_id, after, p.size + 1).await?;
-        page::finish(rows, p.size, &filter, |d| (d.created_at, d.id))
+        page::keyset(
+            &filter,
+            &p,
+            |d: &deliveries::Delivery| (d.created_at, d.id),
+            async |after, limit| deliveries::deliveries(&mut *self.connection().await?, webhook_id, after, limit).await,
+        )
+        .await
     }
 
     /// RetryDelivery: due now, sent whatever the order; whether it goes out

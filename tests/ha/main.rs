@@ -16,8 +16,8 @@
 #[path = "../api/checker.rs"]
 #[allow(dead_code)]
 mod checker;
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
+#[path = "../api/helpers/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 #[path = "../api/receiver.rs"]
 #[allow(dead_code)]
