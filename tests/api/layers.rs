@@ -17,23 +17,7 @@ use syn::visit::Visit;
 fn no_file_of_the_library_imports_along_a_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = import_graph(&src);
-    let circles: Vec<_> = circles(&graph).into_iter().filter(|c| c.len() > 1).collect();
-    if circles.is_empty() {
-        return;
-    }
-    let mut report = String::new();
-    for circle in &circles {
-        report.push_str(&format!("a circle of {} files:\n", circle.len()));
-        for from in circle {
-            for (to, names) in &graph[from] {
-                if circle.contains(to) {
-                    let names: Vec<_> = names.iter().map(String::as_str).collect();
-                    report.push_str(&format!("  {from} -> {to}: {}\n", names.join(", ")));
-                }
-            }
-        }
-    }
-    panic!("{report}");
+    no_circle(&graph, "files");
 }
 
 /// The rooms of the library (its folders, and each file at its top) import
@@ -57,12 +41,18 @@ fn no_room_of_the_library_imports_along_a_circle() {
             }
         }
     }
-    let circles: Vec<_> = circles(&rooms).into_iter().filter(|c| c.len() > 1).collect();
+    no_circle(&rooms, "rooms");
+}
+
+/// Fails naming every circle of `graph` (of `what`: files, rooms) and the
+/// names each takes from the next.
+fn no_circle(graph: &Graph, what: &str) {
+    let circles: Vec<_> = circles(graph).into_iter().filter(|c| c.len() > 1).collect();
     let mut report = String::new();
     for circle in &circles {
-        report.push_str(&format!("a circle of {} rooms:\n", circle.len()));
+        report.push_str(&format!("a circle of {} {what}:\n", circle.len()));
         for from in circle {
-            for (to, names) in &rooms[from] {
+            for (to, names) in &graph[from] {
                 if circle.contains(to) {
                     let names: Vec<_> = names.iter().map(String::as_str).collect();
                     report.push_str(&format!("  {from} -> {to}: {}\n", names.join(", ")));
