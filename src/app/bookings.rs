@@ -373,7 +373,7 @@ pub(crate) struct Carried {
 }
 
 impl Carried {
-    pub fn fresh() -> Carried {
+    pub(crate) fn fresh() -> Carried {
         Carried {
             id: Uuid::now_v7(),
             rescheduled_from: None,

@@ -1,20 +1,20 @@
 //! Use cases: authorize → load → decide (domain) → persist (store).
 //! Nothing here knows about tonic; handlers call these with parsed values.
 
-pub mod assignment;
-pub mod bookings;
-pub mod capacity;
-pub mod directory;
+pub(crate) mod assignment;
+pub(crate) mod bookings;
+pub(crate) mod capacity;
+pub(crate) mod directory;
 pub mod export;
-pub mod history;
-pub mod mutation;
-pub mod page;
-pub mod quotas;
-pub mod reschedule;
-pub mod sessions;
+pub(crate) mod history;
+pub(crate) mod mutation;
+pub(crate) mod page;
+pub(crate) mod quotas;
+pub(crate) mod reschedule;
+pub(crate) mod sessions;
 pub mod targets;
 pub mod watch;
-pub mod webhooks;
+pub(crate) mod webhooks;
 
 use sqlx::PgPool;
 

@@ -21,7 +21,7 @@ fn fingerprint(filter: &impl Serialize) -> Result<String> {
 }
 
 /// Encodes the position after `key` for `filter`.
-pub fn encode<K: Serialize>(filter: &impl Serialize, key: K) -> Result<String> {
+pub(crate) fn encode<K: Serialize>(filter: &impl Serialize, key: K) -> Result<String> {
     let token = Token {
         f: fingerprint(filter)?,
         k: key,
@@ -31,7 +31,7 @@ pub fn encode<K: Serialize>(filter: &impl Serialize, key: K) -> Result<String> {
 }
 
 /// Decodes a token; empty means the first page.
-pub fn decode<K: DeserializeOwned>(filter: &impl Serialize, raw: &str) -> Result<Option<K>> {
+pub(crate) fn decode<K: DeserializeOwned>(filter: &impl Serialize, raw: &str) -> Result<Option<K>> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -50,7 +50,7 @@ pub fn decode<K: DeserializeOwned>(filter: &impl Serialize, raw: &str) -> Result
 /// One keyset page: the position after `page`'s token (bound to `filter`),
 /// `fetch`ed with one row more than the page holds (`fetch(after, limit)`),
 /// then split into the page and the token of the next (`finish`).
-pub async fn keyset<T, K: Serialize + DeserializeOwned>(
+pub(crate) async fn keyset<T, K: Serialize + DeserializeOwned>(
     filter: &impl Serialize,
     page: &Page,
     key: impl Fn(&T) -> K,
@@ -63,7 +63,7 @@ pub async fn keyset<T, K: Serialize + DeserializeOwned>(
 
 /// Splits one extra fetched row off a page: returns the page and, when more
 /// rows follow, the token for the next page.
-pub fn finish<T, K: Serialize>(
+pub(crate) fn finish<T, K: Serialize>(
     mut rows: Vec<T>,
     limit: i64,
     filter: &impl Serialize,

@@ -125,7 +125,7 @@ impl Drop for Permit {
 pub struct Exports(Quota);
 
 /// One running export of one caller.
-pub type ExportPermit = Permit;
+pub(crate) type ExportPermit = Permit;
 
 impl Exports {
     pub fn new(per_caller: usize) -> Self {

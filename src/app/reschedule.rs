@@ -36,7 +36,7 @@ use crate::store::{
 };
 
 /// The cancel reason of a session whose meeting moved.
-pub const RESCHEDULED: &str = "RESCHEDULED";
+pub(crate) const RESCHEDULED: &str = "RESCHEDULED";
 
 /// What RescheduleBooking did.
 pub struct Rescheduled {

@@ -31,7 +31,7 @@ pub struct WebhookUpdate {
 }
 
 /// The paths UpdateWebhook accepts.
-pub const UPDATABLE: [&str; 6] = [
+pub(crate) const UPDATABLE: [&str; 6] = [
     "url",
     "event_types",
     "booking_event_types",

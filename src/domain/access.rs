@@ -227,7 +227,7 @@ const ANYONE: &[Role] = &[Coordinator, Service, Mentor, Mentee];
 /// request says. Ownership (is this the caller's own booking or session?)
 /// and the per-status rules of `session::TRANSITIONS` are checked later,
 /// where the row is known.
-pub const RPC_CALLERS: &[(&str, &[Role])] = &[
+pub(crate) const RPC_CALLERS: &[(&str, &[Role])] = &[
     // DirectoryService: managers manage everything; mentees and mentors manage themselves.
     ("UpsertMentee", &[Coordinator, Service, Mentee]),
     ("GetMentee", ANYONE),
@@ -286,7 +286,7 @@ pub const RPC_CALLERS: &[(&str, &[Role])] = &[
 ];
 
 /// The table row of an RPC (by method name, e.g. `StartSession`).
-pub fn rpc_callers(method: &str) -> Option<(&'static str, &'static [Role])> {
+pub(crate) fn rpc_callers(method: &str) -> Option<(&'static str, &'static [Role])> {
     RPC_CALLERS.iter().copied().find(|(name, _)| *name == method)
 }
 

@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use super::{Error, Result};
 
 /// Minutes in a day; a window may end at 24:00.
-pub const DAY_MINUTES: u16 = 24 * 60;
+pub(crate) const DAY_MINUTES: u16 = 24 * 60;
 
 /// One weekly window, local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +70,11 @@ fn parse_hhmm(field: &str, raw: &str, allow_24: bool) -> Result<u16> {
 }
 
 /// Most weekly windows a mentor may have.
-pub const MAX_WINDOWS: usize = 100;
+pub(crate) const MAX_WINDOWS: usize = 100;
 
 /// Checks that no two windows of the same day overlap; `field` names the
 /// list (e.g. "mentor.availability") in violations.
-pub fn check_no_overlap(field: &str, windows: &[Window]) -> Result<()> {
+pub(crate) fn check_no_overlap(field: &str, windows: &[Window]) -> Result<()> {
     let mut v = super::Violations::new();
     for (i, a) in windows.iter().enumerate() {
         let overlaps = windows[..i]
@@ -88,7 +88,7 @@ pub fn check_no_overlap(field: &str, windows: &[Window]) -> Result<()> {
 }
 
 /// Parses an IANA time zone name.
-pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
+pub(crate) fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
     raw.parse::<Tz>().map_err(|_| {
         Error::invalid(
             field,
@@ -104,7 +104,7 @@ pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz> {
 /// clocks repeat (autumn) is not squeezed into a shorter window, and the
 /// local end always follows the local start. With no windows the mentor is
 /// always available.
-pub fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+pub(crate) fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
     if windows.is_empty() {
         return true;
     }
@@ -140,7 +140,7 @@ pub fn fits(windows: &[Window], tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>
 /// Whether a mentor with these windows is available at the instant `at`:
 /// its own clock then reads a time inside one of its windows (DST-correct,
 /// as [`fits`] is). No windows: always.
-pub fn open_at(windows: &[Window], tz: Tz, at: DateTime<Utc>) -> bool {
+pub(crate) fn open_at(windows: &[Window], tz: Tz, at: DateTime<Utc>) -> bool {
     fits(windows, tz, at, at + chrono::Duration::seconds(1))
 }
 

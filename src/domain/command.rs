@@ -15,7 +15,7 @@ pub struct MenteeInput {
 }
 
 /// Most skill areas a mentor may list.
-pub const MAX_SKILL_AREAS: usize = 50;
+pub(crate) const MAX_SKILL_AREAS: usize = 50;
 
 /// UpsertMentor: the whole profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

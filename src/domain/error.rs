@@ -346,7 +346,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Most field violations one error reports; the rest are counted, not listed,
 /// so a huge bad request cannot make a huge error.
-pub const MAX_VIOLATIONS: usize = 20;
+pub(crate) const MAX_VIOLATIONS: usize = 20;
 
 /// Collects field violations so a request reports all of its problems at once
 /// (up to [`MAX_VIOLATIONS`]).

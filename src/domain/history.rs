@@ -42,7 +42,7 @@ fn add<K: PartialEq>(sums: &mut Vec<(K, Duration)>, key: K, d: Duration) {
 /// goes back: each state starts at the later of its event's time and the end
 /// of the state before, so no interval is negative or counted twice and the
 /// total is exactly the span the clock covered.
-pub fn timeline(events: Vec<SessionEvent>, now: DateTime<Utc>) -> Timeline {
+pub(crate) fn timeline(events: Vec<SessionEvent>, now: DateTime<Utc>) -> Timeline {
     let ends: Vec<Option<DateTime<Utc>>> = events
         .iter()
         .skip(1)
@@ -149,7 +149,7 @@ fn fields(c: &SessionConfig) -> Vec<(String, Value)> {
 
 /// The fields whose values differ, field by field; a custom setting only
 /// one side has is compared with null.
-pub fn config_differences(first: &SessionConfig, second: &SessionConfig) -> Vec<ConfigDifference> {
+pub(crate) fn config_differences(first: &SessionConfig, second: &SessionConfig) -> Vec<ConfigDifference> {
     let (a, b) = (fields(first), fields(second));
     let value_in = |side: &[(String, Value)], field: &str| {
         side.iter()

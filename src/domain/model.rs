@@ -11,12 +11,12 @@ use super::session::SessionStatus;
 
 /// The etag clients send back for a resource (a session, a booking, a
 /// webhook): its version.
-pub fn etag(version: i64) -> String {
+pub(crate) fn etag(version: i64) -> String {
     version.to_string()
 }
 
 /// A position in the feed of all events: (transaction id, event id).
-pub type FeedPosition = (i64, i64);
+pub(crate) type FeedPosition = (i64, i64);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mentee {

@@ -16,14 +16,14 @@ use chrono_tz::Tz;
 use super::availability::{self, DAY_MINUTES, Window};
 
 /// The longest range one call may ask about.
-pub const MAX_RANGE_DAYS: i64 = 31;
+pub(crate) const MAX_RANGE_DAYS: i64 = 31;
 
 /// The shortest and longest step between two candidate starts.
-pub const MIN_STEP_MINUTES: i64 = 1;
-pub const MAX_STEP_MINUTES: i64 = 24 * 60;
+pub(crate) const MIN_STEP_MINUTES: i64 = 1;
+pub(crate) const MAX_STEP_MINUTES: i64 = 24 * 60;
 
 /// Everything the openings of one mentor over one range depend on.
-pub struct Calendar<'a> {
+pub(crate) struct Calendar<'a> {
     /// The mentor's weekly windows (none: always available).
     pub windows: &'a [Window],
     /// The mentor's zone, in which the windows are read.
@@ -35,7 +35,7 @@ pub struct Calendar<'a> {
 /// What is asked: openings of `length` whose start lies in `[from, to)`,
 /// starting at or after `earliest` (now plus the minimum notice) and after
 /// `after` (the last one of the previous page), at most `limit` of them.
-pub struct Ask {
+pub(crate) struct Ask {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub length: Duration,
@@ -46,7 +46,7 @@ pub struct Ask {
 }
 
 /// The openings, in start order, at most `ask.limit` of them.
-pub fn openings(calendar: &Calendar<'_>, ask: &Ask) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+pub(crate) fn openings(calendar: &Calendar<'_>, ask: &Ask) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut busy = calendar.taken.clone();
     busy.sort();
     let lower = [
@@ -134,7 +134,7 @@ fn all_week() -> Vec<Window> {
 }
 
 /// `t` on the clock of `tz`, RFC 3339 with that zone's offset then.
-pub fn local(t: DateTime<Utc>, tz: Tz) -> String {
+pub(crate) fn local(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 

@@ -8,7 +8,7 @@ use super::access::Visibility;
 use super::model::{FeedEvent, FeedPosition};
 
 /// Most values a repeated filter field (statuses) may carry; repeats count once.
-pub const MAX_FILTER_VALUES: usize = 100;
+pub(crate) const MAX_FILTER_VALUES: usize = 100;
 
 /// One page of a list: its size (1..=100) and the opaque token of the
 /// previous page ("" for the first).

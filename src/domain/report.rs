@@ -4,11 +4,11 @@
 use super::Result;
 
 /// Largest encoded report data or failure details.
-pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_DETAILS_BYTES: usize = 64 * 1024;
 
 /// A completion report as stored: a summary, an optional overall score from 0
 /// to 100, and free-form data (at most 64 KiB encoded).
-pub fn report(
+pub(crate) fn report(
     summary: String,
     overall_score: Option<i32>,
     data: serde_json::Map<String, serde_json::Value>,
@@ -29,7 +29,10 @@ pub fn report(
 }
 
 /// A failure as stored: the error message and details (at most 64 KiB encoded).
-pub fn failure(error_message: &str, details: serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value> {
+pub(crate) fn failure(
+    error_message: &str,
+    details: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value> {
     super::input::json_object("details", &details, MAX_DETAILS_BYTES)?;
     Ok(serde_json::json!({ "error_message": error_message, "details": details }))
 }

@@ -101,7 +101,7 @@ impl Command {
 
 /// Who may apply a rule.
 #[derive(Debug, Clone, Copy)]
-pub struct Allowed {
+pub(crate) struct Allowed {
     /// Roles allowed on any session.
     pub global: &'static [Role],
     /// Roles allowed on sessions where the caller is that participant.
@@ -112,7 +112,7 @@ pub struct Allowed {
 
 /// One row of the SPEC §4.1 table.
 #[derive(Debug, Clone, Copy)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub command: Command,
     pub from: &'static [SessionStatus],
     pub to: SessionStatus,
@@ -139,7 +139,7 @@ use Role::{Coordinator, Mentee, Mentor, Service};
 /// The transition table of SPEC §4.1. A rule whose `from` equals its `to` is
 /// an idempotent no-op (pausing a PAUSED session) or, for AdvanceStage, a
 /// change of stage only.
-pub const TRANSITIONS: &[Rule] = &[
+pub(crate) const TRANSITIONS: &[Rule] = &[
     Rule {
         command: Command::Start,
         from: &[Scheduled],
@@ -239,7 +239,7 @@ pub enum Requester<'a> {
 
 /// The allowed outcome of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub to: SessionStatus,
     /// The actor to record in the event.
     pub actor: Actor,
@@ -252,7 +252,7 @@ pub struct Decision {
 /// A caller whose role could never issue `command` in the current status gets
 /// PERMISSION_DENIED; a command with no rule from the current status gets
 /// FAILED_PRECONDITION `INVALID_TRANSITION` naming both statuses.
-pub fn decide(
+pub(crate) fn decide(
     session_id: uuid::Uuid,
     current: SessionStatus,
     command: Command,

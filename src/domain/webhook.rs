@@ -114,11 +114,11 @@ fn slack_path(url: &str) -> Option<&str> {
 }
 
 /// The longest URL accepted.
-pub const MAX_URL: usize = 2048;
+pub(crate) const MAX_URL: usize = 2048;
 
 /// A subscription's URL: absolute http(s), with a host, at most
 /// [`MAX_URL`] characters.
-pub fn check_url(field: &str, raw: &str) -> Result<String> {
+pub(crate) fn check_url(field: &str, raw: &str) -> Result<String> {
     let bad = |why: &str| Error::invalid(field, why);
     if raw.len() > MAX_URL {
         return Err(bad("must be at most 2048 characters"));
@@ -144,7 +144,7 @@ pub fn check_url(field: &str, raw: &str) -> Result<String> {
 /// networks, which a caller could otherwise reach and scan through
 /// webhooks. IPv4 inside IPv6 (mapped, compatible, NAT64) counts as the
 /// IPv4 address it carries.
-pub fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
+pub(crate) fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     /// AWS's instance metadata service over IPv6 (inside fc00::/7).
     const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
@@ -196,7 +196,7 @@ pub fn refused_address(ip: std::net::IpAddr) -> Option<&'static str> {
 }
 
 /// A new signing secret: `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let key: [u8; 32] = rand::random();
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
 }
@@ -204,7 +204,7 @@ pub fn new_secret() -> String {
 /// The `webhook-signature` header of a body (Standard Webhooks): `v1,` and
 /// the base64 HMAC-SHA256, keyed by the secret's key, of
 /// `{id}.{timestamp}.{body}`.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String> {
+pub(crate) fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String> {
     let key = secret
         .strip_prefix("whsec_")
         .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
@@ -221,7 +221,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
 
 /// The JSON body of a delivery: Standard Webhooks' `type`, `timestamp` and
 /// `data` (the event, and the session's participants).
-pub fn payload(e: &FeedEvent) -> serde_json::Value {
+pub(crate) fn payload(e: &FeedEvent) -> serde_json::Value {
     let ev = &e.event;
     serde_json::json!({
         "type": format!("session.{}", ev.event_type.as_str().to_ascii_lowercase()),
@@ -248,7 +248,7 @@ pub fn payload(e: &FeedEvent) -> serde_json::Value {
 /// The JSON body of a booking event's delivery: `type` is `booking.` and
 /// what happened (created, accepted, declined, cancelled); `data` the
 /// entry of the booking's log, and the booking's participants.
-pub fn booking_payload(e: &BookingFeedEvent) -> serde_json::Value {
+pub(crate) fn booking_payload(e: &BookingFeedEvent) -> serde_json::Value {
     let ev = &e.event;
     let happened = match (ev.kind, ev.to_status) {
         (BookingEventKind::Rescheduled, _) => "rescheduled",
@@ -280,7 +280,7 @@ pub fn booking_payload(e: &BookingFeedEvent) -> serde_json::Value {
 
 /// The body POSTed to `url` for `payload`: the payload itself, or Slack's
 /// `{"text": …}` for a Slack incoming-webhook URL.
-pub fn body(url: &str, payload: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn body(url: &str, payload: &serde_json::Value) -> serde_json::Value {
     match slack_path(url) {
         Some(_) => slack_body(payload),
         None => payload.clone(),
@@ -313,7 +313,7 @@ fn slack_body(payload: &serde_json::Value) -> serde_json::Value {
 /// the queue, or any other status change. Each setting covers its kind
 /// alone: with `notify_on_completion` off a completion sends nothing, even
 /// with `notify_on_state_change` on.
-pub fn notice(e: &super::model::SessionEvent, n: &Notifications) -> Option<&'static str> {
+pub(crate) fn notice(e: &super::model::SessionEvent, n: &Notifications) -> Option<&'static str> {
     use super::session::SessionStatus::{Completed, Queued};
     let (kind, wanted) = match e.event_type {
         EventType::BlockerReported => ("blocker", n.notify_on_blocker),
@@ -329,7 +329,7 @@ pub fn notice(e: &super::model::SessionEvent, n: &Notifications) -> Option<&'sta
 }
 
 /// The channels a session's notices go out on.
-pub fn channels(n: &Notifications) -> Vec<&'static str> {
+pub(crate) fn channels(n: &Notifications) -> Vec<&'static str> {
     [("slack", n.slack), ("email", n.email)]
         .into_iter()
         .filter_map(|(channel, on)| on.then_some(channel))
@@ -338,7 +338,7 @@ pub fn channels(n: &Notifications) -> Vec<&'static str> {
 
 /// The body of a notification intent: what to tell, on which channel, to
 /// whom; the service sends no Slack message or e-mail itself.
-pub fn notification(
+pub(crate) fn notification(
     e: &FeedEvent,
     kind: &str,
     channel: &str,
@@ -364,13 +364,13 @@ pub fn notification(
 /// The wait before attempt `attempts + 1`, after `attempts` failures:
 /// exponential from 1 s, doubling, at most an hour, with `jitter` in
 /// `[0, 1)` taking up to half of it away (so failing deliveries spread out).
-pub fn backoff(attempts: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(attempts: u32, jitter: f64) -> Duration {
     let full = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(12)).min(MAX_BACKOFF);
     full.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 /// The longest wait between two attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {

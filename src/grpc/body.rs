@@ -7,13 +7,13 @@ use std::{
 };
 
 /// See the module documentation.
-pub struct Holding<T> {
+pub(super) struct Holding<T> {
     body: tonic::body::Body,
     _held: T,
 }
 
 impl<T> Holding<T> {
-    pub fn new(body: tonic::body::Body, held: T) -> Self {
+    pub(super) fn new(body: tonic::body::Body, held: T) -> Self {
         Holding { body, _held: held }
     }
 }

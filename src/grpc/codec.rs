@@ -20,13 +20,13 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 use crate::domain::Error;
 
 /// First size of a response's encode buffer.
-pub const ENCODE_BUFFER: usize = 1024;
+pub(crate) const ENCODE_BUFFER: usize = 1024;
 /// tonic's default: a stream yields to the transport past this many bytes.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// Used by the generated services (`build.rs`, `codec_path`).
 #[derive(Debug, Clone, Copy)]
-pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for SmallBufferCodec<T, U> {
     fn default() -> Self {
@@ -55,7 +55,7 @@ where
 
 /// prost's decoder, whose failures are the caller's bad input.
 #[derive(Debug)]
-pub struct InputDecoder<U>(ProstDecoder<U>);
+pub(crate) struct InputDecoder<U>(ProstDecoder<U>);
 
 impl<U: prost::Message + Default> Decoder for InputDecoder<U> {
     type Item = U;

@@ -33,7 +33,7 @@ use crate::domain::Error;
 
 /// The deadline of a call that sends no `grpc-timeout` (and the longest a
 /// call may ask for).
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How much sooner than tonic's own `grpc-timeout` timer a call is answered.
 const TONIC_MARGIN: Duration = Duration::from_millis(5);
@@ -41,11 +41,11 @@ const TONIC_MARGIN: Duration = Duration::from_millis(5);
 /// Calls in flight on a replica at most, by default: answered or not,
 /// running calls count until their work ends, so clients that give up
 /// early (or reset their streams) cannot pile up work without bound.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub struct DeadlineLayer {
+pub(crate) struct DeadlineLayer {
     /// The server's deadline for every call.
     deadline: Duration,
     /// Calls whose work is running, answered or not.
@@ -58,7 +58,7 @@ pub struct DeadlineLayer {
 impl DeadlineLayer {
     /// `silent_connection`: how long a database connection may leave a
     /// statement unanswered before it is presumed silent.
-    pub fn new(deadline: Duration, max_in_flight: usize, silent_connection: Duration) -> Self {
+    pub(crate) fn new(deadline: Duration, max_in_flight: usize, silent_connection: Duration) -> Self {
         DeadlineLayer {
             deadline,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -80,7 +80,7 @@ impl<S> Layer<S> for DeadlineLayer {
 
 /// See [`DeadlineLayer`].
 #[derive(Debug, Clone)]
-pub struct Deadline<S> {
+pub(crate) struct Deadline<S> {
     inner: S,
     limits: DeadlineLayer,
 }
@@ -91,7 +91,7 @@ fn answer(err: Error) -> http::Response<tonic::body::Body> {
 
 /// A `grpc-timeout` header's value: up to 8 digits and a unit (H, M, S, m,
 /// u, n), as the gRPC over HTTP/2 protocol says. None when malformed.
-pub fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
     if !raw.is_ascii() {
         return None;
     }

@@ -13,16 +13,16 @@ use tower::{Layer, Service};
 use crate::domain::Error;
 
 /// One check of every request, before the services further in.
-pub trait Check: Clone + Send + Sync + 'static {
+pub(crate) trait Check: Clone + Send + Sync + 'static {
     fn check<B>(&self, req: &mut http::Request<B>) -> Result<(), Error>;
 }
 
 /// The layer of a [`Check`].
 #[derive(Debug, Clone)]
-pub struct GateLayer<C>(C);
+pub(crate) struct GateLayer<C>(C);
 
 impl<C> GateLayer<C> {
-    pub fn new(check: C) -> Self {
+    pub(crate) fn new(check: C) -> Self {
         GateLayer(check)
     }
 }
@@ -39,7 +39,7 @@ impl<C: Clone, S> Layer<S> for GateLayer<C> {
 
 /// See [`GateLayer`].
 #[derive(Debug, Clone)]
-pub struct Gate<S, C> {
+pub(crate) struct Gate<S, C> {
     inner: S,
     check: C,
 }

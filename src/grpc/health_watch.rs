@@ -19,14 +19,14 @@ const PATH: &str = "/grpc.health.v1.Health/Watch";
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub struct HealthWatchLayer {
+pub(crate) struct HealthWatchLayer {
     quota: Quota,
 }
 
 impl HealthWatchLayer {
     /// At most `per_peer` Health/Watch streams open at once from one peer
     /// address, and `max` on this replica.
-    pub fn new(per_peer: usize, max: usize) -> Self {
+    pub(crate) fn new(per_peer: usize, max: usize) -> Self {
         HealthWatchLayer {
             quota: Quota::new(QuotaLimits {
                 what: "Health/Watch streams",
@@ -51,7 +51,7 @@ impl<S> Layer<S> for HealthWatchLayer {
 
 /// See [`HealthWatchLayer`].
 #[derive(Debug, Clone)]
-pub struct HealthWatch<S> {
+pub(crate) struct HealthWatch<S> {
     inner: S,
     quota: Quota,
 }
@@ -93,7 +93,7 @@ where
 
 /// The peer a request came from, over TCP or TLS, as the per-peer limits
 /// count it ([`super::connections::peer`]: an IPv6 address by its /64).
-pub fn peer_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
+pub(crate) fn peer_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let extensions = req.extensions();
     let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {

@@ -12,16 +12,16 @@ use crate::domain::{Error, Reason};
 
 /// The largest request metadata accepted by default: 16 KiB, what gRPC's
 /// own implementations accept.
-pub const DEFAULT_MAX_METADATA_BYTES: u32 = 16 * 1024;
+pub(crate) const DEFAULT_MAX_METADATA_BYTES: u32 = 16 * 1024;
 
 /// The transport's header list limit for a metadata limit of `max`.
-pub fn transport_limit(max: u32) -> u32 {
+pub(crate) fn transport_limit(max: u32) -> u32 {
     max.saturating_mul(4)
 }
 
 /// The size of a header list as HTTP/2 counts it (RFC 9113 §6.5.2): each
 /// entry's name and value, and 32 more.
-pub fn header_list_size(headers: &http::HeaderMap) -> usize {
+pub(crate) fn header_list_size(headers: &http::HeaderMap) -> usize {
     headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 32)
@@ -30,12 +30,12 @@ pub fn header_list_size(headers: &http::HeaderMap) -> usize {
 
 /// See the module documentation (a [`Check`]).
 #[derive(Debug, Clone, Copy)]
-pub struct MetadataLimit {
+pub(crate) struct MetadataLimit {
     max: u32,
 }
 
 impl MetadataLimit {
-    pub fn new(max: u32) -> Self {
+    pub(crate) fn new(max: u32) -> Self {
         MetadataLimit { max }
     }
 }

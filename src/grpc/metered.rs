@@ -71,24 +71,24 @@ static METHODS: LazyLock<HashMap<String, Rpc>> = LazyLock::new(|| {
 });
 
 /// The labels of the call at `path`.
-pub fn rpc(path: &str) -> Rpc {
+pub(crate) fn rpc(path: &str) -> Rpc {
     METHODS.get(path).cloned().unwrap_or(UNKNOWN)
 }
 
 /// The `grpc-status` in `headers` (response headers or trailers), if any.
-pub fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
+pub(crate) fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
     let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
     Some(tonic::Code::from_i32(code))
 }
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub struct MeteredLayer {
+pub(crate) struct MeteredLayer {
     metrics: Arc<Metrics>,
 }
 
 impl MeteredLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         MeteredLayer { metrics }
     }
 }
@@ -105,7 +105,7 @@ impl<S> Layer<S> for MeteredLayer {
 
 /// See [`MeteredLayer`].
 #[derive(Debug, Clone)]
-pub struct Metered<S> {
+pub(crate) struct Metered<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }

@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::domain::{Error, error::Reason};
 
 /// The `ErrorInfo.domain` of every error this service returns.
-pub const ERROR_DOMAIN: &str = "mentorship.v1";
+pub(crate) const ERROR_DOMAIN: &str = "mentorship.v1";
 
 fn info(details: &mut ErrorDetails, reason: Reason, metadata: HashMap<String, String>) {
     details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);

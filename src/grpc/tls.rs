@@ -62,7 +62,7 @@ impl Tls {
 }
 
 /// The server's rustls configuration from the PEM files of [`Tls`].
-pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<ServerConfig>> {
+pub(crate) fn server_config(tls: &Tls) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -98,7 +98,7 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<ServerConfig>> {
 /// in the order they finish. Accepting (and every handshake under way)
 /// stops when `stop` is cancelled or the server drops the stream, which
 /// closes the listener.
-pub fn accept(
+pub(crate) fn accept(
     incoming: impl Stream<Item = io::Result<Conn>> + Send + 'static,
     config: Arc<ServerConfig>,
     handshake: Duration,

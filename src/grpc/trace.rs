@@ -15,9 +15,9 @@ use tower_http::{
 use tracing::{Span, field::Empty};
 
 /// The layer, as served.
-pub type RpcTraceLayer = TraceLayer<GrpcMakeClassifier, RpcSpan, (), RpcFinished, (), (), RpcFailed>;
+pub(crate) type RpcTraceLayer = TraceLayer<GrpcMakeClassifier, RpcSpan, (), RpcFinished, (), (), RpcFailed>;
 
-pub fn layer() -> RpcTraceLayer {
+pub(crate) fn layer() -> RpcTraceLayer {
     TraceLayer::new_for_grpc()
         .make_span_with(RpcSpan)
         .on_request(())
@@ -29,7 +29,7 @@ pub fn layer() -> RpcTraceLayer {
 
 /// Opens the span of a call; its later fields are filled in as they become known.
 #[derive(Debug, Clone, Copy)]
-pub struct RpcSpan;
+pub(crate) struct RpcSpan;
 
 impl<B> MakeSpan<B> for RpcSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> Span {
@@ -46,7 +46,7 @@ impl<B> MakeSpan<B> for RpcSpan {
 
 /// Records the status and latency when the response starts.
 #[derive(Debug, Clone, Copy)]
-pub struct RpcFinished;
+pub(crate) struct RpcFinished;
 
 impl<B> OnResponse<B> for RpcFinished {
     fn on_response(self, response: &http::Response<B>, latency: Duration, span: &Span) {
@@ -69,7 +69,7 @@ fn record(span: &Span, code: tonic::Code, latency: Duration) {
 /// Logs a call that failed: an error response, or a stream that failed after
 /// its headers.
 #[derive(Debug, Clone, Copy)]
-pub struct RpcFailed;
+pub(crate) struct RpcFailed;
 
 impl OnFailure<GrpcFailureClass> for RpcFailed {
     fn on_failure(&mut self, failure: GrpcFailureClass, latency: Duration, span: &Span) {

@@ -10,8 +10,8 @@
 //! through: a call without a token is refused (401) before its JSON is read.
 
 pub mod openapi;
-pub mod reply;
-pub mod request;
+pub(crate) mod reply;
+pub(crate) mod request;
 pub mod routes;
 mod stream;
 

@@ -9,7 +9,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value};
 use tonic::{Code, Status};
 
 /// The HTTP status of a gRPC code (grpc-gateway's table).
-pub fn http_status(code: Code) -> StatusCode {
+pub(crate) fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
@@ -29,7 +29,7 @@ pub fn http_status(code: Code) -> StatusCode {
 
 /// A message as canonical proto3 JSON (lowerCamelCase names, enums by name,
 /// 64-bit integers as strings, default values left out).
-pub fn json(message: &DynamicMessage) -> Vec<u8> {
+pub(crate) fn json(message: &DynamicMessage) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::new(&mut out);
     // Serializing into memory cannot fail for a valid message.
@@ -44,7 +44,7 @@ pub fn json(message: &DynamicMessage) -> Vec<u8> {
 
 /// The `google.rpc.Status` of `status` as JSON: its details, when it has
 /// any, decoded by their types.
-pub fn status_json(status: &Status, status_type: &MessageDescriptor) -> Vec<u8> {
+pub(crate) fn status_json(status: &Status, status_type: &MessageDescriptor) -> Vec<u8> {
     let decoded = (!status.details().is_empty())
         .then(|| DynamicMessage::decode(status_type.clone(), status.details()).ok())
         .flatten();
@@ -58,7 +58,7 @@ pub fn status_json(status: &Status, status_type: &MessageDescriptor) -> Vec<u8> 
 }
 
 /// A JSON response.
-pub fn respond(status: StatusCode, body: Vec<u8>) -> http::Response<tonic::body::Body> {
+pub(crate) fn respond(status: StatusCode, body: Vec<u8>) -> http::Response<tonic::body::Body> {
     let mut response = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response
@@ -69,7 +69,7 @@ pub fn respond(status: StatusCode, body: Vec<u8>) -> http::Response<tonic::body:
 
 /// The HTTP answer of a failed call; `status_code` overrides the code's own
 /// (412 for a stale `If-Match`, 413 for a body too large).
-pub fn error(
+pub(crate) fn error(
     status: &Status,
     status_type: &MessageDescriptor,
     status_code: Option<StatusCode>,
@@ -87,7 +87,7 @@ pub fn error(
 }
 
 /// The messages of a gRPC response body, one at a time, then its status.
-pub struct Frames {
+pub(crate) struct Frames {
     body: tonic::body::Body,
     buf: BytesMut,
     /// The status, once known (trailers-only answers carry it in their headers).
@@ -95,7 +95,7 @@ pub struct Frames {
 }
 
 impl Frames {
-    pub fn new(response: http::Response<tonic::body::Body>) -> Frames {
+    pub(crate) fn new(response: http::Response<tonic::body::Body>) -> Frames {
         let (parts, body) = response.into_parts();
         Frames {
             status: Status::from_header_map(&parts.headers),
@@ -106,12 +106,12 @@ impl Frames {
 
     /// The status of a call refused before it sent anything (a
     /// trailers-only answer), unless it is OK.
-    pub fn refused(&self) -> Option<Status> {
+    pub(crate) fn refused(&self) -> Option<Status> {
         self.status.clone().filter(|s| s.code() != Code::Ok)
     }
 
     /// The next message, or the call's final status (`Err`; OK included).
-    pub async fn next(&mut self) -> Result<Bytes, Status> {
+    pub(crate) async fn next(&mut self) -> Result<Bytes, Status> {
         loop {
             if let Some(message) = self.take()? {
                 return Ok(message);
@@ -156,7 +156,7 @@ impl Frames {
 }
 
 /// A message framed for gRPC (uncompressed).
-pub fn frame(message: &[u8]) -> Bytes {
+pub(crate) fn frame(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + message.len());
     out.extend_from_slice(&[0]);
     out.extend_from_slice(&(message.len() as u32).to_be_bytes());

@@ -18,7 +18,7 @@ use crate::domain::Error;
 
 /// What the HTTP request carried for its message, besides the body.
 #[derive(Debug)]
-pub struct Parts {
+pub(crate) struct Parts {
     /// The path's values (`session_id`, `mentor.id`).
     pub captures: Vec<(String, String)>,
     /// The raw query string.
@@ -37,7 +37,7 @@ pub struct Parts {
 /// Reads an `If-Match` header: a strong etag (`"3"`) is the version the
 /// change needs; `*` matches any; a weak or malformed one is refused (a
 /// weak etag cannot guard a change, RFC 9110 §13.1.1).
-pub fn if_match(raw: Option<&http::HeaderValue>) -> Result<Option<String>, Error> {
+pub(crate) fn if_match(raw: Option<&http::HeaderValue>) -> Result<Option<String>, Error> {
     let Some(raw) = raw else { return Ok(None) };
     let bad = || Error::invalid("If-Match", "must be * or one strong entity tag, such as \"3\"");
     let raw = raw.to_str().map_err(|_| bad())?.trim();
@@ -57,7 +57,7 @@ pub fn if_match(raw: Option<&http::HeaderValue>) -> Result<Option<String>, Error
 }
 
 /// The request message of `route` from the request's body and parts.
-pub fn build(route: &Route, body: &Bytes, parts: &Parts) -> Result<DynamicMessage, Error> {
+pub(crate) fn build(route: &Route, body: &Bytes, parts: &Parts) -> Result<DynamicMessage, Error> {
     if let Some(err) = &parts.refused {
         return Err(clone_error(err));
     }
@@ -205,7 +205,7 @@ fn camel_case_masks(value: &mut serde_json::Value, desc: &MessageDescriptor) {
 
 /// `check_in_interval,notifications.notify_on_blocker` →
 /// `checkInInterval,notifications.notifyOnBlocker`.
-pub fn camel_case_paths(paths: &str) -> String {
+pub(crate) fn camel_case_paths(paths: &str) -> String {
     let camel = |segment: &str| {
         let mut out = String::with_capacity(segment.len());
         let mut upper = false;
@@ -326,7 +326,7 @@ fn put(
 }
 
 /// A field by its proto or its JSON name.
-pub fn field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+pub(crate) fn field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
     message
         .get_field_by_name(name)
         .or_else(|| message.get_field_by_json_name(name))

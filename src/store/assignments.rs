@@ -15,7 +15,7 @@ use crate::domain::{
 /// Mentors who accept sessions, have `skill_area` and are not in an
 /// ACCEPTED booking at `at`, with their workload and their zone (the caller
 /// checks their windows).
-pub async fn candidates(
+pub(crate) async fn candidates(
     tx: &mut Tx,
     skill_area: &str,
     default_limit: i32,
@@ -53,7 +53,7 @@ pub async fn candidates(
 
 /// What an assignment records.
 #[derive(Debug, Clone)]
-pub struct NewAssignment<'a> {
+pub(crate) struct NewAssignment<'a> {
     pub session_id: Uuid,
     pub mentor_id: Uuid,
     pub previous_mentor_id: Option<Uuid>,
@@ -64,7 +64,7 @@ pub struct NewAssignment<'a> {
 
 /// Appends to the assignment history and stamps the mentor's last assignment
 /// (the tie-break of the strategies).
-pub async fn record(tx: &mut Tx, a: NewAssignment<'_>) -> Result<(), Error> {
+pub(crate) async fn record(tx: &mut Tx, a: NewAssignment<'_>) -> Result<(), Error> {
     sqlx::query!(
         r#"WITH stamped AS (UPDATE mentors SET last_assigned_at = now() WHERE id = $2)
            INSERT INTO mentor_assignments (session_id, mentor_id, previous_mentor_id, strategy, reason,
@@ -96,7 +96,7 @@ struct AssignmentRow {
 }
 
 /// A session's assignments after `after_id`, oldest first.
-pub async fn list(
+pub(crate) async fn list(
     db: impl sqlx::PgExecutor<'_>,
     session_id: Uuid,
     after_id: i64,

@@ -83,7 +83,7 @@ impl TryFrom<BookingRow> for Booking {
 
 /// Inserts a new booking (DRAFT, or ACCEPTED for on-demand ones and for
 /// the new booking of a reschedule, which the exclusion constraints check).
-pub async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
+pub(crate) async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
     sqlx::query_as::<_, BookingRow>(concat!(
         "INSERT INTO bookings AS b (id, listing_id, mentor_id, mentee_id, start_time, end_time, status, origin, \
                                     notes, rescheduled_from)
@@ -106,7 +106,7 @@ pub async fn insert(tx: &mut Tx, b: &Booking) -> Result<Booking, Error> {
     .try_into()
 }
 
-pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Booking>, Error> {
+pub(crate) async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Booking>, Error> {
     sqlx::query_as::<_, BookingRow>(concat!(
         "SELECT ",
         booking_columns!(),
@@ -120,7 +120,7 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Booki
 }
 
 /// The bookings of `ids` that exist, in no particular order, in one statement.
-pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Booking>, Error> {
+pub(crate) async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Booking>, Error> {
     sqlx::query_as::<_, BookingRow>(concat!(
         "SELECT ",
         booking_columns!(),
@@ -135,7 +135,7 @@ pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec
 }
 
 /// Loads a booking and locks it until the transaction ends.
-pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
+pub(crate) async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
     sqlx::query_as::<_, BookingRow>(concat!(
         "SELECT ",
         booking_columns!(),
@@ -150,7 +150,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Booking>, Error> {
 
 /// Moves a locked booking to `status`. An ACCEPTED REQUESTED booking then
 /// holds its slot (a generated column), checked by the exclusion constraints.
-pub async fn set_status(tx: &mut Tx, id: Uuid, status: BookingStatus, reason: &str) -> Result<Booking, Error> {
+pub(crate) async fn set_status(tx: &mut Tx, id: Uuid, status: BookingStatus, reason: &str) -> Result<Booking, Error> {
     sqlx::query_as::<_, BookingRow>(concat!(
         "UPDATE bookings b SET status = $2, reason = $3, version = version + 1, updated_at = now()
          WHERE b.id = $1 RETURNING ",
@@ -165,7 +165,12 @@ pub async fn set_status(tx: &mut Tx, id: Uuid, status: BookingStatus, reason: &s
 }
 
 /// Moves a locked DRAFT to new times.
-pub async fn set_times(tx: &mut Tx, id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Booking, Error> {
+pub(crate) async fn set_times(
+    tx: &mut Tx,
+    id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Booking, Error> {
     sqlx::query_as::<_, BookingRow>(concat!(
         "UPDATE bookings b SET start_time = $2, end_time = $3, version = version + 1, updated_at = now()
          WHERE b.id = $1 RETURNING ",
@@ -180,7 +185,7 @@ pub async fn set_times(tx: &mut Tx, id: Uuid, start: DateTime<Utc>, end: DateTim
 }
 
 /// Records that booking `from` was replaced by booking `to`.
-pub async fn set_rescheduled_to(tx: &mut Tx, from: Uuid, to: Uuid) -> Result<(), Error> {
+pub(crate) async fn set_rescheduled_to(tx: &mut Tx, from: Uuid, to: Uuid) -> Result<(), Error> {
     sqlx::query("UPDATE bookings SET rescheduled_to = $2, version = version + 1, updated_at = now() WHERE id = $1")
         .bind(from)
         .bind(to)
@@ -192,7 +197,10 @@ pub async fn set_rescheduled_to(tx: &mut Tx, from: Uuid, to: Uuid) -> Result<(),
 /// How booking `id` links to the rest, read without its row's other
 /// columns: its session, and the booking it asks to replace. None when
 /// there is no such booking.
-pub async fn links(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<(Option<Uuid>, Option<Uuid>)>, Error> {
+pub(crate) async fn links(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(Option<Uuid>, Option<Uuid>)>, Error> {
     Ok(sqlx::query_as(
         "SELECT (SELECT s.id FROM sessions s WHERE s.booking_id = b.id), b.rescheduled_from
          FROM bookings b WHERE b.id = $1",
@@ -203,7 +211,7 @@ pub async fn links(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<(Op
 }
 
 /// The pending (DRAFT) request to move booking `id`, if there is one.
-pub async fn pending_reschedule(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
+pub(crate) async fn pending_reschedule(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
     Ok(
         sqlx::query_scalar("SELECT id FROM bookings WHERE rescheduled_from = $1 AND status = 'DRAFT'")
             .bind(id)
@@ -213,7 +221,7 @@ pub async fn pending_reschedule(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Resu
 }
 
 /// Appends a status change to the booking audit log.
-pub async fn audit(
+pub(crate) async fn audit(
     tx: &mut Tx,
     booking_id: Uuid,
     from: Option<BookingStatus>,
@@ -231,7 +239,7 @@ pub async fn audit(
 }
 
 /// One entry of a booking's audit log, as it is written.
-pub struct Change {
+pub(crate) struct Change {
     pub kind: BookingEventKind,
     pub from: Option<BookingStatus>,
     pub to: BookingStatus,
@@ -239,7 +247,7 @@ pub struct Change {
 }
 
 /// Appends any kind of entry to the booking audit log.
-pub async fn record(tx: &mut Tx, booking_id: Uuid, c: Change, actor: &Actor, reason: &str) -> Result<(), Error> {
+pub(crate) async fn record(tx: &mut Tx, booking_id: Uuid, c: Change, actor: &Actor, reason: &str) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO booking_events (booking_id, from_status, to_status, actor_kind, actor_id, reason, kind, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -259,7 +267,7 @@ pub async fn record(tx: &mut Tx, booking_id: Uuid, c: Change, actor: &Actor, rea
 
 /// A booking's audit log after `after_seq`, in order. The seq is the
 /// entry's rank among the booking's entries (they are few).
-pub async fn events(
+pub(crate) async fn events(
     db: impl sqlx::PgExecutor<'_>,
     booking_id: Uuid,
     after_seq: i64,
@@ -320,7 +328,7 @@ impl TryFrom<EventRow> for BookingEvent {
 /// session feed, only transactions older than every open one (the
 /// snapshot's xmin), so nothing can commit behind a position once read.
 /// Entries from before the feed existed (no txid) are not in it.
-pub async fn feed_page(
+pub(crate) async fn feed_page(
     db: impl sqlx::PgExecutor<'_>,
     after: FeedPosition,
     limit: i64,
@@ -365,7 +373,7 @@ pub async fn feed_page(
 
 /// Which participant already has an accepted booking overlapping `[start,
 /// end)`, leaving out booking `except` (the one a reschedule moves).
-pub async fn overlap(
+pub(crate) async fn overlap(
     db: impl sqlx::PgExecutor<'_>,
     mentor_id: Uuid,
     mentee_id: Uuid,
@@ -398,7 +406,7 @@ pub async fn overlap(
 /// The times taken by ACCEPTED bookings of mentor `mentor_id` (and of
 /// mentee `mentee_id`, when given) that overlap `[from, to)`: read through
 /// the exclusion constraints' GiST indexes.
-pub async fn taken_times(
+pub(crate) async fn taken_times(
     db: impl sqlx::PgExecutor<'_>,
     mentor_id: Uuid,
     mentee_id: Option<Uuid>,
@@ -419,7 +427,7 @@ pub async fn taken_times(
 }
 
 /// Keyset page in the filter's order.
-pub async fn list(
+pub(crate) async fn list(
     db: impl sqlx::PgExecutor<'_>,
     filter: &ListFilter,
     visibility: Visibility,
@@ -438,7 +446,7 @@ pub async fn list(
 /// overlapping rows into the exclusion constraint's index can each wait for
 /// the other and deadlock; with it, the second waits and then gets a clean
 /// `BOOKING_OVERLAP` from the constraint.
-pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
+pub(crate) async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
     super::wait_in_turn(tx).await?;
     sqlx::query!(
         r#"SELECT pg_advisory_xact_lock(1, hashtext($1::uuid::text)) AS "mentor!: ()",
@@ -452,7 +460,7 @@ pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) ->
 }
 
 /// Frees the time slot of a booking whose session was cancelled.
-pub async fn release_slot(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
+pub(crate) async fn release_slot(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE bookings SET slot_released_at = now(), updated_at = now() WHERE id = $1 AND slot_released_at IS NULL",
         id
@@ -464,7 +472,7 @@ pub async fn release_slot(tx: &mut Tx, id: Uuid) -> Result<(), Error> {
 
 /// Moves a booking to another mentor (its session was reassigned while
 /// SCHEDULED); the exclusion constraint checks the new mentor's time.
-pub async fn set_mentor(tx: &mut Tx, id: Uuid, mentor_id: Uuid) -> Result<(), Error> {
+pub(crate) async fn set_mentor(tx: &mut Tx, id: Uuid, mentor_id: Uuid) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE bookings SET mentor_id = $2, version = version + 1, updated_at = now() WHERE id = $1",
         id,
@@ -480,7 +488,7 @@ pub async fn set_mentor(tx: &mut Tx, id: Uuid, mentor_id: Uuid) -> Result<(), Er
 /// transition, a reassignment), then the booking, and a request to move it
 /// last (`close_request`). The caller locks the booking again (a no-op) to
 /// check what it may do.
-pub async fn lock_meeting(tx: &mut Tx, booking_id: Uuid) -> Result<(), Error> {
+pub(crate) async fn lock_meeting(tx: &mut Tx, booking_id: Uuid) -> Result<(), Error> {
     let Some((session, _)) = links(&mut **tx, booking_id).await? else {
         return Ok(());
     };

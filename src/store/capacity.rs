@@ -30,7 +30,7 @@ const QUEUE: i32 = 1;
 /// no longer hold one, and gives a slot to every session that holds a
 /// concurrency slot without one (sessions from before the pool). A slot taken
 /// meanwhile by a live admission is never overwritten.
-pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> {
+pub(crate) async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> {
     let mut tx = super::begin(pool).await?;
     super::wait_in_turn(&mut tx).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, SLOT_POOL)
@@ -72,7 +72,7 @@ pub async fn ensure_system_slots(pool: &PgPool, size: i64) -> Result<(), Error> 
 
 /// Serializes admissions for this mentor and this mentee until the
 /// transaction ends (mentor first, always, so two admissions cannot deadlock).
-pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
+pub(crate) async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<(), Error> {
     super::wait_in_turn(tx).await?;
     sqlx::query!(
         r#"SELECT pg_advisory_xact_lock($1, hashtext($3::uuid::text)) AS "mentor!: ()",
@@ -89,7 +89,7 @@ pub async fn lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) ->
 
 /// [`lock_participants`] without waiting: false when another transaction
 /// holds either lock (a promotion then moves on to the next session).
-pub async fn try_lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<bool, Error> {
+pub(crate) async fn try_lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<bool, Error> {
     let locked = sqlx::query_scalar!(
         r#"SELECT pg_try_advisory_xact_lock($1, hashtext($3::uuid::text))
                   AND pg_try_advisory_xact_lock($2, hashtext($4::uuid::text)) AS "locked!""#,
@@ -106,13 +106,13 @@ pub async fn try_lock_participants(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid
 /// Concurrency slots held now by a mentee and by a mentor, and the mentor's
 /// own limit (None: the configured default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Holding {
+pub(crate) struct Holding {
     pub mentee: i64,
     pub mentor: i64,
     pub mentor_limit: Option<i32>,
 }
 
-pub async fn holding(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<Holding, Error> {
+pub(crate) async fn holding(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<Holding, Error> {
     let row = sqlx::query!(
         r#"SELECT (SELECT count(*) FROM sessions WHERE mentee_id = $2 AND status IN ('ACTIVE', 'PAUSED')) AS "mentee!",
                   (SELECT count(*) FROM sessions WHERE mentor_id = $1 AND status IN ('ACTIVE', 'PAUSED')) AS "mentor!",
@@ -131,7 +131,7 @@ pub async fn holding(tx: &mut Tx, mentor_id: Uuid, mentee_id: Uuid) -> Result<Ho
 
 /// Takes a free system concurrency slot for `session_id`, skipping slots
 /// other transactions are taking; false when none is free.
-pub async fn claim_system_slot(tx: &mut Tx, session_id: Uuid, size: i64) -> Result<bool, Error> {
+pub(crate) async fn claim_system_slot(tx: &mut Tx, session_id: Uuid, size: i64) -> Result<bool, Error> {
     let slot = sqlx::query_scalar!(
         r#"UPDATE system_slots SET session_id = $1
            WHERE slot = (SELECT slot FROM system_slots WHERE session_id IS NULL AND slot <= $2
@@ -146,7 +146,7 @@ pub async fn claim_system_slot(tx: &mut Tx, session_id: Uuid, size: i64) -> Resu
 }
 
 /// Gives back the system concurrency slot of a session leaving ACTIVE/PAUSED.
-pub async fn release_system_slot(tx: &mut Tx, session_id: Uuid) -> Result<(), Error> {
+pub(crate) async fn release_system_slot(tx: &mut Tx, session_id: Uuid) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE system_slots SET session_id = NULL WHERE session_id = $1",
         session_id
@@ -157,7 +157,7 @@ pub async fn release_system_slot(tx: &mut Tx, session_id: Uuid) -> Result<(), Er
 }
 
 /// Takes the queue's lock until the transaction ends and counts the queue.
-pub async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
+pub(crate) async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
     super::wait_in_turn(tx).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1, $2)", GLOBAL, QUEUE)
         .execute(&mut **tx)
@@ -171,7 +171,7 @@ pub async fn lock_queue(tx: &mut Tx) -> Result<i64, Error> {
 /// Takes the queue's lock shared until the transaction ends: releases hold
 /// it so that a session joining the queue (which takes it exclusively)
 /// decides after they commit, and they see a session that joined before.
-pub async fn lock_queue_shared(tx: &mut Tx) -> Result<(), Error> {
+pub(crate) async fn lock_queue_shared(tx: &mut Tx) -> Result<(), Error> {
     super::wait_in_turn(tx).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock_shared($1, $2)", GLOBAL, QUEUE)
         .execute(&mut **tx)
@@ -181,14 +181,14 @@ pub async fn lock_queue_shared(tx: &mut Tx) -> Result<(), Error> {
 
 /// A queued session, as promotion sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Queued {
+pub(crate) struct Queued {
     pub id: Uuid,
     pub mentor_id: Uuid,
     pub mentee_id: Uuid,
 }
 
 /// The first `limit` queued sessions, oldest first.
-pub async fn queue_head(tx: &mut Tx, limit: i64) -> Result<Vec<Queued>, Error> {
+pub(crate) async fn queue_head(tx: &mut Tx, limit: i64) -> Result<Vec<Queued>, Error> {
     let rows = sqlx::query_as!(
         Queued,
         r#"SELECT id, mentor_id, mentee_id FROM sessions WHERE status = 'QUEUED'
@@ -202,7 +202,7 @@ pub async fn queue_head(tx: &mut Tx, limit: i64) -> Result<Vec<Queued>, Error> {
 
 /// What a queued session's position and wait are computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueView {
+pub(crate) struct QueueView {
     pub holding: Holding,
     pub system_free: bool,
     /// Queued sessions ahead of it: of its mentor, of its mentee, in all.
@@ -213,7 +213,7 @@ pub struct QueueView {
 
 /// A queued session, as [`queue_views`] takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InQueue {
+pub(crate) struct InQueue {
     pub session_id: Uuid,
     pub mentor_id: Uuid,
     pub mentee_id: Uuid,
@@ -222,7 +222,7 @@ pub struct InQueue {
 
 /// What each of `queued` stands on, by session, and the typical active time
 /// ([`typical_active_time`]): one statement for a whole page.
-pub async fn queue_views(
+pub(crate) async fn queue_views(
     db: impl sqlx::PgExecutor<'_>,
     queued: &[InQueue],
     size: i64,
@@ -296,7 +296,7 @@ pub async fn queue_views(
 
 /// The mean ACTIVE time of up to the 200 sessions that ended most recently
 /// (within 7 days) after running; None when there are none.
-pub async fn typical_active_time(db: impl sqlx::PgExecutor<'_>) -> Result<Option<chrono::Duration>, Error> {
+pub(crate) async fn typical_active_time(db: impl sqlx::PgExecutor<'_>) -> Result<Option<chrono::Duration>, Error> {
     let us = sqlx::query_scalar!(
         r#"SELECT avg(active_banked_us)::bigint FROM (
                SELECT active_banked_us FROM sessions
@@ -310,14 +310,14 @@ pub async fn typical_active_time(db: impl sqlx::PgExecutor<'_>) -> Result<Option
 
 /// The queue and the pool at a glance (GetQueueStatus).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QueueStatus {
+pub(crate) struct QueueStatus {
     pub queued: i64,
     pub holding: i64,
     /// Seconds; None when no session queued in the last 24 hours has started.
     pub p95_wait_secs: Option<f64>,
 }
 
-pub async fn queue_status(db: impl sqlx::PgExecutor<'_>) -> Result<QueueStatus, Error> {
+pub(crate) async fn queue_status(db: impl sqlx::PgExecutor<'_>) -> Result<QueueStatus, Error> {
     let row = sqlx::query!(
         r#"SELECT (SELECT count(*) FROM sessions WHERE status = 'QUEUED') AS "queued!",
                   (SELECT count(*) FROM system_slots WHERE session_id IS NOT NULL) AS "holding!",

@@ -11,7 +11,7 @@ use crate::metrics::Census;
 /// Recounts the census when the last count is at least `every` old and no
 /// other replica is counting right now (the row is locked with SKIP LOCKED,
 /// so the others pass by instead of waiting). Returns whether this call counted.
-pub async fn recount(pool: &PgPool, every: Duration) -> Result<bool, Error> {
+pub(crate) async fn recount(pool: &PgPool, every: Duration) -> Result<bool, Error> {
     let mut tx = super::begin(pool).await?;
     let due = sqlx::query_scalar!(
         "SELECT counted_at FROM census
@@ -44,7 +44,7 @@ pub async fn recount(pool: &PgPool, every: Duration) -> Result<bool, Error> {
 
 /// The census as last counted (every status, zero where none; nothing
 /// before the first count).
-pub async fn read(pool: &PgPool) -> Result<Census, Error> {
+pub(crate) async fn read(pool: &PgPool) -> Result<Census, Error> {
     let row = sqlx::query!(
         r#"SELECT counted_at, sessions AS "sessions: sqlx::types::Json<HashMap<String, i64>>",
                   queued, oldest_queued_at

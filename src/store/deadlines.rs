@@ -11,7 +11,7 @@ use crate::domain::Error;
 /// The earliest armed deadline or check-in, read from their partial
 /// indexes, leaving out the sessions in `skip` (ones whose timeout keeps
 /// failing, backing off).
-pub async fn next_deadline(pool: &PgPool, skip: &[Uuid]) -> Result<Option<DateTime<Utc>>, Error> {
+pub(crate) async fn next_deadline(pool: &PgPool, skip: &[Uuid]) -> Result<Option<DateTime<Utc>>, Error> {
     sqlx::query_scalar!(
         "SELECT least((SELECT min(deadline) FROM sessions WHERE deadline IS NOT NULL AND id <> ALL($1)),
                       (SELECT min(check_in_due) FROM sessions WHERE check_in_due IS NOT NULL AND id <> ALL($1)))",
@@ -23,7 +23,7 @@ pub async fn next_deadline(pool: &PgPool, skip: &[Uuid]) -> Result<Option<DateTi
 }
 
 /// Locks one session whose check-in is due, as [`lock_due`] does.
-pub async fn lock_due_check_in(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<Uuid>, Error> {
+pub(crate) async fn lock_due_check_in(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<Uuid>, Error> {
     sqlx::query_scalar!(
         r#"SELECT id FROM sessions
            WHERE check_in_due IS NOT NULL AND check_in_due <= now() AND id <> ALL($1)
@@ -37,7 +37,7 @@ pub async fn lock_due_check_in(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<Uuid
 
 /// Corrects a session's stored check-in due time (a session a replica of
 /// an older release moved without keeping it).
-pub async fn set_check_in_due(tx: &mut Tx, id: Uuid, due: Option<DateTime<Utc>>) -> Result<(), Error> {
+pub(crate) async fn set_check_in_due(tx: &mut Tx, id: Uuid, due: Option<DateTime<Utc>>) -> Result<(), Error> {
     sqlx::query!("UPDATE sessions SET check_in_due = $2 WHERE id = $1", id, due)
         .execute(&mut **tx)
         .await?;
@@ -47,7 +47,7 @@ pub async fn set_check_in_due(tx: &mut Tx, id: Uuid, due: Option<DateTime<Utc>>)
 /// Locks one session whose deadline has passed, skipping sessions another
 /// replica's sweeper holds (each timeout fires on exactly one replica) and
 /// the ids in `skip` (ones that failed this pass).
-pub async fn lock_due(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<(Uuid, String)>, Error> {
+pub(crate) async fn lock_due(tx: &mut Tx, skip: &[Uuid]) -> Result<Option<(Uuid, String)>, Error> {
     let row = sqlx::query!(
         r#"SELECT id, deadline_kind AS "kind!" FROM sessions
            WHERE deadline IS NOT NULL AND deadline <= now() AND id <> ALL($1)

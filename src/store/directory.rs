@@ -12,7 +12,7 @@ use crate::domain::{
     model::{Listing, Mentee, Mentor},
 };
 
-pub async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<Mentee, Error> {
+pub(crate) async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<Mentee, Error> {
     sqlx::query_as!(
         Mentee,
         r#"INSERT INTO mentees (id, display_name) VALUES ($1, $2)
@@ -26,7 +26,7 @@ pub async fn upsert_mentee(tx: &mut Tx, id: Uuid, display_name: &str) -> Result<
     .map_err(Error::from)
 }
 
-pub async fn get_mentee(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Mentee>, Error> {
+pub(crate) async fn get_mentee(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Mentee>, Error> {
     sqlx::query_as!(
         Mentee,
         "SELECT id, display_name, created_at, updated_at FROM mentees WHERE id = $1",
@@ -70,7 +70,7 @@ impl MentorRow {
 }
 
 /// Creates or replaces a mentor and its availability windows.
-pub async fn upsert_mentor(tx: &mut Tx, m: &MentorInput) -> Result<(), Error> {
+pub(crate) async fn upsert_mentor(tx: &mut Tx, m: &MentorInput) -> Result<(), Error> {
     sqlx::query!(
         r#"INSERT INTO mentors (id, user_id, display_name, skill_areas, max_concurrent_sessions,
                                 accepting_sessions, timezone)
@@ -111,7 +111,11 @@ pub async fn upsert_mentor(tx: &mut Tx, m: &MentorInput) -> Result<(), Error> {
 }
 
 /// A mentor with its windows and active session count.
-pub async fn get_mentor(conn: &mut sqlx::PgConnection, id: Uuid, default_limit: i32) -> Result<Option<Mentor>, Error> {
+pub(crate) async fn get_mentor(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    default_limit: i32,
+) -> Result<Option<Mentor>, Error> {
     let row = sqlx::query_as!(
         MentorRow,
         r#"SELECT m.id, m.user_id, m.display_name, m.skill_areas, m.max_concurrent_sessions,
@@ -129,7 +133,7 @@ pub async fn get_mentor(conn: &mut sqlx::PgConnection, id: Uuid, default_limit: 
 }
 
 /// A mentor's windows, for booking checks.
-pub async fn availability(db: impl sqlx::PgExecutor<'_>, mentor_id: Uuid) -> Result<Vec<Window>, Error> {
+pub(crate) async fn availability(db: impl sqlx::PgExecutor<'_>, mentor_id: Uuid) -> Result<Vec<Window>, Error> {
     Ok(availability_of(db, &[mentor_id])
         .await?
         .remove(&mentor_id)
@@ -137,7 +141,7 @@ pub async fn availability(db: impl sqlx::PgExecutor<'_>, mentor_id: Uuid) -> Res
 }
 
 /// The windows of several mentors in one query, by mentor id.
-pub async fn availability_of(
+pub(crate) async fn availability_of(
     db: impl sqlx::PgExecutor<'_>,
     mentor_ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Vec<Window>>, Error> {
@@ -160,7 +164,7 @@ pub async fn availability_of(
 }
 
 /// Keyset page of mentors ordered by id.
-pub async fn list_mentors(
+pub(crate) async fn list_mentors(
     db: &mut sqlx::PgConnection,
     skill_area: Option<&str>,
     accepting_only: bool,
@@ -199,7 +203,7 @@ pub async fn list_mentors(
         .collect())
 }
 
-pub async fn upsert_listing(tx: &mut Tx, l: &ListingInput) -> Result<Listing, Error> {
+pub(crate) async fn upsert_listing(tx: &mut Tx, l: &ListingInput) -> Result<Listing, Error> {
     sqlx::query_as!(
         Listing,
         r#"INSERT INTO listings (id, mentor_id, title, skill_area) VALUES ($1, $2, $3, $4)
@@ -216,7 +220,7 @@ pub async fn upsert_listing(tx: &mut Tx, l: &ListingInput) -> Result<Listing, Er
     .map_err(Error::from)
 }
 
-pub async fn get_listing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Listing>, Error> {
+pub(crate) async fn get_listing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Listing>, Error> {
     sqlx::query_as!(
         Listing,
         "SELECT id, mentor_id, title, skill_area, created_at, updated_at FROM listings WHERE id = $1",
@@ -227,7 +231,7 @@ pub async fn get_listing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Lis
     .map_err(Error::from)
 }
 
-pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Error> {
+pub(crate) async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Error> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM mentors WHERE id = $1) AS "exists!""#,
         id
@@ -238,7 +242,7 @@ pub async fn mentor_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Er
 }
 
 /// The user a mentor profile belongs to; None when there is no such profile.
-pub async fn mentor_user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
+pub(crate) async fn mentor_user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, Error> {
     Ok(sqlx::query_scalar("SELECT user_id FROM mentors WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -246,7 +250,7 @@ pub async fn mentor_user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uui
 }
 
 /// Whether a mentor accepts new bookings and assignments; None when unknown.
-pub async fn mentor_accepting(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<bool>, Error> {
+pub(crate) async fn mentor_accepting(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<bool>, Error> {
     Ok(
         sqlx::query_scalar!("SELECT accepting_sessions FROM mentors WHERE id = $1", id)
             .fetch_optional(db)
@@ -255,7 +259,7 @@ pub async fn mentor_accepting(db: impl PgExecutor<'_>, id: Uuid) -> Result<Optio
 }
 
 /// Keyset page of listings ordered by id.
-pub async fn list_listings(
+pub(crate) async fn list_listings(
     db: impl sqlx::PgExecutor<'_>,
     mentor_id: Option<Uuid>,
     skill_area: Option<&str>,

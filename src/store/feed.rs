@@ -13,7 +13,7 @@ use crate::domain::{
 
 /// The feed's current start: the oldest transaction still running (or about
 /// to start). Everything before it has finished.
-pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
+pub(crate) async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
     let xmin = sqlx::query_scalar!(r#"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS "xmin!""#)
         .fetch_one(pool)
         .await?;
@@ -21,7 +21,7 @@ pub async fn feed_horizon(pool: &PgPool) -> Result<FeedPosition, Error> {
 }
 
 /// A read of the feed of all events.
-pub struct FeedPage {
+pub(crate) struct FeedPage {
     /// Every transaction below this id had finished when the page was read.
     pub horizon: i64,
     pub events: Vec<FeedEvent>,
@@ -31,7 +31,11 @@ pub struct FeedPage {
 /// transactions only (below the horizon of the read's snapshot): every
 /// event, each with its session's participants, so one read serves every
 /// feed whatever its filter (`ParticipantFilter::admits`).
-pub async fn feed_page(db: impl sqlx::PgExecutor<'_>, after: FeedPosition, limit: i64) -> Result<FeedPage, Error> {
+pub(crate) async fn feed_page(
+    db: impl sqlx::PgExecutor<'_>,
+    after: FeedPosition,
+    limit: i64,
+) -> Result<FeedPage, Error> {
     let rows = sqlx::query!(
         r#"SELECT h.horizon AS "horizon!", e.session_id AS "session_id?", e.seq AS "seq?", e.type AS "type?",
                   e.from_status, e.to_status, e.from_stage, e.to_stage, e.actor_kind AS "actor_kind?",
@@ -92,7 +96,7 @@ pub async fn feed_page(db: impl sqlx::PgExecutor<'_>, after: FeedPosition, limit
 /// commits after every commit visible to it, and its own commit waits
 /// for the standby, which confirms the WAL in order: so once it returns,
 /// what was read before it cannot be lost to a failover.
-pub async fn replicated(db: impl sqlx::PgExecutor<'_>) -> Result<(), Error> {
+pub(crate) async fn replicated(db: impl sqlx::PgExecutor<'_>) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO feed_barrier (backend, n)
          SELECT pg_backend_pid(), 1 WHERE current_setting('synchronous_standby_names') <> ''
@@ -106,7 +110,7 @@ pub async fn replicated(db: impl sqlx::PgExecutor<'_>) -> Result<(), Error> {
 /// Whether synchronous standbys are configured (`synchronous_standby_names`,
 /// which Patroni sets as standbys come and go): without them, no commit
 /// waits for a standby and [`replicated`] has nothing to wait for.
-pub async fn synchronous_standbys(db: impl sqlx::PgExecutor<'_>) -> Result<bool, Error> {
+pub(crate) async fn synchronous_standbys(db: impl sqlx::PgExecutor<'_>) -> Result<bool, Error> {
     Ok(
         sqlx::query_scalar::<_, bool>("SELECT current_setting('synchronous_standby_names') <> ''")
             .fetch_one(db)
@@ -116,14 +120,14 @@ pub async fn synchronous_standbys(db: impl sqlx::PgExecutor<'_>) -> Result<bool,
 
 /// The open transaction with the oldest transaction id in the cluster: the
 /// one that holds the feed's horizon back.
-pub struct OldestTransaction {
+pub(crate) struct OldestTransaction {
     pub pid: i32,
     pub application: String,
     pub state: String,
     pub open_for_ms: i64,
 }
 
-pub async fn oldest_transaction(pool: &PgPool) -> Result<Option<OldestTransaction>, Error> {
+pub(crate) async fn oldest_transaction(pool: &PgPool) -> Result<Option<OldestTransaction>, Error> {
     Ok(sqlx::query_as!(
         OldestTransaction,
         r#"SELECT pid AS "pid!", coalesce(application_name, '') AS "application!", coalesce(state, '') AS "state!",

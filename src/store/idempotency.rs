@@ -7,7 +7,7 @@ use crate::domain::Error;
 
 /// What claiming a request id found.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// First use: the caller's transaction now owns the id.
     Fresh,
     /// Used before (and committed): its fingerprint and response.
@@ -17,7 +17,7 @@ pub enum Claim {
 /// Claims `request_id` inside the caller's transaction. A concurrent claim of
 /// the same id waits here until the first transaction ends: if it committed,
 /// this returns `Seen`; if it rolled back, this one becomes the owner.
-pub async fn claim(tx: &mut Tx, request_id: Uuid, fingerprint: &[u8]) -> Result<Claim, Error> {
+pub(crate) async fn claim(tx: &mut Tx, request_id: Uuid, fingerprint: &[u8]) -> Result<Claim, Error> {
     let inserted = sqlx::query_scalar!(
         r#"INSERT INTO idempotency_keys (request_id, fingerprint) VALUES ($1, $2)
            ON CONFLICT (request_id) DO NOTHING RETURNING request_id"#,
@@ -42,7 +42,7 @@ pub async fn claim(tx: &mut Tx, request_id: Uuid, fingerprint: &[u8]) -> Result<
 }
 
 /// Stores the response of a claimed id, in the transaction of the change.
-pub async fn remember(tx: &mut Tx, request_id: Uuid, response: &[u8]) -> Result<(), Error> {
+pub(crate) async fn remember(tx: &mut Tx, request_id: Uuid, response: &[u8]) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE idempotency_keys SET response = $2 WHERE request_id = $1",
         request_id,
@@ -54,7 +54,7 @@ pub async fn remember(tx: &mut Tx, request_id: Uuid, response: &[u8]) -> Result<
 }
 
 /// Forgets ids older than `hours`; returns how many.
-pub async fn purge(pool: &sqlx::PgPool, hours: i32) -> Result<u64, Error> {
+pub(crate) async fn purge(pool: &sqlx::PgPool, hours: i32) -> Result<u64, Error> {
     sqlx::query!(
         "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
         hours

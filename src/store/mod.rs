@@ -2,24 +2,24 @@
 //! that change state take the caller's transaction so a change and its audit
 //! event always commit together.
 
-pub mod assignments;
-pub mod bookings;
-pub mod capacity;
-pub mod census;
+pub(crate) mod assignments;
+pub(crate) mod bookings;
+pub(crate) mod capacity;
+pub(crate) mod census;
 pub mod coalescer;
-pub mod deadlines;
+pub(crate) mod deadlines;
 pub mod deliveries;
-pub mod directory;
-pub mod feed;
-pub mod idempotency;
+pub(crate) mod directory;
+pub(crate) mod feed;
+pub(crate) mod idempotency;
 pub mod nesting;
-pub mod pool;
+pub(crate) mod pool;
 pub mod retention;
 pub mod seed;
-pub mod sessions;
-pub mod unit;
-pub mod waits;
-pub mod webhooks;
+pub(crate) mod sessions;
+pub(crate) mod unit;
+pub(crate) mod waits;
+pub(crate) mod webhooks;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 

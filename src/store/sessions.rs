@@ -113,7 +113,7 @@ impl TryFrom<SessionRow> for Session {
 }
 
 /// A system deadline: when, and which timeout fires then.
-pub type Deadline = Option<(DateTime<Utc>, &'static str)>;
+pub(crate) type Deadline = Option<(DateTime<Utc>, &'static str)>;
 
 /// The event a session change appends: everything but the statuses and
 /// stages, which are read off the session before and after the change.
@@ -277,17 +277,17 @@ pub(super) async fn save_with_event(
     Ok((saved, committed))
 }
 
-pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Session>, Error> {
+pub(crate) async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Session>, Error> {
     get_many(db, &[id]).await?.pop().map(|(_, s)| s).transpose()
 }
 
 /// Sessions read by id, each row decoded on its own.
-pub type ById = Vec<(Uuid, Result<Session, Error>)>;
+pub(crate) type ById = Vec<(Uuid, Result<Session, Error>)>;
 
 /// The sessions of `ids` that exist, in no particular order: one statement
 /// for many GetSession calls (`store::coalescer`). Each row is decoded on its
 /// own, so a row that cannot be read fails only the calls that asked for it.
-pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ById, Error> {
+pub(crate) async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ById, Error> {
     Ok(sqlx::query_as::<_, SessionRow>(concat!(
         "SELECT ",
         session_columns!(),
@@ -303,7 +303,7 @@ pub async fn get_many(db: impl sqlx::PgExecutor<'_>, ids: &[Uuid]) -> Result<ByI
 
 /// Loads a session and locks it until the transaction ends: every change to a
 /// session happens under this lock, which is what keeps `seq` gapless.
-pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
+pub(crate) async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
     sqlx::query_as::<_, SessionRow>(concat!(
         "SELECT ",
         session_columns!(),
@@ -318,7 +318,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
 
 /// [`lock`] a QUEUED session unless another transaction holds it (promotion
 /// then moves on to the next one).
-pub async fn lock_queued_unless_busy(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
+pub(crate) async fn lock_queued_unless_busy(tx: &mut Tx, id: Uuid) -> Result<Option<Session>, Error> {
     sqlx::query_as::<_, SessionRow>(concat!(
         "SELECT ",
         session_columns!(),
@@ -372,7 +372,7 @@ impl TryFrom<EventRow> for SessionEvent {
 }
 
 /// Events of a session after `after_seq`, in seq order.
-pub async fn events(
+pub(crate) async fn events(
     db: impl sqlx::PgExecutor<'_>,
     session_id: Uuid,
     after_seq: i64,
@@ -393,7 +393,7 @@ pub async fn events(
 }
 
 /// Every event of the given sessions, by session id then seq (an export page).
-pub async fn events_of(db: impl sqlx::PgExecutor<'_>, session_ids: &[Uuid]) -> Result<Vec<SessionEvent>, Error> {
+pub(crate) async fn events_of(db: impl sqlx::PgExecutor<'_>, session_ids: &[Uuid]) -> Result<Vec<SessionEvent>, Error> {
     let rows = sqlx::query_as!(
         EventRow,
         r#"SELECT session_id, seq, type, from_status, to_status, from_stage, to_stage,
@@ -411,7 +411,7 @@ fn push_filter(q: &mut QueryBuilder<sqlx::Postgres>, filter: &ListFilter, visibi
 }
 
 /// Keyset page: rows strictly after `after` = (sort value, id) in the requested order.
-pub async fn list(
+pub(crate) async fn list(
     db: impl sqlx::PgExecutor<'_>,
     filter: &ListFilter,
     visibility: Visibility,
@@ -426,7 +426,11 @@ pub async fn list(
 }
 
 /// Number of sessions matching the filter (for `include_total_size`).
-pub async fn count(db: impl sqlx::PgExecutor<'_>, filter: &ListFilter, visibility: Visibility) -> Result<i64, Error> {
+pub(crate) async fn count(
+    db: impl sqlx::PgExecutor<'_>,
+    filter: &ListFilter,
+    visibility: Visibility,
+) -> Result<i64, Error> {
     let mut q = QueryBuilder::new("SELECT count(*) FROM sessions WHERE true");
     push_filter(&mut q, filter, visibility);
     q.build_query_scalar().fetch_one(db).await.map_err(Error::from)

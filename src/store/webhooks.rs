@@ -77,7 +77,7 @@ fn booking_kind_names(w: &Webhook) -> Vec<String> {
 }
 
 /// Stores a new subscription.
-pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
+pub(crate) async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
     let row = sqlx::query_as!(
         WebhookRow,
         "INSERT INTO webhooks (id, url, event_types, mentor_id, mentee_id, listing_id, enabled, secret,
@@ -103,7 +103,7 @@ pub async fn insert(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
 }
 
 /// Writes a subscription's fields and bumps its version.
-pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
+pub(crate) async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
     let row = sqlx::query_as!(
         WebhookRow,
         "UPDATE webhooks SET url = $2, event_types = $3, mentor_id = $4, mentee_id = $5, listing_id = $6,
@@ -130,7 +130,7 @@ pub async fn update(tx: &mut Tx, w: &Webhook) -> Result<Webhook, Error> {
 }
 
 /// A subscription, locked until the transaction ends.
-pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
+pub(crate) async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
         "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
@@ -144,7 +144,7 @@ pub async fn lock(tx: &mut Tx, id: Uuid) -> Result<Option<Webhook>, Error> {
     .transpose()
 }
 
-pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webhook>, Error> {
+pub(crate) async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
         "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
@@ -159,7 +159,7 @@ pub async fn get(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<Webho
 }
 
 /// A page of subscriptions, newest first, after the keyset `after`.
-pub async fn list(
+pub(crate) async fn list(
     db: impl sqlx::PgExecutor<'_>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
@@ -184,7 +184,7 @@ pub async fn list(
 }
 
 /// Every enabled subscription (the dispatcher matches events against them).
-pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Error> {
+pub(crate) async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
         "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
@@ -199,7 +199,7 @@ pub async fn enabled(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Webhook>, Erro
 }
 
 /// Deletes a subscription and its deliveries; whether there was one.
-pub async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
+pub(crate) async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
     let deleted = sqlx::query!("DELETE FROM webhooks WHERE id = $1 AND kind = 'SUBSCRIPTION'", id)
         .execute(&mut **tx)
         .await?;
@@ -207,7 +207,7 @@ pub async fn delete(tx: &mut Tx, id: Uuid) -> Result<bool, Error> {
 }
 
 /// The notification endpoint, when one is configured and enabled.
-pub async fn notification_endpoint(db: impl sqlx::PgExecutor<'_>) -> Result<Option<Webhook>, Error> {
+pub(crate) async fn notification_endpoint(db: impl sqlx::PgExecutor<'_>) -> Result<Option<Webhook>, Error> {
     sqlx::query_as!(
         WebhookRow,
         "SELECT id, url, event_types, booking_event_types, booking_event_kinds, mentor_id, mentee_id, listing_id, enabled, secret, version,
@@ -222,7 +222,10 @@ pub async fn notification_endpoint(db: impl sqlx::PgExecutor<'_>) -> Result<Opti
 
 /// Makes the notification endpoint what the config says: `(url, secret)`,
 /// or disabled when none is configured (its pending intents wait).
-pub async fn set_notification_endpoint(pool: &sqlx::PgPool, endpoint: Option<(&str, &str)>) -> Result<(), Error> {
+pub(crate) async fn set_notification_endpoint(
+    pool: &sqlx::PgPool,
+    endpoint: Option<(&str, &str)>,
+) -> Result<(), Error> {
     match endpoint {
         Some((url, secret)) => {
             sqlx::query!(

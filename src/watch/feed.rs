@@ -22,13 +22,13 @@ use crate::store::{
 };
 
 /// Events per read.
-pub const PAGE: i64 = 500;
+pub(crate) const PAGE: i64 = 500;
 /// At most one read per this long: under load one read serves the commits
 /// of many transactions.
-pub const READ_EVERY: Duration = Duration::from_millis(5);
+pub(crate) const READ_EVERY: Duration = Duration::from_millis(5);
 /// At most one read per this long while no stream on this replica follows
 /// the feed: the reader only keeps its position (and the lag) current then.
-pub const UNWATCHED_READ_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const UNWATCHED_READ_EVERY: Duration = Duration::from_millis(50);
 /// The first retry while known commits wait below the horizon…
 const FIRST_RETRY: Duration = Duration::from_millis(1);
 /// …and the longest, so the tail is read soon after the horizon moves even
@@ -43,7 +43,7 @@ const WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Reads the feed for this replica, from where the hub starts
 /// (`Hub::start_at`), until `shutdown`. A read that gets no answer within
 /// `silent_after` is given up (`store::bounded`) and read again.
-pub async fn run(pool: PgPool, hub: Hub, silent_after: Duration, waits: Waits, shutdown: CancellationToken) {
+pub(crate) async fn run(pool: PgPool, hub: Hub, silent_after: Duration, waits: Waits, shutdown: CancellationToken) {
     let mut retry: Option<Duration> = None;
     let mut warned: Option<Instant> = None;
     let mut standbys = Standbys::default();

@@ -24,8 +24,8 @@
 //! slow client) or sees a gap catches up from the database on its own, so it
 //! never slows the others, and nothing is lost or repeated.
 
-pub mod feed;
-pub mod relay;
+pub(crate) mod feed;
+pub(crate) mod relay;
 
 use std::{
     collections::BTreeMap,

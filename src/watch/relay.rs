@@ -14,10 +14,10 @@ use super::Hub;
 use crate::domain::model::FeedPosition;
 
 /// The NOTIFY channel.
-pub const CHANNEL: &str = "session_events";
+pub(crate) const CHANNEL: &str = "session_events";
 /// At most one NOTIFY per replica per this long: under load, one carries the
 /// commits of many transactions.
-pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
+pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 /// Wait before reconnecting a failed listener.
 const RECONNECT: Duration = Duration::from_millis(500);
 
@@ -38,7 +38,7 @@ fn parse(payload: &str) -> Option<(Uuid, FeedPosition)> {
 /// once the NOTIFY went out (so the notifier's lag shows a failing one); a
 /// failed NOTIFY is tried again after [`RECONNECT`], and meanwhile the other
 /// replicas' backstop reads the feed anyway.
-pub async fn announce(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
+pub(crate) async fn announce(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -72,7 +72,7 @@ pub async fn announce(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
 
 /// Keeps this replica's LISTEN connection and hands the other replicas'
 /// announcements to the feed reader, until `shutdown`.
-pub async fn listen(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
+pub(crate) async fn listen(pool: PgPool, hub: Hub, shutdown: CancellationToken) {
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;

@@ -49,7 +49,7 @@ impl Parse for pb::BatchGetSessionsRequest {
 }
 
 /// The most characters a session's notes hold.
-pub const MAX_NOTES_CHARS: usize = 10_000;
+pub(super) const MAX_NOTES_CHARS: usize = 10_000;
 
 impl Parse for pb::UpdateSessionNotesRequest {
     type Parsed = NotesUpdate;
