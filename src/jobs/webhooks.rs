@@ -1,22 +1,12 @@
-//! Webhook deliveries (SPEC §4.6), from committed events only, on every
-//! replica:
+//! Webhook deliveries (SPEC §4.6) on every replica: the dispatcher
+//! ([`dispatch_once`]) fans each committed event out to the subscriptions
+//! that want it, once; the deliverer ([`deliver_once`]) claims, signs, POSTs
+//! and records them, in order per subscription and session.
 //!
-//! - the **dispatcher** ([`dispatch_once`]) reads the feeds of committed
-//!   session and booking events after its cursor (`webhook_cursor`, taken
-//!   with SKIP LOCKED, so one replica at a time) and, in the transaction
-//!   that moves the cursor, inserts one delivery per event and matching
-//!   subscription: an event is fanned out once, and only once it has
-//!   committed;
-//! - the **deliverer** ([`deliver_once`]) claims due deliveries (SKIP
-//!   LOCKED, in order per subscription and session), commits the claim as a
-//!   lease, POSTs each signed body outside any transaction, and records the
-//!   attempt: SUCCEEDED on a 2xx, else PENDING again after an exponential
-//!   backoff with jitter, FAILED once the retry period is over. A replica
-//!   that dies mid-attempt leaves the delivery to another once the lease
-//!   ends: nothing is lost, and a repeat carries the same `webhook-id`.
-//!
-//! Neither touches a write transaction of the API: a slow or dead endpoint
-//! holds only its own deliveries back.
+//! What it keeps true: only committed events are delivered, each at least
+//! once and under one `webhook-id`, and a slow or dead endpoint holds back
+//! only its own deliveries, never a write of the API. How:
+//! docs/ARCHITECTURE.md, "Webhooks: deliveries from committed events".
 
 use std::time::Duration;
 

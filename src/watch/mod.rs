@@ -1,28 +1,12 @@
-//! Live delivery of session events to watchers, on one replica or many.
+//! Live delivery of session events to watchers, on one replica or many: the
+//! [`Hub`] that `App::commit` hands each unit of work's committed events to
+//! ([`Hub::committed`]), the one feed reader per replica ([`feed::run`]),
+//! and the notifier and listener between replicas ([`relay`]).
 //!
-//! No write transaction notifies anyone (a NOTIFY serialises the commits of
-//! the whole cluster). Instead, per replica:
-//!
-//! - the unit of work hands its committed events to the [`Hub`] right after
-//!   the commit ([`Hub::committed`]): they go straight to this replica's
-//!   WatchSession streams (their own channel), wake this replica's feed
-//!   reader, and are queued for the notifier;
-//! - the **notifier** ([`relay::announce`]) tells the other replicas with one
-//!   NOTIFY every few milliseconds at most, outside any write transaction,
-//!   carrying only the newest feed position committed here;
-//! - the **listener** ([`relay::listen`]) hears the other replicas' NOTIFYs
-//!   and wakes the feed reader;
-//! - the **feed reader** ([`feed::run`]) is the one place that reads the feed
-//!   of all events: one query per wake-up (a batch of hints), published to
-//!   every stream of the replica on the feed's `broadcast` channel, filtered
-//!   in memory. It also runs the backstop: a read every [`BACKSTOP`] without
-//!   news, once per replica, covering a replica that died between its commit
-//!   and its NOTIFY and a listener that reconnects.
-//!
-//! Streams (`app::watch`) hold no task and no database connection while
-//! idle: they wait on the channel. A stream that falls behind the channel (a
-//! slow client) or sees a gap catches up from the database on its own, so it
-//! never slows the others, and nothing is lost or repeated.
+//! What it keeps true: no write transaction notifies anyone, nothing is
+//! published before it committed (and reached the synchronous standby), and
+//! a stream that falls behind catches up from the database on its own,
+//! losing and repeating nothing. How: docs/ARCHITECTURE.md, "Watching".
 
 pub(crate) mod feed;
 pub(crate) mod relay;

@@ -213,7 +213,7 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
         scheduled(&app, &w, monday_at(6)).await,
         scheduled(&app, &w, monday_at(8)).await,
     ];
-    let (proxy, replica) = replica_through_a_proxy(&app, true).await;
+    let (proxy, replica) = replica_through_a_proxy(&app.database_url, true).await;
     let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(3));
     let mut health = HealthClient::new(replica.channel.clone());
     let serving = async |health: &mut HealthClient<tonic::transport::Channel>| {
@@ -302,13 +302,21 @@ async fn a_replica_whose_connections_go_silent_serves_again_on_new_ones() {
 /// new connection that answers. The writes' work, waiting far longer than
 /// any statement takes, holds health NOT_SERVING until it is dropped at its
 /// bound (the call deadline plus the silence bound: 14 s); then health is
-/// SERVING and writes answer again, with no restart.
+/// SERVING and writes answer again, with no restart. On a cluster of its
+/// own: the stuck transactions stay open on the server (holding back the
+/// horizon of every feed on the cluster) until the server gives up on them.
 #[tokio::test]
 async fn a_replica_whose_writes_are_stuck_on_silent_connections_is_not_serving() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-    let app = spawn_app().await;
-    let w = world(&app).await;
-    let (proxy, replica) = replica_through_a_proxy(&app, true).await;
+    let db = own_cluster().await;
+    mentorship::devdb::ensure_database(&db.url("postgres"), "mentorship")
+        .await
+        .expect("database");
+    let url = db.url("mentorship");
+    let setup = start_replica(&url, mentorship::app::Rules::default(), Jobs::Stepped).await;
+    let w = world_on(&Caller::new(&setup.channel, &coordinator())).await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("a pool of the test's");
+    let (proxy, replica) = replica_through_a_proxy(&url, true).await;
     let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(3));
     let health = HealthClient::new(replica.channel.clone());
     let serving = async || {
@@ -330,7 +338,7 @@ async fn a_replica_whose_writes_are_stuck_on_silent_connections_is_not_serving()
     assert!(serving().await, "SERVING before the silence");
 
     // Two writes wait on a lock when the connections go silent.
-    let mut lock = app.pool.begin().await.expect("a transaction");
+    let mut lock = pool.begin().await.expect("a transaction");
     sqlx::query("LOCK TABLE bookings IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
@@ -383,7 +391,7 @@ async fn a_replica_whose_writes_are_stuck_on_silent_connections_is_not_serving()
 async fn a_client_that_never_finishes_its_request_leaves_health_serving() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let app = spawn_app().await;
-    let (_proxy, replica) = replica_through_a_proxy(&app, true).await;
+    let (_proxy, replica) = replica_through_a_proxy(&app.database_url, true).await;
     let addr = replica.server.addr;
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("handshake");
@@ -413,9 +421,8 @@ async fn a_client_that_never_finishes_its_request_leaves_health_serving() {
 /// A replica of `app`'s database whose connections go through a
 /// [`SilentProxy`], jobs stepped; `quick` shortens the statement timeout to
 /// 1 s, the wait for a silent read to 2 s, and the call deadline to 12 s.
-async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_proxy::SilentProxy, Replica) {
-    let upstream = app
-        .database_url
+async fn replica_through_a_proxy(database_url: &str, quick: bool) -> (crate::silent_proxy::SilentProxy, Replica) {
+    let upstream = database_url
         .split_once('@')
         .and_then(|(_, rest)| rest.split_once('/'))
         .and_then(|(host, _)| host.parse().ok())
@@ -430,7 +437,7 @@ async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_p
         timeouts.idle_in_transaction = StdDuration::from_secs(60);
         rules.silent_connection = StdDuration::from_secs(2);
     }
-    let pool = mentorship::connect_with(&proxy.url(&app.database_url), 10, timeouts)
+    let pool = mentorship::connect_with(&proxy.url(database_url), 10, timeouts)
         .await
         .expect("a pool through the proxy");
     let background = mentorship::Background {
@@ -454,7 +461,7 @@ async fn replica_through_a_proxy(app: &TestApp, quick: bool) -> (crate::silent_p
 async fn a_commit_whose_answer_is_lost_is_unknown_and_a_retry_makes_it_once() {
     let app = spawn_app().await;
     let w = world(&app).await;
-    let (proxy, replica) = replica_through_a_proxy(&app, false).await;
+    let (proxy, replica) = replica_through_a_proxy(&app.database_url, false).await;
     let caller = Caller::new(&replica.channel, &coordinator());
     let drafts = async || -> Vec<String> {
         sqlx::query_scalar("SELECT id::text FROM bookings WHERE mentee_id = $1 ORDER BY id")
