@@ -12,6 +12,7 @@ pub mod deliveries;
 pub(crate) mod directory;
 pub(crate) mod feed;
 pub(crate) mod idempotency;
+pub(crate) mod keepalive;
 pub mod nesting;
 pub(crate) mod pool;
 pub mod retention;

@@ -66,7 +66,8 @@ pub async fn connect_with(database_url: &str, max_connections: u32, timeouts: Db
 /// work that must not wait behind the API's calls (health, the sweeper,
 /// the watch feed). Connections open on first use.
 pub(crate) fn side_pool(pool: &PgPool, max_connections: u32) -> PgPool {
-    pool_options(max_connections, CheckOnRelease::Always).connect_lazy_with((*pool.connect_options()).clone())
+    let options = (*pool.connect_options()).clone();
+    pool_options(max_connections, CheckOnRelease::Always, &options).connect_lazy_with(options)
 }
 
 /// [`connect`] without the timeouts, for one-off commands that may run long
@@ -90,7 +91,7 @@ async fn migrate(database_url: &str) -> anyhow::Result<PgConnectOptions> {
 }
 
 async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    pool_options(max_connections, CheckOnRelease::WhenWorkIsQueued)
+    pool_options(max_connections, CheckOnRelease::WhenWorkIsQueued, &options)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
@@ -133,7 +134,8 @@ enum CheckOnRelease {
     Always,
 }
 
-fn pool_options(max_connections: u32, check: CheckOnRelease) -> PgPoolOptions {
+fn pool_options(max_connections: u32, check: CheckOnRelease, options: &PgConnectOptions) -> PgPoolOptions {
+    let database = std::sync::Arc::new(options.clone());
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -158,9 +160,12 @@ fn pool_options(max_connections: u32, check: CheckOnRelease) -> PgPoolOptions {
         })
         // Read-only is not the primary: a connection that lands on a node in
         // recovery (a standby, or a demoted primary a proxy still routes to)
-        // is refused as it opens, and the pool tries again.
-        .after_connect(|conn, _meta| {
+        // is refused as it opens, and the pool tries again. Every new
+        // connection gets TCP keepalive and a user timeout (`keepalive`).
+        .after_connect(move |conn, _meta| {
+            let database = database.clone();
             Box::pin(async move {
+                super::keepalive::arm(&database).await;
                 let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
                     .fetch_one(&mut *conn)
                     .await?;

@@ -418,6 +418,86 @@ async fn a_client_that_never_finishes_its_request_leaves_health_serving() {
     }
 }
 
+/// Every database connection of a replica has TCP keepalive and a user
+/// timeout, so the kernel gives up on a peer that vanished (a cut network,
+/// a dead host) instead of waiting minutes: looked up on the sockets of the
+/// real binary (copies taken with `pidfd_getfd`), the API's pool and the
+/// side pools of health and the background work alike.
+#[tokio::test]
+async fn every_database_connection_of_a_replica_has_keepalive_and_a_user_timeout() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let app = spawn_app().await;
+    let server = spawn_binary(&app.database_url, &[]).await;
+    let w = world(&app).await;
+    // Work on the API's pool, and time for the background work and health to
+    // open theirs.
+    scheduled(&app, &w, monday_at(6)).await;
+    let caller = server.as_(&coordinator());
+    let mut sessions = caller
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("list");
+    assert!(!sessions.sessions.is_empty());
+    caller.get_session(&sessions.sessions.remove(0).id).await.expect("get");
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+
+    let database: std::net::SocketAddr = app
+        .database_url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(host, _)| host.parse().ok())
+        .expect("the database's address");
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: plain system calls; the descriptors they return are owned here.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut checked = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("its descriptors")
+        .flatten()
+    {
+        let is_socket = std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let Some(target) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        use std::os::fd::AsRawFd;
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+        if copy < 0 {
+            continue; // closed meanwhile
+        }
+        let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+        let socket = socket2::SockRef::from(&copy);
+        if socket.peer_addr().ok().and_then(|a| a.as_socket()) != Some(database) {
+            continue;
+        }
+        assert!(
+            socket.keepalive().expect("SO_KEEPALIVE"),
+            "keepalive on descriptor {target}"
+        );
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            StdDuration::from_secs(10)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+            StdDuration::from_secs(5)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), 3);
+        assert_eq!(
+            socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(StdDuration::from_secs(20)),
+            "user timeout on descriptor {target}"
+        );
+        checked += 1;
+    }
+    // The API's pool, health's, the feed's and the jobs' connections.
+    assert!(checked >= 3, "only {checked} database connections found");
+}
+
 /// A replica of `app`'s database whose connections go through a
 /// [`SilentProxy`], jobs stepped; `quick` shortens the statement timeout to
 /// 1 s, the wait for a silent read to 2 s, and the call deadline to 12 s.
