@@ -2,9 +2,11 @@
 //! operation's call and its completion (ok, a definite failure, or unknown),
 //! and after the run [`check`] holds that history against what was stored
 //! (the sessions, their event logs, the remembered request ids) and what
-//! the watchers and a webhook receiver got. The fault suites drive it: the
-//! main suite's `faults` (a replica killed, PostgreSQL crash-restarted) and
-//! the HA suite (`tests/ha`, failovers of a Patroni cluster).
+//! the watchers (WatchSessions over gRPC and Server-Sent Events, and
+//! WatchSession one session at a time) and a webhook receiver got. The
+//! fault suites drive it: the main suite's `faults` (a replica killed,
+//! PostgreSQL crash-restarted) and the HA suite (`tests/ha`, failovers of a
+//! Patroni cluster).
 //!
 //! An operation is one call. A call whose outcome is unknown is retried with
 //! the same `request_id` until one outcome is definite; all the calls of one
@@ -147,6 +149,15 @@ impl Recorder {
     pub fn ops(&self) -> Vec<Op> {
         self.ops.lock().expect("history").clone()
     }
+
+    /// The session the latest OK CreateSession made, unless it is in `not`.
+    fn latest_created(&self, not: &HashSet<String>) -> Option<String> {
+        let ops = self.ops.lock().expect("history");
+        ops.iter()
+            .rev()
+            .filter(|o| o.kind == Kind::Create && matches!(o.outcome, Outcome::Ok(_)))
+            .find_map(|o| o.session.clone().filter(|s| !not.contains(s)))
+    }
 }
 
 /// Counts of a history, for the closing figures.
@@ -284,6 +295,9 @@ pub struct Observed<'a> {
     /// accounted for by the history.
     pub mentees: &'a [Uuid],
     pub watchers: Vec<(String, Received)>,
+    /// What WatchSession (one session's stream) followers got: each
+    /// follower's name, and per session it followed, what it received.
+    pub session_watchers: Vec<(String, Vec<(String, Received)>)>,
     pub webhook: Option<Vec<Delivered>>,
     pub limits: Limits,
 }
@@ -602,6 +616,17 @@ pub async fn check(ops: &[Op], seen: Observed<'_>) -> Result<Counts, String> {
     for (name, received) in &seen.watchers {
         follower_violations(name, received, &stored, Order::Feed, &mut violations);
     }
+    for (name, sessions) in &seen.session_watchers {
+        for (session, received) in sessions {
+            let of_session = stored
+                .iter()
+                .filter(|((s, _), _)| s == session)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>();
+            let name = format!("{name} of session {session}");
+            follower_violations(&name, received, &of_session, Order::Seq, &mut violations);
+        }
+    }
     if let Some(delivered) = &seen.webhook {
         let mut ids: HashMap<&str, &Got> = HashMap::new();
         let mut first: Received = Vec::new();
@@ -913,6 +938,80 @@ pub async fn follow(replica: Caller, mut cursor: String, got: Arc<Mutex<Received
             }
         }
     }
+}
+
+/// Follows WatchSession (one session's stream) on `replica` until `stop`:
+/// every 250 ms, while fewer than four are followed, the latest session the
+/// workload recorded creating, so some session is followed live through
+/// every fault. What each follower got, per session.
+pub async fn follow_sessions(replica: Caller, rec: Recorder, stop: Arc<AtomicBool>) -> Vec<(String, Received)> {
+    const AT_ONCE: usize = 4;
+    let mut picked = HashSet::new();
+    let mut live = tokio::task::JoinSet::new();
+    let mut followed = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        while let Some(done) = live.try_join_next() {
+            followed.push(done.expect("a session follower"));
+        }
+        if live.len() < AT_ONCE
+            && let Some(session) = rec.latest_created(&picked)
+        {
+            picked.insert(session.clone());
+            let (replica, stop) = (replica.clone(), stop.clone());
+            live.spawn(async move {
+                let received = follow_session(&replica, &session, &stop).await;
+                (session, received)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    followed.extend(live.join_all().await);
+    followed
+}
+
+/// One session's WatchSession stream, from its first event (`after_seq:
+/// 0`), resumed after the last seq received after any error, until its
+/// terminal event ends it; once `stop` is set, until a second passes with
+/// nothing new (the run is over: a last catch-up).
+async fn follow_session(replica: &Caller, session: &str, stop: &AtomicBool) -> Received {
+    use pb::watch_session_response::Item;
+    let mut received: Received = Vec::new();
+    let (mut ended, mut drained, mut failed_draining) = (false, false, 0);
+    while !ended && !drained && failed_draining < 25 {
+        let draining = stop.load(Ordering::Relaxed);
+        let after = received.last().map_or(0, |g| g.seq);
+        let Ok(mut stream) = replica.watch_session(session, Some(after)).await else {
+            failed_draining += usize::from(draining);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        loop {
+            let idle = Duration::from_millis(if draining { 1000 } else { 200 });
+            let next = tokio::select! {
+                next = stream.message() => next,
+                _ = tokio::time::sleep(idle) => {
+                    drained = draining;
+                    if draining || stop.load(Ordering::Relaxed) { break } else { continue }
+                }
+            };
+            match next {
+                Ok(Some(pb::WatchSessionResponse {
+                    item: Some(Item::Event(e)),
+                })) => {
+                    let status = SessionStatus::try_from(e.to_status).unwrap_or_default();
+                    ended = matches!(
+                        status,
+                        SessionStatus::Completed | SessionStatus::Cancelled | SessionStatus::Failed
+                    );
+                    received.push(Got::new(&e.session_id, e.seq, Some(status.as_str_name())));
+                }
+                Ok(Some(_)) => {}
+                // The end after the terminal event, or a broken stream.
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    received
 }
 
 /// One Server-Sent Events block: its `id:` and its `data:` as JSON.

@@ -76,6 +76,8 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
     // The load, on both replicas, every call with a request_id.
     let rec = checker::Recorder::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // WatchSession followers on the survivor, one session after another.
+    let session_watcher = tokio::spawn(checker::follow_sessions(b.clone(), rec.clone(), stop_watching.clone()));
     let replicas = vec![
         a.clone().with_timeout(StdDuration::from_secs(3)),
         b.clone().with_timeout(StdDuration::from_secs(3)),
@@ -155,6 +157,12 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
     stop_watching.store(true, Ordering::Relaxed);
     watcher.await.expect("watcher");
     sse.await.expect("SSE watcher");
+    let sessions_followed = session_watcher.await.expect("WatchSession follower");
+    assert!(
+        sessions_followed.len() > 5,
+        "WatchSession followed {} sessions",
+        sessions_followed.len()
+    );
     let received = got.lock().expect("got").clone();
     let sse_received = sse_got.lock().expect("got").clone();
     let counts = checker::check(
@@ -167,6 +175,7 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
                 ("the watcher on the survivor".into(), received),
                 ("the SSE watcher on the survivor".into(), sse_received),
             ],
+            session_watchers: vec![("the WatchSession follower on the survivor".into(), sessions_followed)],
             webhook: None,
             limits: checker::Limits {
                 per_mentor: MENTOR_LIMIT,
@@ -600,6 +609,7 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
     let from = checker::start_position(&c).await;
     let watcher = tokio::spawn(checker::follow(c.clone(), from, got.clone(), stop.clone()));
     let rec = checker::Recorder::default();
+    let session_watcher = tokio::spawn(checker::follow_sessions(c.clone(), rec.clone(), stop.clone()));
     let work_stop = Arc::new(AtomicBool::new(false));
     let worker = tokio::spawn(checker::work(
         rec.clone(),
@@ -624,14 +634,16 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
     }
     stop.store(true, Ordering::Relaxed);
     watcher.await.expect("watcher");
-    let received = got.lock().expect("got").clone();
+    let followed = session_watcher.await.expect("WatchSession follower");
+    let received = (got.lock().expect("got").clone(), followed);
     let limits = checker::Limits {
         per_mentor: 4,
         per_mentee: 1,
         system: 100,
         pause_timeout: StdDuration::from_secs(24 * 3600),
     };
-    let check = |ops: Vec<checker::Op>, received: checker::Received, limits: checker::Limits| {
+    type Seen = (checker::Received, Vec<(String, checker::Received)>);
+    let check = |ops: Vec<checker::Op>, (received, followed): Seen, limits: checker::Limits| {
         let pool = app.pool.clone();
         let mentees = vec![mentee];
         async move {
@@ -642,6 +654,7 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
                     caller: sub,
                     mentees: &mentees,
                     watchers: vec![("the watcher".into(), received)],
+                    session_watchers: vec![("the WatchSession follower".into(), followed)],
                     webhook: None,
                     limits,
                 },
@@ -654,7 +667,12 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
         .await
         .expect("a clean history checks");
     assert!(counts.ok > 5, "{counts:?}");
-    let fails = async |ops: Vec<checker::Op>, received: checker::Received, limits, what: &str| {
+    assert!(
+        received.1.iter().any(|(_, got)| got.len() >= 2),
+        "WatchSession followed a session through: {:?}",
+        received.1
+    );
+    let fails = async |ops: Vec<checker::Op>, received: Seen, limits, what: &str| {
         let report = check(ops, received, limits).await.expect_err(what);
         assert!(report.contains(what), "expected {what:?} in:\n{report}");
         assert!(
@@ -665,14 +683,33 @@ async fn the_history_checker_fails_every_kind_of_broken_history() {
 
     // A watcher that missed an event, or got one twice.
     let mut missed = received.clone();
-    missed.remove(missed.len() / 2);
+    missed.0.remove(missed.0.len() / 2);
     fails(ops.clone(), missed, limits, "never got").await;
     let mut twice = received.clone();
-    twice.push(twice[0].clone());
+    twice.0.push(twice.0[0].clone());
     fails(ops.clone(), twice, limits, "twice").await;
+    // A WatchSession follower that missed its session's first event, or got
+    // its events out of order.
+    let mut missed = received.clone();
+    let (_, first) = missed
+        .1
+        .iter_mut()
+        .find(|(_, got)| got.len() >= 2)
+        .expect("a session followed");
+    first.remove(0);
+    fails(ops.clone(), missed, limits, "never got").await;
+    let mut swapped = received.clone();
+    let (_, first) = swapped
+        .1
+        .iter_mut()
+        .find(|(_, got)| got.len() >= 2)
+        .expect("a session followed");
+    first.swap(0, 1);
+    fails(ops.clone(), swapped, limits, "after event").await;
     // A watcher that got an event other than the one stored.
     let mut altered = received.clone();
     let moved = altered
+        .0
         .iter_mut()
         .find(|g| !g.to_status.is_empty())
         .expect("an event that moved a session");

@@ -205,6 +205,20 @@ async fn run() {
     // and a 5 s deadline.
     let rec = Recorder::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // WatchSession followers on each replica, one session after another:
+    // some session is followed live through every fault.
+    let session_watchers: Vec<_> = [
+        ("the WatchSession follower on replica a", &ca),
+        ("the WatchSession follower on replica b", &cb),
+    ]
+    .into_iter()
+    .map(|(name, c)| {
+        (
+            name,
+            tokio::spawn(checker::follow_sessions(c.clone(), rec.clone(), stop_watching.clone())),
+        )
+    })
+    .collect();
     let replicas = vec![
         ca.clone().with_timeout(Duration::from_secs(5)),
         cb.clone().with_timeout(Duration::from_secs(5)),
@@ -300,6 +314,12 @@ async fn run() {
         received.push((name.to_owned(), got.lock().expect("got").clone()));
     }
     sampler.await.expect("sampler");
+    let mut followed = Vec::new();
+    for (name, task) in session_watchers {
+        let sessions = task.await.expect("WatchSession follower");
+        assert!(sessions.len() > 20, "{name} followed {} sessions", sessions.len());
+        followed.push((name.to_owned(), sessions));
+    }
 
     let ops = rec.ops();
     let counts = checker::check(
@@ -309,6 +329,7 @@ async fn run() {
             caller: sub,
             mentees: &mentees,
             watchers: received,
+            session_watchers: followed,
             webhook: Some(session_deliveries(&hooks)),
             limits: checker::Limits {
                 per_mentor: PER_MENTOR,
