@@ -47,14 +47,29 @@ use crate::{
 /// The cluster script, relative to the crate.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ha-cluster");
 
-/// Runs `scripts/ha-cluster args`, bounded by `limit`; its stdout.
+/// The process groups of the script's runs under way: [`Down`] kills them
+/// before it takes the cluster down, so a run the suite's bound cut short
+/// (a `heal` starting nodes, say) cannot outlive it.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Runs `scripts/ha-cluster args` in a process group of its own, bounded by
+/// `limit`; its stdout.
 fn cluster(args: &[&str], limit: Duration) -> String {
-    let out = Command::new("timeout")
+    use std::os::unix::process::CommandExt;
+    let child = Command::new("timeout")
         .arg(limit.as_secs().to_string())
         .arg(SCRIPT)
         .args(args)
-        .output()
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run scripts/ha-cluster");
+    let pid = child.id();
+    RUNNING.lock().expect("running").push(pid);
+    let out = child.wait_with_output();
+    RUNNING.lock().expect("running").retain(|&p| p != pid);
+    let out = out.expect("run scripts/ha-cluster");
     assert!(
         out.status.success(),
         "scripts/ha-cluster {} failed ({}):\n{}",
@@ -76,6 +91,10 @@ struct Down;
 
 impl Drop for Down {
     fn drop(&mut self) {
+        for pid in RUNNING.lock().map(|r| r.clone()).unwrap_or_default() {
+            // SAFETY: a plain system call: SIGKILL to the run's process group.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
         // The nodes' logs stay in target/ for a look after a failure.
         let logs = concat!(env!("CARGO_TARGET_TMPDIR"), "/ha-logs");
         let _ = Command::new("timeout")
