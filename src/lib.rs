@@ -34,7 +34,7 @@ use crate::{
     app::App,
     grpc::{
         auth::{Auth, Verifier},
-        gate::GateLayer,
+        gate::Gate,
     },
 };
 
@@ -191,7 +191,7 @@ pub async fn start(
     };
 
     let limiters = Arc::new(grpc::rate_limit::Limiters::new(transport.rate_limits));
-    let rest = rest::RestLayer::new(transport.event_keepalive, exports_json_lines)?;
+    let rest = rest::Rest::layer(transport.event_keepalive, exports_json_lines)?;
     let cors = rest::cors(&transport.cors_allowed_origins)?;
 
     tokio::spawn(forget_idle_buckets(limiters.clone(), shutdown.clone()));
@@ -214,18 +214,18 @@ pub async fn start(
                 http::header::AUTHORIZATION,
             ]))
             .layer(grpc::trace::layer())
-            .layer(grpc::metered::MeteredLayer::new(metrics))
-            .layer(grpc::connections::ConnectionLayer)
-            .layer(GateLayer::new(grpc::metadata_limit::MetadataLimit::new(
+            .layer(grpc::metered::Metered::layer(metrics))
+            .layer(grpc::connections::Connections::layer())
+            .layer(Gate::layer(grpc::metadata_limit::MetadataLimit::new(
                 transport.max_metadata_bytes,
             )))
-            .layer(grpc::health_watch::HealthWatchLayer::new(
+            .layer(grpc::health_watch::HealthWatch::layer(
                 transport.health_watch_streams_per_peer,
                 transport.health_watch_streams,
             ))
-            .layer(GateLayer::new(Auth::new(verifier)))
-            .layer(GateLayer::new(grpc::rate_limit::RateLimit(limiters)))
-            .layer(grpc::deadline::DeadlineLayer::new(
+            .layer(Gate::layer(Auth::new(verifier)))
+            .layer(Gate::layer(grpc::rate_limit::RateLimit(limiters)))
+            .layer(grpc::deadline::Deadline::layer(
                 transport.call_deadline,
                 transport.max_calls_in_flight,
                 silent_connection,

@@ -198,7 +198,7 @@ pub fn mint_hs256(secret: &[u8], claims: &Claims) -> anyhow::Result<String> {
 pub struct Method(pub &'static str);
 
 /// The check that authenticates `mentorship.v1` calls and checks their
-/// roles (a [`Check`]: `GateLayer::new(Auth::new(verifier))`).
+/// roles (a [`Check`]: `Gate::layer(Auth::new(verifier))`).
 #[derive(Clone, Debug)]
 pub struct Auth {
     verifier: Arc<Verifier>,

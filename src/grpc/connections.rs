@@ -1,23 +1,9 @@
 //! Bounds on client connections, so that neither idle nor half-open
-//! connections can pile up on a replica:
-//!
-//! - a cap on the connections open at once ([`ConnectionLimits::max`]):
-//!   past it a new connection is closed as soon as it is accepted;
-//! - a handshake deadline: a connection that has not sent its first 24
-//!   bytes (the HTTP/2 preface, or an HTTP/1.1 request's first line and
-//!   headers; under TLS, the start of its TLS handshake, which must finish
-//!   within the same time, `grpc::tls`) within [`ConnectionLimits::handshake`]
-//!   of being accepted is closed;
-//! - an idle timeout: a connection with no call open and nothing received
-//!   for [`ConnectionLimits::idle`] is closed; a client reconnects on its
-//!   next call, and an open stream is a call, so watchers are never idle;
-//! - a cap per peer ([`ConnectionLimits::per_peer`], an IPv6 peer by its
-//!   /64), so one client cannot take every place;
-//! - dead peers are found by HTTP/2 keepalive pings (`lib.rs`).
-//!
-//! The accepted socket is wrapped in a [`Conn`] that holds its place under
-//! the cap and checks the deadlines, and whose connect info reaches every
-//! request; [`ConnectionLayer`] tells it when calls start and end.
+//! connections can pile up on a replica: a cap in all and per peer, a
+//! handshake deadline, and an idle timeout for connections with no call
+//! open (an open stream is a call) ([`ConnectionLimits`]). The accepted
+//! socket is a [`Conn`] that holds its place and checks the deadlines;
+//! [`Connections`] tells it when calls start and end.
 
 use std::{
     io,
@@ -37,7 +23,9 @@ use tokio::{
     time::{Instant, Sleep},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
-use tower::{Layer, Service};
+use tower::Service;
+
+use super::layer::{Answer, Around, AroundLayer};
 
 /// Who a per-peer limit counts an address as: an IPv4 address (mapped ones
 /// included) is itself; an IPv6 one is its /64, which one host usually
@@ -329,19 +317,12 @@ pub fn incoming(
 /// tonic's own connect info in the request (what `peer_ip` and
 /// `Request::remote_addr` read). It goes before every layer that reads the peer.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ConnectionLayer;
+pub struct Connections;
 
-impl<S> Layer<S> for ConnectionLayer {
-    type Service = Connection<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Connection { inner }
+impl Connections {
+    pub fn layer() -> AroundLayer<Connections> {
+        AroundLayer(Connections)
     }
-}
-
-/// See [`ConnectionLayer`].
-#[derive(Debug, Clone)]
-pub struct Connection<S> {
-    inner: S,
 }
 
 /// A call open on its connection until dropped.
@@ -354,21 +335,13 @@ impl Drop for OpenCall {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for Connection<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+impl<B: Send + 'static> Around<B> for Connections {
+    fn around<S>(&self, mut inner: S, mut req: http::Request<B>) -> Answer<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let extensions = req.extensions_mut();
         let info = extensions
             .get::<ConnInfo>()
@@ -385,7 +358,6 @@ where
             activity.touch();
             OpenCall(activity)
         });
-        let mut inner = super::layer::take_ready(&mut self.inner);
         Box::pin(async move {
             let response = inner.call(req).await?;
             Ok(match call {

@@ -3,7 +3,7 @@
 //!
 //! hyper drops a call's future when its client goes away. Dropped half-way,
 //! a unit of work would stop at an arbitrary `.await`: between two
-//! statements, or inside sqlx while a `BEGIN` is in flight. [`DeadlineLayer`]
+//! statements, or inside sqlx while a `BEGIN` is in flight. [`Deadline`]
 //! runs the rest of the stack (the handlers) in a task of its own, and
 //! answers DEADLINE_EXCEEDED when the call's deadline passes: the caller's
 //! `grpc-timeout`, or the server's default, whichever is sooner. Either way
@@ -15,18 +15,15 @@
 //! after which a database connection is presumed silent: work still waiting
 //! then waits on a connection that will not answer (a hung backend, a cut
 //! network), and is dropped; its connection is closed as it goes back to
-//! the pool (`RELEASE_LIMIT` in lib.rs), so it holds neither a call slot
+//! the pool (`RELEASE_LIMIT` in `store::pool`), so it holds neither a call slot
 //! nor a connection for good.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use tower::Service;
+
+use super::layer::{Answer, Around, AroundLayer};
 use tracing::Instrument;
 
 use crate::domain::Error;
@@ -45,7 +42,7 @@ pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub(crate) struct DeadlineLayer {
+pub(crate) struct Deadline {
     /// The server's deadline for every call.
     deadline: Duration,
     /// Calls whose work is running, answered or not.
@@ -55,34 +52,21 @@ pub(crate) struct DeadlineLayer {
     work_limit: Duration,
 }
 
-impl DeadlineLayer {
+impl Deadline {
     /// `silent_connection`: how long a database connection may leave a
     /// statement unanswered before it is presumed silent.
-    pub(crate) fn new(deadline: Duration, max_in_flight: usize, silent_connection: Duration) -> Self {
-        DeadlineLayer {
+    pub(crate) fn layer(
+        deadline: Duration,
+        max_in_flight: usize,
+        silent_connection: Duration,
+    ) -> AroundLayer<Deadline> {
+        AroundLayer(Deadline {
             deadline,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             work_limit: deadline + silent_connection,
-        }
+        })
     }
-}
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Deadline {
-            inner,
-            limits: self.clone(),
-        }
-    }
-}
-
-/// See [`DeadlineLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct Deadline<S> {
-    inner: S,
-    limits: DeadlineLayer,
 }
 
 fn answer(err: Error) -> http::Response<tonic::body::Body> {
@@ -111,31 +95,21 @@ pub(crate) fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
     })
 }
 
-impl<S, B> Service<http::Request<B>> for Deadline<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let mut inner = crate::grpc::layer::take_ready(&mut self.inner);
+impl<B: Send + 'static> Around<B> for Deadline {
+    fn around<S>(&self, mut inner: S, req: http::Request<B>) -> Answer<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let asked = req
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let deadline = asked.map_or(self.limits.deadline, |d| d.min(self.limits.deadline));
-        let Ok(permit) = self.limits.in_flight.clone().try_acquire_owned() else {
-            let max = self.limits.max_in_flight;
+        let deadline = asked.map_or(self.deadline, |d| d.min(self.deadline));
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let max = self.max_in_flight;
             return Box::pin(async move {
                 Ok(answer(Error::Overloaded {
                     message: format!("this replica has {max} calls in flight, the most it takes; retry with backoff"),
@@ -152,7 +126,7 @@ where
         // sooner gives the caller the DEADLINE_EXCEEDED the protocol names.
         let answer_by = deadline.saturating_sub(TONIC_MARGIN);
         let call = inner.call(req);
-        let work_limit = self.limits.work_limit;
+        let work_limit = self.work_limit;
         let task = tokio::spawn(
             async move {
                 let answered = match tokio::time::timeout(work_limit, call).await {

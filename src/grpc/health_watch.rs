@@ -5,13 +5,9 @@
 //! checking uses Watch) would be refused. The peer is its IP address, not
 //! its port: one host opening many connections is one peer.
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
+use tower::Service;
 
-use tower::{Layer, Service};
-
+use super::layer::{Answer, Around, AroundLayer};
 use crate::app::quotas::{Quota, QuotaLimits};
 use crate::domain::Reason;
 
@@ -19,15 +15,15 @@ const PATH: &str = "/grpc.health.v1.Health/Watch";
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub(crate) struct HealthWatchLayer {
+pub(crate) struct HealthWatch {
     quota: Quota,
 }
 
-impl HealthWatchLayer {
+impl HealthWatch {
     /// At most `per_peer` Health/Watch streams open at once from one peer
     /// address, and `max` on this replica.
-    pub(crate) fn new(per_peer: usize, max: usize) -> Self {
-        HealthWatchLayer {
+    pub(crate) fn layer(per_peer: usize, max: usize) -> AroundLayer<HealthWatch> {
+        AroundLayer(HealthWatch {
             quota: Quota::new(QuotaLimits {
                 what: "Health/Watch streams",
                 reason: Reason::TooManyStreams,
@@ -35,43 +31,17 @@ impl HealthWatchLayer {
                 per_caller: (per_peer, "health_watch_streams_per_peer"),
                 total: (max, "health_watch_streams"),
             }),
-        }
+        })
     }
 }
 
-impl<S> Layer<S> for HealthWatchLayer {
-    type Service = HealthWatch<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        HealthWatch {
-            inner,
-            quota: self.quota.clone(),
-        }
-    }
-}
-
-/// See [`HealthWatchLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct HealthWatch<S> {
-    inner: S,
-    quota: Quota,
-}
-
-impl<S, B> Service<http::Request<B>> for HealthWatch<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let mut inner = crate::grpc::layer::take_ready(&mut self.inner);
+impl<B: Send + 'static> Around<B> for HealthWatch {
+    fn around<S>(&self, mut inner: S, req: http::Request<B>) -> Answer<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         if req.uri().path() != PATH {
             return Box::pin(inner.call(req));
         }

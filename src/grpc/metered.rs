@@ -17,8 +17,9 @@ use std::{
 };
 
 use prost::Message;
-use tower::{Layer, Service};
+use tower::Service;
 
+use super::layer::{Answer, Around, AroundLayer};
 use crate::metrics::{Metrics, Rpc};
 
 /// The label set of a path nobody serves.
@@ -83,49 +84,23 @@ pub(crate) fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub(crate) struct MeteredLayer {
+pub(crate) struct Metered {
     metrics: Arc<Metrics>,
 }
 
-impl MeteredLayer {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        MeteredLayer { metrics }
+impl Metered {
+    pub(crate) fn layer(metrics: Arc<Metrics>) -> AroundLayer<Metered> {
+        AroundLayer(Metered { metrics })
     }
 }
 
-impl<S> Layer<S> for MeteredLayer {
-    type Service = Metered<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Metered {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// See [`MeteredLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct Metered<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B> Service<http::Request<B>> for Metered<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let mut inner = super::layer::take_ready(&mut self.inner);
+impl<B: Send + 'static> Around<B> for Metered {
+    fn around<S>(&self, mut inner: S, req: http::Request<B>) -> Answer<S::Error>
+    where
+        S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let mut call = Call {
             rpc: rpc(req.uri().path()),
             started: Instant::now(),

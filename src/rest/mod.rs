@@ -31,7 +31,9 @@ use http_body_util::BodyExt;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tonic::{Code, Status};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
+
+use crate::grpc::layer::{Answer, Around, AroundLayer};
 
 use crate::domain::{Error, error::Reason};
 use routes::{Shared, Table};
@@ -54,71 +56,44 @@ pub fn descriptors() -> DescriptorPool {
 
 /// The layer of the HTTP/JSON edge, outermost but CORS.
 #[derive(Debug, Clone)]
-pub struct RestLayer(Arc<Shared>);
+pub struct Rest(Arc<Shared>);
 
-impl RestLayer {
+impl Rest {
     /// `keepalive`: how often an idle event stream gets a comment line;
     /// `exports_json_lines`: whether exports are JSON lines by default.
-    pub fn new(keepalive: Duration, exports_json_lines: bool) -> anyhow::Result<RestLayer> {
+    pub fn layer(keepalive: Duration, exports_json_lines: bool) -> anyhow::Result<AroundLayer<Rest>> {
         let pool = descriptors();
         let table = Table::from_pool(&pool)?;
         let status_type = pool
             .get_message_by_name("google.rpc.Status")
             .ok_or_else(|| anyhow::anyhow!("the descriptor set lacks google.rpc.Status"))?;
         let openapi = Bytes::from(openapi::document_bytes(&pool, &table));
-        Ok(RestLayer(Arc::new(Shared {
+        Ok(AroundLayer(Rest(Arc::new(Shared {
             table,
             status_type,
             openapi,
             keepalive,
             exports_json_lines,
-        })))
+        }))))
     }
 }
 
-impl<S> Layer<S> for RestLayer {
-    type Service = Rest<S>;
-    fn layer(&self, inner: S) -> Rest<S> {
-        Rest {
-            inner,
-            shared: self.0.clone(),
+impl Around<tonic::body::Body> for Rest {
+    fn around<S>(&self, mut inner: S, req: http::Request<tonic::body::Body>) -> Answer<S::Error>
+    where
+        S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        // Anything that is not gRPC (or gRPC-web) is this edge's: a route, or a 404.
+        if is_grpc(&req) {
+            return Box::pin(inner.call(req));
         }
+        Box::pin(handle(self.0.clone(), inner, req))
     }
-}
-
-/// See [`RestLayer`].
-#[derive(Debug, Clone)]
-pub struct Rest<S> {
-    inner: S,
-    shared: Arc<Shared>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S> Service<http::Request<tonic::body::Body>> for Rest<S>
-where
-    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let inner = crate::grpc::layer::take_ready(&mut self.inner);
-        // Anything that is not gRPC (or gRPC-web) is this edge's: a route, or a 404.
-        if is_grpc(&req) {
-            let mut inner = inner;
-            return Box::pin(inner.call(req));
-        }
-        Box::pin(handle(self.shared.clone(), inner, req))
-    }
-}
 
 /// gRPC and gRPC-web calls go straight through.
 fn is_grpc<B>(req: &http::Request<B>) -> bool {
