@@ -1,17 +1,8 @@
-//! The replica's Prometheus metrics (`prometheus-client`), served on
-//! `MENTORSHIP_METRICS_ADDR` at `/metrics` as OpenMetrics text when the
-//! scraper asks for it (`Accept: application/openmetrics-text`, as
-//! Prometheus does) and as the Prometheus text format 0.0.4 otherwise
-//! ([`Format`]).
-//!
-//! Each replica owns one [`Metrics`] (in [`App`]); nothing is global except
-//! database errors, which are counted where sqlx errors are classified
-//! (`store`), one process being one replica. Counters are bumped where things
-//! happen (`grpc::metered` for calls, the unit of work for transitions);
-//! gauges of live state (pools, streams, lags) are read when scraped; the
-//! exact count of sessions by status comes from the census
-//! (`jobs::census`), which one replica refreshes periodically.
-//! docs/OPERATIONS.md lists every metric and what a healthy replica shows.
+//! The replica's Prometheus metrics (`prometheus-client`) and how they are
+//! rendered ([`Format`]: OpenMetrics when the scraper asks, text 0.0.4
+//! otherwise). Each replica owns one [`Metrics`]; only database errors are
+//! counted process-wide. Gauges of live state render from a [`Live`]
+//! snapshot taken at scrape time. docs/OPERATIONS.md lists every metric.
 
 use std::{
     fmt::Write as _,

@@ -1,20 +1,10 @@
-//! Moving a meeting (SPEC §3, RescheduleBooking). An ACCEPTED booking is
-//! final and a session's times are its booking's: a meeting moves by a new
-//! ACCEPTED booking with a new SCHEDULED session, while the old session
-//! ends CANCELLED (reason RESCHEDULED) and gives its time back, all in one
-//! transaction.
-//!
-//! - The mentor or a coordinator moves an ACCEPTED booking at once.
-//! - Its mentee asks instead: a DRAFT linked to it (`rescheduled_from`),
-//!   which the mentor's AcceptBooking swaps in the same way. One pending
-//!   request per booking; the old meeting holds until then.
-//! - A DRAFT's own times change in place (its mentee or a coordinator).
-//!
-//! The new time passes every check of CreateBooking, except that it may
-//! overlap the booking it replaces. The old time is released before the new
-//! booking takes its time (the exclusion constraints are checked per
-//! statement), under the participants' advisory locks, so nobody takes
-//! either time in between and a new time overlapping the old one works.
+//! Moving a meeting (SPEC §3, RescheduleBooking): by the mentor or a
+//! coordinator at once, by the mentee as a request the mentor accepts, or a
+//! DRAFT's times in place. What it keeps true: an ACCEPTED booking is final,
+//! so a move is a new booking and session while the old session ends
+//! CANCELLED (RESCHEDULED), in one transaction under the participants'
+//! locks, old time released first. docs/ARCHITECTURE.md ("Invariants") says
+//! how each part is enforced.
 
 use chrono::Utc;
 use uuid::Uuid;

@@ -1,14 +1,8 @@
-//! The one write path: a unit of work.
-//!
-//! A mutation opens a [`Unit`] (`App::unit`), makes every change of its
-//! transaction through it, and commits it. Session rows change only here
-//! (the statements that write them are private to the store): each insert or
-//! save writes the row, re-arms its deadline and appends its event (with the
-//! next gapless seq) in one statement, and the unit keeps the event. The
-//! commit returns the committed events, and only then does `App::commit`
-//! count the status changes (metrics) and hand them on: to this replica's
-//! watchers and, through its notifier, to the other replicas (`watch`).
-//! Nothing inside the transaction notifies anyone.
+//! The one write path: a unit of work. Session rows change only through a
+//! [`Unit`]: each insert or save writes the row, re-arms its deadline and
+//! appends its event (the next gapless seq) in one statement. Its commit
+//! returns the committed events for `App::commit` to hand on; nothing inside
+//! the transaction notifies anyone (docs/ARCHITECTURE.md, "Watching").
 
 use sqlx::PgPool;
 
