@@ -26,21 +26,7 @@ fn limits(per_mentee: i64, system: i64, queue: i64) -> Rules {
 
 /// A mentor whose own limit is `limit`, with a listing; returns (mentor, listing).
 async fn mentor_with_limit(app: &TestApp, limit: i32) -> (Uuid, Uuid) {
-    let mentor = app
-        .coordinator()
-        .upsert_mentor(pb::Mentor {
-            user_id: Uuid::new_v4().to_string(),
-            display_name: "Grace".into(),
-            skill_areas: vec!["rust".into()],
-            accepting_sessions: true,
-            timezone: "UTC".into(),
-            max_concurrent_sessions: limit,
-            ..Default::default()
-        })
-        .await
-        .expect("mentor");
-    let mentor: Uuid = mentor.id.parse().expect("uuid");
-    (mentor, add_listing(app, Some(mentor)).await)
+    mentor_with_listing(&app.coordinator(), limit).await
 }
 
 /// A SCHEDULED session of `mentee` with the mentor of `listing`, in its own hour.

@@ -783,28 +783,7 @@ fn follower_violations(
 pub async fn world(c: &Caller, mentors: usize, slots: i32, mentees: usize) -> (Vec<Uuid>, Vec<Uuid>) {
     let mut listings = Vec::new();
     for _ in 0..mentors {
-        let mentor = c
-            .upsert_mentor(pb::Mentor {
-                user_id: Uuid::new_v4().to_string(),
-                display_name: "Grace".into(),
-                skill_areas: vec!["rust".into()],
-                accepting_sessions: true,
-                timezone: "UTC".into(),
-                max_concurrent_sessions: slots,
-                ..Default::default()
-            })
-            .await
-            .expect("mentor");
-        let listing = c
-            .upsert_listing(pb::Listing {
-                mentor_id: mentor.id,
-                title: "Pairing".into(),
-                skill_area: "rust".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("listing");
-        listings.push(listing.id.parse::<Uuid>().expect("uuid"));
+        listings.push(crate::helpers::mentor_with_listing(c, slots).await.1);
     }
     let mut ids = Vec::new();
     for _ in 0..mentees {

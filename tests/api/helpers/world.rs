@@ -122,6 +122,34 @@ pub async fn add_listing(app: &TestApp, mentor: Option<Uuid>) -> Uuid {
     listing.id.parse().expect("uuid")
 }
 
+/// A mentor (UTC, accepting, holding at most `limit` sessions; 0: the
+/// configured default) and a listing of theirs, made through `c`: the
+/// mentor's id and the listing's.
+pub async fn mentor_with_listing(c: &Caller, limit: i32) -> (Uuid, Uuid) {
+    let mentor = c
+        .upsert_mentor(pb::Mentor {
+            user_id: Uuid::new_v4().to_string(),
+            display_name: "Grace".into(),
+            skill_areas: vec!["rust".into()],
+            accepting_sessions: true,
+            timezone: "UTC".into(),
+            max_concurrent_sessions: limit,
+            ..Default::default()
+        })
+        .await
+        .expect("mentor");
+    let listing = c
+        .upsert_listing(pb::Listing {
+            mentor_id: mentor.id.clone(),
+            title: "Pairing".into(),
+            skill_area: "rust".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listing");
+    (mentor.id.parse().expect("uuid"), listing.id.parse().expect("uuid"))
+}
+
 /// A mentee, a mentor and a listing, made through `c` (a binary's caller).
 pub async fn world_on(c: &Caller) -> World {
     let mentee = Uuid::new_v4();
