@@ -405,3 +405,43 @@ async fn the_sweepers_lag_shows_a_due_deadline_it_cannot_take_and_clears_once_it
     }
     assert_eq!(lag(&m), 0.0);
 }
+
+/// `TEST_LOG` shows a test's replicas' logs: the probe below, run in a
+/// test process of its own, prints its replica's log of the call it makes
+/// with `TEST_LOG=debug`, and nothing of it without.
+#[test]
+fn test_log_shows_the_logs_of_a_tests_replicas_and_nothing_without_it() {
+    let run = |test_log: Option<&str>| {
+        let mut command = std::process::Command::new(std::env::current_exe().expect("this test binary"));
+        command
+            .args(["--exact", "observability::test_log_probe", "--ignored", "--nocapture"])
+            .env_remove("TEST_LOG");
+        if let Some(filter) = test_log {
+            command.env("TEST_LOG", filter);
+        }
+        let out = command.output().expect("run the probe");
+        assert!(out.status.success(), "the probe failed: {out:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "the probe ran:\n{text}");
+        text
+    };
+    let logged = run(Some("mentorship=debug"));
+    assert!(
+        logged.contains("rpc finished") && logged.contains("/mentorship.v1.DirectoryService/UpsertMentee"),
+        "TEST_LOG shows the replica's log of the call:\n{logged}"
+    );
+    let quiet = run(None);
+    assert!(!quiet.contains("rpc finished"), "no log without TEST_LOG:\n{quiet}");
+}
+
+/// Run only by the test above, in a process of its own.
+#[tokio::test]
+#[ignore = "run by test_log_shows_the_logs_of_a_tests_replicas_and_nothing_without_it"]
+async fn test_log_probe() {
+    let app = spawn_app().await;
+    add_mentee(&app).await;
+}
