@@ -126,9 +126,14 @@ pub async fn add_listing(app: &TestApp, mentor: Option<Uuid>) -> Uuid {
 /// configured default) and a listing of theirs, made through `c`: the
 /// mentor's id and the listing's.
 pub async fn mentor_with_listing(c: &Caller, limit: i32) -> (Uuid, Uuid) {
+    mentor_of_user_with_listing(c, Uuid::new_v4(), limit).await
+}
+
+/// [`mentor_with_listing`] for the user `user`.
+async fn mentor_of_user_with_listing(c: &Caller, user: Uuid, limit: i32) -> (Uuid, Uuid) {
     let mentor = c
         .upsert_mentor(pb::Mentor {
-            user_id: Uuid::new_v4().to_string(),
+            user_id: user.to_string(),
             display_name: "Grace".into(),
             skill_areas: vec!["rust".into()],
             accepting_sessions: true,
@@ -161,30 +166,12 @@ pub async fn world_on(c: &Caller) -> World {
     .await
     .expect("mentee");
     let mentor_user = Uuid::new_v4();
-    let mentor = c
-        .upsert_mentor(pb::Mentor {
-            user_id: mentor_user.to_string(),
-            display_name: "Grace".into(),
-            timezone: "UTC".into(),
-            accepting_sessions: true,
-            ..Default::default()
-        })
-        .await
-        .expect("mentor");
-    let listing = c
-        .upsert_listing(pb::Listing {
-            mentor_id: mentor.id.clone(),
-            title: "Review".into(),
-            skill_area: "rust".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("listing");
+    let (mentor, listing) = mentor_of_user_with_listing(c, mentor_user, 0).await;
     World {
         mentee,
-        mentor: mentor.id.parse().expect("uuid"),
+        mentor,
         mentor_user,
-        listing: listing.id.parse().expect("uuid"),
+        listing,
     }
 }
 
