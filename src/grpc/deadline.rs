@@ -1,22 +1,13 @@
 //! Deadlines, and every call runs to the end once it has begun, whatever
-//! the client does.
-//!
-//! hyper drops a call's future when its client goes away. Dropped half-way,
-//! a unit of work would stop at an arbitrary `.await`: between two
-//! statements, or inside sqlx while a `BEGIN` is in flight. [`Deadline`]
-//! runs the rest of the stack (the handlers) in a task of its own, and
-//! answers DEADLINE_EXCEEDED when the call's deadline passes: the caller's
-//! `grpc-timeout`, or the server's default, whichever is sooner. Either way
-//! the caller stops waiting, and the work already under way commits or
-//! rolls back as it would have; a retry with the same `request_id` then
-//! answers what happened. A panicking handler ends its task only, answered
-//! INTERNAL. For a streaming call the deadline covers opening the stream.
-//! The work itself is bounded too, at the server's deadline plus the time
-//! after which a database connection is presumed silent: work still waiting
-//! then waits on a connection that will not answer (a hung backend, a cut
-//! network), and is dropped; its connection is closed as it goes back to
-//! the pool (`RELEASE_LIMIT` in `store::pool`), so it holds neither a call slot
-//! nor a connection for good.
+//! the client does: [`Deadline`] runs the handlers in a task of their own
+//! (hyper drops a call's future when its client goes away, which would stop
+//! a unit of work at an arbitrary `.await`) and answers DEADLINE_EXCEEDED
+//! when the call's deadline passes (the caller's `grpc-timeout` or the
+//! server's, whichever is sooner). What it keeps true: a deadline ends the
+//! wait, never the work; calls whose work runs are capped per replica; and
+//! that work is itself bounded (the deadline plus the silence bound), so a
+//! silent database connection holds no call slot for good.
+//! docs/ARCHITECTURE.md ("Invariants") names the tests.
 
 use std::{sync::Arc, time::Duration};
 

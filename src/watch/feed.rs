@@ -1,13 +1,9 @@
 //! The feed reader: the one reader of the feed of all events on a replica.
-//!
-//! It sleeps until a wake-up (a commit here, another replica's announcement,
-//! the listener reconnecting) or the backstop, then reads every event after
-//! its position, page by page, and publishes each page to every stream of
-//! the replica. When commits it knows of are still below the horizon (an
-//! older transaction is open somewhere in the cluster), it reads again soon,
-//! backing off up to the backstop, and reports the lag. A page is published
-//! only once it is on the synchronous standby (`store::feed::replicated`), so
-//! no stream ever sees an event a failover loses.
+//! Woken by a commit, another replica's announcement or the backstop, it
+//! reads every event after its position and publishes each page to every
+//! stream of the replica, only once the page is on the synchronous standby
+//! (`store::feed::replicated`). How it follows the horizon:
+//! docs/ARCHITECTURE.md, "Watching".
 
 use std::time::{Duration, Instant};
 
