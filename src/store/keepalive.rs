@@ -1,6 +1,6 @@
-//! TCP keepalive and a user timeout on the service's database sockets, so
-//! the kernel gives up on a connection whose peer has vanished (a cut
-//! network, a dead host) instead of waiting minutes for TCP to do so.
+//! TCP keepalive and a user timeout on the pools' database sockets, so the
+//! kernel gives up on a connection whose peer has vanished (a cut network,
+//! a dead host) in 20 s instead of waiting minutes for TCP to do so.
 //!
 //! sqlx opens its sockets itself and has no hook to set socket options. So
 //! each time a pool opens a connection, [`arm`] finds the process's TCP
@@ -10,48 +10,68 @@
 //! Elsewhere it does nothing; the application's own bounds still hold
 //! (docs/OPERATIONS.md, "Silent database connections").
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Once, time::Duration};
 
 use sqlx::postgres::PgConnectOptions;
 
-/// Probes start after this long without traffic...
+/// Probes start after this long without traffic, and go every
+/// [`KEEPALIVE_INTERVAL`]; a peer that answers none of them is given up at
+/// [`USER_TIMEOUT`] (which, set, decides instead of the probe count).
 pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-/// ...one every this long...
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// ...and this many unanswered probes close the connection (idle and silent
-/// for 25 s in all).
-pub(crate) const KEEPALIVE_PROBES: u32 = 3;
-/// Data sent and not acknowledged for this long closes the connection
-/// (`TCP_USER_TIMEOUT`). It bounds a wait on a peer that is gone; a slow
-/// statement is no such wait, for the server acknowledges what it received.
+/// Data sent, or keepalive probes, unacknowledged for this long close the
+/// connection (`TCP_USER_TIMEOUT`). It bounds a wait on a peer that is
+/// gone; a slow statement is no such wait, for the server's kernel
+/// acknowledges what it received.
 pub(crate) const USER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long resolving the database's host name may take.
+const RESOLVE_LIMIT: Duration = Duration::from_secs(2);
+
 /// Sets keepalive and the user timeout on every TCP socket of this process
-/// connected to the database at `options` (its host is resolved here, as
+/// connected to the database at `options` (its host resolved again here, as
 /// sqlx resolves it for each connection); returns how many. Nothing for a
-/// Unix socket.
+/// Unix socket. Finding none for a TCP host is logged, once.
 pub(crate) async fn arm(options: &PgConnectOptions) -> usize {
     if options.get_socket().is_some() || options.get_host().starts_with('/') {
         return 0;
     }
-    let host = options.get_host().trim_matches(['[', ']']);
-    match tokio::net::lookup_host((host, options.get_port())).await {
-        Ok(peers) => arm_sockets(&peers.collect::<Vec<_>>()),
-        Err(_) => 0,
+    let (host, port) = (options.get_host().trim_matches(['[', ']']), options.get_port());
+    let peers: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => match tokio::time::timeout(RESOLVE_LIMIT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            _ => Vec::new(),
+        },
+    };
+    // Reading the descriptors blocks (a little): off the async workers.
+    let armed = tokio::task::spawn_blocking(move || arm_sockets(&peers))
+        .await
+        .unwrap_or(0);
+    if armed == 0 && cfg!(target_os = "linux") {
+        static NONE_ARMED: Once = Once::new();
+        NONE_ARMED.call_once(|| {
+            tracing::warn!(
+                host,
+                port,
+                "found no socket to the database to set TCP keepalive on; \
+                 the service's own bounds on silent connections still hold"
+            );
+        });
     }
+    armed
 }
 
 #[cfg(target_os = "linux")]
 fn arm_sockets(peers: &[SocketAddr]) -> usize {
-    use std::os::fd::BorrowedFd;
+    use std::os::fd::{FromRawFd, OwnedFd};
 
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
+        .with_interval(KEEPALIVE_INTERVAL);
     let mut armed = 0;
     for entry in entries.flatten() {
         // Only sockets: their link reads `socket:[inode]`.
@@ -61,13 +81,16 @@ fn arm_sockets(peers: &[SocketAddr]) -> usize {
         let Some(fd) = fd.filter(|_| is_socket) else {
             continue;
         };
-        // SAFETY: the descriptor is only used for the socket calls below,
-        // never closed or kept. If another thread closes it meanwhile, each
-        // call fails with EBADF; if the number is reused at once, the peer is
-        // read again first, and a socket to the database gets the options it
-        // should have anyway.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&borrowed);
+        // A copy of our own: the check and the settings below then act on
+        // one socket, even if the number is closed and reused meanwhile.
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1), which the
+        // OwnedFd owns and closes.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if copy < 0 {
+            continue; // closed meanwhile
+        }
+        let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+        let socket = socket2::SockRef::from(&copy);
         let to_the_database = socket
             .peer_addr()
             .ok()

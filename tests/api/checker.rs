@@ -296,8 +296,8 @@ pub struct Observed<'a> {
     pub mentees: &'a [Uuid],
     pub watchers: Vec<(String, Received)>,
     /// What WatchSession (one session's stream) followers got: each
-    /// follower's name, and per session it followed, what it received.
-    pub session_watchers: Vec<(String, Vec<(String, Received)>)>,
+    /// follower's name, and the sessions it followed.
+    pub session_watchers: Vec<(String, Vec<Followed>)>,
     pub webhook: Option<Vec<Delivered>>,
     pub limits: Limits,
 }
@@ -617,7 +617,7 @@ pub async fn check(ops: &[Op], seen: Observed<'_>) -> Result<Counts, String> {
         follower_violations(name, received, &stored, Order::Feed, &mut violations);
     }
     for (name, sessions) in &seen.session_watchers {
-        for (session, received) in sessions {
+        for Followed { session, received, .. } in sessions {
             let of_session = stored
                 .iter()
                 .filter(|((s, _), _)| s == session)
@@ -919,11 +919,26 @@ pub async fn follow(replica: Caller, mut cursor: String, got: Arc<Mutex<Received
     }
 }
 
+/// One session a WatchSession follower followed: what it received, and
+/// when each event arrived.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub session: String,
+    pub received: Received,
+    pub arrived: Vec<Instant>,
+}
+
+/// Whether some follower received an event between `from` and `to`: the
+/// streams were live through that time (a fault, say).
+pub fn received_within(followed: &[Followed], from: Instant, to: Instant) -> bool {
+    followed.iter().flat_map(|f| &f.arrived).any(|&t| from <= t && t <= to)
+}
+
 /// Follows WatchSession (one session's stream) on `replica` until `stop`:
 /// every 250 ms, while fewer than four are followed, the latest session the
 /// workload recorded creating, so some session is followed live through
-/// every fault. What each follower got, per session.
-pub async fn follow_sessions(replica: Caller, rec: Recorder, stop: Arc<AtomicBool>) -> Vec<(String, Received)> {
+/// every fault.
+pub async fn follow_sessions(replica: Caller, rec: Recorder, stop: Arc<AtomicBool>) -> Vec<Followed> {
     const AT_ONCE: usize = 4;
     let mut picked = HashSet::new();
     let mut live = tokio::task::JoinSet::new();
@@ -937,10 +952,7 @@ pub async fn follow_sessions(replica: Caller, rec: Recorder, stop: Arc<AtomicBoo
         {
             picked.insert(session.clone());
             let (replica, stop) = (replica.clone(), stop.clone());
-            live.spawn(async move {
-                let received = follow_session(&replica, &session, &stop).await;
-                (session, received)
-            });
+            live.spawn(async move { follow_session(&replica, session, &stop).await });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -951,46 +963,53 @@ pub async fn follow_sessions(replica: Caller, rec: Recorder, stop: Arc<AtomicBoo
 /// One session's WatchSession stream, from its first event (`after_seq:
 /// 0`), resumed after the last seq received after any error, until its
 /// terminal event ends it; once `stop` is set, until a second passes with
-/// nothing new (the run is over: a last catch-up).
-async fn follow_session(replica: &Caller, session: &str, stop: &AtomicBool) -> Received {
+/// nothing new (the run is over: a last catch-up, of a few tries).
+async fn follow_session(replica: &Caller, session: String, stop: &AtomicBool) -> Followed {
     use pb::watch_session_response::Item;
-    let mut received: Received = Vec::new();
-    let (mut ended, mut drained, mut failed_draining) = (false, false, 0);
-    while !ended && !drained && failed_draining < 25 {
+    let mut f = Followed {
+        session,
+        received: Vec::new(),
+        arrived: Vec::new(),
+    };
+    let (mut ended, mut drained, mut tries_draining) = (false, false, 0);
+    while !ended && !drained && tries_draining < 25 {
         let draining = stop.load(Ordering::Relaxed);
-        let after = received.last().map_or(0, |g| g.seq);
-        let Ok(mut stream) = replica.watch_session(session, Some(after)).await else {
-            failed_draining += usize::from(draining);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        loop {
-            let idle = Duration::from_millis(if draining { 1000 } else { 200 });
-            let next = tokio::select! {
-                next = stream.message() => next,
-                _ = tokio::time::sleep(idle) => {
-                    drained = draining;
-                    if draining || stop.load(Ordering::Relaxed) { break } else { continue }
+        tries_draining += usize::from(draining);
+        let after = f.received.last().map_or(0, |g| g.seq);
+        if let Ok(mut stream) = replica.watch_session(&f.session, Some(after)).await {
+            loop {
+                let idle = Duration::from_millis(if draining { 1000 } else { 200 });
+                let next = tokio::select! {
+                    next = stream.message() => next,
+                    _ = tokio::time::sleep(idle) => {
+                        drained = draining;
+                        if draining || stop.load(Ordering::Relaxed) { break } else { continue }
+                    }
+                };
+                match next {
+                    Ok(Some(pb::WatchSessionResponse {
+                        item: Some(Item::Event(e)),
+                    })) => {
+                        let status = SessionStatus::try_from(e.to_status).unwrap_or_default();
+                        ended = matches!(
+                            status,
+                            SessionStatus::Completed | SessionStatus::Cancelled | SessionStatus::Failed
+                        );
+                        f.received
+                            .push(Got::new(&e.session_id, e.seq, Some(status.as_str_name())));
+                        f.arrived.push(Instant::now());
+                    }
+                    Ok(Some(_)) => {}
+                    // The end after the terminal event, or a broken stream.
+                    Ok(None) | Err(_) => break,
                 }
-            };
-            match next {
-                Ok(Some(pb::WatchSessionResponse {
-                    item: Some(Item::Event(e)),
-                })) => {
-                    let status = SessionStatus::try_from(e.to_status).unwrap_or_default();
-                    ended = matches!(
-                        status,
-                        SessionStatus::Completed | SessionStatus::Cancelled | SessionStatus::Failed
-                    );
-                    received.push(Got::new(&e.session_id, e.seq, Some(status.as_str_name())));
-                }
-                Ok(Some(_)) => {}
-                // The end after the terminal event, or a broken stream.
-                Ok(None) | Err(_) => break,
             }
         }
+        if !ended && !drained {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
-    received
+    f
 }
 
 /// One Server-Sent Events block: its `id:` and its `data:` as JSON.
