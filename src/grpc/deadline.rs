@@ -120,9 +120,13 @@ impl<B: Send + 'static> Around<B> for Deadline {
         let work_limit = self.work_limit;
         let task = tokio::spawn(
             async move {
-                let answered = match tokio::time::timeout(work_limit, call).await {
+                // Pinned here, so that it is dropped only at the end, after
+                // the pool has heard that work is dropped.
+                let mut call = std::pin::pin!(call);
+                let answered = match tokio::time::timeout(work_limit, &mut call).await {
                     Ok(answered) => answered,
                     Err(_) => {
+                        crate::store::pool::check_releases_for_a_while();
                         crate::metrics::database_error("silent_connection");
                         tracing::warn!(
                             limit_ms = work_limit.as_millis() as u64,

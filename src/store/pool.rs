@@ -3,7 +3,13 @@
 //! connection from being handed out, and the small side pools of the
 //! background work and health.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use sqlx::{
@@ -112,6 +118,32 @@ const PING_LIMIT: Duration = Duration::from_secs(2);
 /// was only slow costs a reconnect.)
 const RELEASE_LIMIT: Duration = Duration::from_secs(5);
 
+/// Until when (in ms since [`CLOCK`] started) the API's pool checks every
+/// connection handed back: set just before work waiting on the database is
+/// dropped ([`check_releases_for_a_while`]).
+static CHECK_RELEASES_UNTIL: AtomicU64 = AtomicU64::new(0);
+static CLOCK: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    CLOCK.elapsed().as_millis() as u64
+}
+
+/// Work that waited on the database past its bound is about to be dropped:
+/// a plain statement among it leaves nothing queued on its connection, yet
+/// waits for an answer, which sqlx's own check of the connection it takes
+/// back then waits for too, with no bound. So for the next seconds the
+/// API's pool checks every connection handed back within [`RELEASE_LIMIT`],
+/// as the background pools always do. (One process is one replica: this is
+/// process-wide, as the database error counts are.)
+pub(crate) fn check_releases_for_a_while() {
+    let until = now_ms() + (2 * RELEASE_LIMIT).as_millis() as u64;
+    CHECK_RELEASES_UNTIL.fetch_max(until, Ordering::Relaxed);
+}
+
+fn checking_releases() -> bool {
+    now_ms() < CHECK_RELEASES_UNTIL.load(Ordering::Relaxed)
+}
+
 /// How every pool of the service hands out connections. sqlx pings each
 /// idle connection before handing it out by default: a round trip more for
 /// every call, which doubles a read's database time. Here only a connection
@@ -123,10 +155,11 @@ const RELEASE_LIMIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CheckOnRelease {
     /// Only one with work queued on it (a transaction dropped half-way
-    /// queues its ROLLBACK): the API's pool, where a check on every release
-    /// would add a round trip per call. A plain statement dropped while its
-    /// answer was awaited leaves nothing queued; sqlx's own release ping
-    /// then has no bound (docs/OPERATIONS.md, "Silent database connections").
+    /// queues its ROLLBACK), or any in the seconds after work waiting on
+    /// the database was dropped ([`check_releases_for_a_while`]: a plain
+    /// statement dropped while its answer was awaited leaves nothing
+    /// queued): the API's pool, where a check on every release would add a
+    /// round trip per call.
     WhenWorkIsQueued,
     /// Every one: the small pools of the background work (the feed, health,
     /// the jobs), whose bounded reads (`store::bounded`) drop plain
@@ -186,7 +219,10 @@ fn pool_options(max_connections: u32, check: CheckOnRelease, options: &PgConnect
         // handed out again.
         .after_release(move |conn, _meta| {
             Box::pin(async move {
-                if check == CheckOnRelease::WhenWorkIsQueued && !sqlx::Connection::should_flush(&*conn) {
+                if check == CheckOnRelease::WhenWorkIsQueued
+                    && !sqlx::Connection::should_flush(&*conn)
+                    && !checking_releases()
+                {
                     return Ok(true);
                 }
                 match tokio::time::timeout(RELEASE_LIMIT, conn.ping()).await {

@@ -529,10 +529,71 @@ async fn every_database_connection_of_a_replica_has_keepalive_and_a_user_timeout
     assert!(found.len() >= 3, "only {} database connections found", found.len());
 }
 
+/// A plain read (a statement outside any transaction, which leaves nothing
+/// queued on its connection) whose connection goes silent is dropped at its
+/// call's work bound, and its connection goes back to the pool mid-answer.
+/// sqlx pings every connection it takes back, with no bound of its own: on a
+/// connection that acknowledges bytes and never answers, each such read
+/// used to keep its place in the pool for good, until the pool had none
+/// left. Now a connection handed back after work was dropped is checked
+/// within 5 s and closed: the pool (two connections here) serves again on
+/// new ones.
+#[tokio::test]
+async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back() {
+    let app = spawn_app().await;
+    let (proxy, replica) = replica_through_a_proxy_with(&app.database_url, true, 2, StdDuration::from_secs(3)).await;
+    let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(4));
+    // Reads all the time on both connections, so none is pinged before it
+    // is handed out.
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (caller, stop) = (caller.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = caller.list_sessions(pb::ListSessionsRequest::default()).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    proxy.silence_existing();
+    let silenced = std::time::Instant::now();
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.expect("reader");
+    }
+    // The reads' work is dropped at 5 s (the 3 s deadline and the 2 s
+    // silence bound), their connections checked within 5 s more.
+    loop {
+        match caller.list_sessions(pb::ListSessionsRequest::default()).await {
+            Ok(_) => break,
+            Err(status) => assert!(
+                silenced.elapsed() < StdDuration::from_secs(25),
+                "ListSessions still fails {} s after the silence: {status:?}",
+                silenced.elapsed().as_secs()
+            ),
+        }
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+    }
+}
+
 /// A replica of `app`'s database whose connections go through a
 /// [`SilentProxy`], jobs stepped; `quick` shortens the statement timeout to
 /// 1 s, the wait for a silent read to 2 s, and the call deadline to 12 s.
 async fn replica_through_a_proxy(database_url: &str, quick: bool) -> (crate::silent_proxy::SilentProxy, Replica) {
+    replica_through_a_proxy_with(database_url, quick, 10, StdDuration::from_secs(12)).await
+}
+
+/// [`replica_through_a_proxy`] with a pool of `connections` and, when
+/// `quick`, the call deadline `deadline`.
+async fn replica_through_a_proxy_with(
+    database_url: &str,
+    quick: bool,
+    connections: u32,
+    deadline: StdDuration,
+) -> (crate::silent_proxy::SilentProxy, Replica) {
     let upstream = database_url
         .split_once('@')
         .and_then(|(_, rest)| rest.split_once('/'))
@@ -548,7 +609,7 @@ async fn replica_through_a_proxy(database_url: &str, quick: bool) -> (crate::sil
         timeouts.idle_in_transaction = StdDuration::from_secs(60);
         rules.silent_connection = StdDuration::from_secs(2);
     }
-    let pool = mentorship::connect_with(&proxy.url(database_url), 10, timeouts)
+    let pool = mentorship::connect_with(&proxy.url(database_url), connections, timeouts)
         .await
         .expect("a pool through the proxy");
     let background = mentorship::Background {
@@ -557,7 +618,7 @@ async fn replica_through_a_proxy(database_url: &str, quick: bool) -> (crate::sil
     };
     let mut transport = transport();
     if quick {
-        transport.call_deadline = StdDuration::from_secs(12);
+        transport.call_deadline = deadline;
     }
     let replica = start_replica_on(pool, rules, background, transport).await;
     (proxy, replica)
