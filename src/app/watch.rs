@@ -5,7 +5,7 @@
 //! gap. A stream the client does not read is not polled, so it holds up
 //! nobody; it lags the channel and catches up when read again.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::Stream;
@@ -22,7 +22,7 @@ use crate::domain::{
     model::{EventType, FeedEvent, Session, SessionEvent},
     query::{FeedWatch, ParticipantFilter, SessionWatch},
 };
-use crate::store::{feed as store_feed, sessions as store_sessions};
+use crate::store::{Span, feed as store_feed, sessions as store_sessions, waits::Waits};
 use crate::watch::{Committed, Hub, Page};
 
 /// Rows read per query while catching up.
@@ -100,6 +100,10 @@ struct SessionFollower {
     /// This stream's place among the replica's watch streams.
     _permit: Permit,
     pool: PgPool,
+    /// This replica's database work under way (health's view), and how long
+    /// a read may wait for an answer.
+    waits: Waits,
+    silent_after: Duration,
     hub: Hub,
     /// This replica's commits, ahead of the feed.
     committed: broadcast::Receiver<Committed>,
@@ -134,7 +138,7 @@ impl SessionFollower {
                     }
                     Ok::<_, crate::domain::Error>(events)
                 };
-                match read.await {
+                match crate::store::bounded(&self.waits, Span::Short, self.silent_after, read).await {
                     Ok(events) => {
                         self.behind = events.len() as i64 == PAGE;
                         for e in events {
@@ -196,6 +200,10 @@ impl SessionFollower {
 struct FeedFollower {
     _permit: Permit,
     pool: PgPool,
+    /// This replica's database work under way (health's view), and how long
+    /// a read may wait for an answer.
+    waits: Waits,
+    silent_after: Duration,
     hub: Hub,
     pages: broadcast::Receiver<Page>,
     filter: ParticipantFilter,
@@ -221,7 +229,7 @@ impl FeedFollower {
                     }
                     Ok::<_, crate::domain::Error>(page)
                 };
-                match read.await {
+                match crate::store::bounded(&self.waits, Span::Short, self.silent_after, read).await {
                     Ok(page) => {
                         self.behind = page.events.len() as i64 == PAGE;
                         self.take(&page.events);
@@ -298,6 +306,8 @@ impl App {
         let follower = SessionFollower {
             _permit: slot,
             pool: self.pool.clone(),
+            waits: self.waits.clone(),
+            silent_after: self.rules.silent_connection,
             hub: self.hub.clone(),
             committed,
             pages,
@@ -357,6 +367,8 @@ impl App {
         let follower = FeedFollower {
             _permit: slot,
             pool: self.pool.clone(),
+            waits: self.waits.clone(),
+            silent_after: self.rules.silent_connection,
             hub: self.hub.clone(),
             pages,
             filter,

@@ -192,11 +192,12 @@ pub async fn commit(tx: Tx) -> Result<(), Error> {
     }
 }
 
-/// Runs `work` (database work of a background job) for at most `limit`:
-/// past it, the work waits on a connection that will not answer (a hung
-/// backend, a cut network), and is dropped, its connection closed as it
-/// goes back to the pool (`RELEASE_LIMIT` in lib.rs), so the job goes on
-/// with new connections. UNAVAILABLE then. `waits` hears of the silence, and
+/// Runs `work` (database work of a background job, or of a stream between
+/// its items) for at most `limit`: past it, the work waits on a connection
+/// that will not answer (a hung backend, a cut network), and is dropped,
+/// its connection checked as it goes back to the pool and closed
+/// (`pool::check_releases_for_a_while`), so the job goes on with new
+/// connections. UNAVAILABLE then. `waits` hears of the silence, and
 /// sees the work under way unless `Span::Long` (work of many transactions,
 /// which may rightly run long: it notes each of them itself).
 pub async fn bounded<T>(
@@ -205,12 +206,16 @@ pub async fn bounded<T>(
     limit: std::time::Duration,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
+    // Pinned here, so that it is dropped only at the end, after the pool
+    // has heard that work is dropped.
+    let mut work = std::pin::pin!(work);
     let waiting = (span == Span::Short).then(|| waits.begin());
-    let done = tokio::time::timeout(limit, work).await;
+    let done = tokio::time::timeout(limit, work.as_mut()).await;
     drop(waiting);
     match done {
         Ok(done) => done,
         Err(_) => {
+            pool::check_releases_for_a_while();
             waits.silence();
             crate::metrics::database_error("silent_connection");
             Err(Error::Unavailable(format!(

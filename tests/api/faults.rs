@@ -537,32 +537,34 @@ async fn every_database_connection_of_a_replica_has_keepalive_and_a_user_timeout
 /// used to keep its place in the pool for good, until the pool had none
 /// left. Now a connection handed back after work was dropped is checked
 /// within 5 s and closed: the pool (two connections here) serves again on
-/// new ones.
+/// new ones. (The reads wait on a table lock when the connections go
+/// silent, so both are surely in the middle of a statement.)
 #[tokio::test]
 async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back() {
     let app = spawn_app().await;
     let (proxy, replica) = replica_through_a_proxy_with(&app.database_url, true, 2, StdDuration::from_secs(3)).await;
     let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(4));
-    // Reads all the time on both connections, so none is pinged before it
-    // is handed out.
-    let stop = Arc::new(AtomicBool::new(false));
+    caller
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("the replica reads");
+    let mut lock = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (caller, stop) = (caller.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = caller.list_sessions(pb::ListSessionsRequest::default()).await;
-                }
-            })
+            let caller = caller.clone();
+            tokio::spawn(async move { caller.list_sessions(pb::ListSessionsRequest::default()).await })
         })
         .collect();
-    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
     proxy.silence_existing();
     let silenced = std::time::Instant::now();
-    tokio::time::sleep(StdDuration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
+    lock.rollback().await.expect("unlock");
     for r in readers {
-        r.await.expect("reader");
+        assert!(r.await.expect("reader").is_err(), "a read on a silent connection fails");
     }
     // The reads' work is dropped at 5 s (the 3 s deadline and the 2 s
     // silence bound), their connections checked within 5 s more.
@@ -577,6 +579,77 @@ async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back(
         }
         tokio::time::sleep(StdDuration::from_millis(500)).await;
     }
+}
+
+/// A WatchSession stream catching up from the database (its events read a
+/// page at a time) whose connection goes silent mid-catch-up waits at most
+/// the silence bound for that page: the read is dropped, its connection
+/// checked and closed, and the stream goes on from a new connection, every
+/// event once. (It used to wait for good, its client hearing nothing.)
+#[tokio::test]
+async fn a_stream_catching_up_on_a_silent_connection_goes_on_from_a_new_one() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let session = scheduled(&app, &w, monday_at(6)).await;
+    let last_seq = long_history(&app, &session.id).await;
+    let (proxy, replica) = replica_through_a_proxy(&app.database_url, true).await;
+    let caller = Caller::new(&replica.channel, &coordinator());
+    let mut stream = caller.watch_session(&session.id, Some(0)).await.expect("WatchSession");
+    // The first events; the stream then waits on HTTP/2 flow control for
+    // this client to read on, in the middle of its catch-up.
+    let mut seqs = Vec::new();
+    while seqs.len() < 10 {
+        let item = stream.message().await.expect("an item").expect("not the end");
+        if let Some(pb::watch_session_response::Item::Event(e)) = item.item {
+            seqs.push(e.seq);
+        }
+    }
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    proxy.silence_existing();
+    let silenced = std::time::Instant::now();
+    while seqs.last() < Some(&last_seq) {
+        let item = tokio::time::timeout(StdDuration::from_secs(20), stream.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the stream stalled at seq {:?}, {} s after its connection went silent",
+                    seqs.last(),
+                    silenced.elapsed().as_secs()
+                )
+            })
+            .expect("an item")
+            .expect("not the end");
+        if let Some(pb::watch_session_response::Item::Event(e)) = item.item {
+            seqs.push(e.seq);
+        }
+    }
+    assert_eq!(seqs, (1..=last_seq).collect::<Vec<_>>(), "every event once, in order");
+}
+
+/// Gives `session` 3,000 more events, written directly (many pages for a
+/// stream to catch up on); its last seq.
+async fn long_history(app: &TestApp, session: &str) -> i64 {
+    let id: Uuid = session.parse().expect("uuid");
+    const EVENTS: i64 = 3000;
+    sqlx::query(
+        "WITH last AS (SELECT max(seq) AS seq FROM session_events WHERE session_id = $1)
+         INSERT INTO session_events (session_id, seq, type, actor_kind)
+         SELECT $1, last.seq + n, 'STAGE_CHANGED', 'COORDINATOR' FROM last, generate_series(1, $2) AS n",
+    )
+    .bind(id)
+    .bind(EVENTS)
+    .execute(&app.pool)
+    .await
+    .expect("a long history");
+    let last_seq: i64 = sqlx::query_scalar(
+        "UPDATE sessions SET last_seq = (SELECT max(seq) FROM session_events WHERE session_id = $1)
+         WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("last_seq");
+    last_seq
 }
 
 /// A replica of `app`'s database whose connections go through a
