@@ -37,15 +37,7 @@ use crate::domain::{
 /// A transaction on the service's database.
 pub type Tx = Transaction<'static, Postgres>;
 
-/// The embedded migrations of `migrations/`. Migrations only ever add
-/// (tables, columns with defaults, indexes), so a replica of the previous
-/// release keeps working on a database a newer one has migrated, and may
-/// even restart on it: migrations it does not know are ignored rather than
-/// refused (docs/OPERATIONS.md, "Upgrading").
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
-    ignore_missing: true,
-    ..sqlx::migrate!()
-};
+pub use pool::MIGRATOR;
 
 /// Maps a database error to the domain, so `?` works on every query: named
 /// constraint violations become precise client errors, everything else is

@@ -47,6 +47,16 @@ impl Default for DbTimeouts {
     }
 }
 
+/// The embedded migrations of `migrations/`. Migrations only ever add
+/// (tables, columns with defaults, indexes), so a replica of the previous
+/// release keeps working on a database a newer one has migrated, and may
+/// even restart on it: migrations it does not know are ignored rather than
+/// refused (docs/OPERATIONS.md, "Upgrading").
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!()
+};
+
 /// Applies pending migrations (on a connection of their own, free of the
 /// service's timeouts: building an index may take a while), then opens the
 /// service's pool with the default [`DbTimeouts`].
@@ -88,10 +98,7 @@ async fn migrate(database_url: &str) -> anyhow::Result<PgConnectOptions> {
     let mut migrating = PgConnection::connect_with(&options)
         .await
         .context("connecting to PostgreSQL")?;
-    super::MIGRATOR
-        .run(&mut migrating)
-        .await
-        .context("applying migrations")?;
+    MIGRATOR.run(&mut migrating).await.context("applying migrations")?;
     migrating.close().await.context("closing the migration connection")?;
     Ok(options)
 }
