@@ -16,6 +16,7 @@
 //! `failure` objects and the session's `events` instead. Queue position and
 //! estimated wait are left out: they are computed per read, not stored.
 
+use crate::store::Span;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -377,13 +378,18 @@ impl App {
         };
         let mut after: Option<(DateTime<Utc>, Uuid)> = None;
         loop {
-            let page = store_sessions::list(&self.pool, &filter, visibility, after, PAGE).await?;
+            // Each read bounded: a silent connection ends the export
+            // UNAVAILABLE instead of holding it (and its client) for good.
+            let (waits, bound) = (&self.waits, self.rules.silent_connection);
+            let read = store_sessions::list(&self.pool, &filter, visibility, after, PAGE);
+            let page = crate::store::bounded(waits, Span::Short, bound, read).await?;
             let at = now();
             let chunks = match format {
                 ExportFormat::Csv => csv_chunks(&page, after.is_none(), at)?,
                 ExportFormat::JsonLines => {
                     let ids: Vec<Uuid> = page.iter().map(|s| s.id).collect();
-                    let events = store_sessions::events_of(&self.pool, &ids).await?;
+                    let read = store_sessions::events_of(&self.pool, &ids);
+                    let events = crate::store::bounded(waits, Span::Short, bound, read).await?;
                     json_chunks(&page, &events, at)?
                 }
             };

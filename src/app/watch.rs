@@ -95,6 +95,22 @@ async fn pause(hub: &Hub) -> bool {
     }
 }
 
+/// Runs a stream's catch-up `read` in a task of its own, bounded by the
+/// silence bound (`store::bounded`): it waits neither on the client (a
+/// stream whose client does not read is not polled, which must not hold a
+/// read open, or count as database work stuck) nor is it dropped half-way
+/// when the client goes away.
+async fn catch_up<T: Send + 'static>(
+    waits: &Waits,
+    silent_after: Duration,
+    read: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let waits = waits.clone();
+    tokio::spawn(async move { crate::store::bounded(&waits, Span::Short, silent_after, read).await })
+        .await
+        .map_err(|e| Error::Internal(anyhow::Error::new(e).context("a stream's catch-up read")))?
+}
+
 /// A WatchSession stream: the events of one session, in seq order, each once.
 struct SessionFollower {
     /// This stream's place among the replica's watch streams.
@@ -130,15 +146,16 @@ impl SessionFollower {
             }
             if self.behind {
                 self.hub.catching_up();
-                let read = async {
-                    let events = store_sessions::events(&self.pool, self.id, self.seq, PAGE).await?;
+                let (pool, id, seq) = (self.pool.clone(), self.id, self.seq);
+                let read = async move {
+                    let events = store_sessions::events(&pool, id, seq, PAGE).await?;
                     if !events.is_empty() {
                         // Shown only once safe from a failover, as the feed is.
-                        store_feed::replicated(&self.pool).await?;
+                        store_feed::replicated(&pool).await?;
                     }
-                    Ok::<_, crate::domain::Error>(events)
+                    Ok(events)
                 };
-                match crate::store::bounded(&self.waits, Span::Short, self.silent_after, read).await {
+                match catch_up(&self.waits, self.silent_after, read).await {
                     Ok(events) => {
                         self.behind = events.len() as i64 == PAGE;
                         for e in events {
@@ -222,14 +239,15 @@ impl FeedFollower {
             }
             if self.behind {
                 self.hub.catching_up();
-                let read = async {
-                    let page = store_feed::feed_page(&self.pool, self.position, PAGE).await?;
+                let (pool, position) = (self.pool.clone(), self.position);
+                let read = async move {
+                    let page = store_feed::feed_page(&pool, position, PAGE).await?;
                     if !page.events.is_empty() {
-                        store_feed::replicated(&self.pool).await?;
+                        store_feed::replicated(&pool).await?;
                     }
-                    Ok::<_, crate::domain::Error>(page)
+                    Ok(page)
                 };
-                match crate::store::bounded(&self.waits, Span::Short, self.silent_after, read).await {
+                match catch_up(&self.waits, self.silent_after, read).await {
                     Ok(page) => {
                         self.behind = page.events.len() as i64 == PAGE;
                         self.take(&page.events);

@@ -559,7 +559,7 @@ async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back(
             tokio::spawn(async move { caller.list_sessions(pb::ListSessionsRequest::default()).await })
         })
         .collect();
-    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    waiting_on_a_lock(&app, "FROM sessions", 2).await;
     proxy.silence_existing();
     let silenced = std::time::Instant::now();
     lock.rollback().await.expect("unlock");
@@ -581,75 +581,81 @@ async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back(
     }
 }
 
-/// A WatchSession stream catching up from the database (its events read a
-/// page at a time) whose connection goes silent mid-catch-up waits at most
-/// the silence bound for that page: the read is dropped, its connection
-/// checked and closed, and the stream goes on from a new connection, every
-/// event once. (It used to wait for good, its client hearing nothing.)
+/// A WatchSession stream catching up from the database whose connection
+/// goes silent mid-read waits at most the silence bound for that read: the
+/// read is dropped, its connection checked and closed, and the stream goes
+/// on from a new connection, every event once. (It used to wait for good,
+/// its client hearing nothing.) The read waits on a table lock when the
+/// connection goes silent, so it is surely in the middle of it.
 #[tokio::test]
 async fn a_stream_catching_up_on_a_silent_connection_goes_on_from_a_new_one() {
     let app = spawn_app().await;
     let w = world(&app).await;
     let session = scheduled(&app, &w, monday_at(6)).await;
-    let last_seq = long_history(&app, &session.id).await;
+    let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM sessions WHERE id = $1")
+        .bind(session.id.parse::<Uuid>().expect("uuid"))
+        .fetch_one(&app.pool)
+        .await
+        .expect("last_seq");
     let (proxy, replica) = replica_through_a_proxy(&app.database_url, true).await;
     let caller = Caller::new(&replica.channel, &coordinator());
+    let mut lock = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE session_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
     let mut stream = caller.watch_session(&session.id, Some(0)).await.expect("WatchSession");
-    // The first events; the stream then waits on HTTP/2 flow control for
-    // this client to read on, in the middle of its catch-up.
+    let first = tokio::spawn(async move {
+        let item = stream.message().await;
+        (item, stream)
+    });
+    waiting_on_a_lock(&app, "FROM session_events", 1).await;
+    proxy.silence_existing();
+    lock.rollback().await.expect("unlock");
+    let (item, mut stream) = tokio::time::timeout(StdDuration::from_secs(15), first)
+        .await
+        .expect("the stream stalled on its silent connection")
+        .expect("reader");
     let mut seqs = Vec::new();
-    while seqs.len() < 10 {
-        let item = stream.message().await.expect("an item").expect("not the end");
+    let mut item = item.expect("an item").expect("not the end");
+    loop {
         if let Some(pb::watch_session_response::Item::Event(e)) = item.item {
             seqs.push(e.seq);
         }
-    }
-    tokio::time::sleep(StdDuration::from_millis(300)).await;
-    proxy.silence_existing();
-    let silenced = std::time::Instant::now();
-    while seqs.last() < Some(&last_seq) {
-        let item = tokio::time::timeout(StdDuration::from_secs(20), stream.message())
+        if seqs.len() as i64 >= last_seq {
+            break;
+        }
+        item = tokio::time::timeout(StdDuration::from_secs(15), stream.message())
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the stream stalled at seq {:?}, {} s after its connection went silent",
-                    seqs.last(),
-                    silenced.elapsed().as_secs()
-                )
-            })
+            .expect("the stream goes on")
             .expect("an item")
             .expect("not the end");
-        if let Some(pb::watch_session_response::Item::Event(e)) = item.item {
-            seqs.push(e.seq);
-        }
     }
     assert_eq!(seqs, (1..=last_seq).collect::<Vec<_>>(), "every event once, in order");
 }
 
-/// Gives `session` 3,000 more events, written directly (many pages for a
-/// stream to catch up on); its last seq.
-async fn long_history(app: &TestApp, session: &str) -> i64 {
-    let id: Uuid = session.parse().expect("uuid");
-    const EVENTS: i64 = 3000;
-    sqlx::query(
-        "WITH last AS (SELECT max(seq) AS seq FROM session_events WHERE session_id = $1)
-         INSERT INTO session_events (session_id, seq, type, actor_kind)
-         SELECT $1, last.seq + n, 'STAGE_CHANGED', 'COORDINATOR' FROM last, generate_series(1, $2) AS n",
-    )
-    .bind(id)
-    .bind(EVENTS)
-    .execute(&app.pool)
-    .await
-    .expect("a long history");
-    let last_seq: i64 = sqlx::query_scalar(
-        "UPDATE sessions SET last_seq = (SELECT max(seq) FROM session_events WHERE session_id = $1)
-         WHERE id = $1 RETURNING last_seq",
-    )
-    .bind(id)
-    .fetch_one(&app.pool)
-    .await
-    .expect("last_seq");
-    last_seq
+/// Until `n` backends of `app`'s database wait on a lock in a statement
+/// containing `statement` (the replica's reads behind a test's lock).
+async fn waiting_on_a_lock(app: &TestApp, statement: &str, n: i64) {
+    let until = std::time::Instant::now() + StdDuration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+        )
+        .bind(statement)
+        .fetch_one(&app.pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{waiting} of {n} reads wait on the lock"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
 }
 
 /// A replica of `app`'s database whose connections go through a
