@@ -541,14 +541,14 @@ async fn every_database_connection_of_a_replica_has_keepalive_and_a_user_timeout
 /// silent, so both are surely in the middle of a statement.)
 #[tokio::test]
 async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back() {
-    let app = spawn_app().await;
-    let (proxy, replica) = replica_through_a_proxy_with(&app.database_url, true, 2, StdDuration::from_secs(3)).await;
+    let (_db, url, pool) = cluster_of_its_own().await;
+    let (proxy, replica) = replica_through_a_proxy_with(&url, true, 2, StdDuration::from_secs(3)).await;
     let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(4));
     caller
         .list_sessions(pb::ListSessionsRequest::default())
         .await
         .expect("the replica reads");
-    let mut lock = app.pool.begin().await.expect("begin");
+    let mut lock = pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
@@ -559,7 +559,7 @@ async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back(
             tokio::spawn(async move { caller.list_sessions(pb::ListSessionsRequest::default()).await })
         })
         .collect();
-    waiting_on_a_lock(&app, "FROM sessions", 2).await;
+    waiting_on_a_lock(&pool, "FROM sessions", 2).await;
     proxy.silence_existing();
     let silenced = std::time::Instant::now();
     lock.rollback().await.expect("unlock");
@@ -589,17 +589,24 @@ async fn a_read_dropped_on_a_silent_connection_gives_its_place_in_the_pool_back(
 /// connection goes silent, so it is surely in the middle of it.
 #[tokio::test]
 async fn a_stream_catching_up_on_a_silent_connection_goes_on_from_a_new_one() {
-    let app = spawn_app().await;
-    let w = world(&app).await;
-    let session = scheduled(&app, &w, monday_at(6)).await;
+    let (_db, url, pool) = cluster_of_its_own().await;
+    let (proxy, replica) = replica_through_a_proxy(&url, true).await;
+    let caller = Caller::new(&replica.channel, &coordinator());
+    let w = world_on(&caller).await;
+    let session = caller
+        .create_session(pb::CreateSessionRequest {
+            mentee_id: w.mentee.to_string(),
+            listing_id: w.listing.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("a session");
     let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM sessions WHERE id = $1")
         .bind(session.id.parse::<Uuid>().expect("uuid"))
-        .fetch_one(&app.pool)
+        .fetch_one(&pool)
         .await
         .expect("last_seq");
-    let (proxy, replica) = replica_through_a_proxy(&app.database_url, true).await;
-    let caller = Caller::new(&replica.channel, &coordinator());
-    let mut lock = app.pool.begin().await.expect("begin");
+    let mut lock = pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE session_events IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
@@ -609,7 +616,7 @@ async fn a_stream_catching_up_on_a_silent_connection_goes_on_from_a_new_one() {
         let item = stream.message().await;
         (item, stream)
     });
-    waiting_on_a_lock(&app, "FROM session_events", 1).await;
+    waiting_on_a_lock(&pool, "FROM session_events", 1).await;
     proxy.silence_existing();
     lock.rollback().await.expect("unlock");
     let (item, mut stream) = tokio::time::timeout(StdDuration::from_secs(15), first)
@@ -634,9 +641,22 @@ async fn a_stream_catching_up_on_a_silent_connection_goes_on_from_a_new_one() {
     assert_eq!(seqs, (1..=last_seq).collect::<Vec<_>>(), "every event once, in order");
 }
 
-/// Until `n` backends of `app`'s database wait on a lock in a statement
+/// A cluster of the test's own, for a test that locks whole tables (which
+/// would hold up every other test on a shared one): it, the database's URL,
+/// and a pool of the test's.
+async fn cluster_of_its_own() -> (mentorship::devdb::DevDb, String, sqlx::PgPool) {
+    let db = own_cluster().await;
+    mentorship::devdb::ensure_database(&db.url("postgres"), "mentorship")
+        .await
+        .expect("database");
+    let url = db.url("mentorship");
+    let pool = mentorship::connect(&url, 4).await.expect("a pool of the test's");
+    (db, url, pool)
+}
+
+/// Until `n` backends of the database wait on a lock in a statement
 /// containing `statement` (the replica's reads behind a test's lock).
-async fn waiting_on_a_lock(app: &TestApp, statement: &str, n: i64) {
+async fn waiting_on_a_lock(pool: &sqlx::PgPool, statement: &str, n: i64) {
     let until = std::time::Instant::now() + StdDuration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -644,7 +664,7 @@ async fn waiting_on_a_lock(app: &TestApp, statement: &str, n: i64) {
              WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
         )
         .bind(statement)
-        .fetch_one(&app.pool)
+        .fetch_one(pool)
         .await
         .expect("pg_stat_activity");
         if waiting >= n {
