@@ -934,12 +934,40 @@ pub fn received_within(followed: &[Followed], from: Instant, to: Instant) -> boo
     followed.iter().flat_map(|f| &f.arrived).any(|&t| from <= t && t <= to)
 }
 
+/// What the followers got around `from`..`to`, for a failure report: per
+/// session, how many events, and when the first and last arrived (seconds
+/// from `from`).
+pub fn followed_around(followed: &[Followed], from: Instant) -> String {
+    let at = |t: &Instant| {
+        t.checked_duration_since(from)
+            .map_or_else(|| -(from.duration_since(*t).as_secs_f64()), |d| d.as_secs_f64())
+    };
+    followed
+        .iter()
+        .map(|f| {
+            let span = f
+                .arrived
+                .first()
+                .zip(f.arrived.last())
+                .map(|(a, b)| format!("{:.1}..{:.1}", at(a), at(b)));
+            format!(
+                "{} {} events {span:?} last {:?}\n",
+                f.session,
+                f.received.len(),
+                f.received.last()
+            )
+        })
+        .collect()
+}
+
 /// Follows WatchSession (one session's stream) on `replica` until `stop`:
-/// every 250 ms, while fewer than four are followed, the latest session the
+/// every 250 ms, while fewer than 32 are followed, the latest session the
 /// workload recorded creating, so some session is followed live through
-/// every fault.
+/// every fault (a session a worker left waiting, QUEUED or PAUSED, keeps
+/// its follower until it ends: many at once, so a few such cannot take
+/// every follower).
 pub async fn follow_sessions(replica: Caller, rec: Recorder, stop: Arc<AtomicBool>) -> Vec<Followed> {
-    const AT_ONCE: usize = 4;
+    const AT_ONCE: usize = 32;
     let mut picked = HashSet::new();
     let mut live = tokio::task::JoinSet::new();
     let mut followed = Vec::new();

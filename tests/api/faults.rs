@@ -165,7 +165,8 @@ async fn a_killed_replica_and_a_crashed_database_lose_no_acknowledged_change_and
     ] {
         assert!(
             checker::received_within(&sessions_followed, from, to),
-            "WatchSession received nothing through {fault}"
+            "WatchSession received nothing through {fault}; what it followed, from the fault on:\n{}",
+            checker::followed_around(&sessions_followed, from)
         );
     }
     let received = got.lock().expect("got").clone();

@@ -340,8 +340,10 @@ async fn run() {
         for fault in &faults {
             assert!(
                 checker::received_within(&sessions, fault.span.0, fault.span.1),
-                "{name} received nothing through the {}",
-                fault.name
+                "{name} received nothing through the {} ({:.1} s); what it followed, from the fault on:\n{}",
+                fault.name,
+                (fault.span.1 - fault.span.0).as_secs_f64(),
+                checker::followed_around(&sessions, fault.span.0)
             );
         }
         followed.push((name.to_owned(), sessions));
