@@ -4,14 +4,13 @@
 //! background work and health.
 
 use std::{
-    sync::{
-        LazyLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
 };
 
 use anyhow::Context;
+
+use super::waits::now_ms;
 use sqlx::{
     Connection, PgConnection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -125,15 +124,10 @@ const PING_LIMIT: Duration = Duration::from_secs(2);
 /// was only slow costs a reconnect.)
 const RELEASE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Until when (in ms since [`CLOCK`] started) the API's pool checks every
-/// connection handed back: set just before work waiting on the database is
-/// dropped ([`check_releases_for_a_while`]).
+/// Until when (on the process's monotonic clock, `waits::now_ms`) the API's
+/// pool checks every connection handed back: set just before work waiting
+/// on the database is dropped ([`check_releases_for_a_while`]).
 static CHECK_RELEASES_UNTIL: AtomicU64 = AtomicU64::new(0);
-static CLOCK: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    CLOCK.elapsed().as_millis() as u64
-}
 
 /// Work that waited on the database past its bound is about to be dropped:
 /// a plain statement among it leaves nothing queued on its connection, yet

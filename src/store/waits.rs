@@ -99,7 +99,7 @@ impl Drop for Waiting {
 
 /// Milliseconds since the first call in this process: a monotonic clock, so
 /// a step of the wall clock never makes an old silence look recent.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
