@@ -679,6 +679,77 @@ async fn waiting_on_a_lock(pool: &sqlx::PgPool, statement: &str, n: i64) {
     }
 }
 
+/// Read-only is not the primary: when the replica's database comes back as
+/// a standby (in recovery), health says NOT_SERVING and calls end
+/// UNAVAILABLE (new connections to it are refused as they open, and
+/// health's probe asks `pg_is_in_recovery()`); once it is promoted, health
+/// says SERVING and calls answer again, with no restart of the replica.
+#[tokio::test]
+async fn a_database_in_recovery_is_not_served_from_until_it_is_promoted() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let (mut db, url, pool) = cluster_of_its_own().await;
+    pool.close().await;
+    let replica = start_replica(&url, mentorship::app::Rules::default(), Jobs::Stepped).await;
+    let caller = Caller::new(&replica.channel, &coordinator()).with_timeout(StdDuration::from_secs(8));
+    let health = HealthClient::new(replica.channel.clone());
+    let status = async || {
+        health
+            .clone()
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status())
+            .unwrap_or(ServingStatus::Unknown)
+    };
+    let until = async |want: ServingStatus| {
+        let limit = std::time::Instant::now() + StdDuration::from_secs(20);
+        while status().await != want {
+            assert!(std::time::Instant::now() < limit, "health {want:?} within 20 s");
+            tokio::time::sleep(StdDuration::from_millis(200)).await;
+        }
+    };
+    until(ServingStatus::Serving).await;
+    caller
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("the replica reads");
+
+    // The server comes back as a standby: read-only, in recovery.
+    let mut db = tokio::task::spawn_blocking(move || {
+        db.stop();
+        std::fs::write(db.cluster_dir().join("pgdata").join("standby.signal"), "").expect("standby.signal");
+        db.restart().expect("start as a standby");
+        db
+    })
+    .await
+    .expect("join");
+    let mut direct = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("a direct connection");
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut direct)
+        .await
+        .expect("in recovery?");
+    assert!(in_recovery, "the server is a standby now");
+    until(ServingStatus::NotServing).await;
+    let refused = caller.list_sessions(pb::ListSessionsRequest::default()).await;
+    let code = refused.expect_err("no call is served from a standby").code();
+    assert_eq!(code, Code::Unavailable, "retryable, never INTERNAL");
+
+    // Promoted: the primary again.
+    let promoted: bool = sqlx::query_scalar("SELECT pg_promote()")
+        .fetch_one(&mut direct)
+        .await
+        .expect("promote");
+    assert!(promoted);
+    until(ServingStatus::Serving).await;
+    caller
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("the replica reads again");
+    drop(direct);
+    db.stop();
+}
+
 /// A replica of `app`'s database whose connections go through a
 /// [`SilentProxy`], jobs stepped; `quick` shortens the statement timeout to
 /// 1 s, the wait for a silent read to 2 s, and the call deadline to 12 s.
